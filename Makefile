@@ -1,0 +1,90 @@
+# fnproxy build. `make` installs missing Debian packages (scripts/deps.sh,
+# a no-op when all are present), then builds build/fnproxy.
+#   make run     demo function + fnproxy in front of it
+#   make test    unit + integration suites, then again under ASan+UBSan
+#   make bench   throughput against direct, nginx and HAProxy
+# SAN=1 builds the sanitizer variant (into build/san by default).
+
+CC       ?= cc
+SAN      ?=
+ifeq ($(SAN),1)
+CC       := clang
+BUILD    ?= build/san
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+OPT      := -O1
+else
+BUILD    ?= build
+SANFLAGS :=
+OPT      := -O2
+endif
+
+LLHTTP_SRC_DIR := /usr/share/llhttp
+LLHTTP_INC_DIR := /usr/share/include/llhttp
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
+            -Wmissing-prototypes -Wno-unused-parameter
+CPPFLAGS := -D_GNU_SOURCE -I. -Iproxy -Ipolicy -I$(LLHTTP_INC_DIR) -DLLHTTP_STRICT_MODE=1
+CFLAGS   := -std=c11 $(OPT) -g -pthread $(SANFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS  := -pthread $(SANFLAGS)
+LDLIBS   := -luv -lssl -lcrypto -lyaml
+
+POLICY_SRC := $(sort $(wildcard policy/*.c))
+PROXY_SRC  := $(filter-out proxy/main.c,$(sort $(wildcard proxy/*.c)))
+LLHTTP_OBJ := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
+POLICY_OBJ := $(POLICY_SRC:%.c=$(BUILD)/obj/%.o)
+PROXY_OBJ  := $(PROXY_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps run test test-unit test-integration test-san bench bench-quick certs clean format
+
+all: deps
+	@$(MAKE) --no-print-directory build-all
+
+build-all: $(BUILD)/fnproxy $(BUILD)/fnbackend $(UNIT_BIN)
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/llhttp/%.o: $(LLHTTP_SRC_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(OPT) -g $(SANFLAGS) -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC_DIR) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -MMD -MP -c $< -o $@
+
+$(BUILD)/fnproxy: $(BUILD)/obj/proxy/main.o $(PROXY_OBJ) $(POLICY_OBJ) $(LLHTTP_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/fnbackend: $(BUILD)/obj/tests/backend/backend.o $(LLHTTP_OBJ)
+	$(CC) $(LDFLAGS) $^ -luv -o $@
+
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(PROXY_OBJ) $(POLICY_OBJ) $(LLHTTP_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+run: all
+	@sh scripts/run-demo.sh $(BUILD)
+
+# The whole suite, then the whole suite again under ASan + UBSan.
+test: all
+	@$(MAKE) --no-print-directory SAN=1 build-all
+	@sh tests/run.sh build build/san
+
+test-unit test-integration: all
+	@sh tests/run.sh --only $(@:test-%=%) $(BUILD)
+
+bench: all
+	@sh bench/run.sh
+
+bench-quick: all
+	@sh bench/run.sh --quick
+
+clean:
+	rm -rf build
+
+format:
+	clang-format -i proxy/*.[ch] policy/*.[ch] tests/unit/*.c tests/backend/*.c
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

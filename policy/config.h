@@ -1,0 +1,102 @@
+/*
+ * config.h - the configuration model: YAML (libyaml) parsed into plain,
+ * immutable structs, validated before anything uses them.
+ *
+ * Every error names file:line:column and the key path, e.g.
+ *   demo.yaml:14:9: functions[0].ingress.routes[2].timeout: expected a duration like 10s
+ * A struct config is never modified after config_load() returns it; a reload
+ * builds a new one and swaps it in.
+ *
+ * This module is pure: no libuv, no OpenSSL, no sockets opened.
+ */
+#ifndef FNPROXY_CONFIG_H
+#define FNPROXY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CFG_ERR_MAX 512 /* size callers give for error messages */
+
+/* Request methods a route can match on, as bits of cfg_route.methods. */
+enum cfg_method {
+    CFG_M_GET = 1u << 0,
+    CFG_M_HEAD = 1u << 1,
+    CFG_M_POST = 1u << 2,
+    CFG_M_PUT = 1u << 3,
+    CFG_M_DELETE = 1u << 4,
+    CFG_M_PATCH = 1u << 5,
+    CFG_M_OPTIONS = 1u << 6,
+    CFG_M_TRACE = 1u << 7,
+};
+
+/* The bit of a method name (case-sensitive, as on the wire); 0 if unknown. */
+unsigned cfg_method_bit(const char *name, size_t len);
+
+enum cfg_addr_kind { CFG_ADDR_INET = 0, CFG_ADDR_UNIX };
+
+/* A listen address or an endpoint: "127.0.0.1:8080", "[::1]:8080" or
+ * "unix:/run/fn.sock". Hosts are IP literals (and "localhost", which means
+ * 127.0.0.1); names are never resolved here. */
+struct cfg_addr {
+    enum cfg_addr_kind kind;
+    struct sockaddr_storage sa; /* AF_INET/AF_INET6/AF_UNIX, ready to bind/connect */
+    socklen_t sa_len;
+    char text[128];             /* as written, for logs and /config */
+};
+
+struct cfg_listener {
+    char *name;
+    struct cfg_addr listen;         /* inet only */
+    uint64_t header_timeout_ms;     /* request head must arrive within; default 10s */
+    uint64_t keepalive_timeout_ms;  /* idle between requests; default 60s */
+    size_t max_header_bytes;        /* request line + headers; default 16 KiB */
+    int line, col;                  /* where the item starts in the file */
+};
+
+struct cfg_route {
+    char *name;
+    size_t listener;          /* index into config.listeners */
+    char *host;               /* lower case, no trailing dot, no port; "*.x.com" wildcard; NULL = any */
+    char *path_prefix;        /* default "/" */
+    unsigned methods;         /* CFG_M_* bits; 0 = any method */
+    uint64_t timeout_ms;      /* wait on the function without progress; default 15s */
+    uint64_t connect_timeout_ms; /* one connect attempt; default 1s */
+    int line, col;
+};
+
+struct cfg_function {
+    char *name;
+    struct cfg_addr *endpoints;
+    size_t n_endpoints;
+    uint64_t max_body;        /* ingress.max_body in bytes; 0 = no limit */
+    struct cfg_route *routes; /* ingress.routes */
+    size_t n_routes;
+    int line, col;
+};
+
+struct config {
+    char *path;                     /* file it came from */
+    unsigned workers;               /* 0 = auto: one per core */
+    bool has_admin;
+    struct cfg_addr admin_listen;   /* admin.listen, inet only */
+    uint64_t drain_timeout_ms;      /* on SIGTERM; default 10s */
+    struct cfg_listener *listeners;
+    size_t n_listeners;
+    struct cfg_function *functions;
+    size_t n_functions;
+};
+
+/* Reads and validates the file at path. On success returns 0 and *out; on
+ * failure a negative errno-style code and a message of the form
+ * "file:line:col: key.path: what is wrong" in err. */
+int config_load(const char *path, struct config **out, char *err, size_t errlen);
+
+/* The same from memory; name is used in messages as the file name. */
+int config_parse(const char *name, const char *buf, size_t len, struct config **out,
+                 char *err, size_t errlen);
+
+void config_free(struct config *c);
+
+#endif

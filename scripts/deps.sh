@@ -1,0 +1,25 @@
+#!/bin/sh
+# Installs the Debian packages fnproxy needs to build and test, and only
+# those that are missing: with everything present it runs no apt at all.
+# Usage: scripts/deps.sh [extra-package ...]
+set -eu
+
+PKGS="gcc make pkg-config libuv1-dev libssl-dev libcmocka-dev libyaml-dev
+node-llhttp curl openssl python3 iproute2 clang libclang-rt-14-dev"
+
+missing=""
+for p in $PKGS "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+echo "deps: installing$missing" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+# A stale package list makes install fail on a fresh machine; refresh once.
+$SUDO apt-get update -qq >&2
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >&2

@@ -1,0 +1,1795 @@
+/*
+ * config.c - the YAML configuration read into struct config, with errors
+ * that say exactly where and what: "file:line:col: key.path: message".
+ *
+ * Reading takes two steps. libyaml's event parser first builds a small tree
+ * of our own (struct ynode) in an arena. We do not use libyaml's document
+ * API because it resolves aliases silently: an alias would make one node
+ * appear in several places (and a few of them can multiply the work of a
+ * walk exponentially), while with events we see the alias and can refuse it
+ * at its own position. The tree keeps every node's 1-based line and column.
+ *
+ * Then the tree is walked against the schema, building struct config out of
+ * malloc'd pieces that config_free() releases, and keeping the key path
+ * ("functions[0].ingress.routes[2].timeout") alongside so that each error
+ * names where it is. The arena holds only the tree, so one release on every
+ * path, error or not, frees it; the config is freed by config_free() on
+ * every error path, which is why every array is zeroed before it is filled.
+ *
+ * The walk stops at the first error: one precise message beats a list whose
+ * later entries are mostly consequences of the first. Cross checks that need
+ * the whole of a list (duplicate names, clashing addresses, routes that can
+ * never match) run once that list is read, and sort rather than compare all
+ * pairs so that a large file cannot make validation quadratic.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#define CONFIG_FILE_MAX (4u << 20) /* larger files are refused unread */
+#define CONFIG_DEPTH_MAX 64        /* our schema nests 6 deep; this only stops abuse */
+#define NAME_LEN_MAX 64
+#define HOST_LEN_MAX 253
+#define WORKERS_MAX 64
+/* Durations are capped at one day: nothing in fnproxy waits longer, and a
+ * bound keeps deadline arithmetic (now + timeout) far from overflowing. */
+#define DURATION_MAX_MS (24ull * 60 * 60 * 1000)
+#define ARENA_BLOCK (64u << 10)
+
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+
+/* ---- arena: the YAML tree lives here and is released at once ---- */
+
+struct arena_block {
+    struct arena_block *next;
+    size_t used, cap; /* bytes of data[] */
+    _Alignas(max_align_t) char data[];
+};
+
+struct arena {
+    struct arena_block *head;
+};
+
+static void *arena_alloc(struct arena *a, size_t size)
+{
+    const size_t align = _Alignof(max_align_t);
+    struct arena_block *b = a->head;
+    void *p;
+
+    size = (size + align - 1) & ~(align - 1);
+    if (!b || b->cap - b->used < size) {
+        size_t cap = size > ARENA_BLOCK ? size : ARENA_BLOCK;
+
+        b = malloc(sizeof(*b) + cap);
+        if (!b)
+            return NULL;
+        b->next = a->head;
+        b->used = 0;
+        b->cap = cap;
+        a->head = b;
+    }
+    p = b->data + b->used;
+    b->used += size;
+    return p;
+}
+
+static void arena_release(struct arena *a)
+{
+    while (a->head) {
+        struct arena_block *next = a->head->next;
+
+        free(a->head);
+        a->head = next;
+    }
+}
+
+/* ---- the YAML tree ---- */
+
+enum ynode_type { YN_SCALAR = 0, YN_MAP, YN_SEQ };
+
+struct ynode {
+    enum ynode_type type;
+    int line, col;   /* 1-based, where the node starts */
+    bool plain;      /* an unquoted scalar: only those can be null */
+    const char *str; /* scalar value, NUL-terminated (may hold NULs too) */
+    size_t len;
+    struct ynode *first, *last; /* children; a map alternates key, value */
+    struct ynode *next;         /* next sibling */
+    size_t n;                   /* number of children */
+};
+
+/* Parser state: where errors go, the key path so far, the config being built. */
+struct pctx {
+    const char *name; /* file name for messages */
+    char *err;
+    size_t errlen;
+    bool failed;    /* the first error wins; later ones are consequences */
+    char path[256]; /* "functions[0].ingress.routes[2]" */
+    size_t plen;
+    struct arena arena;
+    struct config *c;
+    const struct ynode **listen_nodes; /* listeners[i].listen, for clash messages */
+    const struct ynode *admin_listen;  /* admin.listen value */
+};
+
+static int vfail_at(struct pctx *x, int line, int col, const char *fmt, va_list ap)
+{
+    char msg[CFG_ERR_MAX];
+
+    if (x->failed)
+        return -EINVAL;
+    x->failed = true;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (!x->err || !x->errlen)
+        return -EINVAL;
+    if (x->plen)
+        snprintf(x->err, x->errlen, "%s:%d:%d: %s: %s", x->name, line, col, x->path, msg);
+    else
+        snprintf(x->err, x->errlen, "%s:%d:%d: %s", x->name, line, col, msg);
+    return -EINVAL;
+}
+
+static int fail_at(struct pctx *x, int line, int col, const char *fmt, ...) PRINTF_LIKE(4, 5);
+static int fail_at(struct pctx *x, int line, int col, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = vfail_at(x, line, col, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Reports an error at node n under the current key path. */
+static int fail(struct pctx *x, const struct ynode *n, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static int fail(struct pctx *x, const struct ynode *n, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = vfail_at(x, n->line, n->col, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int fail_oom(struct pctx *x)
+{
+    if (!x->failed && x->err && x->errlen)
+        snprintf(x->err, x->errlen, "%s: out of memory", x->name);
+    x->failed = true;
+    return -ENOMEM;
+}
+
+/* ---- key path ---- */
+
+static size_t path_push(struct pctx *x, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static size_t path_push(struct pctx *x, const char *fmt, ...)
+{
+    size_t mark = x->plen;
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(x->path + x->plen, sizeof(x->path) - x->plen, fmt, ap);
+    va_end(ap);
+    if (n > 0) {
+        x->plen += (size_t)n;
+        if (x->plen > sizeof(x->path) - 1)
+            x->plen = sizeof(x->path) - 1;
+    }
+    return mark;
+}
+
+static size_t path_key(struct pctx *x, const char *key)
+{
+    return x->plen ? path_push(x, ".%s", key) : path_push(x, "%s", key);
+}
+
+static size_t path_index(struct pctx *x, size_t i)
+{
+    return path_push(x, "[%zu]", i);
+}
+
+static void path_pop(struct pctx *x, size_t mark)
+{
+    x->plen = mark;
+    x->path[mark] = '\0';
+}
+
+/* ---- building the tree from libyaml events ---- */
+
+struct tree_builder {
+    struct ynode *stack[CONFIG_DEPTH_MAX]; /* open maps and lists */
+    size_t depth;
+    struct ynode *root;
+    int docs;
+    bool done;
+};
+
+static void offset_to_pos(const char *buf, size_t len, size_t off, int *line, int *col)
+{
+    size_t i, start = 0;
+
+    *line = 1;
+    for (i = 0; i < off && i < len; i++) {
+        if (buf[i] == '\n') {
+            (*line)++;
+            start = i + 1;
+        }
+    }
+    *col = (int)(i - start) + 1;
+}
+
+static int fail_yaml(struct pctx *x, const yaml_parser_t *p, const char *buf, size_t len)
+{
+    const char *problem = p->problem ? p->problem : "syntax error";
+    int line, col;
+
+    if (p->error == YAML_MEMORY_ERROR)
+        return fail_oom(x);
+    /* The reader (encoding, control characters) reports a byte offset only. */
+    if (p->error == YAML_READER_ERROR) {
+        offset_to_pos(buf, len, p->problem_offset, &line, &col);
+    } else {
+        line = (int)p->problem_mark.line + 1;
+        col = (int)p->problem_mark.column + 1;
+    }
+    if (p->context)
+        return fail_at(x, line, col, "invalid YAML: %s (%s at %d:%d)", problem, p->context,
+                       (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
+    return fail_at(x, line, col, "invalid YAML: %s", problem);
+}
+
+static int tree_event(struct pctx *x, struct tree_builder *b, const yaml_event_t *ev)
+{
+    int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
+    enum ynode_type type;
+    struct ynode *n;
+
+    switch (ev->type) {
+    case YAML_STREAM_END_EVENT:
+        b->done = true;
+        return 0;
+    case YAML_DOCUMENT_START_EVENT:
+        if (b->docs++ > 0)
+            return fail_at(x, line, col, "expected one YAML document, found a second");
+        return 0;
+    case YAML_ALIAS_EVENT:
+        return fail_at(x, line, col, "YAML aliases are not supported");
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+        b->depth--;
+        return 0;
+    case YAML_SCALAR_EVENT:
+        type = YN_SCALAR;
+        break;
+    case YAML_SEQUENCE_START_EVENT:
+        type = YN_SEQ;
+        break;
+    case YAML_MAPPING_START_EVENT:
+        type = YN_MAP;
+        break;
+    default:
+        return 0;
+    }
+
+    n = arena_alloc(&x->arena, sizeof(*n));
+    if (!n)
+        return fail_oom(x);
+    memset(n, 0, sizeof(*n));
+    n->type = type;
+    n->line = line;
+    n->col = col;
+    if (type == YN_SCALAR) {
+        char *s = arena_alloc(&x->arena, ev->data.scalar.length + 1);
+
+        if (!s)
+            return fail_oom(x);
+        memcpy(s, ev->data.scalar.value, ev->data.scalar.length);
+        s[ev->data.scalar.length] = '\0';
+        n->str = s;
+        n->len = ev->data.scalar.length;
+        n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    }
+
+    if (b->depth) {
+        struct ynode *parent = b->stack[b->depth - 1];
+
+        if (parent->last)
+            parent->last->next = n;
+        else
+            parent->first = n;
+        parent->last = n;
+        parent->n++;
+    } else {
+        b->root = n;
+    }
+    if (type != YN_SCALAR) {
+        if (b->depth == CONFIG_DEPTH_MAX)
+            return fail_at(x, line, col, "nested deeper than %d levels", CONFIG_DEPTH_MAX);
+        b->stack[b->depth++] = n;
+    }
+    return 0;
+}
+
+static int tree_build(struct pctx *x, const char *buf, size_t len, struct ynode **root)
+{
+    struct tree_builder b = {0};
+    yaml_parser_t p;
+    yaml_event_t ev;
+    int rc = 0;
+
+    *root = NULL;
+    if (!yaml_parser_initialize(&p))
+        return fail_oom(x);
+    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
+    while (!b.done && rc == 0) {
+        if (!yaml_parser_parse(&p, &ev)) {
+            rc = fail_yaml(x, &p, buf, len);
+            break;
+        }
+        rc = tree_event(x, &b, &ev);
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    if (rc == 0)
+        *root = b.root;
+    return rc;
+}
+
+/* ---- scalars ---- */
+
+static bool node_is_null(const struct ynode *n)
+{
+    if (n->type != YN_SCALAR || !n->plain)
+        return false;
+    return n->len == 0 || strcmp(n->str, "~") == 0 || strcmp(n->str, "null") == 0 ||
+           strcmp(n->str, "Null") == 0 || strcmp(n->str, "NULL") == 0;
+}
+
+/* A scalar with a value: where one is expected, null is as wrong as a map. */
+static bool node_is_value(const struct ynode *n)
+{
+    return n->type == YN_SCALAR && !node_is_null(n);
+}
+
+static bool node_eq(const struct ynode *n, const char *s)
+{
+    size_t len = strlen(s);
+
+    return n->type == YN_SCALAR && n->len == len && memcmp(n->str, s, len) == 0;
+}
+
+/* A copy of a scalar fit to quote in a message: short, printable. */
+static const char *node_shown(const struct ynode *n, char *buf, size_t size)
+{
+    size_t i, max = size - 4;
+
+    if (n->type != YN_SCALAR)
+        return n->type == YN_MAP ? "{...}" : "[...]";
+    for (i = 0; i < n->len && i < max; i++) {
+        unsigned char ch = (unsigned char)n->str[i];
+
+        buf[i] = ch >= 0x20 && ch < 0x7f && ch != '"' ? (char)ch : '?';
+    }
+    if (i < n->len) {
+        memcpy(buf + i, "...", 3);
+        i += 3;
+    }
+    buf[i] = '\0';
+    return buf;
+}
+
+static char *dup_node(struct pctx *x, const char *s, size_t len)
+{
+    char *p = malloc(len + 1);
+
+    if (!p) {
+        fail_oom(x);
+        return NULL;
+    }
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+static bool is_digit(char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
+/* Reads leading decimal digits into *v; *big is set if they overflow. */
+static size_t scan_uint(const char *s, size_t len, uint64_t *v, bool *big)
+{
+    size_t i;
+
+    *v = 0;
+    *big = false;
+    for (i = 0; i < len && is_digit(s[i]); i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+
+        if (*v > (UINT64_MAX - d) / 10)
+            *big = true;
+        else
+            *v = *v * 10 + d;
+    }
+    return i;
+}
+
+/* "250ms", "10s", "2m": digits and a unit, nothing else. Returns 0,
+ * -EINVAL when malformed, -ERANGE when too long. */
+static int duration_parse(const char *s, size_t len, uint64_t *ms)
+{
+    uint64_t v, mult;
+    bool big;
+    size_t i = scan_uint(s, len, &v, &big);
+    const char *unit = s + i;
+    size_t ulen = len - i;
+
+    if (i == 0)
+        return -EINVAL;
+    if (ulen == 2 && memcmp(unit, "ms", 2) == 0)
+        mult = 1;
+    else if (ulen == 1 && unit[0] == 's')
+        mult = 1000;
+    else if (ulen == 1 && unit[0] == 'm')
+        mult = 60 * 1000;
+    else
+        return -EINVAL;
+    if (big || v > DURATION_MAX_MS / mult)
+        return -ERANGE;
+    *ms = v * mult;
+    return 0;
+}
+
+/* "512", "512B", "16KiB", "8MiB", "1GiB". Decimal units (KB) are refused
+ * rather than guessed at. */
+static int size_parse(const char *s, size_t len, uint64_t *bytes)
+{
+    static const struct {
+        const char *unit;
+        uint64_t mult;
+    } units[] = {{"", 1}, {"B", 1}, {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}};
+    uint64_t v;
+    bool big;
+    size_t i = scan_uint(s, len, &v, &big), u;
+
+    if (i == 0)
+        return -EINVAL;
+    for (u = 0; u < sizeof(units) / sizeof(units[0]); u++) {
+        if (strlen(units[u].unit) == len - i && memcmp(s + i, units[u].unit, len - i) == 0)
+            break;
+    }
+    if (u == sizeof(units) / sizeof(units[0]))
+        return -EINVAL;
+    if (big || v > UINT64_MAX / units[u].mult)
+        return -ERANGE;
+    *bytes = v * units[u].mult;
+    return 0;
+}
+
+static int get_duration(struct pctx *x, const struct ynode *v, uint64_t *ms)
+{
+    int rc;
+
+    if (!node_is_value(v))
+        return fail(x, v, "expected a duration like 10s");
+    rc = duration_parse(v->str, v->len, ms);
+    if (rc == -ERANGE)
+        return fail(x, v, "duration too large: at most 1440m");
+    if (rc < 0)
+        return fail(x, v, "expected a duration like 10s");
+    return 0;
+}
+
+/* Timeouts: a zero would fire at once, which is never what was meant. */
+static int get_timeout(struct pctx *x, const struct ynode *v, uint64_t *ms)
+{
+    int rc = get_duration(x, v, ms);
+
+    if (rc == 0 && *ms == 0)
+        return fail(x, v, "must be greater than zero");
+    return rc;
+}
+
+static int get_size(struct pctx *x, const struct ynode *v, uint64_t *bytes)
+{
+    int rc;
+
+    if (!node_is_value(v))
+        return fail(x, v, "expected a size like 16KiB");
+    rc = size_parse(v->str, v->len, bytes);
+    if (rc == -ERANGE)
+        return fail(x, v, "size too large");
+    if (rc < 0)
+        return fail(x, v, "expected a size like 16KiB");
+    return 0;
+}
+
+static bool name_valid(const char *s, size_t len)
+{
+    size_t i;
+
+    if (len == 0 || len > NAME_LEN_MAX)
+        return false;
+    for (i = 0; i < len; i++) {
+        char ch = s[i];
+
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || is_digit(ch) || ch == '_' ||
+              ch == '.' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+static int get_name(struct pctx *x, const struct ynode *v, char **out)
+{
+    if (!node_is_value(v) || !name_valid(v->str, v->len))
+        return fail(x, v, "expected a name: 1 to 64 characters from A-Z a-z 0-9 _ . -");
+    *out = dup_node(x, v->str, v->len);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* ---- addresses ---- */
+
+static bool port_parse(const char *s, size_t len, uint16_t *port)
+{
+    uint64_t v;
+    bool big;
+
+    if (len == 0 || len > 5 || scan_uint(s, len, &v, &big) != len || v == 0 || v > 65535)
+        return false;
+    *port = (uint16_t)v;
+    return true;
+}
+
+/* "127.0.0.1:8080", "[::1]:8080", "localhost:8080", and for endpoints
+ * "unix:/abs/path". Names other than localhost are refused: resolving them
+ * here would tie the config's meaning to DNS at load time. */
+static int get_addr(struct pctx *x, const struct ynode *v, bool allow_unix, struct cfg_addr *a)
+{
+    const char *what = allow_unix ? "expected IP:port or unix:/path" : "expected IP:port";
+    const char *s = v->str, *colon;
+    char host[INET6_ADDRSTRLEN + 1];
+    size_t len = v->len, hlen;
+    uint16_t port;
+
+    memset(a, 0, sizeof(*a));
+    if (!node_is_value(v) || len >= sizeof(a->text) || memchr(s, '\0', len))
+        return fail(x, v, "%s", what);
+    memcpy(a->text, s, len);
+    a->text[len] = '\0';
+
+    if (len >= 5 && memcmp(s, "unix:", 5) == 0) {
+        struct sockaddr_un *sun = (struct sockaddr_un *)&a->sa;
+        size_t plen = len - 5;
+
+        if (!allow_unix)
+            return fail(x, v, "expected IP:port; unix sockets are only for endpoints");
+        if (plen == 0 || s[5] != '/')
+            return fail(x, v, "expected unix:/absolute/path");
+        if (plen >= sizeof(sun->sun_path))
+            return fail(x, v, "unix socket path too long: at most %zu bytes",
+                        sizeof(sun->sun_path) - 1);
+        a->kind = CFG_ADDR_UNIX;
+        sun->sun_family = AF_UNIX;
+        memcpy(sun->sun_path, s + 5, plen);
+        a->sa_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
+        return 0;
+    }
+
+    a->kind = CFG_ADDR_INET;
+    if (s[0] == '[') {
+        const char *close = memchr(s, ']', len);
+
+        if (!close || close + 1 == s + len || close[1] != ':')
+            return fail(x, v, "%s", what);
+        colon = close + 1;
+        hlen = (size_t)(close - s - 1);
+        if (hlen >= sizeof(host))
+            return fail(x, v, "%s", what);
+        memcpy(host, s + 1, hlen);
+    } else {
+        colon = memchr(s, ':', len);
+        if (!colon || memchr(colon + 1, ':', len - (size_t)(colon + 1 - s)))
+            return fail(x, v, "%s", what);
+        hlen = (size_t)(colon - s);
+        if (hlen >= sizeof(host))
+            return fail(x, v, "%s", what);
+        memcpy(host, s, hlen);
+    }
+    host[hlen] = '\0';
+    if (!port_parse(colon + 1, len - (size_t)(colon + 1 - s), &port))
+        return fail(x, v, "port must be from 1 to 65535");
+
+    if (s[0] == '[') {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->sa;
+
+        if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+            return fail(x, v, "%s", what);
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        a->sa_len = sizeof(*sin6);
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&a->sa;
+
+        if (strcmp(host, "localhost") == 0)
+            sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        else if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+            return fail(x, v, "%s", what);
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        a->sa_len = sizeof(*sin);
+    }
+    return 0;
+}
+
+/* ---- route match values ---- */
+
+static bool host_label_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || is_digit(ch) || ch == '-' || ch == '_';
+}
+
+static bool host_name_valid(const char *s, size_t len)
+{
+    size_t i, label = 0;
+
+    if (len == 0 || len > HOST_LEN_MAX)
+        return false;
+    for (i = 0; i < len; i++) {
+        if (s[i] == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if (host_label_char(s[i]) && ++label <= 63) {
+            continue;
+        } else {
+            return false;
+        }
+    }
+    return label > 0;
+}
+
+/* Stores the host as the router compares it: lower case, no trailing dot,
+ * IPv6 literals without brackets. */
+static int get_host(struct pctx *x, const struct ynode *v, char **out)
+{
+    static const char what[] = "expected a host like api.example.com or *.example.com";
+    char buf[HOST_LEN_MAX + 3], *h = buf;
+    struct in6_addr a6;
+    size_t i, n = v->len;
+    const char *colon;
+
+    if (!node_is_value(v) || n == 0 || n >= sizeof(buf) || memchr(v->str, '\0', n))
+        return fail(x, v, "%s", what);
+    for (i = 0; i < n; i++) {
+        char ch = v->str[i];
+
+        buf[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+    }
+    buf[n] = '\0';
+
+    if (h[0] == '[') {
+        if (h[n - 1] != ']' && strstr(h, "]:"))
+            return fail(x, v, "expected a host without a port");
+        if (h[n - 1] != ']')
+            return fail(x, v, "%s", what);
+        h[n - 1] = '\0';
+        h++;
+        n -= 2;
+        if (inet_pton(AF_INET6, h, &a6) != 1)
+            return fail(x, v, "%s", what);
+    } else if ((colon = memchr(h, ':', n)) != NULL) {
+        if (inet_pton(AF_INET6, h, &a6) != 1) {
+            bool one_colon = !memchr(colon + 1, ':', n - (size_t)(colon + 1 - h));
+            uint16_t port;
+
+            if (one_colon && port_parse(colon + 1, n - (size_t)(colon + 1 - h), &port))
+                return fail(x, v, "expected a host without a port");
+            return fail(x, v, "%s", what);
+        }
+    } else {
+        bool wild;
+
+        if (h[n - 1] == '.')
+            h[--n] = '\0';
+        wild = n >= 2 && h[0] == '*' && h[1] == '.';
+        if (!host_name_valid(h + (wild ? 2 : 0), n - (wild ? 2 : 0))) {
+            if (memchr(h, '*', n))
+                return fail(x, v,
+                            "the * wildcard must be the whole first label, like *.example.com");
+            return fail(x, v, "%s", what);
+        }
+    }
+    *out = dup_node(x, h, n);
+    return *out ? 0 : -ENOMEM;
+}
+
+static int get_path_prefix(struct pctx *x, const struct ynode *v, char **out)
+{
+    size_t i;
+
+    if (!node_is_value(v) || v->len == 0 || v->str[0] != '/')
+        goto out_bad;
+    /* Request targets are ASCII: anything else here could never match. */
+    for (i = 0; i < v->len; i++) {
+        unsigned char ch = (unsigned char)v->str[i];
+
+        if (ch <= 0x20 || ch >= 0x7f || ch == '?' || ch == '#')
+            goto out_bad;
+    }
+    *out = dup_node(x, v->str, v->len);
+    return *out ? 0 : -ENOMEM;
+
+out_bad:
+    return fail(x, v, "expected a path like /api: ASCII, starting with /, without spaces, ? or #");
+}
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} methods[] = {
+    {"GET", CFG_M_GET},         {"HEAD", CFG_M_HEAD},     {"POST", CFG_M_POST},
+    {"PUT", CFG_M_PUT},         {"DELETE", CFG_M_DELETE}, {"PATCH", CFG_M_PATCH},
+    {"OPTIONS", CFG_M_OPTIONS}, {"TRACE", CFG_M_TRACE},
+};
+#define N_METHODS (sizeof(methods) / sizeof(methods[0]))
+
+unsigned cfg_method_bit(const char *name, size_t len)
+{
+    size_t i;
+
+    if (!name)
+        return 0;
+    for (i = 0; i < N_METHODS; i++) {
+        if (strlen(methods[i].name) == len && memcmp(methods[i].name, name, len) == 0)
+            return methods[i].bit;
+    }
+    return 0;
+}
+
+static int method_index(unsigned bit)
+{
+    int i = 0;
+
+    while (!(bit & 1u)) {
+        bit >>= 1;
+        i++;
+    }
+    return i;
+}
+
+static int get_methods(struct pctx *x, const struct ynode *v, unsigned *out)
+{
+    const struct ynode *first[N_METHODS] = {0};
+    const struct ynode *it;
+    size_t i = 0, mark;
+    char shown[48];
+    unsigned bits = 0;
+
+    if (v->type != YN_SEQ || v->n == 0)
+        return fail(x, v, "expected a non-empty list of methods, like [GET, POST]");
+    for (it = v->first; it; it = it->next, i++) {
+        unsigned bit = node_is_value(it) ? cfg_method_bit(it->str, it->len) : 0;
+        int rc = 0;
+
+        mark = path_index(x, i);
+        if (!bit)
+            rc = fail(x, it,
+                      "unknown method \"%s\": expected GET, HEAD, POST, PUT, DELETE, PATCH, "
+                      "OPTIONS or TRACE",
+                      node_shown(it, shown, sizeof(shown)));
+        else if (bits & bit)
+            rc = fail(x, it, "duplicate method %s (first at %s:%d:%d)", it->str, x->name,
+                      first[method_index(bit)]->line, first[method_index(bit)]->col);
+        if (rc < 0)
+            return rc;
+        first[method_index(bit)] = it;
+        bits |= bit;
+        path_pop(x, mark);
+    }
+    *out = bits;
+    return 0;
+}
+
+/* ---- maps ---- */
+
+/* Checks one key of a map against the keys it may have: a scalar, known,
+ * seen once. Returns its index in known[]; or reports the error (the path
+ * then names the key) and returns a negative code. later[] lists keys that
+ * DESIGN.md defines but fnproxy does not do yet: silently ignoring them
+ * would let a config believe it has, say, TLS when it has not. */
+static int map_key(struct pctx *x, const struct ynode *k, const char *const *known,
+                   const char *const *later, const struct ynode **seen)
+{
+    char shown[48];
+    int i;
+
+    if (k->type != YN_SCALAR)
+        return fail(x, k, "expected a key name, found a %s", k->type == YN_MAP ? "map" : "list");
+    for (i = 0; known[i]; i++) {
+        if (!node_eq(k, known[i]))
+            continue;
+        if (seen[i]) {
+            path_key(x, known[i]);
+            return fail(x, k, "duplicate key \"%s\" (first at %s:%d:%d)", known[i], x->name,
+                        seen[i]->line, seen[i]->col);
+        }
+        seen[i] = k;
+        return i;
+    }
+    node_shown(k, shown, sizeof(shown));
+    path_key(x, shown);
+    for (i = 0; later && later[i]; i++) {
+        if (node_eq(k, later[i]))
+            return fail(x, k, "not supported yet");
+    }
+    return fail(x, k, "unknown key \"%s\"", shown);
+}
+
+#define FOR_EACH_PAIR(map, k, v)                                                                   \
+    for ((k) = (map)->first; (k) && ((v) = (k)->next) != NULL; (k) = (v)->next)
+
+/* ---- duplicate detection ---- */
+
+struct dup_item {
+    const char *key;
+    size_t idx;
+};
+
+static int dup_cmp(const void *a, const void *b)
+{
+    const struct dup_item *p = a, *q = b;
+    int r = strcmp(p->key, q->key);
+
+    if (r)
+        return r;
+    return p->idx < q->idx ? -1 : p->idx > q->idx;
+}
+
+/* Finds the first item, in list order, whose name an earlier item already
+ * has. The name is the char * at offset off in items of the given stride.
+ * Returns 1 and sets *dup and *first; 0 if names are unique; -ENOMEM. */
+static int find_dup(struct pctx *x, const void *base, size_t n, size_t stride, size_t off,
+                    size_t *dup, size_t *first)
+{
+    struct dup_item *v;
+    size_t i, head = 0;
+    int found = 0;
+
+    if (n < 2)
+        return 0;
+    v = arena_alloc(&x->arena, n * sizeof(*v));
+    if (!v)
+        return fail_oom(x);
+    for (i = 0; i < n; i++) {
+        v[i].key = *(char *const *)((const char *)base + i * stride + off);
+        v[i].idx = i;
+    }
+    qsort(v, n, sizeof(*v), dup_cmp);
+    for (i = 1; i < n; i++) {
+        if (strcmp(v[i].key, v[head].key) != 0) {
+            head = i;
+            continue;
+        }
+        if (!found || v[i].idx < *dup) {
+            *dup = v[i].idx;
+            *first = v[head].idx;
+            found = 1;
+        }
+    }
+    return found;
+}
+
+/* ---- listeners ---- */
+
+struct addr_key {
+    uint16_t port;
+    uint8_t addr[17]; /* family byte, then the address */
+    bool any;         /* 0.0.0.0 or [::]: takes the port on every address */
+    size_t idx;
+};
+
+static void addr_key_of(const struct cfg_addr *a, struct addr_key *k)
+{
+    memset(k->addr, 0, sizeof(k->addr));
+    if (a->sa.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->sa;
+
+        k->port = ntohs(sin->sin_port);
+        k->addr[0] = 4;
+        memcpy(k->addr + 1, &sin->sin_addr, 4);
+        k->any = sin->sin_addr.s_addr == htonl(INADDR_ANY);
+    } else {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->sa;
+
+        k->port = ntohs(sin6->sin6_port);
+        k->addr[0] = 6;
+        memcpy(k->addr + 1, &sin6->sin6_addr, 16);
+        k->any = IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr);
+    }
+}
+
+/* Two listen addresses clash when the port is the same and either the
+ * addresses are, or one is a wildcard (with Linux's default dual-stack
+ * sockets, [::] takes the IPv4 port as well). */
+static bool addr_clash(const struct addr_key *a, const struct addr_key *b)
+{
+    return a->port == b->port &&
+           (a->any || b->any || memcmp(a->addr, b->addr, sizeof(a->addr)) == 0);
+}
+
+static int addr_key_cmp(const void *a, const void *b)
+{
+    const struct addr_key *p = a, *q = b;
+    int r;
+
+    if (p->port != q->port)
+        return p->port < q->port ? -1 : 1;
+    r = memcmp(p->addr, q->addr, sizeof(p->addr));
+    if (r)
+        return r;
+    return p->idx < q->idx ? -1 : p->idx > q->idx;
+}
+
+/* Finds the first listener, in list order, whose address clashes with an
+ * earlier one's. Sorted by port then address, clashes stay within a run of
+ * one port: either the same address (adjacent) or a wildcard in the run. */
+static int find_addr_clash(struct pctx *x, size_t *dup, size_t *first)
+{
+    const struct config *c = x->c;
+    size_t n = c->n_listeners, i, j, run;
+    struct addr_key *k;
+    int found = 0;
+
+    if (n < 2)
+        return 0;
+    k = arena_alloc(&x->arena, n * sizeof(*k));
+    if (!k)
+        return fail_oom(x);
+    for (i = 0; i < n; i++) {
+        addr_key_of(&c->listeners[i].listen, &k[i]);
+        k[i].idx = i;
+    }
+    qsort(k, n, sizeof(*k), addr_key_cmp);
+    for (run = 0; run < n; run = j) {
+        size_t lo = SIZE_MAX, lo_any = SIZE_MAX, same = run;
+
+        for (j = run; j < n && k[j].port == k[run].port; j++) {
+            lo = k[j].idx < lo ? k[j].idx : lo;
+            if (k[j].any && k[j].idx < lo_any)
+                lo_any = k[j].idx;
+        }
+        for (i = run; i < j; i++) {
+            size_t earliest = SIZE_MAX;
+
+            if (i > run && memcmp(k[i].addr, k[i - 1].addr, sizeof(k[i].addr)) == 0)
+                earliest = k[same].idx;
+            else
+                same = i;
+            if (lo_any < k[i].idx && lo_any < earliest)
+                earliest = lo_any;
+            if (k[i].any && lo < k[i].idx && lo < earliest)
+                earliest = lo;
+            if (earliest != SIZE_MAX && (!found || k[i].idx < *dup)) {
+                *dup = k[i].idx;
+                *first = earliest;
+                found = 1;
+            }
+        }
+    }
+    return found;
+}
+
+static int parse_listener(struct pctx *x, const struct ynode *n, struct cfg_listener *l,
+                          const struct ynode **name_node)
+{
+    static const char *const known[] = {
+        "name", "listen", "header_timeout", "keepalive_timeout", "max_header_bytes", NULL};
+    static const char *const later[] = {"tls", NULL};
+    enum { K_NAME, K_LISTEN, K_HEADER_TIMEOUT, K_KEEPALIVE, K_MAX_HEADER, K_N };
+    const struct ynode *seen[K_N] = {0};
+    const struct ynode *k, *v;
+    uint64_t bytes;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map with the listener's name and listen address");
+    l->line = n->line;
+    l->col = n->col;
+    l->header_timeout_ms = 10 * 1000;
+    l->keepalive_timeout_ms = 60 * 1000;
+    l->max_header_bytes = 16 << 10;
+    FOR_EACH_PAIR(n, k, v)
+    {
+        int i = map_key(x, k, known, later, seen), rc = 0;
+        size_t mark;
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        switch (i) {
+        case K_NAME:
+            rc = get_name(x, v, &l->name);
+            *name_node = v;
+            break;
+        case K_LISTEN:
+            rc = get_addr(x, v, false, &l->listen);
+            break;
+        case K_HEADER_TIMEOUT:
+            rc = get_timeout(x, v, &l->header_timeout_ms);
+            break;
+        case K_KEEPALIVE:
+            rc = get_timeout(x, v, &l->keepalive_timeout_ms);
+            break;
+        case K_MAX_HEADER:
+            rc = get_size(x, v, &bytes);
+            if (rc == 0 && (bytes < (1u << 10) || bytes > (1u << 20)))
+                rc = fail(x, v, "must be from 1KiB to 1MiB");
+            l->max_header_bytes = (size_t)bytes;
+            break;
+        }
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    if (!seen[K_NAME])
+        return fail(x, n, "missing required key \"name\"");
+    if (!seen[K_LISTEN])
+        return fail(x, n, "missing required key \"listen\"");
+    x->listen_nodes[l - x->c->listeners] = seen[K_LISTEN]->next;
+    return 0;
+}
+
+static int parse_listeners(struct pctx *x, const struct ynode *v)
+{
+    struct config *c = x->c;
+    const struct ynode **name_nodes, *it;
+    size_t i = 0, dup, first;
+    int rc;
+
+    if (v->type != YN_SEQ)
+        return fail(x, v, "expected a list of listeners");
+    if (v->n == 0)
+        return 0;
+    c->listeners = calloc(v->n, sizeof(*c->listeners));
+    name_nodes = arena_alloc(&x->arena, v->n * sizeof(*name_nodes));
+    x->listen_nodes = arena_alloc(&x->arena, v->n * sizeof(*x->listen_nodes));
+    if (!c->listeners || !name_nodes || !x->listen_nodes)
+        return fail_oom(x);
+    c->n_listeners = v->n;
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+
+        rc = parse_listener(x, it, &c->listeners[i], &name_nodes[i]);
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+
+    rc = find_dup(x, c->listeners, c->n_listeners, sizeof(*c->listeners),
+                  offsetof(struct cfg_listener, name), &dup, &first);
+    if (rc < 0)
+        return rc;
+    if (rc) {
+        path_push(x, "[%zu].name", dup);
+        return fail(x, name_nodes[dup], "duplicate listener name \"%s\" (first at %s:%d:%d)",
+                    c->listeners[dup].name, x->name, name_nodes[first]->line,
+                    name_nodes[first]->col);
+    }
+    rc = find_addr_clash(x, &dup, &first);
+    if (rc < 0)
+        return rc;
+    if (rc) {
+        path_push(x, "[%zu].listen", dup);
+        return fail(x, x->listen_nodes[dup], "address already used by listeners[%zu] (%s:%d:%d)",
+                    first, x->name, x->listen_nodes[first]->line, x->listen_nodes[first]->col);
+    }
+    return 0;
+}
+
+static int parse_admin(struct pctx *x, const struct ynode *n)
+{
+    static const char *const known[] = {"listen", NULL};
+    const struct ynode *seen[1] = {0};
+    const struct ynode *k, *v;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { listen: 127.0.0.1:9901 }");
+    FOR_EACH_PAIR(n, k, v)
+    {
+        int i = map_key(x, k, known, NULL, seen), rc;
+        size_t mark;
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        rc = get_addr(x, v, false, &x->c->admin_listen);
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+        x->admin_listen = v;
+    }
+    if (!seen[0])
+        return fail(x, n, "missing required key \"listen\"");
+    x->c->has_admin = true;
+    return 0;
+}
+
+static int check_admin_clash(struct pctx *x)
+{
+    const struct config *c = x->c;
+    struct addr_key a, l;
+    size_t i;
+
+    if (!c->has_admin)
+        return 0;
+    addr_key_of(&c->admin_listen, &a);
+    for (i = 0; i < c->n_listeners; i++) {
+        addr_key_of(&c->listeners[i].listen, &l);
+        if (addr_clash(&a, &l)) {
+            path_key(x, "admin.listen");
+            return fail(x, x->admin_listen, "address already used by listeners[%zu] (%s:%d:%d)", i,
+                        x->name, x->listen_nodes[i]->line, x->listen_nodes[i]->col);
+        }
+    }
+    return 0;
+}
+
+static int get_workers(struct pctx *x, const struct ynode *v, unsigned *out)
+{
+    uint64_t n;
+    bool big;
+
+    if (node_eq(v, "auto")) {
+        *out = 0;
+        return 0;
+    }
+    if (!node_is_value(v) || scan_uint(v->str, v->len, &n, &big) != v->len || big || n < 1 ||
+        n > WORKERS_MAX)
+        return fail(x, v, "expected auto or a number from 1 to %d", WORKERS_MAX);
+    *out = (unsigned)n;
+    return 0;
+}
+
+/* ---- functions and routes ---- */
+
+/* match.listener left out: fine when there is exactly one listener. The path
+ * is at the route (no match at all) or at its match map. */
+static int default_listener(struct pctx *x, const struct ynode *at, const char *key,
+                            struct cfg_route *r)
+{
+    if (x->c->n_listeners == 1) {
+        r->listener = 0;
+        return 0;
+    }
+    path_key(x, key);
+    if (x->c->n_listeners == 0)
+        return fail(x, at, "no listeners are configured");
+    return fail(x, at, "required when there are several listeners");
+}
+
+static int get_listener_ref(struct pctx *x, const struct ynode *v, size_t *out)
+{
+    const struct config *c = x->c;
+    char shown[48];
+    size_t i;
+
+    if (!node_is_value(v) || !name_valid(v->str, v->len))
+        return fail(x, v, "expected a listener name");
+    for (i = 0; i < c->n_listeners; i++) {
+        if (strcmp(c->listeners[i].name, v->str) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    return fail(x, v, "no listener named \"%s\"", node_shown(v, shown, sizeof(shown)));
+}
+
+static int parse_match(struct pctx *x, const struct ynode *n, struct cfg_route *r)
+{
+    static const char *const known[] = {"listener", "host", "path_prefix", "methods", NULL};
+    enum { K_LISTENER, K_HOST, K_PATH_PREFIX, K_METHODS, K_N };
+    const struct ynode *seen[K_N] = {0};
+    const struct ynode *k, *v;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { path_prefix: /api, methods: [GET] }");
+    FOR_EACH_PAIR(n, k, v)
+    {
+        int i = map_key(x, k, known, NULL, seen), rc = 0;
+        size_t mark;
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        switch (i) {
+        case K_LISTENER:
+            rc = get_listener_ref(x, v, &r->listener);
+            break;
+        case K_HOST:
+            rc = get_host(x, v, &r->host);
+            break;
+        case K_PATH_PREFIX:
+            rc = get_path_prefix(x, v, &r->path_prefix);
+            break;
+        case K_METHODS:
+            rc = get_methods(x, v, &r->methods);
+            break;
+        }
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    if (!seen[K_LISTENER])
+        return default_listener(x, n, "listener", r);
+    return 0;
+}
+
+static int parse_route(struct pctx *x, const struct ynode *n, struct cfg_route *r,
+                       const struct ynode **name_node)
+{
+    static const char *const known[] = {"name", "match", "timeout", "connect_timeout", NULL};
+    static const char *const later[] = {"per_try_timeout", "retries", "fault", NULL};
+    enum { K_NAME, K_MATCH, K_TIMEOUT, K_CONNECT_TIMEOUT, K_N };
+    const struct ynode *seen[K_N] = {0};
+    const struct ynode *k, *v;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map with the route's name and match");
+    r->line = n->line;
+    r->col = n->col;
+    r->timeout_ms = 15 * 1000;
+    r->connect_timeout_ms = 1000;
+    FOR_EACH_PAIR(n, k, v)
+    {
+        int i = map_key(x, k, known, later, seen), rc = 0;
+        size_t mark;
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        switch (i) {
+        case K_NAME:
+            rc = get_name(x, v, &r->name);
+            *name_node = v;
+            break;
+        case K_MATCH:
+            rc = parse_match(x, v, r);
+            break;
+        case K_TIMEOUT:
+            rc = get_timeout(x, v, &r->timeout_ms);
+            break;
+        case K_CONNECT_TIMEOUT:
+            rc = get_timeout(x, v, &r->connect_timeout_ms);
+            break;
+        }
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    if (!seen[K_NAME])
+        return fail(x, n, "missing required key \"name\"");
+    if (!seen[K_MATCH]) {
+        int rc = default_listener(x, n, "match.listener", r);
+
+        if (rc < 0)
+            return rc;
+    }
+    if (!r->path_prefix) {
+        r->path_prefix = dup_node(x, "/", 1);
+        if (!r->path_prefix)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static int parse_routes(struct pctx *x, const struct ynode *v, struct cfg_function *f)
+{
+    const struct ynode **name_nodes, *it;
+    size_t i = 0, dup, first;
+    int rc;
+
+    if (v->type != YN_SEQ)
+        return fail(x, v, "expected a list of routes");
+    if (v->n == 0)
+        return 0;
+    f->routes = calloc(v->n, sizeof(*f->routes));
+    name_nodes = arena_alloc(&x->arena, v->n * sizeof(*name_nodes));
+    if (!f->routes || !name_nodes)
+        return fail_oom(x);
+    f->n_routes = v->n;
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+
+        rc = parse_route(x, it, &f->routes[i], &name_nodes[i]);
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    rc = find_dup(x, f->routes, f->n_routes, sizeof(*f->routes), offsetof(struct cfg_route, name),
+                  &dup, &first);
+    if (rc < 0)
+        return rc;
+    if (rc) {
+        path_push(x, "[%zu].name", dup);
+        return fail(x, name_nodes[dup], "duplicate route name \"%s\" (first at %s:%d:%d)",
+                    f->routes[dup].name, x->name, name_nodes[first]->line, name_nodes[first]->col);
+    }
+    return 0;
+}
+
+static int parse_ingress(struct pctx *x, const struct ynode *n, struct cfg_function *f)
+{
+    static const char *const known[] = {"max_body", "routes", NULL};
+    static const char *const later[] = {"allowed_clients", "max_concurrency", "queue", "rate_limit",
+                                        NULL};
+    enum { K_MAX_BODY, K_ROUTES, K_N };
+    const struct ynode *seen[K_N] = {0};
+    const struct ynode *k, *v;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map with max_body and routes");
+    FOR_EACH_PAIR(n, k, v)
+    {
+        int i = map_key(x, k, known, later, seen), rc = 0;
+        size_t mark;
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        if (i == K_MAX_BODY)
+            rc = get_size(x, v, &f->max_body);
+        else
+            rc = parse_routes(x, v, f);
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    return 0;
+}
+
+static int parse_endpoints(struct pctx *x, const struct ynode *v, struct cfg_function *f)
+{
+    const struct ynode *it;
+    size_t i = 0;
+
+    if (v->type != YN_SEQ || v->n == 0)
+        return fail(x, v, "expected a non-empty list of endpoints, like [127.0.0.1:9001]");
+    f->endpoints = calloc(v->n, sizeof(*f->endpoints));
+    if (!f->endpoints)
+        return fail_oom(x);
+    f->n_endpoints = v->n;
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+        int rc = get_addr(x, it, true, &f->endpoints[i]);
+
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    return 0;
+}
+
+static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_function *f,
+                          const struct ynode **name_node)
+{
+    static const char *const known[] = {"name", "endpoints", "ingress", NULL};
+    static const char *const later[] = {"upstream_tls", "egress", NULL};
+    enum { K_NAME, K_ENDPOINTS, K_INGRESS, K_N };
+    const struct ynode *seen[K_N] = {0};
+    const struct ynode *k, *v;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map with the function's name and endpoints");
+    f->line = n->line;
+    f->col = n->col;
+    FOR_EACH_PAIR(n, k, v)
+    {
+        int i = map_key(x, k, known, later, seen), rc = 0;
+        size_t mark;
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        switch (i) {
+        case K_NAME:
+            rc = get_name(x, v, &f->name);
+            *name_node = v;
+            break;
+        case K_ENDPOINTS:
+            rc = parse_endpoints(x, v, f);
+            break;
+        case K_INGRESS:
+            rc = parse_ingress(x, v, f);
+            break;
+        }
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    if (!seen[K_NAME])
+        return fail(x, n, "missing required key \"name\"");
+    if (!seen[K_ENDPOINTS])
+        return fail(x, n, "missing required key \"endpoints\"");
+    return 0;
+}
+
+static int parse_functions(struct pctx *x, const struct ynode *v)
+{
+    struct config *c = x->c;
+    const struct ynode **name_nodes, *it;
+    size_t i = 0, dup, first;
+    int rc;
+
+    if (v->type != YN_SEQ)
+        return fail(x, v, "expected a list of functions");
+    if (v->n == 0)
+        return 0;
+    c->functions = calloc(v->n, sizeof(*c->functions));
+    name_nodes = arena_alloc(&x->arena, v->n * sizeof(*name_nodes));
+    if (!c->functions || !name_nodes)
+        return fail_oom(x);
+    c->n_functions = v->n;
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+
+        rc = parse_function(x, it, &c->functions[i], &name_nodes[i]);
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    rc = find_dup(x, c->functions, c->n_functions, sizeof(*c->functions),
+                  offsetof(struct cfg_function, name), &dup, &first);
+    if (rc < 0)
+        return rc;
+    if (rc) {
+        path_push(x, "[%zu].name", dup);
+        return fail(x, name_nodes[dup], "duplicate function name \"%s\" (first at %s:%d:%d)",
+                    c->functions[dup].name, x->name, name_nodes[first]->line,
+                    name_nodes[first]->col);
+    }
+    return 0;
+}
+
+/* ---- routes that can never match ---- */
+
+struct route_ref {
+    const struct cfg_route *r;
+    size_t fn, idx; /* file order: functions, then their routes */
+};
+
+static int route_ref_cmp(const void *a, const void *b)
+{
+    const struct route_ref *p = a, *q = b;
+    int r;
+
+    if (p->r->listener != q->r->listener)
+        return p->r->listener < q->r->listener ? -1 : 1;
+    if (!p->r->host != !q->r->host)
+        return p->r->host ? 1 : -1;
+    if (p->r->host && (r = strcmp(p->r->host, q->r->host)) != 0)
+        return r;
+    if ((r = strcmp(p->r->path_prefix, q->r->path_prefix)) != 0)
+        return r;
+    if (p->fn != q->fn)
+        return p->fn < q->fn ? -1 : 1;
+    return p->idx < q->idx ? -1 : p->idx > q->idx;
+}
+
+static bool same_key(const struct route_ref *a, const struct route_ref *b)
+{
+    return a->r->listener == b->r->listener && !a->r->host == !b->r->host &&
+           (!a->r->host || strcmp(a->r->host, b->r->host) == 0) &&
+           strcmp(a->r->path_prefix, b->r->path_prefix) == 0;
+}
+
+static bool ref_before(const struct route_ref *a, const struct route_ref *b)
+{
+    return a->fn < b->fn || (a->fn == b->fn && a->idx < b->idx);
+}
+
+static int ref_where(struct pctx *x, const struct route_ref *e, char *buf, size_t size)
+{
+    return snprintf(buf, size, "functions[%zu].ingress.routes[%zu] (%s:%d:%d)", e->fn, e->idx,
+                    x->name, e->r->line, e->r->col);
+}
+
+/* A route loses to another only when both have the same listener, host and
+ * path_prefix (any other difference makes one strictly more specific, and
+ * the router then picks it). Among those ties, one route without methods
+ * and routes with disjoint method sets can coexist: a route with methods
+ * wins for its methods. Anything else can never match, wholly or for some
+ * method, and is reported at the later route. */
+static int check_shadowing(struct pctx *x)
+{
+    const struct config *c = x->c;
+    const struct route_ref *bad = NULL, *owner[N_METHODS], *none;
+    const struct route_ref *bad_owner[N_METHODS];
+    struct route_ref *v;
+    size_t n = 0, i, j, g;
+    unsigned bad_overlap = 0, taken;
+    char msg[CFG_ERR_MAX];
+    int off;
+
+    for (i = 0; i < c->n_functions; i++)
+        n += c->functions[i].n_routes;
+    if (n < 2)
+        return 0;
+    v = arena_alloc(&x->arena, n * sizeof(*v));
+    if (!v)
+        return fail_oom(x);
+    for (i = 0, n = 0; i < c->n_functions; i++) {
+        for (j = 0; j < c->functions[i].n_routes; j++, n++) {
+            v[n].r = &c->functions[i].routes[j];
+            v[n].fn = i;
+            v[n].idx = j;
+        }
+    }
+    qsort(v, n, sizeof(*v), route_ref_cmp);
+
+    for (g = 0; g < n; g = i) {
+        taken = 0;
+        none = NULL;
+        memset(owner, 0, sizeof(owner));
+        for (i = g; i < n && same_key(&v[g], &v[i]); i++) {
+            const struct route_ref *e = &v[i];
+            unsigned m = e->r->methods, overlap = m & taken;
+
+            if (m == 0 && none && (!bad || ref_before(e, bad))) {
+                bad = e;
+                bad_overlap = 0;
+                bad_owner[0] = none;
+            } else if (overlap && (!bad || ref_before(e, bad))) {
+                bad = e;
+                bad_overlap = overlap;
+                memcpy(bad_owner, owner, sizeof(owner));
+            }
+            if (m == 0 && !none)
+                none = e;
+            for (j = 0; j < N_METHODS; j++) {
+                if ((m & ~taken) & (1u << j))
+                    owner[j] = e;
+            }
+            taken |= m;
+        }
+    }
+    if (!bad)
+        return 0;
+
+    path_push(x, "functions[%zu].ingress.routes[%zu]", bad->fn, bad->idx);
+    if (bad_overlap == 0) {
+        ref_where(x, bad_owner[0], msg, sizeof(msg));
+        return fail_at(x, bad->r->line, bad->r->col, "never matches: shadowed by %s", msg);
+    }
+    if (bad_overlap != bad->r->methods) {
+        j = (size_t)method_index(bad_overlap);
+        ref_where(x, bad_owner[j], msg, sizeof(msg));
+        return fail_at(x, bad->r->line, bad->r->col, "never matches for %s: taken by %s",
+                       methods[j].name, msg);
+    }
+    /* Shadowed as a whole: name each route that takes one of its methods. */
+    off = 0;
+    for (j = 0; j < N_METHODS; j++) {
+        size_t k;
+        bool named = false;
+
+        if (!(bad_overlap & (1u << j)))
+            continue;
+        for (k = 0; k < j; k++)
+            named |= (bad_overlap & (1u << k)) && bad_owner[k] == bad_owner[j];
+        if (named || off >= (int)sizeof(msg))
+            continue;
+        if (off)
+            off += snprintf(msg + off, sizeof(msg) - (size_t)off, " and ");
+        if (off < (int)sizeof(msg))
+            off += ref_where(x, bad_owner[j], msg + off, sizeof(msg) - (size_t)off);
+    }
+    return fail_at(x, bad->r->line, bad->r->col, "never matches: shadowed by %s", msg);
+}
+
+/* ---- top level ---- */
+
+static int parse_root(struct pctx *x, const struct ynode *root)
+{
+    static const char *const known[] = {"workers",   "admin",     "drain_timeout",
+                                        "listeners", "functions", NULL};
+    static const char *const later[] = {"access_log", NULL};
+    enum { K_WORKERS, K_ADMIN, K_DRAIN, K_LISTENERS, K_FUNCTIONS, K_N };
+    const struct ynode *seen[K_N] = {0};
+    const struct ynode *k, *v;
+    size_t mark;
+    int rc;
+
+    if (root->type != YN_MAP)
+        return fail(x, root, "expected a map of settings at the top level");
+    x->c->drain_timeout_ms = 10 * 1000;
+    FOR_EACH_PAIR(root, k, v)
+    {
+        int i = map_key(x, k, known, later, seen);
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        rc = 0;
+        switch (i) {
+        case K_WORKERS:
+            rc = get_workers(x, v, &x->c->workers);
+            break;
+        case K_ADMIN:
+            rc = parse_admin(x, v);
+            break;
+        case K_DRAIN:
+            rc = get_timeout(x, v, &x->c->drain_timeout_ms);
+            break;
+        case K_LISTENERS:
+            rc = parse_listeners(x, v);
+            break;
+        case K_FUNCTIONS:
+            /* Read last: routes refer to listeners, which may come later. */
+            break;
+        }
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    rc = check_admin_clash(x);
+    if (rc < 0)
+        return rc;
+    if (seen[K_FUNCTIONS]) {
+        mark = path_key(x, "functions");
+        rc = parse_functions(x, seen[K_FUNCTIONS]->next);
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    return check_shadowing(x);
+}
+
+int config_parse(const char *name, const char *buf, size_t len, struct config **out, char *err,
+                 size_t errlen)
+{
+    struct pctx x = {0};
+    struct ynode *root;
+    int rc;
+
+    *out = NULL;
+    if (err && errlen)
+        err[0] = '\0';
+    x.name = name ? name : "config";
+    x.err = err;
+    x.errlen = errlen;
+    if (len > CONFIG_FILE_MAX) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: larger than 4 MiB", x.name);
+        return -EFBIG;
+    }
+    x.c = calloc(1, sizeof(*x.c));
+    if (!x.c)
+        return fail_oom(&x);
+    x.c->path = strdup(x.name);
+    if (!x.c->path) {
+        rc = fail_oom(&x);
+        goto out_free_config;
+    }
+
+    rc = tree_build(&x, buf ? buf : "", buf ? len : 0, &root);
+    if (rc < 0)
+        goto out_free_config;
+    if (!root) {
+        rc = fail_at(&x, 1, 1, "expected a map of settings at the top level; the file is empty");
+        goto out_free_config;
+    }
+    rc = parse_root(&x, root);
+    if (rc < 0)
+        goto out_free_config;
+    *out = x.c;
+    x.c = NULL;
+
+out_free_config:
+    config_free(x.c);
+    arena_release(&x.arena);
+    return rc;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+    size_t len = 0, cap = 64 << 10;
+    char *buf, *bigger;
+    int fd, rc;
+    ssize_t n;
+
+    *out = NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+        goto out_report;
+    }
+    buf = malloc(cap);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto out_close;
+    }
+    /* Read to EOF rather than trust st_size: the path may be a pipe. One
+     * byte past the limit is enough to know the file is too large. */
+    for (;;) {
+        if (len == cap) {
+            if (cap > CONFIG_FILE_MAX) {
+                rc = -EFBIG;
+                goto out_free_buf;
+            }
+            cap = cap * 2 > CONFIG_FILE_MAX + 1 ? CONFIG_FILE_MAX + 1 : cap * 2;
+            bigger = realloc(buf, cap);
+            if (!bigger) {
+                rc = -ENOMEM;
+                goto out_free_buf;
+            }
+            buf = bigger;
+        }
+        n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            goto out_free_buf;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    rc = config_parse(path, buf, len, out, err, errlen);
+    free(buf);
+    return rc;
+
+out_free_buf:
+    free(buf);
+out_close:
+    close(fd);
+out_report:
+    if (err && errlen) {
+        if (rc == -EFBIG)
+            snprintf(err, errlen, "cannot read %s: larger than 4 MiB", path);
+        else
+            snprintf(err, errlen, "cannot read %s: %s", path, strerror(-rc));
+    }
+    return rc;
+}
+
+void config_free(struct config *c)
+{
+    size_t i, j;
+
+    if (!c)
+        return;
+    for (i = 0; i < c->n_listeners; i++)
+        free(c->listeners[i].name);
+    free(c->listeners);
+    for (i = 0; i < c->n_functions; i++) {
+        struct cfg_function *f = &c->functions[i];
+
+        free(f->name);
+        free(f->endpoints);
+        for (j = 0; j < f->n_routes; j++) {
+            free(f->routes[j].name);
+            free(f->routes[j].host);
+            free(f->routes[j].path_prefix);
+        }
+        free(f->routes);
+    }
+    free(c->functions);
+    free(c->path);
+    free(c);
+}

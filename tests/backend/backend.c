@@ -1,0 +1,1236 @@
+/*
+ * backend.c - fnbackend, the small HTTP/1.1 server that plays "the function"
+ * in integration tests, benchmarks and the `make run` demo.
+ *
+ * One libuv loop, one thread. Each connection owns an llhttp parser, a fixed
+ * read buffer and an output buffer. Requests are answered strictly in order:
+ * when a request needs an asynchronous answer (a timer, a large streamed
+ * body, an echo of a large body) the parser is paused at the end of that
+ * request and reading stops, so pipelined requests wait in the read buffer
+ * until the answer is complete. Small answers are appended to the output
+ * buffer and flushed once per read, so a pipelined burst costs one write.
+ *
+ * Bodies are streamed: a request body is only kept for /echo (which must
+ * send it back with a Content-Length); everything else is counted and
+ * dropped. Large response bodies are written from one static buffer, one
+ * piece at a time, the next piece only when the previous write completed.
+ *
+ * With --record FILE every byte read on any connection is appended to FILE
+ * with one write() per read, so a test can check exactly what a proxy sent.
+ *
+ * Routes (query string ignored): /echo, /status/NNN, /delay/MS, /bytes/N,
+ * /chunked/N, /close-delimited/N, /sink, /close-mid, /close-now, /hang,
+ * /bad/{garbage,cl-te,dup-cl,extra,header-ctl}; anything else answers
+ * "hello from NAME\n".
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <llhttp.h>
+#include <uv.h>
+
+#define READ_BUF_SIZE (64 * 1024)          /* one read at most */
+#define PIECE_SIZE (256 * 1024)            /* one write of a streamed body */
+#define ECHO_MAX_BODY (64u * 1024 * 1024)  /* /echo keeps at most this much */
+#define ECHO_MAX_HEAD (1024 * 1024)        /* and at most this much head */
+#define URL_MAX 512                        /* longer targets are cut */
+#define LINGER_MS 2000                     /* after our FIN, wait for the peer's */
+
+enum handle_kind { H_LISTENER = 1, H_CONN, H_SIGNAL };
+
+enum route {
+    R_HELLO = 0,
+    R_ECHO,
+    R_STATUS,
+    R_DELAY,
+    R_BYTES,
+    R_CHUNKED,
+    R_CLOSE_DELIMITED,
+    R_SINK,
+    R_CLOSE_MID,
+    R_CLOSE_NOW,
+    R_HANG,
+    R_BAD_GARBAGE,
+    R_BAD_CL_TE,
+    R_BAD_DUP_CL,
+    R_BAD_EXTRA,
+    R_BAD_HEADER_CTL,
+    R_NOT_FOUND_NUM, /* /status/xyz and friends: a number was expected */
+};
+
+enum pause_why { P_NONE = 0, P_HEAD_DONE, P_MSG_DONE };
+
+/* What to do once the one asynchronous write in flight has completed. */
+enum after_write { AW_DONE = 0, AW_STREAM, AW_CLOSE };
+
+enum stream_kind { S_LENGTH = 0, S_CHUNKED, S_CLOSE_DELIMITED };
+
+/* A growable byte buffer with a hard cap. */
+struct dbuf {
+    char *data;
+    size_t len, cap;
+};
+
+struct conn {
+    int kind; /* H_CONN: first member, read through handle->data */
+    union {
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    uv_timer_t timer;             /* /delay and the lingering close */
+    uv_write_t areq;              /* the one asynchronous write in flight */
+    uv_shutdown_t sreq;
+    llhttp_t parser;
+    int closes_pending;           /* handles whose close callback has not run */
+    bool closing;                 /* uv_close called: ignore everything */
+    bool shutting;                /* FIN sent or queued: only lingering remains */
+    bool paused;                  /* waiting for an asynchronous answer */
+    bool reading;
+    bool hung;                    /* /hang: read and drop until the peer leaves */
+    bool peer_eof;
+    bool resumed;                 /* the parser was paused and resumed: run it again */
+    enum pause_why why;
+    enum after_write after;
+    char rbuf[READ_BUF_SIZE];
+    size_t rpos, rlen;            /* unparsed bytes: rbuf[rpos..rlen) */
+    /* the request being parsed */
+    enum route route;
+    uint64_t arg;                 /* NNN, MS or N from the path */
+    bool is_head;                 /* HEAD: headers only */
+    bool keep_alive;
+    bool http10;
+    bool in_head;                 /* between message begin and headers complete */
+    const char *head_mark;        /* start of the head bytes in the chunk being parsed */
+    bool expect_continue;
+    char url[URL_MAX];
+    size_t url_len;
+    char hname[16];               /* the header name being read, cut to fit */
+    size_t hname_len;
+    char hval[32];
+    size_t hval_len;
+    uint64_t body_bytes;
+    struct dbuf head;             /* raw head bytes, for /echo */
+    struct dbuf body;             /* body bytes, for /echo */
+    bool echo_overflow;
+    /* streamed response */
+    uint64_t stream_left;
+    enum stream_kind stream_kind;
+    char chunk_line[24];
+    struct dbuf out;              /* small answers not yet written */
+};
+
+struct listener {
+    int kind; /* H_LISTENER */
+    union {
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+};
+
+/* A copy of the output buffer that uv_try_write could not take at once. */
+struct wreq {
+    uv_write_t req;
+    size_t len;
+    char data[];
+};
+
+static uv_loop_t *loop;
+static const char *name = "backend";
+static int record_fd = -1;
+static llhttp_settings_t settings;
+static char piece[PIECE_SIZE];            /* body bytes of /bytes and friends */
+static char hello_ka[256], hello_close[256], hello_head_ka[256], hello_head_close[256];
+static size_t hello_ka_len, hello_close_len, hello_head_ka_len, hello_head_close_len;
+static int kind_signal = H_SIGNAL;
+static unsigned n_listeners;
+
+static void conn_close(struct conn *c);
+static void conn_close_graceful(struct conn *c);
+static void conn_parse(struct conn *c);
+static void conn_continue(struct conn *c);
+static void stream_next(struct conn *c);
+
+/* ---- small buffers ---------------------------------------------------- */
+
+static bool dbuf_put(struct dbuf *b, const void *p, size_t n, size_t max)
+{
+    if (b->len + n > max)
+        return false;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n)
+            cap *= 2;
+        if (cap > max)
+            cap = max;
+        char *d = realloc(b->data, cap);
+        if (!d)
+            return false;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return true;
+}
+
+static void dbuf_release(struct dbuf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* Output is capped only to catch a runaway; answers are small. */
+static void out_put(struct conn *c, const void *p, size_t n)
+{
+    if (!dbuf_put(&c->out, p, n, 64u * 1024 * 1024)) {
+        fprintf(stderr, "fnbackend: output buffer full\n");
+        abort();
+    }
+}
+
+static void out_str(struct conn *c, const char *s)
+{
+    out_put(c, s, strlen(s));
+}
+
+static void out_u64(struct conn *c, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    out_put(c, tmp + i, sizeof tmp - i);
+}
+
+static const char *reason_of(unsigned code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Status";
+    }
+}
+
+/* Status line, x-backend, connection, and content-length unless len < 0. */
+static void out_head(struct conn *c, unsigned code, int64_t len, const char *ctype)
+{
+    out_str(c, "HTTP/1.1 ");
+    out_u64(c, code);
+    out_str(c, " ");
+    out_str(c, reason_of(code));
+    out_str(c, "\r\nx-backend: ");
+    out_str(c, name);
+    out_str(c, "\r\n");
+    if (ctype) {
+        out_str(c, "content-type: ");
+        out_str(c, ctype);
+        out_str(c, "\r\n");
+    }
+    if (!c->keep_alive)
+        out_str(c, "connection: close\r\n");
+    else if (c->http10)
+        out_str(c, "connection: keep-alive\r\n");
+    if (len >= 0) {
+        out_str(c, "content-length: ");
+        out_u64(c, (uint64_t)len);
+        out_str(c, "\r\n");
+    }
+}
+
+/* A complete small answer with a text body. */
+static void out_simple(struct conn *c, unsigned code, const char *body, size_t len)
+{
+    bool nobody = code == 204 || code == 304;
+    out_head(c, code, nobody ? -1 : (int64_t)len, nobody ? NULL : "text/plain");
+    out_str(c, "\r\n");
+    if (!nobody && !c->is_head)
+        out_put(c, body, len);
+}
+
+/* ---- writing ---------------------------------------------------------- */
+
+static void wreq_cb(uv_write_t *req, int status)
+{
+    struct wreq *w = (struct wreq *)req;
+    struct conn *c = req->handle->data;
+    free(w);
+    if (status < 0 && status != UV_ECANCELED)
+        conn_close(c);
+}
+
+/* Hands the output buffer to the socket, in order with earlier writes. */
+static void conn_flush(struct conn *c)
+{
+    if (!c->out.len || c->closing) {
+        c->out.len = 0;
+        return;
+    }
+    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write(&c->h.stream, &b, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        c->out.len = 0;
+        conn_close(c);
+        return;
+    }
+    size_t done = n > 0 ? (size_t)n : 0;
+    if (done < c->out.len) {
+        size_t rest = c->out.len - done;
+        struct wreq *w = malloc(sizeof *w + rest);
+        if (!w)
+            abort();
+        w->len = rest;
+        memcpy(w->data, c->out.data + done, rest);
+        uv_buf_t wb = uv_buf_init(w->data, (unsigned)rest);
+        if (uv_write(&w->req, &c->h.stream, &wb, 1, wreq_cb) < 0) {
+            free(w);
+            c->out.len = 0;
+            conn_close(c);
+            return;
+        }
+    }
+    c->out.len = 0;
+    /* Keep a burst's buffer, but give back one that an echo made large. */
+    if (c->out.cap > 256 * 1024)
+        dbuf_release(&c->out);
+}
+
+static void areq_cb(uv_write_t *req, int status)
+{
+    struct conn *c = req->handle->data;
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    switch (c->after) {
+    case AW_STREAM:
+        stream_next(c);
+        break;
+    case AW_CLOSE:
+        conn_close_graceful(c);
+        break;
+    case AW_DONE:
+        dbuf_release(&c->head);
+        dbuf_release(&c->body);
+        conn_continue(c);
+        break;
+    }
+}
+
+/* The one asynchronous write; the parser stays paused until it completes. */
+static void conn_write_async(struct conn *c, uv_buf_t *bufs, unsigned n, enum after_write after)
+{
+    conn_flush(c);
+    if (c->closing)
+        return;
+    c->paused = true;
+    c->after = after;
+    if (uv_write(&c->areq, &c->h.stream, bufs, n, areq_cb) < 0)
+        conn_close(c);
+}
+
+/* ---- connection lifecycle --------------------------------------------- */
+
+static void conn_free(struct conn *c)
+{
+    dbuf_release(&c->out);
+    dbuf_release(&c->head);
+    dbuf_release(&c->body);
+    free(c);
+}
+
+static void conn_close_cb(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (--c->closes_pending == 0)
+        conn_free(c);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->closes_pending = 2;
+    uv_close((uv_handle_t *)&c->h.stream, conn_close_cb);
+    uv_close((uv_handle_t *)&c->timer, conn_close_cb);
+}
+
+static void linger_timer_cb(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+    /* Reading only happens when everything read before has been parsed. */
+    buf->base = c->rbuf;
+    buf->len = sizeof c->rbuf;
+}
+
+static void record(const char *p, size_t n)
+{
+    while (record_fd >= 0 && n > 0) {
+        ssize_t w = write(record_fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            fprintf(stderr, "fnbackend: record: %s\n", strerror(errno));
+            return;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* After our FIN: drop what the peer still sends until it closes too, so that
+ * closing does not reset a connection whose answer is still in flight. */
+static void linger_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = s->data;
+    if (nread > 0)
+        record(buf->base, (size_t)nread);
+    if (nread < 0)
+        conn_close(c);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+    if (c->closing)
+        return;
+    if (status < 0 || c->peer_eof) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, linger_timer_cb, LINGER_MS, 0);
+    if (uv_read_start(&c->h.stream, alloc_cb, linger_read_cb) < 0)
+        conn_close(c);
+}
+
+/* Sends what is buffered, then FIN, then closes once the peer is gone. */
+static void conn_close_graceful(struct conn *c)
+{
+    if (c->closing || c->shutting)
+        return;
+    conn_flush(c);
+    if (c->closing)
+        return;
+    c->shutting = true;
+    uv_read_stop(&c->h.stream);
+    c->reading = false;
+    uv_timer_stop(&c->timer);
+    c->sreq.data = c;
+    if (uv_shutdown(&c->sreq, &c->h.stream, shutdown_cb) < 0)
+        conn_close(c);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_read_start(struct conn *c)
+{
+    if (c->reading || c->closing || c->shutting || c->peer_eof)
+        return;
+    if (uv_read_start(&c->h.stream, alloc_cb, read_cb) < 0) {
+        conn_close(c);
+        return;
+    }
+    c->reading = true;
+}
+
+static void conn_read_stop(struct conn *c)
+{
+    if (!c->reading)
+        return;
+    uv_read_stop(&c->h.stream);
+    c->reading = false;
+}
+
+/* The answer to the current request is complete: go on with the next one. */
+static void conn_continue(struct conn *c)
+{
+    if (c->closing || c->shutting)
+        return;
+    c->paused = false;
+    if (!c->keep_alive) {
+        conn_close_graceful(c);
+        return;
+    }
+    conn_parse(c);
+    if (c->closing || c->shutting)
+        return;
+    conn_flush(c);
+    if (c->closing || c->paused || c->hung)
+        return;
+    if (c->peer_eof)
+        conn_close_graceful(c);
+    else
+        conn_read_start(c);
+}
+
+/* ---- answers ---------------------------------------------------------- */
+
+static void stream_next(struct conn *c)
+{
+    if (c->stream_left == 0) {
+        if (c->stream_kind == S_CHUNKED) {
+            out_str(c, "0\r\n\r\n");
+            conn_flush(c);
+        }
+        if (c->stream_kind == S_CLOSE_DELIMITED)
+            conn_close_graceful(c);
+        else
+            conn_continue(c);
+        return;
+    }
+    size_t n = c->stream_left < PIECE_SIZE ? (size_t)c->stream_left : PIECE_SIZE;
+    c->stream_left -= n;
+    if (c->stream_kind == S_CHUNKED) {
+        int l = snprintf(c->chunk_line, sizeof c->chunk_line, "%zx\r\n", n);
+        uv_buf_t bufs[3] = {
+            uv_buf_init(c->chunk_line, (unsigned)l),
+            uv_buf_init(piece, (unsigned)n),
+            uv_buf_init("\r\n", 2),
+        };
+        conn_write_async(c, bufs, 3, AW_STREAM);
+    } else {
+        uv_buf_t b = uv_buf_init(piece, (unsigned)n);
+        conn_write_async(c, &b, 1, AW_STREAM);
+    }
+}
+
+static void delay_timer_cb(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    out_simple(c, 200, "delayed\n", 8);
+    conn_continue(c);
+}
+
+static void answer_hello(struct conn *c)
+{
+    if (c->is_head)
+        out_put(c, c->keep_alive ? hello_head_ka : hello_head_close,
+                c->keep_alive ? hello_head_ka_len : hello_head_close_len);
+    else
+        out_put(c, c->keep_alive ? hello_ka : hello_close,
+                c->keep_alive ? hello_ka_len : hello_close_len);
+}
+
+static void answer_echo(struct conn *c)
+{
+    if (c->echo_overflow) {
+        out_simple(c, 413, "echo body too large\n", 20);
+        return;
+    }
+    out_head(c, 200, (int64_t)(c->head.len + c->body.len), "text/plain");
+    out_str(c, "x-echo-body-bytes: ");
+    out_u64(c, c->body_bytes);
+    out_str(c, "\r\n\r\n");
+    if (c->is_head)
+        return;
+    if (c->head.len + c->body.len <= 16 * 1024) {
+        /* Small: copy, so that a pipelined burst still makes one write. */
+        out_put(c, c->head.data, c->head.len);
+        if (c->body.len)
+            out_put(c, c->body.data, c->body.len);
+        return;
+    }
+    uv_buf_t bufs[2] = {
+        uv_buf_init(c->head.data, (unsigned)c->head.len),
+        uv_buf_init(c->body.data ? c->body.data : piece, (unsigned)c->body.len),
+    };
+    conn_write_async(c, bufs, 2, AW_DONE);
+}
+
+/* Raw, deliberately broken answers; after them the connection closes unless
+ * the case says it stays open. */
+static void answer_raw(struct conn *c, const char *raw, bool close_after)
+{
+    out_str(c, raw);
+    if (close_after) {
+        c->paused = true;
+        conn_close_graceful(c);
+    }
+}
+
+static void answer_bad(struct conn *c)
+{
+    char buf[512];
+    switch (c->route) {
+    case R_BAD_GARBAGE:
+        answer_raw(c, "NOT HTTP AT ALL\r\n\r\n", true);
+        break;
+    case R_BAD_CL_TE:
+        snprintf(buf, sizeof buf,
+                 "HTTP/1.1 200 OK\r\nx-backend: %s\r\ncontent-length: 5\r\n"
+                 "transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                 name);
+        answer_raw(c, buf, true);
+        break;
+    case R_BAD_DUP_CL:
+        snprintf(buf, sizeof buf,
+                 "HTTP/1.1 200 OK\r\nx-backend: %s\r\ncontent-length: 5\r\n"
+                 "content-length: 6\r\n\r\nhello!",
+                 name);
+        answer_raw(c, buf, true);
+        break;
+    case R_BAD_EXTRA:
+        snprintf(buf, sizeof buf,
+                 "HTTP/1.1 200 OK\r\nx-backend: %s\r\ncontent-length: 5\r\n\r\nhelloEXTRA",
+                 name);
+        answer_raw(c, buf, false);
+        break;
+    case R_BAD_HEADER_CTL:
+        snprintf(buf, sizeof buf,
+                 "HTTP/1.1 200 OK\r\nx-backend: %s\r\nx-bad: a\001b\r\n"
+                 "content-length: 2\r\n\r\nok",
+                 name);
+        answer_raw(c, buf, true);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Called with the parser paused at the end of a request. */
+static void answer(struct conn *c)
+{
+    switch (c->route) {
+    case R_HELLO:
+        answer_hello(c);
+        break;
+    case R_ECHO:
+        answer_echo(c);
+        break;
+    case R_STATUS:
+        if (c->arg < 200 || c->arg > 599) {
+            out_simple(c, 400, "status must be 200..599\n", 24);
+        } else {
+            char body[16];
+            int n = snprintf(body, sizeof body, "status %u\n", (unsigned)c->arg);
+            out_simple(c, (unsigned)c->arg, body, (size_t)n);
+        }
+        break;
+    case R_DELAY:
+        c->paused = true;
+        conn_flush(c);
+        uv_timer_start(&c->timer, delay_timer_cb, c->arg, 0);
+        break;
+    case R_BYTES:
+    case R_CHUNKED:
+    case R_CLOSE_DELIMITED:
+        if (c->route == R_BYTES) {
+            out_head(c, 200, (int64_t)c->arg, "application/octet-stream");
+            c->stream_kind = S_LENGTH;
+        } else if (c->route == R_CHUNKED) {
+            out_head(c, 200, -1, "application/octet-stream");
+            out_str(c, "transfer-encoding: chunked\r\n");
+            c->stream_kind = S_CHUNKED;
+        } else {
+            out_head(c, 200, -1, "application/octet-stream");
+            c->stream_kind = S_CLOSE_DELIMITED;
+        }
+        out_str(c, "\r\n");
+        if (c->is_head) {
+            if (c->route == R_CLOSE_DELIMITED) {
+                c->paused = true;
+                conn_close_graceful(c);
+            }
+            break;
+        }
+        c->paused = true;
+        c->stream_left = c->arg;
+        stream_next(c);
+        break;
+    case R_SINK: {
+        char body[24];
+        int n = snprintf(body, sizeof body, "%" PRIu64 "\n", c->body_bytes);
+        out_simple(c, 200, body, (size_t)n);
+        break;
+    }
+    case R_CLOSE_MID: {
+        out_head(c, 200, 100, "text/plain");
+        out_str(c, "\r\n0123456789");
+        c->paused = true;
+        conn_close_graceful(c);
+        break;
+    }
+    case R_CLOSE_NOW:
+        c->paused = true;
+        conn_close_graceful(c);
+        break;
+    case R_HANG:
+        c->paused = true;
+        c->hung = true;
+        conn_flush(c);
+        conn_read_start(c); /* only to notice when the peer goes away */
+        break;
+    case R_BAD_GARBAGE:
+    case R_BAD_CL_TE:
+    case R_BAD_DUP_CL:
+    case R_BAD_EXTRA:
+    case R_BAD_HEADER_CTL:
+        answer_bad(c);
+        break;
+    case R_NOT_FOUND_NUM:
+        out_simple(c, 404, "expected a number in the path\n", 30);
+        break;
+    }
+}
+
+/* ---- routing ---------------------------------------------------------- */
+
+static bool parse_num(const char *s, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (n == 0 || n > 19)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static bool path_is(const char *p, size_t n, const char *lit)
+{
+    return strlen(lit) == n && memcmp(p, lit, n) == 0;
+}
+
+/* "/prefix/NUM": true and *arg when p starts with prefix (which ends in '/'). */
+static bool path_num(const char *p, size_t n, const char *prefix, struct conn *c)
+{
+    size_t l = strlen(prefix);
+    if (n < l || memcmp(p, prefix, l) != 0)
+        return false;
+    if (!parse_num(p + l, n - l, &c->arg))
+        c->route = R_NOT_FOUND_NUM;
+    return true;
+}
+
+static void route_request(struct conn *c)
+{
+    const char *p = c->url;
+    size_t n = c->url_len;
+    /* An absolute-form target: skip scheme and authority. */
+    if (n && p[0] != '/') {
+        const char *s = memchr(p, '/', n);
+        if (s && s + 1 < p + n && s[1] == '/') {
+            const char *e = memchr(s + 2, '/', (size_t)(p + n - (s + 2)));
+            n = e ? (size_t)(p + n - e) : 0;
+            p = e ? e : p + n;
+        }
+    }
+    const char *q = memchr(p, '?', n);
+    if (q)
+        n = (size_t)(q - p);
+    c->route = R_HELLO;
+    c->arg = 0;
+    if (path_is(p, n, "/echo"))
+        c->route = R_ECHO;
+    else if (path_num(p, n, "/status/", c))
+        c->route = c->route == R_NOT_FOUND_NUM ? c->route : R_STATUS;
+    else if (path_num(p, n, "/delay/", c))
+        c->route = c->route == R_NOT_FOUND_NUM ? c->route : R_DELAY;
+    else if (path_num(p, n, "/bytes/", c))
+        c->route = c->route == R_NOT_FOUND_NUM ? c->route : R_BYTES;
+    else if (path_num(p, n, "/chunked/", c))
+        c->route = c->route == R_NOT_FOUND_NUM ? c->route : R_CHUNKED;
+    else if (path_num(p, n, "/close-delimited/", c))
+        c->route = c->route == R_NOT_FOUND_NUM ? c->route : R_CLOSE_DELIMITED;
+    else if (path_is(p, n, "/sink"))
+        c->route = R_SINK;
+    else if (path_is(p, n, "/close-mid"))
+        c->route = R_CLOSE_MID;
+    else if (path_is(p, n, "/close-now"))
+        c->route = R_CLOSE_NOW;
+    else if (path_is(p, n, "/hang"))
+        c->route = R_HANG;
+    else if (path_is(p, n, "/bad/garbage"))
+        c->route = R_BAD_GARBAGE;
+    else if (path_is(p, n, "/bad/cl-te"))
+        c->route = R_BAD_CL_TE;
+    else if (path_is(p, n, "/bad/dup-cl"))
+        c->route = R_BAD_DUP_CL;
+    else if (path_is(p, n, "/bad/extra"))
+        c->route = R_BAD_EXTRA;
+    else if (path_is(p, n, "/bad/header-ctl"))
+        c->route = R_BAD_HEADER_CTL;
+}
+
+/* ---- llhttp callbacks ------------------------------------------------- */
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    c->in_head = true;
+    c->head_mark = NULL;
+    c->head.len = 0;
+    c->body.len = 0;
+    c->url_len = 0;
+    c->hname_len = c->hval_len = 0;
+    c->expect_continue = false;
+    c->echo_overflow = false;
+    c->body_bytes = 0;
+    return 0;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (!c->head_mark && c->head.len == 0)
+        c->head_mark = at;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    size_t room = sizeof c->url - c->url_len;
+    if (len > room)
+        len = room;
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    size_t room = sizeof c->hname - c->hname_len;
+    if (len > room)
+        len = room;
+    memcpy(c->hname + c->hname_len, at, len);
+    c->hname_len += len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    size_t room = sizeof c->hval - c->hval_len;
+    if (len > room)
+        len = room;
+    memcpy(c->hval + c->hval_len, at, len);
+    c->hval_len += len;
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    if (c->hname_len == 6 && strncasecmp(c->hname, "expect", 6) == 0 && c->hval_len == 12 &&
+        strncasecmp(c->hval, "100-continue", 12) == 0)
+        c->expect_continue = true;
+    c->hname_len = c->hval_len = 0;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    c->why = P_HEAD_DONE;
+    return HPE_PAUSED;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    c->body_bytes += len;
+    if (c->route == R_ECHO && !c->echo_overflow && !dbuf_put(&c->body, at, len, ECHO_MAX_BODY))
+        c->echo_overflow = true;
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    c->keep_alive = llhttp_should_keep_alive(p);
+    c->why = P_MSG_DONE;
+    return HPE_PAUSED;
+}
+
+/* The request head is complete: choose the answer, say 100 Continue. */
+static void head_done(struct conn *c)
+{
+    c->in_head = false;
+    c->is_head = llhttp_get_method(&c->parser) == HTTP_HEAD;
+    c->http10 = llhttp_get_http_major(&c->parser) == 1 && llhttp_get_http_minor(&c->parser) == 0;
+    c->keep_alive = llhttp_should_keep_alive(&c->parser);
+    route_request(c);
+    if (c->expect_continue && !c->http10)
+        out_str(c, "HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+static void bad_request(struct conn *c, llhttp_errno_t err)
+{
+    static const char body[] = "bad request\n";
+    c->keep_alive = false;
+    c->is_head = false;
+    out_head(c, 400, (int64_t)(sizeof body - 1), "text/plain");
+    out_str(c, "\r\n");
+    out_put(c, body, sizeof body - 1);
+    c->paused = true;
+    conn_close_graceful(c);
+}
+
+/* Parses rbuf[rpos..rlen) until it is used up or a request waits for an
+ * asynchronous answer. */
+static void conn_parse(struct conn *c)
+{
+    /* After a pause the parser runs once more even with no bytes left: a
+     * request without a body completes only then. */
+    while ((c->rpos < c->rlen || c->resumed) && !c->paused && !c->closing && !c->shutting) {
+        c->resumed = false;
+        const char *start = c->rbuf + c->rpos;
+        size_t n = c->rlen - c->rpos;
+        if (c->in_head && (c->head_mark || c->head.len))
+            c->head_mark = start;
+        c->why = P_NONE;
+        llhttp_errno_t err = llhttp_execute(&c->parser, start, n);
+        if (err == HPE_OK) {
+            if (c->in_head && c->head_mark &&
+                !dbuf_put(&c->head, c->head_mark, (size_t)(start + n - c->head_mark),
+                          ECHO_MAX_HEAD))
+                c->echo_overflow = true;
+            c->head_mark = NULL;
+            c->rpos = c->rlen;
+            break;
+        }
+        if (err != HPE_PAUSED) {
+            if (err == HPE_PAUSED_UPGRADE) {
+                /* No upgrades here: answer it as a plain request, then close. */
+                c->rpos = c->rlen;
+                c->keep_alive = false;
+                answer(c);
+                if (!c->paused)
+                    conn_close_graceful(c);
+                break;
+            }
+            bad_request(c, err);
+            break;
+        }
+        const char *at = llhttp_get_error_pos(&c->parser);
+        c->rpos = (size_t)(at - c->rbuf);
+        llhttp_resume(&c->parser);
+        c->resumed = true;
+        if (c->why == P_HEAD_DONE) {
+            if (c->head_mark &&
+                !dbuf_put(&c->head, c->head_mark, (size_t)(at - c->head_mark), ECHO_MAX_HEAD))
+                c->echo_overflow = true;
+            c->head_mark = NULL;
+            head_done(c);
+        } else if (c->why == P_MSG_DONE) {
+            answer(c);
+            if (!c->paused && !c->keep_alive) {
+                c->paused = true;
+                conn_close_graceful(c);
+            }
+        }
+    }
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = s->data;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        conn_read_stop(c);
+        if (nread != UV_EOF || c->hung) {
+            conn_close(c);
+            return;
+        }
+        c->peer_eof = true;
+        if (!c->paused)
+            conn_close_graceful(c);
+        return;
+    }
+    record(buf->base, (size_t)nread);
+    if (c->hung)
+        return;
+    c->rpos = 0;
+    c->rlen = (size_t)nread;
+    conn_parse(c);
+    if (c->closing || c->shutting)
+        return;
+    conn_flush(c);
+    if (c->paused && !c->hung)
+        conn_read_stop(c);
+}
+
+/* ---- listeners -------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = server->data;
+    if (status < 0) {
+        fprintf(stderr, "fnbackend: accept: %s\n", uv_strerror(status));
+        return;
+    }
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c)
+        abort();
+    c->kind = H_CONN;
+    if (server->type == UV_TCP)
+        uv_tcp_init(loop, &c->h.tcp);
+    else
+        uv_pipe_init(loop, &c->h.pipe, 0);
+    uv_timer_init(loop, &c->timer);
+    c->h.stream.data = c;
+    c->timer.data = c;
+    c->keep_alive = true;
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+    c->parser.data = c;
+    if (uv_accept(&l->h.stream, &c->h.stream) < 0) {
+        conn_close(c);
+        return;
+    }
+    if (server->type == UV_TCP)
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    conn_read_start(c);
+}
+
+static int listen_tcp(const char *spec)
+{
+    char host[256];
+    const char *colon = strrchr(spec, ':');
+    if (!colon || (size_t)(colon - spec) >= sizeof host) {
+        fprintf(stderr, "fnbackend: --listen wants HOST:PORT, got %s\n", spec);
+        return -1;
+    }
+    memcpy(host, spec, (size_t)(colon - spec));
+    host[colon - spec] = 0;
+    int port = atoi(colon + 1);
+    struct sockaddr_storage ss;
+    int rc;
+    if (host[0] == '[') {
+        size_t hl = strlen(host);
+        if (hl < 2 || host[hl - 1] != ']') {
+            fprintf(stderr, "fnbackend: bad address %s\n", spec);
+            return -1;
+        }
+        host[hl - 1] = 0;
+        rc = uv_ip6_addr(host + 1, port, (struct sockaddr_in6 *)&ss);
+    } else {
+        rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "fnbackend: bad address %s: %s\n", spec, uv_strerror(rc));
+        return -1;
+    }
+    struct listener *l = calloc(1, sizeof *l);
+    if (!l)
+        abort();
+    l->kind = H_LISTENER;
+    uv_tcp_init(loop, &l->h.tcp);
+    l->h.stream.data = l;
+    if ((rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss, 0)) < 0 ||
+        (rc = uv_listen(&l->h.stream, 1024, on_connection)) < 0) {
+        fprintf(stderr, "fnbackend: listen %s: %s\n", spec, uv_strerror(rc));
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
+    uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&bound, &blen);
+    unsigned bport = bound.ss_family == AF_INET6
+                         ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                         : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    printf("PORT %u\n", bport);
+    fflush(stdout);
+    n_listeners++;
+    return 0;
+}
+
+static int listen_unix(const char *path)
+{
+    struct listener *l = calloc(1, sizeof *l);
+    if (!l)
+        abort();
+    l->kind = H_LISTENER;
+    uv_pipe_init(loop, &l->h.pipe, 0);
+    l->h.stream.data = l;
+    unlink(path);
+    int rc;
+    if ((rc = uv_pipe_bind(&l->h.pipe, path)) < 0 ||
+        (rc = uv_listen(&l->h.stream, 1024, on_connection)) < 0) {
+        fprintf(stderr, "fnbackend: listen unix:%s: %s\n", path, uv_strerror(rc));
+        return -1;
+    }
+    printf("UNIX %s\n", path);
+    fflush(stdout);
+    n_listeners++;
+    return 0;
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+static void listener_close_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    if (uv_is_closing(h))
+        return;
+    int *kind = h->data;
+    if (kind && *kind == H_CONN) {
+        conn_close((struct conn *)kind);
+        return;
+    }
+    if (kind && *kind == H_LISTENER) {
+        uv_close(h, listener_close_cb);
+        return;
+    }
+    uv_close(h, NULL);
+}
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+    /* Close everything; uv_run then returns and main exits 0. */
+    uv_walk(loop, close_walk_cb, NULL);
+}
+
+static void build_hello(char *buf, size_t *len, bool keep_alive, bool head)
+{
+    char body[300];
+    int bl = snprintf(body, sizeof body, "hello from %s\n", name);
+    int n = snprintf(buf, 256,
+                     "HTTP/1.1 200 OK\r\nx-backend: %s\r\ncontent-type: text/plain\r\n"
+                     "%scontent-length: %d\r\n\r\n%s",
+                     name, keep_alive ? "" : "connection: close\r\n", bl, head ? "" : body);
+    if (n < 0 || n >= 256) {
+        fprintf(stderr, "fnbackend: --name too long\n");
+        exit(2);
+    }
+    *len = (size_t)n;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: fnbackend [--listen HOST:PORT]... [--unix PATH] [--name NAME] "
+               "[--record FILE]\n"
+               "Prints \"PORT n\" for each TCP listener once it is bound.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *listens[16];
+    const char *unixes[16];
+    size_t n_listen = 0, n_unix = 0;
+    const char *record_path = NULL;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            usage(stderr);
+            return 2;
+        }
+        if (!strcmp(a, "--listen") && n_listen < 16)
+            listens[n_listen++] = argv[++i];
+        else if (!strcmp(a, "--unix") && n_unix < 16)
+            unixes[n_unix++] = argv[++i];
+        else if (!strcmp(a, "--name"))
+            name = argv[++i];
+        else if (!strcmp(a, "--record"))
+            record_path = argv[++i];
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (strlen(name) > 100) {
+        fprintf(stderr, "fnbackend: --name too long\n");
+        return 2;
+    }
+    if (n_listen == 0 && n_unix == 0)
+        listens[n_listen++] = "127.0.0.1:0";
+    if (record_path) {
+        record_fd = open(record_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (record_fd < 0) {
+            fprintf(stderr, "fnbackend: %s: %s\n", record_path, strerror(errno));
+            return 1;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    for (size_t i = 0; i < sizeof piece; i++)
+        piece[i] = (char)('a' + i % 26);
+    build_hello(hello_ka, &hello_ka_len, true, false);
+    build_hello(hello_close, &hello_close_len, false, false);
+    build_hello(hello_head_ka, &hello_head_ka_len, true, true);
+    build_hello(hello_head_close, &hello_head_close_len, false, true);
+
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_method = on_method;
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+
+    loop = uv_default_loop();
+    for (size_t i = 0; i < n_listen; i++)
+        if (listen_tcp(listens[i]) < 0)
+            return 1;
+    for (size_t i = 0; i < n_unix; i++)
+        if (listen_unix(unixes[i]) < 0)
+            return 1;
+
+    uv_signal_t sigterm, sigint;
+    uv_signal_init(loop, &sigterm);
+    uv_signal_init(loop, &sigint);
+    sigterm.data = &kind_signal;
+    sigint.data = &kind_signal;
+    uv_signal_start(&sigterm, signal_cb, SIGTERM);
+    uv_signal_start(&sigint, signal_cb, SIGINT);
+
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    for (size_t i = 0; i < n_unix; i++)
+        unlink(unixes[i]);
+    if (record_fd >= 0)
+        close(record_fd);
+    return 0;
+}

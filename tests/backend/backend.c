@@ -15,6 +15,10 @@
  * dropped. Large response bodies are written from one static buffer, one
  * piece at a time, the next piece only when the previous write completed.
  *
+ * Answers built here carry x-backend: NAME and x-backend-conn: SERIAL (the
+ * connection's number since start), except the fixed "hello" answer, which
+ * is prebuilt for speed and carries x-backend only.
+ *
  * With --record FILE every byte read on any connection is appended to FILE
  * with one write() per read, so a test can check exactly what a proxy sent.
  *
@@ -126,6 +130,7 @@ struct conn {
     enum stream_kind stream_kind;
     char chunk_line[24];
     struct dbuf out;              /* small answers not yet written */
+    uint64_t serial;              /* x-backend-conn: which connection answered */
 };
 
 struct listener {
@@ -153,6 +158,7 @@ static char hello_ka[256], hello_close[256], hello_head_ka[256], hello_head_clos
 static size_t hello_ka_len, hello_close_len, hello_head_ka_len, hello_head_close_len;
 static int kind_signal = H_SIGNAL;
 static unsigned n_listeners;
+static uint64_t conn_serial;
 
 static void conn_close(struct conn *c);
 static void conn_close_graceful(struct conn *c);
@@ -241,7 +247,9 @@ static const char *reason_of(unsigned code)
     }
 }
 
-/* Status line, x-backend, connection, and content-length unless len < 0. */
+/* Status line, x-backend, x-backend-conn (a serial number of the connection,
+ * so tests can tell whether requests shared one), connection, and
+ * content-length unless len < 0. */
 static void out_head(struct conn *c, unsigned code, int64_t len, const char *ctype)
 {
     out_str(c, "HTTP/1.1 ");
@@ -250,6 +258,8 @@ static void out_head(struct conn *c, unsigned code, int64_t len, const char *cty
     out_str(c, reason_of(code));
     out_str(c, "\r\nx-backend: ");
     out_str(c, name);
+    out_str(c, "\r\nx-backend-conn: ");
+    out_u64(c, c->serial);
     out_str(c, "\r\n");
     if (ctype) {
         out_str(c, "content-type: ");
@@ -1006,6 +1016,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (!c)
         abort();
     c->kind = H_CONN;
+    c->serial = ++conn_serial;
     if (server->type == UV_TCP)
         uv_tcp_init(loop, &c->h.tcp);
     else

@@ -1,0 +1,255 @@
+/*
+ * admin.c - the admin listener. One request per connection, answered and
+ * closed: scrapers and probes open a connection per request anyway, and it
+ * keeps this server trivially correct. Requests are parsed with the same
+ * strict HTTP/1.1 glue as the data plane.
+ */
+#include "admin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http1.h"
+#include "log.h"
+
+#define ADMIN_REQ_MAX 8192
+
+struct admin {
+    uv_loop_t *loop;
+    uv_tcp_t tcp;
+    struct metrics *const *shards;
+    size_t n_shards;
+    bool ready;
+    bool stopping;
+    struct admin_conn *conns;
+    unsigned n_open; /* listener + connections not yet closed */
+};
+
+struct admin_conn {
+    struct admin_conn *next, *prev;
+    struct admin *a;
+    uv_tcp_t tcp;
+    uv_write_t wreq;
+    struct h1_parser parser;
+    char buf[ADMIN_REQ_MAX];
+    size_t len;
+    char *out; /* the response, malloc'd */
+    bool closing;
+};
+
+static void admin_release(struct admin *a)
+{
+    if (--a->n_open == 0)
+        free(a);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct admin_conn *ac = h->data;
+    struct admin *a = ac->a;
+
+    free(ac->out);
+    free(ac);
+    admin_release(a);
+}
+
+static void admin_conn_close(struct admin_conn *ac)
+{
+    struct admin *a = ac->a;
+
+    if (ac->closing)
+        return;
+    ac->closing = true;
+    if (ac->prev != NULL)
+        ac->prev->next = ac->next;
+    else
+        a->conns = ac->next;
+    if (ac->next != NULL)
+        ac->next->prev = ac->prev;
+    uv_close((uv_handle_t *)&ac->tcp, on_conn_closed);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    (void)status;
+    admin_conn_close(req->data);
+}
+
+static void admin_respond(struct admin_conn *ac, int status, const char *type, const char *body,
+                          size_t body_len)
+{
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+                     "cache-control: no-store\r\nconnection: close\r\n\r\n",
+                     status, h1_reason(status), type, body_len);
+
+    ac->out = malloc((size_t)n + body_len);
+    if (ac->out == NULL) {
+        admin_conn_close(ac);
+        return;
+    }
+    memcpy(ac->out, head, (size_t)n);
+    memcpy(ac->out + n, body, body_len);
+    uv_buf_t b = uv_buf_init(ac->out, (unsigned)((size_t)n + body_len));
+    if (uv_write(&ac->wreq, (uv_stream_t *)&ac->tcp, &b, 1, on_written) < 0)
+        admin_conn_close(ac);
+}
+
+static void admin_metrics(struct admin_conn *ac)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    if (f == NULL) {
+        admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    metrics_render(f, ac->a->shards, ac->a->n_shards);
+    if (fclose(f) != 0) {
+        free(text);
+        admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    admin_respond(ac, 200, "text/plain; version=0.0.4", text, len);
+    free(text);
+}
+
+static void admin_route(struct admin_conn *ac)
+{
+    struct h1_head *h = &ac->parser.head;
+    struct h1_span t = h->target;
+    const char *why;
+
+    if (h1_check_request(h, &why) != 0) {
+        admin_respond(ac, 400, "text/plain", "bad request\n", 12);
+        return;
+    }
+    for (uint32_t i = 0; i < t.len; i++)
+        if (t.p[i] == '?')
+            t.len = i;
+    if (!h1_span_eq(h->method, "get") && !h1_span_eq(h->method, "head")) {
+        admin_respond(ac, 405, "text/plain", "method not allowed\n", 19);
+    } else if (h1_span_eq(t, "/healthz")) {
+        admin_respond(ac, 200, "text/plain", "ok\n", 3);
+    } else if (h1_span_eq(t, "/ready")) {
+        if (ac->a->ready)
+            admin_respond(ac, 200, "text/plain", "ready\n", 6);
+        else
+            admin_respond(ac, 503, "text/plain", "draining\n", 9);
+    } else if (h1_span_eq(t, "/metrics")) {
+        admin_metrics(ac);
+    } else {
+        admin_respond(ac, 404, "text/plain", "not found\n", 10);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct admin_conn *ac = h->data;
+
+    (void)suggested;
+    *b = uv_buf_init(ac->buf + ac->len, (unsigned)(sizeof(ac->buf) - ac->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct admin_conn *ac = s->data;
+    size_t used = 0;
+
+    (void)b;
+    if (nread == 0 || ac->closing)
+        return;
+    if (nread < 0) {
+        admin_conn_close(ac);
+        return;
+    }
+    size_t start = ac->len;
+    ac->len += (size_t)nread;
+    enum h1_event ev = h1_feed(&ac->parser, ac->buf + start, ac->len - start, &used);
+    if (ev == H1_EV_MORE && ac->len < sizeof(ac->buf))
+        return;
+    uv_read_stop(s);
+    if (ev == H1_EV_HEAD)
+        admin_route(ac);
+    else
+        admin_respond(ac, 400, "text/plain", "bad request\n", 12);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct admin *a = server->data;
+    struct admin_conn *ac;
+
+    if (status < 0 || a->stopping)
+        return;
+    ac = calloc(1, sizeof(*ac));
+    if (ac == NULL)
+        return;
+    ac->a = a;
+    uv_tcp_init(a->loop, &ac->tcp);
+    ac->tcp.data = ac;
+    ac->wreq.data = ac;
+    a->n_open++;
+    ac->next = a->conns;
+    if (a->conns != NULL)
+        a->conns->prev = ac;
+    a->conns = ac;
+    h1_parser_init(&ac->parser, HTTP_REQUEST);
+    if (uv_accept(server, (uv_stream_t *)&ac->tcp) < 0 ||
+        uv_read_start((uv_stream_t *)&ac->tcp, on_alloc, on_read) < 0)
+        admin_conn_close(ac);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    admin_release(h->data);
+}
+
+struct admin *admin_start(uv_loop_t *loop, const struct cfg_addr *addr,
+                          struct metrics *const *shards, size_t n_shards, char *err,
+                          size_t errlen)
+{
+    struct admin *a = calloc(1, sizeof(*a));
+    int rc;
+
+    if (a == NULL) {
+        snprintf(err, errlen, "admin: out of memory");
+        return NULL;
+    }
+    a->loop = loop;
+    a->shards = shards;
+    a->n_shards = n_shards;
+    a->ready = true;
+    a->n_open = 1;
+    uv_tcp_init(loop, &a->tcp);
+    a->tcp.data = a;
+    rc = uv_tcp_bind(&a->tcp, (const struct sockaddr *)&addr->sa, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&a->tcp, 128, on_connection);
+    if (rc < 0) {
+        snprintf(err, errlen, "admin: cannot listen on %s: %s", addr->text, uv_strerror(rc));
+        uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
+        return NULL;
+    }
+    log_info("admin listening on %s", addr->text);
+    return a;
+}
+
+void admin_set_ready(struct admin *a, bool ready)
+{
+    if (a != NULL)
+        a->ready = ready;
+}
+
+void admin_stop(struct admin *a)
+{
+    if (a == NULL || a->stopping)
+        return;
+    a->stopping = true;
+    while (a->conns != NULL)
+        admin_conn_close(a->conns);
+    uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
+}

@@ -1,0 +1,29 @@
+/*
+ * admin.h - the admin endpoint: a small plain-HTTP server on the main
+ * thread's loop, away from the workers' hot path. GET /healthz, /ready,
+ * /metrics.
+ */
+#ifndef FNPROXY_ADMIN_H
+#define FNPROXY_ADMIN_H
+
+#include <stdbool.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "metrics.h"
+
+struct admin;
+
+/* Listens on addr; shards are the workers' metrics, read on each scrape. */
+struct admin *admin_start(uv_loop_t *loop, const struct cfg_addr *addr,
+                          struct metrics *const *shards, size_t n_shards, char *err,
+                          size_t errlen);
+
+/* /ready answers 503 from now on (draining). */
+void admin_set_ready(struct admin *a, bool ready);
+
+/* Closes the listener and any open admin connections; frees a when done. */
+void admin_stop(struct admin *a);
+
+#endif

@@ -1,0 +1,1059 @@
+/*
+ * conn.c - the downstream connection state machine and the exchange that
+ * proxies one request to a function and its response back.
+ *
+ * Bodies stream without copies: iovecs point into the read buffer of the
+ * side they came from, and that side is not read again until the write that
+ * uses them completes. One write in flight per direction is the
+ * backpressure: a fast sender waits for the slow receiver.
+ *
+ * Requests on a connection are handled strictly one at a time; pipelined
+ * requests wait in the buffer (or the kernel) until the response before them
+ * has been written, which keeps responses in order by construction.
+ */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "upstream.h"
+
+#define EXCH_FREE_MAX 256
+
+static void conn_process(struct conn *c);
+static void exch_pump_request(struct exch *x);
+static void exch_pump_response(struct exch *x);
+static void exch_connect(struct exch *x);
+static void exch_reply(struct exch *x, int status, const char *code, const char *message);
+
+/* --- small helpers ------------------------------------------------------ */
+
+static const struct cfg_listener *conn_listener_cfg(const struct conn *c)
+{
+    const struct config *cfg = c->w->cur->snap->cfg;
+
+    if (c->l->idx >= cfg->n_listeners)
+        return NULL; /* removed by a reload */
+    return &cfg->listeners[c->l->idx];
+}
+
+static uint64_t conn_header_timeout(const struct conn *c)
+{
+    const struct cfg_listener *lc = conn_listener_cfg(c);
+
+    return lc != NULL ? lc->header_timeout_ms : 10000;
+}
+
+static void conn_arm(struct conn *c, uint64_t ms);
+
+static void conn_read(struct conn *c, bool on);
+
+/* --- buffers -------------------------------------------------------------- */
+
+static bool conn_buf_alloc(struct conn *c)
+{
+    const struct cfg_listener *lc = conn_listener_cfg(c);
+    size_t need = lc != NULL ? lc->max_header_bytes + 1 : WORKER_BUF_SIZE;
+
+    if (need <= WORKER_BUF_SIZE) {
+        c->buf = worker_buf_get(c->w);
+        c->cap = WORKER_BUF_SIZE;
+    } else {
+        c->buf = malloc(need);
+        c->cap = (uint32_t)need;
+    }
+    return c->buf != NULL;
+}
+
+static void conn_buf_free(struct conn *c)
+{
+    if (c->buf == NULL)
+        return;
+    if (c->cap == WORKER_BUF_SIZE)
+        worker_buf_put(c->w, c->buf);
+    else
+        free(c->buf);
+    c->buf = NULL;
+    c->cap = c->len = c->parsed = 0;
+}
+
+/* Moves unparsed bytes to the front. Only when nothing in flight points into
+ * the buffer. */
+static void conn_buf_compact(struct conn *c)
+{
+    if (c->parsed == 0)
+        return;
+    if (c->len > c->parsed)
+        memmove(c->buf, c->buf + c->parsed, c->len - c->parsed);
+    c->len -= c->parsed;
+    c->parsed = 0;
+}
+
+/* --- exchanges ------------------------------------------------------------ */
+
+static struct exch *exch_new(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct exch *x = w->free_exch;
+
+    if (x != NULL) {
+        w->free_exch = x->next_free;
+        w->n_free_exch--;
+    } else {
+        x = malloc(sizeof(*x));
+        if (x == NULL)
+            return NULL;
+    }
+    /* Everything before the parsers; they are set up where they are used. */
+    memset(x, 0, offsetof(struct exch, req));
+    x->req_out.n = x->resp_out.n = 0;
+    x->req_head = x->resp_head = NULL;
+    x->req_head_len = x->req_head_cap = x->resp_head_len = 0;
+    x->tried = 0;
+    x->attempts = 0;
+    x->flags = 0;
+    x->status = 0;
+    x->request_id[0] = '\0';
+    x->c = c;
+    h1_parser_init(&x->req, HTTP_REQUEST);
+    return x;
+}
+
+static void exch_free(struct worker *w, struct exch *x)
+{
+    if (x->req_head != NULL) {
+        if (x->req_head_cap == WORKER_BUF_SIZE)
+            worker_buf_put(w, x->req_head);
+        else
+            free(x->req_head);
+    }
+    if (x->resp_head != NULL)
+        worker_buf_put(w, x->resp_head);
+    if (w->n_free_exch >= EXCH_FREE_MAX || w->exiting) {
+        free(x);
+        return;
+    }
+    x->next_free = w->free_exch;
+    w->free_exch = x;
+    w->n_free_exch++;
+}
+
+void exch_free_all(struct worker *w)
+{
+    while (w->free_exch != NULL) {
+        struct exch *x = w->free_exch;
+        w->free_exch = x->next_free;
+        free(x);
+    }
+    w->n_free_exch = 0;
+}
+
+static void exch_count(struct exch *x)
+{
+    struct route_stats *s = x->stats != NULL ? x->stats : x->ws->noroute;
+
+    metrics_count_status(s, x->status);
+}
+
+static void exch_count_uperr(struct exch *x, enum metrics_uperr reason)
+{
+    if (x->stats != NULL)
+        metrics_inc(&x->stats->upstream_errors[reason]);
+}
+
+static void exch_count_timeout(struct exch *x, enum metrics_timeout kind)
+{
+    struct route_stats *s = x->stats != NULL ? x->stats : x->ws->noroute;
+
+    metrics_inc(&s->timeouts[kind]);
+}
+
+/* Lets go of the upstream connection, to the pool when it is clean. */
+static void exch_drop_upstream(struct exch *x, bool reusable)
+{
+    if (x->u == NULL)
+        return;
+    upstream_release(x->u, reusable && !(x->flags & X_F_UP_BROKEN));
+    x->u = NULL;
+    x->ep->outstanding--;
+}
+
+/* The exchange is over (response written, or abandoned). */
+static void exch_end(struct exch *x)
+{
+    struct conn *c = x->c;
+    bool reusable = (x->flags & X_F_REQ_SENT) && (x->flags & X_F_RESP_PARSED) &&
+                    (x->resp.head.flags & H1_F_KEEP_ALIVE);
+
+    exch_count(x);
+    exch_drop_upstream(x, reusable);
+    if (!(x->flags & X_F_REQ_PARSED))
+        c->flags |= CONN_F_CLOSE_AFTER; /* the rest of its body is still coming */
+    wsnap_unref(x->ws);
+    c->x = NULL;
+    exch_free(c->w, x);
+
+    if ((c->flags & CONN_F_CLOSE_AFTER) || c->w->draining || conn_listener_cfg(c) == NULL) {
+        conn_close(c);
+        return;
+    }
+    c->state = CONN_ST_IDLE;
+    conn_buf_compact(c);
+    if (c->len == 0)
+        conn_buf_free(c); /* idle connections hold no buffer */
+    conn_process(c);
+}
+
+/* Stops everything and closes the connection: for failures after the
+ * response head was sent, when no clean answer is possible any more. */
+static void exch_abort(struct exch *x, int status)
+{
+    x->status = status;
+    x->flags |= X_F_UP_BROKEN;
+    conn_close(x->c);
+}
+
+static void exch_touch(struct exch *x)
+{
+    conn_arm(x->c, x->route != NULL ? x->route->timeout_ms : conn_header_timeout(x->c));
+}
+
+/* --- writing to the client ------------------------------------------------ */
+
+static void on_down_written(uv_write_t *req, int status)
+{
+    struct conn *c = req->data;
+    struct exch *x = c->x;
+
+    if (c->state == CONN_ST_CLOSING || x == NULL)
+        return;
+    x->flags &= ~X_F_DOWN_WRITING;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (x->flags & X_F_LOCAL) {
+        exch_end(x);
+        return;
+    }
+    exch_touch(x);
+    if (x->u != NULL) {
+        struct upconn *u = x->u;
+        /* The bytes just written came from u->buf; the rest can move up. */
+        if (u->parsed > 0) {
+            if (u->len > u->parsed)
+                memmove(u->buf, u->buf + u->parsed, u->len - u->parsed);
+            u->len -= u->parsed;
+            u->parsed = 0;
+        }
+    }
+    exch_pump_response(x);
+}
+
+static int conn_write(struct conn *c, struct h1_out *out)
+{
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, out->iov, out->n, on_down_written);
+
+    if (rc == 0)
+        c->x->flags |= X_F_DOWN_WRITING;
+    return rc;
+}
+
+/* Answers the request itself. The exchange ends when the answer is written. */
+static void exch_reply(struct exch *x, int status, const char *code, const char *message)
+{
+    struct conn *c = x->c;
+    char body[256];
+    int body_len, head_len;
+
+    if (x->flags & X_F_RESP_STARTED) {
+        exch_abort(x, status);
+        return;
+    }
+    exch_drop_upstream(x, false);
+    x->flags |= X_F_LOCAL;
+    x->status = status;
+    if (status == 400 || status == 408 || status == 431 || !(x->flags & X_F_REQ_PARSED) ||
+        (x->req.head.flags & H1_F_KEEP_ALIVE) == 0)
+        c->flags |= CONN_F_CLOSE_AFTER;
+    conn_read(c, false);
+    if (x->resp_head == NULL)
+        x->resp_head = worker_buf_get(c->w);
+    if (x->resp_head == NULL) {
+        conn_close(c);
+        return;
+    }
+    /* Messages are fnproxy's own constants or llhttp's reasons: nothing in
+     * them needs JSON escaping. */
+    body_len = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}\n", code,
+                        message);
+    if (body_len < 0 || (size_t)body_len >= sizeof(body))
+        body_len = (int)strlen(body);
+    head_len = snprintf(x->resp_head, WORKER_BUF_SIZE,
+                        "HTTP/1.1 %d %s\r\n"
+                        "content-type: application/json\r\n"
+                        "content-length: %d\r\n"
+                        "x-fnproxy-error: %s\r\n"
+                        "%s%s%s"
+                        "%s"
+                        "\r\n%s",
+                        status, h1_reason(status), body_len, code,
+                        x->request_id[0] ? "x-request-id: " : "", x->request_id,
+                        x->request_id[0] ? "\r\n" : "",
+                        (c->flags & CONN_F_CLOSE_AFTER) ? "connection: close\r\n" : "", body);
+    h1_out_reset(&x->resp_out);
+    h1_out_raw(&x->resp_out, x->resp_head, (size_t)head_len);
+    conn_arm(c, conn_header_timeout(c));
+    if (conn_write(c, &x->resp_out) < 0)
+        conn_close(c);
+}
+
+/* --- the request side ------------------------------------------------------- */
+
+static void make_request_id(struct exch *x)
+{
+    struct h1_head *h = &x->req.head;
+    uint64_t a, b;
+
+    if (h->request_id >= 0) {
+        struct h1_span v = h->hdr[h->request_id].value;
+        if (v.len > 0 && v.len < sizeof(x->request_id)) {
+            memcpy(x->request_id, v.p, v.len);
+            x->request_id[v.len] = '\0';
+            return;
+        }
+    }
+    a = worker_rand(x->c->w);
+    b = worker_rand(x->c->w);
+    /* UUID version 4, variant 1. */
+    a = (a & ~0xf000ULL) | 0x4000ULL;
+    b = (b & ~(3ULL << 62)) | (2ULL << 62);
+    snprintf(x->request_id, sizeof(x->request_id), "%08llx-%04llx-%04llx-%04llx-%012llx",
+             (unsigned long long)(a >> 32), (unsigned long long)((a >> 16) & 0xffff),
+             (unsigned long long)(a & 0xffff), (unsigned long long)(b >> 48),
+             (unsigned long long)(b & 0xffffffffffffULL));
+}
+
+/* The head is complete: check it, route it, and start the exchange. */
+static void exch_begin(struct exch *x)
+{
+    struct conn *c = x->c;
+    struct h1_head *h = &x->req.head;
+    const char *why = NULL;
+    struct route_match m;
+    int status;
+
+    x->ws = c->w->cur;
+    wsnap_ref(x->ws);
+    c->state = CONN_ST_EXCHANGE;
+    if (!(h->flags & H1_F_KEEP_ALIVE))
+        c->flags |= CONN_F_CLOSE_AFTER;
+    if ((h->flags & H1_F_CHUNKED) ||
+        ((h->flags & H1_F_CONTENT_LENGTH) && h->content_length > 0))
+        x->flags |= X_F_HAS_BODY;
+    else
+        x->flags |= X_F_REQ_PARSED; /* nothing follows the head */
+
+    status = h1_check_request(h, &why);
+    make_request_id(x);
+    if (status != 0) {
+        exch_reply(x, status, status == 417 ? "expectation_failed" : "bad_request", why);
+        return;
+    }
+    if (h1_span_eq(h->method, "head"))
+        x->flags |= X_F_HEAD_METHOD;
+
+    struct h1_span host = h->host >= 0 ? h->hdr[h->host].value : (struct h1_span){"", 0};
+    size_t path_len = 0;
+    while (path_len < h->target.len && h->target.p[path_len] != '?')
+        path_len++;
+    if (conn_listener_cfg(c) == NULL ||
+        router_match(x->ws->snap->router, c->l->idx, host.p, host.len, h->target.p, path_len,
+                     h->method.p, h->method.len, &m) != 0) {
+        exch_reply(x, 404, "no_route", "no route matches this request");
+        return;
+    }
+    x->fn = m.fn;
+    x->route = m.route;
+    x->fs = &x->ws->fns[m.fn_idx];
+    x->stats = x->fs->routes[m.route_idx];
+
+    if (x->fn->max_body > 0 && (h->flags & H1_F_CONTENT_LENGTH) &&
+        h->content_length > x->fn->max_body) {
+        exch_reply(x, 413, "body_too_large", "request body is larger than max_body");
+        return;
+    }
+    if ((h->flags & H1_F_EXPECT_CONTINUE) && (x->flags & X_F_HAS_BODY) && h->minor >= 1)
+        x->flags |= X_F_CONTINUE;
+
+    /* The head sent upstream. Its size is bounded by the head received plus
+     * what fnproxy adds. */
+    size_t cap = (size_t)c->parsed + 1024 + sizeof(x->request_id) + INET6_ADDRSTRLEN;
+    for (unsigned i = 0; i < h->n_hdr; i++)
+        if (h1_span_eq(h->hdr[i].name, "x-forwarded-for"))
+            cap += 2;
+    if (cap <= WORKER_BUF_SIZE) {
+        x->req_head = worker_buf_get(c->w);
+        x->req_head_cap = WORKER_BUF_SIZE;
+    } else {
+        x->req_head = malloc(cap);
+        x->req_head_cap = (uint32_t)cap;
+    }
+    if (x->req_head == NULL) {
+        exch_reply(x, 503, "overloaded", "out of memory");
+        return;
+    }
+    struct h1_forward f = {
+        .client_ip = c->client_ip,
+        .proto = "http",
+        .request_id = x->request_id,
+        .host = NULL,
+    };
+    x->req_head_len = (uint32_t)h1_write_request_head(x->req_head, x->req_head_cap, h, &f);
+    if (x->req_head_len == 0) {
+        exch_reply(x, 431, "header_too_large", "request head too large");
+        return;
+    }
+    x->req_out.chunked = (h->flags & H1_F_CHUNKED) != 0;
+    exch_touch(x);
+    exch_connect(x);
+}
+
+/* Picks the endpoint: the less loaded of two random untried ones. */
+static struct endpoint *exch_pick_endpoint(struct exch *x, size_t *idx)
+{
+    struct fn_state *fs = x->fs;
+    size_t cand[64], n = 0;
+
+    for (size_t i = 0; i < fs->n_eps && n < 64; i++)
+        if (!(x->tried & (1ULL << (i % 64))))
+            cand[n++] = i;
+    if (n == 0)
+        return NULL;
+    if (n == 1) {
+        *idx = cand[0];
+        return fs->eps[cand[0]];
+    }
+    size_t i = worker_rand(x->c->w) % n;
+    size_t j = worker_rand(x->c->w) % (n - 1);
+    if (j >= i)
+        j++; /* two distinct candidates */
+    size_t a = cand[i], b = cand[j];
+    *idx = fs->eps[b]->outstanding < fs->eps[a]->outstanding ? b : a;
+    return fs->eps[*idx];
+}
+
+static void exch_connect(struct exch *x)
+{
+    struct endpoint *ep;
+    size_t idx = 0;
+    int err = 0;
+
+    for (;;) {
+        ep = exch_pick_endpoint(x, &idx);
+        if (ep == NULL) {
+            exch_reply(x, 502, "upstream_unreachable", "no endpoint of the function accepted a connection");
+            return;
+        }
+        x->tried |= 1ULL << (idx % 64);
+        x->attempts++;
+        x->ep = ep;
+        ep->outstanding++;
+        x->u = upstream_get(x->c->w, ep, x, &err);
+        if (x->u != NULL)
+            break;
+        ep->outstanding--;
+        exch_count_uperr(x, UPERR_REFUSED);
+        log_debug("connect to %s failed: %s", ep->addr.text, uv_strerror(err));
+    }
+    x->flags &= ~(X_F_GOT_BYTES | X_F_HEAD_SENT);
+    if (x->u->flags & UP_F_CONNECTED) {
+        exch_upstream_connected(x, 0);
+        return;
+    }
+    conn_arm(x->c, x->route->connect_timeout_ms);
+}
+
+static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+static void on_continue_written(uv_write_t *req, int status)
+{
+    (void)req;
+    (void)status; /* a failure shows up on the next read or write */
+}
+
+void exch_upstream_connected(struct exch *x, int status)
+{
+    struct conn *c;
+
+    if (x == NULL)
+        return;
+    c = x->c;
+    if (status < 0) {
+        log_debug("connect to %s failed: %s", x->ep->addr.text, uv_strerror(status));
+        exch_count_uperr(x, UPERR_REFUSED);
+        exch_drop_upstream(x, false);
+        exch_connect(x); /* nothing was sent: always safe to try another */
+        return;
+    }
+    h1_parser_init(&x->resp, HTTP_RESPONSE);
+    x->resp.skip_body = (x->flags & X_F_HEAD_METHOD) != 0;
+    upstream_read(x->u, true);
+    exch_touch(x);
+    if (x->flags & X_F_CONTINUE) {
+        x->flags &= ~X_F_CONTINUE;
+        uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
+        if (uv_write(&c->wreq_cont, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) < 0) {
+            conn_close(c);
+            return;
+        }
+    }
+    exch_pump_request(x);
+}
+
+/* Moves request bytes to the function: the head first, then the body as it
+ * is read from the client. */
+static void exch_pump_request(struct exch *x)
+{
+    struct conn *c = x->c;
+    struct upconn *u = x->u;
+
+    if (u == NULL || !(u->flags & UP_F_CONNECTED) || (x->flags & (X_F_UP_WRITING | X_F_REQ_SENT)))
+        return;
+    h1_out_reset(&x->req_out);
+    if (!(x->flags & X_F_HEAD_SENT)) {
+        h1_out_raw(&x->req_out, x->req_head, x->req_head_len);
+        x->flags |= X_F_HEAD_SENT;
+    }
+    if (!(x->flags & X_F_REQ_PARSED)) {
+        size_t used = 0;
+        x->req.out = &x->req_out;
+        enum h1_event ev = h1_feed(&x->req, c->buf + c->parsed, c->len - c->parsed, &used);
+        x->req.out = NULL;
+        c->parsed += (uint32_t)used;
+        if (ev == H1_EV_ERROR) {
+            x->flags |= X_F_UP_BROKEN;
+            exch_reply(x, 400, "bad_request", x->req.error);
+            return;
+        }
+        if (x->fn->max_body > 0 && x->req.body_bytes > x->fn->max_body) {
+            x->flags |= X_F_UP_BROKEN;
+            exch_reply(x, 413, "body_too_large", "request body is larger than max_body");
+            return;
+        }
+        if (ev == H1_EV_DONE)
+            x->flags |= X_F_REQ_PARSED;
+    }
+    if (x->req_out.n > 0) {
+        conn_read(c, false);
+        if (upstream_write(u, x->req_out.iov, x->req_out.n) < 0) {
+            exch_count_uperr(x, UPERR_RESET);
+            x->flags |= X_F_UP_BROKEN;
+            exch_reply(x, 502, "upstream_bad_response", "write to the function failed");
+            return;
+        }
+        x->flags |= X_F_UP_WRITING;
+        return;
+    }
+    if (x->flags & X_F_REQ_PARSED) {
+        x->flags |= X_F_REQ_SENT;
+        return;
+    }
+    /* Everything read so far is sent: read more of the body. */
+    conn_buf_compact(c);
+    conn_read(c, true);
+}
+
+/* A stale pooled connection failed before the function saw anything: try
+ * once more on a fresh one. Only for requests without a body, which are
+ * still whole in req_head. */
+static bool exch_retry_stale(struct exch *x, int err)
+{
+    struct upconn *u = x->u;
+
+    if (u == NULL || !(u->flags & UP_F_REUSED) || (x->flags & (X_F_GOT_BYTES | X_F_HAS_BODY)) ||
+        x->attempts > x->fs->n_eps + 1)
+        return false;
+    if (err != UV_EOF && err != UV_ECONNRESET && err != UV_EPIPE)
+        return false;
+    x->flags |= X_F_UP_BROKEN;
+    exch_drop_upstream(x, false);
+    x->flags &= ~(X_F_UP_BROKEN | X_F_REQ_SENT | X_F_UP_WRITING);
+    x->tried = 0; /* the endpoint is fine; the connection was old */
+    exch_connect(x);
+    return true;
+}
+
+void exch_upstream_written(struct exch *x, int status)
+{
+    struct conn *c;
+
+    if (x == NULL)
+        return;
+    c = x->c;
+    x->flags &= ~X_F_UP_WRITING;
+    if (status < 0) {
+        if (exch_retry_stale(x, status))
+            return;
+        exch_count_uperr(x, UPERR_RESET);
+        x->flags |= X_F_UP_BROKEN;
+        exch_reply(x, 502, "upstream_bad_response", "the function closed the connection");
+        return;
+    }
+    exch_touch(x);
+    if (c->parsed == c->len) {
+        c->parsed = c->len = 0;
+    }
+    if (x->flags & X_F_REQ_PARSED)
+        x->flags |= X_F_REQ_SENT;
+    if (!(x->flags & X_F_REQ_SENT)) {
+        exch_pump_request(x);
+        return;
+    }
+    if ((x->flags & X_F_RESP_PARSED) && !(x->flags & X_F_DOWN_WRITING))
+        exch_end(x);
+}
+
+/* --- the response side ------------------------------------------------------ */
+
+/* The response head arrived: decide how its body is framed downstream and
+ * queue the head. Returns false when the exchange was ended. */
+static bool exch_response_head(struct exch *x)
+{
+    struct conn *c = x->c;
+    struct h1_head *rh = &x->resp.head;
+    struct h1_head *qh = &x->req.head;
+    const char *why = NULL;
+    struct h1_reply r = {.request_id = x->request_id};
+    bool no_body;
+
+    if (h1_check_response(rh, &why) < 0 || rh->status == 101) {
+        exch_count_uperr(x, UPERR_PROTOCOL);
+        x->flags |= X_F_UP_BROKEN;
+        exch_reply(x, 502, "upstream_bad_response", why != NULL ? why : "unexpected protocol switch");
+        return false;
+    }
+    if (rh->status < 200) {
+        x->flags |= X_F_INTERIM; /* 1xx: dropped; the final response follows */
+        return true;
+    }
+    no_body = (x->flags & X_F_HEAD_METHOD) || rh->status == 204 || rh->status == 304;
+    if (rh->flags & H1_F_CONTENT_LENGTH) {
+        r.length = true;
+    } else if (!no_body || (rh->flags & H1_F_CHUNKED)) {
+        /* Chunked, or delimited by close: re-frame as chunked for HTTP/1.1
+         * clients; HTTP/1.0 clients read until we close. */
+        if (qh->minor >= 1)
+            r.chunked = true;
+        else
+            c->flags |= CONN_F_CLOSE_AFTER;
+    }
+    x->resp_out.chunked = r.chunked && !no_body;
+    if (c->w->draining || !(qh->flags & H1_F_KEEP_ALIVE) || conn_listener_cfg(c) == NULL)
+        c->flags |= CONN_F_CLOSE_AFTER;
+    if (!(x->flags & X_F_REQ_PARSED))
+        c->flags |= CONN_F_CLOSE_AFTER; /* answered before the body was read */
+    r.close = (c->flags & CONN_F_CLOSE_AFTER) != 0;
+    r.keep_alive = !r.close && qh->minor == 0;
+
+    if (x->resp_head == NULL)
+        x->resp_head = worker_buf_get(c->w);
+    if (x->resp_head != NULL)
+        x->resp_head_len =
+            (uint32_t)h1_write_response_head(x->resp_head, WORKER_BUF_SIZE, rh, &r);
+    if (x->resp_head == NULL || x->resp_head_len == 0) {
+        x->flags |= X_F_UP_BROKEN;
+        exch_reply(x, 502, "upstream_bad_response", "response head too large");
+        return false;
+    }
+    x->status = rh->status;
+    x->flags |= X_F_RESP_STARTED;
+    h1_out_raw(&x->resp_out, x->resp_head, x->resp_head_len);
+    return true;
+}
+
+static void exch_pump_response(struct exch *x)
+{
+    struct conn *c = x->c;
+    struct upconn *u = x->u;
+    enum h1_event ev = H1_EV_MORE;
+
+    if (u == NULL || (x->flags & (X_F_DOWN_WRITING | X_F_RESP_PARSED)))
+        goto check_end;
+    h1_out_reset(&x->resp_out);
+    for (;;) {
+        size_t used = 0;
+        x->resp.out = (x->flags & X_F_RESP_STARTED) ? &x->resp_out : NULL;
+        ev = h1_feed(&x->resp, u->buf + u->parsed, u->len - u->parsed, &used);
+        u->parsed += (uint32_t)used;
+        if (ev == H1_EV_HEAD) {
+            if (!exch_response_head(x))
+                return;
+            continue;
+        }
+        if (ev == H1_EV_DONE && (x->flags & X_F_INTERIM)) {
+            x->flags &= ~X_F_INTERIM;
+            h1_parser_next(&x->resp);
+            continue;
+        }
+        break;
+    }
+    x->resp.out = NULL;
+    if (ev == H1_EV_ERROR) {
+        exch_count_uperr(x, UPERR_PROTOCOL);
+        x->flags |= X_F_UP_BROKEN;
+        exch_reply(x, 502, "upstream_bad_response", "malformed response from the function");
+        return;
+    }
+    if (ev == H1_EV_DONE) {
+        x->flags |= X_F_RESP_PARSED;
+        if (u->parsed != u->len)
+            x->flags |= X_F_UP_BROKEN; /* more bytes than the response said */
+    }
+    if (ev == H1_EV_MORE && !(x->flags & X_F_RESP_STARTED) && u->len == WORKER_BUF_SIZE) {
+        exch_count_uperr(x, UPERR_PROTOCOL);
+        x->flags |= X_F_UP_BROKEN;
+        exch_reply(x, 502, "upstream_bad_response", "response head too large");
+        return;
+    }
+    if (x->resp_out.n > 0) {
+        upstream_read(u, false);
+        if (conn_write(c, &x->resp_out) < 0) {
+            conn_close(c);
+            return;
+        }
+        return;
+    }
+    if (!(x->flags & X_F_RESP_PARSED)) {
+        if (u->parsed == u->len)
+            u->parsed = u->len = 0;
+        upstream_read(u, true);
+        return;
+    }
+check_end:
+    if ((x->flags & X_F_RESP_PARSED) && !(x->flags & X_F_DOWN_WRITING)) {
+        if (x->flags & X_F_REQ_SENT) {
+            exch_end(x);
+        } else if (!(x->flags & X_F_UP_WRITING)) {
+            /* The function answered before taking the whole body. */
+            x->flags |= X_F_UP_BROKEN;
+            exch_end(x);
+        }
+    }
+}
+
+void exch_upstream_data(struct exch *x, ssize_t nread)
+{
+    if (nread > 0) {
+        x->flags |= X_F_GOT_BYTES;
+        exch_touch(x);
+        exch_pump_response(x);
+        return;
+    }
+    if (nread == UV_ENOBUFS) {
+        exch_reply(x, 503, "overloaded", "out of buffers");
+        return;
+    }
+    /* EOF or error from the function. */
+    if (exch_retry_stale(x, (int)nread))
+        return;
+    if (nread == UV_EOF && (x->flags & X_F_RESP_STARTED) && h1_needs_eof(&x->resp) &&
+        !(x->flags & X_F_DOWN_WRITING) && x->u->parsed == x->u->len) {
+        /* A body delimited by close ends here. */
+        h1_out_reset(&x->resp_out);
+        x->resp.out = &x->resp_out;
+        enum h1_event ev = h1_finish(&x->resp);
+        x->resp.out = NULL;
+        x->flags |= X_F_UP_BROKEN;
+        if (ev == H1_EV_DONE) {
+            x->flags |= X_F_RESP_PARSED;
+            if (x->resp_out.n > 0) {
+                if (conn_write(x->c, &x->resp_out) < 0)
+                    conn_close(x->c);
+                return;
+            }
+            exch_pump_response(x);
+            return;
+        }
+    }
+    x->flags |= X_F_UP_BROKEN;
+    exch_count_uperr(x, nread == UV_EOF ? UPERR_PROTOCOL : UPERR_RESET);
+    if (x->flags & X_F_RESP_STARTED) {
+        log_debug("function closed mid-response: %s", uv_strerror((int)nread));
+        exch_abort(x, 502);
+        return;
+    }
+    exch_reply(x, 502, "upstream_bad_response", "the function closed the connection without a complete response");
+}
+
+/* --- the connection ----------------------------------------------------------- */
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+
+    if (--c->pending_closes > 0)
+        return;
+    if (c->x != NULL) {
+        exch_free(c->w, c->x);
+        c->x = NULL;
+    }
+    conn_buf_free(c);
+    wlistener_unref(c->l);
+    free(c);
+}
+
+void conn_close(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    if (c->state == CONN_ST_CLOSING)
+        return;
+    c->state = CONN_ST_CLOSING;
+    if (c->x != NULL) {
+        struct exch *x = c->x;
+        if (x->ws != NULL) {
+            if (x->status == 0)
+                x->status = 499; /* client went away before an answer; counted as such */
+            exch_count(x);
+            x->flags |= X_F_UP_BROKEN;
+            exch_drop_upstream(x, false);
+            wsnap_unref(x->ws);
+            x->ws = NULL;
+        }
+        /* The exchange is freed with the connection: a write still
+         * in flight may point into its buffers. */
+    }
+    metrics_gauge_add(&c->l->stats->active, -1);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    c->pending_closes = 2;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    struct exch *x = c->x;
+
+    switch (c->state) {
+    case CONN_ST_IDLE:
+        conn_close(c);
+        return;
+    case CONN_ST_HEAD:
+        if (x->ws == NULL) {
+            x->ws = c->w->cur;
+            wsnap_ref(x->ws);
+        }
+        c->state = CONN_ST_EXCHANGE;
+        exch_count_timeout(x, TMO_HEADER);
+        exch_reply(x, 408, "request_timeout", "request head not received in time");
+        return;
+    case CONN_ST_EXCHANGE:
+        if (x->flags & X_F_LOCAL) {
+            conn_close(c); /* the client does not read our answer */
+            return;
+        }
+        if (x->u != NULL && !(x->u->flags & UP_F_CONNECTED)) {
+            exch_count_timeout(x, TMO_CONNECT);
+            exch_count_uperr(x, UPERR_TIMEOUT);
+            exch_drop_upstream(x, false);
+            exch_touch(x);
+            exch_connect(x);
+            return;
+        }
+        if (x->flags & X_F_RESP_STARTED) {
+            exch_count_timeout(x, TMO_IDLE);
+            exch_abort(x, 504);
+            return;
+        }
+        if (!(x->flags & (X_F_REQ_PARSED | X_F_UP_WRITING)) && x->u != NULL) {
+            exch_count_timeout(x, TMO_HEADER);
+            x->flags |= X_F_UP_BROKEN;
+            exch_reply(x, 408, "request_timeout", "request body not received in time");
+            return;
+        }
+        exch_count_timeout(x, TMO_TOTAL);
+        exch_count_uperr(x, UPERR_TIMEOUT);
+        x->flags |= X_F_UP_BROKEN;
+        exch_reply(x, 504, "upstream_timeout", "the function did not answer in time");
+        return;
+    default:
+        return;
+    }
+}
+
+static void conn_arm(struct conn *c, uint64_t ms)
+{
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct conn *c = h->data;
+
+    (void)suggested;
+    if (c->buf == NULL && !conn_buf_alloc(c)) {
+        *b = uv_buf_init(NULL, 0);
+        return;
+    }
+    *b = uv_buf_init(c->buf + c->len, c->cap - c->len);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct conn *c = s->data;
+
+    (void)b;
+    if (nread == 0 || c->state == CONN_ST_CLOSING)
+        return;
+    if (nread < 0) {
+        /* The client closed or failed. Nothing useful can be sent back. */
+        conn_close(c);
+        return;
+    }
+    c->len += (uint32_t)nread;
+    if (c->state == CONN_ST_EXCHANGE && c->x != NULL) {
+        exch_touch(c->x);
+        exch_pump_request(c->x);
+        return;
+    }
+    conn_process(c);
+}
+
+static void conn_read(struct conn *c, bool on)
+{
+    if (c->state == CONN_ST_CLOSING)
+        return;
+    if (on && !(c->flags & CONN_F_READING)) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->flags |= CONN_F_READING;
+    } else if (!on && (c->flags & CONN_F_READING)) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->flags &= ~CONN_F_READING;
+    }
+}
+
+/* Drives a connection that is between requests or receiving a head. */
+static void conn_process(struct conn *c)
+{
+    const struct cfg_listener *lc = conn_listener_cfg(c);
+    struct exch *x;
+    size_t used = 0;
+
+    if (c->state == CONN_ST_IDLE) {
+        if (c->len == 0) {
+            conn_arm(c, lc != NULL ? lc->keepalive_timeout_ms : 1000);
+            conn_read(c, true);
+            return;
+        }
+        x = exch_new(c);
+        if (x == NULL) {
+            conn_close(c);
+            return;
+        }
+        c->x = x;
+        c->state = CONN_ST_HEAD;
+        conn_arm(c, conn_header_timeout(c));
+    }
+    if (c->state != CONN_ST_HEAD)
+        return;
+    x = c->x;
+    enum h1_event ev = h1_feed(&x->req, c->buf + c->parsed, c->len - c->parsed, &used);
+    c->parsed += (uint32_t)used;
+    switch (ev) {
+    case H1_EV_HEAD:
+        if (lc != NULL && c->parsed > lc->max_header_bytes)
+            goto too_large;
+        exch_begin(x);
+        return;
+    case H1_EV_MORE:
+        if ((lc != NULL && c->len > lc->max_header_bytes) || c->len == c->cap)
+            goto too_large;
+        conn_read(c, true);
+        return;
+    default:
+        x->ws = c->w->cur;
+        wsnap_ref(x->ws);
+        c->state = CONN_ST_EXCHANGE;
+        if (x->req.error_status == 431)
+            goto too_large_reply;
+        exch_reply(x, 400, "bad_request", x->req.error != NULL ? x->req.error : "malformed request");
+        return;
+    }
+too_large:
+    x->ws = c->w->cur;
+    wsnap_ref(x->ws);
+    c->state = CONN_ST_EXCHANGE;
+too_large_reply:
+    exch_reply(x, 431, "header_too_large", "request head is larger than max_header_bytes");
+}
+
+void conn_accept(struct wlistener *l, int fd)
+{
+    struct worker *w = l->w;
+    struct conn *c = calloc(1, sizeof(*c));
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+
+    if (c == NULL || uv_tcp_init(&w->loop, &c->tcp) < 0) {
+        free(c);
+        close(fd);
+        return;
+    }
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        /* The handle is initialised and must be closed through the loop. */
+        close(fd);
+        c->tcp.data = c;
+        c->pending_closes = 1;
+        c->l = l;
+        l->refs++;
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+        return;
+    }
+    uv_timer_init(&w->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->wreq.data = c;
+    c->wreq_cont.data = c;
+    c->w = w;
+    c->l = l;
+    l->refs++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->client_ip, sizeof(c->client_ip));
+        else if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->client_ip, sizeof(c->client_ip));
+    }
+    if (c->client_ip[0] == '\0')
+        snprintf(c->client_ip, sizeof(c->client_ip), "unknown");
+    c->next = w->conns;
+    if (w->conns != NULL)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+    metrics_inc(&l->stats->accepted);
+    metrics_gauge_add(&l->stats->active, 1);
+    c->state = CONN_ST_IDLE;
+    conn_process(c);
+}
+
+void conn_drain(struct conn *c)
+{
+    if (c->state == CONN_ST_IDLE)
+        conn_close(c);
+    else
+        c->flags |= CONN_F_CLOSE_AFTER;
+}

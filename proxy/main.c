@@ -1,0 +1,388 @@
+/*
+ * main.c - the command line, config loading, the listening sockets, the
+ * worker threads and the signals that drive reload and shutdown.
+ *
+ * The main thread owns the listening sockets' lifecycle across reloads: a
+ * listener whose address stays the same keeps its sockets (so no connection
+ * is refused during a reload); a new address gets new sockets, bound before
+ * the reload is committed, so that a config that cannot bind is refused
+ * whole and the old one keeps serving.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "admin.h"
+#include "config.h"
+#include "log.h"
+#include "snapshot.h"
+#include "worker.h"
+
+#define FNPROXY_VERSION "0.1.0"
+
+/* The sockets of one listen address, one per worker (SO_REUSEPORT). */
+struct lsock {
+    struct cfg_addr addr;
+    int fds[WORKER_MAX];
+};
+
+struct server {
+    const char *config_path;
+    uv_loop_t *loop;
+    uv_signal_t sig_hup, sig_term, sig_int;
+    struct snapshot *snap;
+    unsigned n_workers;
+    struct worker *workers;
+    struct metrics *shards[WORKER_MAX];
+    struct admin *admin;
+    struct lsock *lsocks; /* by listener index of the current snapshot */
+    size_t n_lsocks;
+    unsigned generation;
+    bool stopping;
+};
+
+static void usage(FILE *out)
+{
+    fputs("usage: fnproxy -c FILE          run with the config in FILE\n"
+          "       fnproxy --check -c FILE  validate FILE and exit 0 (ok) or 1\n"
+          "       fnproxy --version\n"
+          "\n"
+          "signals: SIGHUP reloads the config; SIGTERM or SIGINT stop accepting,\n"
+          "finish requests in flight (up to drain_timeout) and exit 0.\n"
+          "FNPROXY_LOG=debug logs more.\n",
+          out);
+}
+
+static int listen_socket(const struct cfg_addr *a, char *err, size_t errlen)
+{
+    int one = 1;
+    int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        goto out_err;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto out_close;
+    if (a->sa.ss_family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+        goto out_close;
+    if (bind(fd, (const struct sockaddr *)&a->sa, a->sa_len) < 0)
+        goto out_close;
+    if (listen(fd, SOMAXCONN) < 0)
+        goto out_close;
+    return fd;
+
+out_close:
+    close(fd);
+out_err:
+    snprintf(err, errlen, "cannot listen on %s: %s", a->text, strerror(errno));
+    return -1;
+}
+
+static void lsock_close(struct lsock *l, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (l->fds[i] >= 0)
+            close(l->fds[i]);
+}
+
+/* Sockets for every listener of cfg: the current ones where the address is
+ * unchanged, new ones otherwise. On failure nothing changes. */
+static int lsocks_for(struct server *sv, const struct config *cfg, struct lsock **out,
+                      char *err, size_t errlen)
+{
+    struct lsock *ls = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*ls));
+
+    if (ls == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct cfg_addr *a = &cfg->listeners[i].listen;
+        struct lsock *old = NULL;
+
+        ls[i].addr = *a;
+        for (size_t j = 0; j < sv->n_lsocks; j++)
+            if (sv->lsocks[j].addr.sa_len == a->sa_len &&
+                memcmp(&sv->lsocks[j].addr.sa, &a->sa, a->sa_len) == 0)
+                old = &sv->lsocks[j];
+        if (old != NULL) {
+            memcpy(ls[i].fds, old->fds, sizeof(ls[i].fds));
+            continue;
+        }
+        for (unsigned w = 0; w < WORKER_MAX; w++)
+            ls[i].fds[w] = -1;
+        for (unsigned w = 0; w < sv->n_workers; w++) {
+            ls[i].fds[w] = listen_socket(a, err, errlen);
+            if (ls[i].fds[w] < 0)
+                goto out_undo;
+        }
+    }
+    *out = ls;
+    return 0;
+
+out_undo:
+    /* Close only the sockets made here, not those carried over. */
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        bool carried = false;
+        for (size_t j = 0; j < sv->n_lsocks; j++)
+            carried |= sv->lsocks[j].fds[0] == ls[i].fds[0] && ls[i].fds[0] >= 0;
+        if (!carried)
+            lsock_close(&ls[i], sv->n_workers);
+    }
+    free(ls);
+    return -1;
+}
+
+static void worker_fds(const struct lsock *ls, size_t n, unsigned w, int *fds)
+{
+    for (size_t i = 0; i < n; i++)
+        fds[i] = ls[i].fds[w];
+}
+
+static void reload(struct server *sv)
+{
+    char err[CFG_ERR_MAX];
+    struct config *cfg;
+    struct snapshot *s;
+    struct lsock *ls;
+    int fds[WORKER_MAX];
+
+    log_info("SIGHUP: reloading %s", sv->config_path);
+    if (config_load(sv->config_path, &cfg, err, sizeof(err)) < 0) {
+        log_error("reload refused, keeping the running config: %s", err);
+        return;
+    }
+    if (cfg->n_listeners > WORKER_MAX) {
+        log_error("reload refused: more than %d listeners", WORKER_MAX);
+        config_free(cfg);
+        return;
+    }
+    if (lsocks_for(sv, cfg, &ls, err, sizeof(err)) < 0) {
+        log_error("reload refused, keeping the running config: %s", err);
+        config_free(cfg);
+        return;
+    }
+    s = snapshot_new(cfg, ++sv->generation);
+    if (s == NULL) {
+        log_error("reload refused: out of memory");
+        free(ls);
+        return;
+    }
+    if ((cfg->workers != 0 && cfg->workers != sv->n_workers) || cfg->has_admin != sv->snap->cfg->has_admin ||
+        (cfg->has_admin && strcmp(cfg->admin_listen.text, sv->snap->cfg->admin_listen.text) != 0))
+        log_warn("workers and admin.listen change only on restart; keeping the running ones");
+    for (unsigned w = 0; w < sv->n_workers; w++) {
+        worker_fds(ls, cfg->n_listeners, w, fds);
+        worker_reload(&sv->workers[w], s, fds);
+    }
+    /* Workers close the sockets of listeners that are gone. */
+    free(sv->lsocks);
+    sv->lsocks = ls;
+    sv->n_lsocks = cfg->n_listeners;
+    snapshot_unref(sv->snap);
+    sv->snap = s;
+    log_info("config generation %u in service", s->generation);
+}
+
+static void on_signal_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void shutdown_begin(struct server *sv, int signum)
+{
+    uint64_t drain_ms = sv->snap->cfg->drain_timeout_ms;
+
+    if (sv->stopping)
+        return;
+    sv->stopping = true;
+    log_info("%s: no longer accepting; draining requests in flight (up to %llu ms)",
+             signum == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)drain_ms);
+    admin_set_ready(sv->admin, false);
+    for (unsigned w = 0; w < sv->n_workers; w++)
+        worker_stop(&sv->workers[w], drain_ms);
+    /* The main loop ends once its handles are closed; main() then joins the
+     * workers, which exit when drained. */
+    admin_stop(sv->admin);
+    sv->admin = NULL;
+    uv_close((uv_handle_t *)&sv->sig_hup, on_signal_closed);
+    uv_close((uv_handle_t *)&sv->sig_term, on_signal_closed);
+    uv_close((uv_handle_t *)&sv->sig_int, on_signal_closed);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct server *sv = h->data;
+
+    if (signum == SIGHUP)
+        reload(sv);
+    else
+        shutdown_begin(sv, signum);
+}
+
+static unsigned worker_count(const struct config *cfg)
+{
+    unsigned n = cfg->workers;
+
+    if (n == 0) {
+        n = uv_available_parallelism();
+        if (n == 0)
+            n = 1;
+    }
+    return n > WORKER_MAX ? WORKER_MAX : n;
+}
+
+static int run(struct server *sv)
+{
+    char err[CFG_ERR_MAX];
+    int fds[WORKER_MAX];
+    const struct config *cfg = sv->snap->cfg;
+    unsigned started = 0;
+    int rc = 1;
+
+    sv->n_workers = worker_count(cfg);
+    if (cfg->n_listeners > WORKER_MAX) {
+        log_error("more than %d listeners", WORKER_MAX);
+        return 1;
+    }
+    if (lsocks_for(sv, cfg, &sv->lsocks, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    sv->n_lsocks = cfg->n_listeners;
+    sv->workers = calloc(sv->n_workers, sizeof(*sv->workers));
+    if (sv->workers == NULL) {
+        log_error("out of memory");
+        goto out_sockets;
+    }
+    for (unsigned w = 0; w < sv->n_workers; w++)
+        sv->shards[w] = &sv->workers[w].metrics;
+    if (cfg->has_admin) {
+        sv->admin = admin_start(sv->loop, &cfg->admin_listen, sv->shards, sv->n_workers, err,
+                                sizeof(err));
+        if (sv->admin == NULL) {
+            log_error("%s", err);
+            goto out_sockets;
+        }
+    }
+    for (; started < sv->n_workers; started++) {
+        worker_fds(sv->lsocks, cfg->n_listeners, started, fds);
+        int wrc = worker_start(&sv->workers[started], started, sv->snap, fds);
+        if (wrc < 0) {
+            log_error("cannot start worker %u: %s", started, uv_strerror(wrc));
+            /* Its sockets were closed by worker_start; the rest are closed
+             * by the workers that did start, on stop. */
+            for (unsigned w = started + 1; w < sv->n_workers; w++)
+                for (size_t i = 0; i < cfg->n_listeners; i++)
+                    close(sv->lsocks[i].fds[w]);
+            break;
+        }
+    }
+    if (started == sv->n_workers) {
+        for (size_t i = 0; i < cfg->n_listeners; i++)
+            log_info("listener %s on %s", cfg->listeners[i].name, cfg->listeners[i].listen.text);
+        log_info("fnproxy %s serving with %u workers", FNPROXY_VERSION, sv->n_workers);
+        uv_signal_init(sv->loop, &sv->sig_hup);
+        uv_signal_init(sv->loop, &sv->sig_term);
+        uv_signal_init(sv->loop, &sv->sig_int);
+        sv->sig_hup.data = sv->sig_term.data = sv->sig_int.data = sv;
+        uv_signal_start(&sv->sig_hup, on_signal, SIGHUP);
+        uv_signal_start(&sv->sig_term, on_signal, SIGTERM);
+        uv_signal_start(&sv->sig_int, on_signal, SIGINT);
+        rc = 0;
+    } else {
+        for (unsigned w = 0; w < started; w++)
+            worker_stop(&sv->workers[w], 0);
+        admin_stop(sv->admin);
+        sv->admin = NULL;
+    }
+    uv_run(sv->loop, UV_RUN_DEFAULT);
+    for (unsigned w = 0; w < started; w++)
+        worker_join(&sv->workers[w]);
+    if (rc == 0)
+        log_info("stopped");
+    free(sv->workers);
+    free(sv->lsocks);
+    return rc;
+
+out_sockets:
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        lsock_close(&sv->lsocks[i], sv->n_workers);
+    free(sv->lsocks);
+    free(sv->workers);
+    uv_run(sv->loop, UV_RUN_DEFAULT); /* let closed handles finish */
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct server sv = {0};
+    char err[CFG_ERR_MAX];
+    struct config *cfg;
+    bool check = false;
+    int opt, rc;
+    const char *lvl = getenv("FNPROXY_LOG");
+
+    if (lvl != NULL && strcmp(lvl, "debug") == 0)
+        log_threshold = LOG_DEBUG;
+    while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            sv.config_path = optarg;
+            break;
+        case 'k':
+            check = true;
+            break;
+        case 'V':
+            printf("fnproxy %s\n", FNPROXY_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (sv.config_path == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (config_load(sv.config_path, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (check) {
+        printf("%s: ok\n", sv.config_path);
+        config_free(cfg);
+        return 0;
+    }
+    /* A client that goes away must not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    sv.snap = snapshot_new(cfg, ++sv.generation);
+    if (sv.snap == NULL) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    sv.loop = uv_default_loop();
+    rc = run(&sv);
+    snapshot_unref(sv.snap);
+    uv_loop_close(sv.loop);
+    return rc;
+}

@@ -1,0 +1,66 @@
+/*
+ * upstream.h - connections to a function's instances and their per-worker
+ * pool. An upconn either serves one exchange (x set) or sits idle in its
+ * endpoint's pool, where it is still read so that a close by the function
+ * is noticed before the connection is handed out again.
+ */
+#ifndef FNPROXY_UPSTREAM_H
+#define FNPROXY_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "worker.h"
+
+enum upconn_flags {
+    UP_F_CONNECTED = 1u << 0,
+    UP_F_REUSED = 1u << 1,  /* came from the pool */
+    UP_F_CLOSING = 1u << 2,
+    UP_F_WRITING = 1u << 3,
+};
+
+struct upconn {
+    struct upconn *next_idle, *prev_idle;
+    struct worker *w;
+    struct endpoint *ep;
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } io;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    struct exch *x;   /* the exchange it serves; NULL in the pool */
+    char *buf;        /* read buffer, held only while serving */
+    uint32_t len;     /* bytes in buf */
+    uint32_t parsed;  /* bytes of buf the response parser has taken */
+    uint64_t idle_since_ms;
+    unsigned flags;
+};
+
+/* An idle pooled connection to ep, or a new one being connected; the
+ * exchange hears of it through exch_upstream_connected(). NULL when a socket
+ * could not even be made (the error is in *err). */
+struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *x, int *err);
+
+/* Sends bufs; exch_upstream_written() follows. */
+int upstream_write(struct upconn *u, const uv_buf_t *bufs, unsigned n);
+
+/* Starts or stops reading the response (backpressure). */
+void upstream_read(struct upconn *u, bool on);
+
+/* Ends the exchange's use of u: back to the pool when reusable, else closed. */
+void upstream_release(struct upconn *u, bool reusable);
+
+/* Closes pooled connections idle longer than POOL_IDLE_MS (or all). */
+void upstream_sweep(struct worker *w, bool all);
+
+/* Callbacks into the exchange (conn.c). */
+void exch_upstream_connected(struct exch *x, int status);
+void exch_upstream_data(struct exch *x, ssize_t nread);
+void exch_upstream_written(struct exch *x, int status);
+
+#endif

@@ -1,0 +1,501 @@
+/*
+ * worker.c - a worker thread: its loop, its listening sockets, its view of
+ * the current config, and its shutdown.
+ *
+ * Listening sockets are made by the main thread (so that a reload that
+ * cannot bind is refused before anything changes) and handed over; a worker
+ * accepts on its own SO_REUSEPORT socket with accept4() driven by a uv_poll_t
+ * rather than uv_listen(), so that when accept fails for lack of file
+ * descriptors it can stop polling for a moment instead of spinning, leaving
+ * the connections queued in the kernel until it can take them.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "upstream.h"
+
+#define ACCEPT_BATCH 64        /* connections taken per wake-up */
+#define ACCEPT_BACKOFF_MS 100  /* pause after EMFILE and the like */
+#define SWEEP_MS 1000
+#define DRAIN_CHECK_MS 50
+#define FREE_BUFS_MAX 256
+
+/* --- buffers and small services ------------------------------------------- */
+
+void *worker_buf_get(struct worker *w)
+{
+    void *b = w->free_bufs;
+
+    if (b != NULL) {
+        memcpy(&w->free_bufs, b, sizeof(void *));
+        w->n_free_bufs--;
+        return b;
+    }
+    return malloc(WORKER_BUF_SIZE);
+}
+
+void worker_buf_put(struct worker *w, void *buf)
+{
+    if (w->n_free_bufs >= FREE_BUFS_MAX || w->exiting) {
+        free(buf);
+        return;
+    }
+    memcpy(buf, &w->free_bufs, sizeof(void *));
+    w->free_bufs = buf;
+    w->n_free_bufs++;
+}
+
+static void worker_free_bufs(struct worker *w)
+{
+    while (w->free_bufs != NULL) {
+        void *b = w->free_bufs;
+        memcpy(&w->free_bufs, b, sizeof(void *));
+        free(b);
+    }
+    w->n_free_bufs = 0;
+}
+
+uint64_t worker_rand(struct worker *w)
+{
+    /* xorshift128+: fast, per worker, good enough for balancing and ids. */
+    uint64_t s1 = w->rng[0];
+    const uint64_t s0 = w->rng[1];
+
+    w->rng[0] = s0;
+    s1 ^= s1 << 23;
+    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return w->rng[1] + s0;
+}
+
+uint64_t worker_now_ms(struct worker *w)
+{
+    return uv_now(&w->loop);
+}
+
+/* --- config snapshots as this worker sees them ------------------------------- */
+
+static struct endpoint *endpoint_find(struct worker *w, const struct cfg_addr *a)
+{
+    struct endpoint *ep;
+
+    for (ep = w->endpoints; ep != NULL; ep = ep->next)
+        if (ep->addr.sa_len == a->sa_len && memcmp(&ep->addr.sa, &a->sa, a->sa_len) == 0)
+            return ep;
+    ep = calloc(1, sizeof(*ep));
+    if (ep == NULL)
+        return NULL;
+    ep->addr = *a;
+    ep->next = w->endpoints;
+    w->endpoints = ep;
+    return ep;
+}
+
+static void wsnap_free(struct wsnap *ws)
+{
+    if (ws->fns != NULL) {
+        for (size_t i = 0; i < ws->snap->cfg->n_functions; i++) {
+            free(ws->fns[i].eps);
+            free(ws->fns[i].routes);
+        }
+        free(ws->fns);
+    }
+    snapshot_unref(ws->snap);
+    free(ws);
+}
+
+static struct wsnap *wsnap_new(struct worker *w, struct snapshot *s)
+{
+    struct wsnap *ws = calloc(1, sizeof(*ws));
+    const struct config *cfg = s->cfg;
+
+    if (ws == NULL)
+        return NULL;
+    snapshot_ref(s);
+    ws->snap = s;
+    ws->w = w;
+    ws->refs = 1;
+    ws->fns = calloc(cfg->n_functions ? cfg->n_functions : 1, sizeof(*ws->fns));
+    ws->noroute = metrics_route(&w->metrics, "", "");
+    if (ws->fns == NULL || ws->noroute == NULL)
+        goto out_free;
+    for (size_t i = 0; i < cfg->n_functions; i++) {
+        const struct cfg_function *fn = &cfg->functions[i];
+        struct fn_state *fs = &ws->fns[i];
+
+        fs->eps = calloc(fn->n_endpoints ? fn->n_endpoints : 1, sizeof(*fs->eps));
+        fs->routes = calloc(fn->n_routes ? fn->n_routes : 1, sizeof(*fs->routes));
+        if (fs->eps == NULL || fs->routes == NULL)
+            goto out_free;
+        fs->n_eps = fn->n_endpoints;
+        for (size_t e = 0; e < fn->n_endpoints; e++)
+            if ((fs->eps[e] = endpoint_find(w, &fn->endpoints[e])) == NULL)
+                goto out_free;
+        for (size_t r = 0; r < fn->n_routes; r++)
+            if ((fs->routes[r] = metrics_route(&w->metrics, fn->name, fn->routes[r].name)) ==
+                NULL)
+                goto out_free;
+    }
+    return ws;
+
+out_free:
+    wsnap_free(ws);
+    return NULL;
+}
+
+void wsnap_ref(struct wsnap *ws)
+{
+    ws->refs++;
+}
+
+void wsnap_unref(struct wsnap *ws)
+{
+    if (ws != NULL && --ws->refs == 0)
+        wsnap_free(ws);
+}
+
+/* --- listeners ---------------------------------------------------------------- */
+
+static void wlistener_start(struct wlistener *l);
+
+void wlistener_unref(struct wlistener *l)
+{
+    if (--l->refs == 0)
+        free(l);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct wlistener *l = h->data;
+
+    if (--l->pending_closes > 0)
+        return;
+    close(l->fd);
+    wlistener_unref(l);
+}
+
+static void wlistener_close(struct wlistener *l)
+{
+    struct worker *w = l->w;
+    struct wlistener **pp;
+
+    if (l->closed)
+        return;
+    l->closed = true;
+    l->idx = SIZE_MAX; /* its connections close after their current request */
+    for (pp = &w->listeners; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    }
+    l->pending_closes = 2;
+    uv_close((uv_handle_t *)&l->poll, on_listener_closed);
+    uv_close((uv_handle_t *)&l->backoff, on_listener_closed);
+}
+
+static void on_backoff(uv_timer_t *t)
+{
+    wlistener_start(t->data);
+}
+
+static void on_acceptable(uv_poll_t *p, int status, int events)
+{
+    struct wlistener *l = p->data;
+
+    (void)events;
+    if (status < 0) {
+        log_error("listener %s: poll failed: %s", l->stats->name, uv_strerror(status));
+        return;
+    }
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_accept(l, fd);
+            if (l->closed)
+                return;
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+            continue;
+        /* Out of descriptors or memory: accepting again at once would fail
+         * again at once. Leave the connections queued and retry shortly. */
+        if (log_ratelimit(&l->last_error_log_ms, 1000))
+            log_error("listener %s: accept failed: %s; pausing accepts for %d ms",
+                      l->stats->name, strerror(errno), ACCEPT_BACKOFF_MS);
+        uv_poll_stop(&l->poll);
+        l->listening = false;
+        uv_timer_start(&l->backoff, on_backoff, ACCEPT_BACKOFF_MS, 0);
+        return;
+    }
+}
+
+static void wlistener_start(struct wlistener *l)
+{
+    if (l->closed || l->listening)
+        return;
+    if (uv_poll_start(&l->poll, UV_READABLE, on_acceptable) == 0)
+        l->listening = true;
+}
+
+static struct wlistener *wlistener_new(struct worker *w, int fd, size_t idx, const char *name)
+{
+    struct wlistener *l = calloc(1, sizeof(*l));
+
+    if (l == NULL)
+        return NULL;
+    l->w = w;
+    l->fd = fd;
+    l->idx = idx;
+    l->refs = 1;
+    l->stats = metrics_listener(&w->metrics, name);
+    if (l->stats == NULL || uv_poll_init_socket(&w->loop, &l->poll, fd) < 0) {
+        free(l);
+        return NULL;
+    }
+    uv_timer_init(&w->loop, &l->backoff);
+    l->poll.data = l;
+    l->backoff.data = l;
+    l->next = w->listeners;
+    w->listeners = l;
+    wlistener_start(l);
+    return l;
+}
+
+/* Makes the listeners match the new config: sockets kept across the reload
+ * stay open (no connection is refused), new ones start, removed ones close. */
+static void worker_set_listeners(struct worker *w, const struct config *cfg, const int *fds)
+{
+    struct wlistener *l, *next;
+
+    for (l = w->listeners; l != NULL; l = l->next)
+        l->idx = SIZE_MAX;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        for (l = w->listeners; l != NULL; l = l->next)
+            if (l->fd == fds[i])
+                break;
+        if (l != NULL) {
+            l->idx = i;
+            continue;
+        }
+        if (wlistener_new(w, fds[i], i, cfg->listeners[i].name) == NULL) {
+            log_error("listener %s: cannot start: out of memory", cfg->listeners[i].name);
+            close(fds[i]);
+        }
+    }
+    for (l = w->listeners; l != NULL; l = next) {
+        next = l->next;
+        if (l->idx == SIZE_MAX)
+            wlistener_close(l);
+    }
+}
+
+static int worker_adopt(struct worker *w, struct snapshot *s, const int *fds)
+{
+    struct wsnap *ws = wsnap_new(w, s);
+
+    if (ws == NULL) {
+        log_error("config generation %u: out of memory; keeping the old one", s->generation);
+        for (size_t i = 0; i < s->cfg->n_listeners; i++) {
+            bool in_use = false;
+            for (struct wlistener *l = w->listeners; l != NULL; l = l->next)
+                in_use |= l->fd == fds[i];
+            if (!in_use)
+                close(fds[i]);
+        }
+        return UV_ENOMEM;
+    }
+    struct wsnap *old = w->cur;
+    w->cur = ws;
+    worker_set_listeners(w, s->cfg, fds);
+    wsnap_unref(old);
+    return 0;
+}
+
+/* --- lifecycle -------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void worker_exit(struct worker *w)
+{
+    struct wlistener *l;
+
+    if (w->exiting)
+        return;
+    w->exiting = true;
+    while ((l = w->listeners) != NULL)
+        wlistener_close(l);
+    while (w->conns != NULL)
+        conn_close(w->conns);
+    upstream_sweep(w, true);
+    uv_close((uv_handle_t *)&w->wake, on_handle_closed);
+    uv_close((uv_handle_t *)&w->sweep, on_handle_closed);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+
+    if (!w->draining) {
+        upstream_sweep(w, false);
+        return;
+    }
+    upstream_sweep(w, true);
+    if (w->n_conns == 0 || worker_now_ms(w) >= w->drain_deadline_ms) {
+        if (w->n_conns > 0)
+            log_warn("drain timeout: closing %u connections with requests in flight",
+                     w->n_conns);
+        worker_exit(w);
+    }
+}
+
+static void worker_drain(struct worker *w, uint64_t drain_ms)
+{
+    struct conn *c, *next;
+
+    if (w->draining)
+        return;
+    w->draining = true;
+    w->drain_deadline_ms = worker_now_ms(w) + drain_ms;
+    while (w->listeners != NULL)
+        wlistener_close(w->listeners);
+    for (c = w->conns; c != NULL; c = next) {
+        next = c->next;
+        conn_drain(c);
+    }
+    upstream_sweep(w, true);
+    uv_timer_start(&w->sweep, on_sweep, 0, DRAIN_CHECK_MS);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    struct snapshot *s;
+    int fds[WORKER_MAX];
+    bool stop;
+    uint64_t drain_ms;
+
+    uv_mutex_lock(&w->lock);
+    s = w->mbox_snap;
+    w->mbox_snap = NULL;
+    memcpy(fds, w->mbox_fds, sizeof(fds));
+    stop = w->mbox_stop;
+    drain_ms = w->mbox_drain_ms;
+    uv_mutex_unlock(&w->lock);
+
+    if (s != NULL && !w->draining) {
+        worker_adopt(w, s, fds);
+        snapshot_unref(s);
+    } else if (s != NULL) {
+        snapshot_unref(s);
+    }
+    if (stop)
+        worker_drain(w, drain_ms);
+}
+
+static void worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char name[24];
+
+    snprintf(name, sizeof(name), "worker %u", w->id);
+    log_set_thread(name);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+
+    /* Every handle is closed: free what the loop used. */
+    wsnap_unref(w->cur);
+    w->cur = NULL;
+    while (w->endpoints != NULL) {
+        struct endpoint *ep = w->endpoints;
+        w->endpoints = ep->next;
+        free(ep);
+    }
+    exch_free_all(w);
+    worker_free_bufs(w);
+    if (uv_loop_close(&w->loop) != 0)
+        log_error("worker %u: handles left open at exit", w->id);
+}
+
+int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *fds)
+{
+    int rc;
+
+    w->id = id;
+    if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng)) {
+        w->rng[0] = (uint64_t)uv_hrtime() ^ ((uint64_t)id << 32);
+        w->rng[1] = 0x9e3779b97f4a7c15ULL;
+    }
+    w->rng[0] |= 1;
+    rc = uv_loop_init(&w->loop);
+    if (rc < 0)
+        return rc;
+    rc = uv_mutex_init(&w->lock);
+    if (rc < 0)
+        goto out_loop;
+    uv_async_init(&w->loop, &w->wake, on_wake);
+    w->wake.data = w;
+    uv_timer_init(&w->loop, &w->sweep);
+    w->sweep.data = w;
+    uv_timer_start(&w->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    rc = worker_adopt(w, s, fds);
+    if (rc < 0)
+        goto out_handles;
+    rc = uv_thread_create(&w->thread, worker_main, w);
+    if (rc < 0)
+        goto out_handles;
+    return 0;
+
+out_handles:
+    worker_exit(w);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    wsnap_unref(w->cur);
+    w->cur = NULL;
+    uv_mutex_destroy(&w->lock);
+out_loop:
+    uv_loop_close(&w->loop);
+    return rc;
+}
+
+void worker_reload(struct worker *w, struct snapshot *s, const int *fds)
+{
+    snapshot_ref(s);
+    uv_mutex_lock(&w->lock);
+    if (w->mbox_snap != NULL) {
+        /* A reload not yet taken is replaced; its new sockets are closed by
+         * the main thread's bookkeeping, not here. */
+        snapshot_unref(w->mbox_snap);
+    }
+    w->mbox_snap = s;
+    memcpy(w->mbox_fds, fds, s->cfg->n_listeners * sizeof(int));
+    uv_mutex_unlock(&w->lock);
+    uv_async_send(&w->wake);
+}
+
+void worker_stop(struct worker *w, uint64_t drain_ms)
+{
+    uv_mutex_lock(&w->lock);
+    w->mbox_stop = true;
+    w->mbox_drain_ms = drain_ms;
+    uv_mutex_unlock(&w->lock);
+    uv_async_send(&w->wake);
+}
+
+void worker_join(struct worker *w)
+{
+    uv_thread_join(&w->thread);
+    uv_mutex_destroy(&w->lock);
+    metrics_release(&w->metrics);
+}

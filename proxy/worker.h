@@ -1,0 +1,123 @@
+/*
+ * worker.h - one event loop per thread. A worker owns everything its
+ * connections touch: its SO_REUSEPORT listening sockets, its upstream pools,
+ * its buffers and its metric shard, so the hot path shares nothing with
+ * other threads. The main thread talks to it only through a small mailbox
+ * (new config, stop) and a uv_async_t.
+ */
+#ifndef FNPROXY_WORKER_H
+#define FNPROXY_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "metrics.h"
+#include "snapshot.h"
+
+#define WORKER_BUF_SIZE (32 * 1024) /* pooled I/O buffer */
+#define WORKER_MAX 64
+#define POOL_IDLE_MS 4000 /* pooled upstream connection kept at most; under typical server idle limits (Node: 5 s) */
+
+struct upconn;
+struct conn;
+struct exch;
+
+/* One upstream address as one worker sees it: load and idle connections. */
+struct endpoint {
+    struct endpoint *next;
+    struct cfg_addr addr;
+    unsigned outstanding; /* exchanges in flight, for least-outstanding balancing */
+    struct upconn *idle;  /* pooled connections, most recently used first */
+    unsigned n_idle;
+};
+
+/* A function under one snapshot, resolved to this worker's endpoints. */
+struct fn_state {
+    struct endpoint **eps;
+    size_t n_eps;
+    struct route_stats **routes; /* one per route, same order as the config */
+};
+
+/* A snapshot as adopted by one worker. Counted without atomics: only this
+ * worker touches it. */
+struct wsnap {
+    struct snapshot *snap;
+    struct worker *w;
+    int refs;                    /* the worker's current pointer + exchanges */
+    struct fn_state *fns;
+    struct route_stats *noroute; /* answered before a route was chosen */
+};
+
+struct wlistener {
+    struct wlistener *next;
+    struct worker *w;
+    uv_poll_t poll;
+    uv_timer_t backoff; /* accepting paused after EMFILE and the like */
+    int fd;
+    size_t idx;         /* in the current snapshot's listeners */
+    bool listening;     /* poll active */
+    bool closed;        /* handles closed or closing */
+    int refs;           /* 1 until closed + one per connection */
+    int pending_closes;
+    struct listener_stats *stats;
+    uint64_t last_error_log_ms;
+};
+
+struct worker {
+    unsigned id;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t wake;  /* the mailbox has something */
+    uv_timer_t sweep; /* closes pooled connections idle too long; drain deadline */
+
+    uv_mutex_t lock;            /* guards the mailbox */
+    struct snapshot *mbox_snap; /* adopt this config next */
+    int mbox_fds[WORKER_MAX];   /* its listeners' sockets, by listener index */
+    bool mbox_stop;             /* drain and exit */
+    uint64_t mbox_drain_ms;     /* ... within this long */
+
+    struct wsnap *cur;
+    struct wlistener *listeners;
+    struct conn *conns;         /* every downstream connection */
+    unsigned n_conns;
+    struct endpoint *endpoints;
+    struct metrics metrics;
+
+    void *free_bufs; /* pooled WORKER_BUF_SIZE buffers, linked through their first bytes */
+    unsigned n_free_bufs;
+    struct exch *free_exch;
+    unsigned n_free_exch;
+
+    uint64_t rng[2];
+    uint64_t drain_deadline_ms; /* 0 when not draining */
+    bool draining;
+    bool exiting; /* handles are being closed; loop ends */
+};
+
+/* Starts a worker thread serving snapshot s on the listening sockets fds
+ * (one per listener of s, in order); the worker owns them from now on. */
+int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *fds);
+
+/* Hands a new snapshot (and its listeners' sockets) to a running worker. */
+void worker_reload(struct worker *w, struct snapshot *s, const int *fds);
+
+/* Asks a worker to stop accepting, finish requests in flight within
+ * drain_ms, and exit its loop. */
+void worker_stop(struct worker *w, uint64_t drain_ms);
+void worker_join(struct worker *w);
+
+void *worker_buf_get(struct worker *w);
+void worker_buf_put(struct worker *w, void *buf);
+
+uint64_t worker_rand(struct worker *w);
+uint64_t worker_now_ms(struct worker *w);
+
+void wsnap_ref(struct wsnap *ws);
+void wsnap_unref(struct wsnap *ws);
+
+/* A connection ended on this listener. */
+void wlistener_unref(struct wlistener *l);
+
+#endif

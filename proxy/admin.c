@@ -209,8 +209,7 @@ static void on_listener_closed(uv_handle_t *h)
 }
 
 struct admin *admin_start(uv_loop_t *loop, const struct cfg_addr *addr,
-                          struct metrics *const *shards, size_t n_shards, char *err,
-                          size_t errlen)
+                          struct metrics *const *shards, size_t n_shards, char *err, size_t errlen)
 {
     struct admin *a = calloc(1, sizeof(*a));
     int rc;

@@ -17,8 +17,7 @@ struct admin;
 
 /* Listens on addr; shards are the workers' metrics, read on each scrape. */
 struct admin *admin_start(uv_loop_t *loop, const struct cfg_addr *addr,
-                          struct metrics *const *shards, size_t n_shards, char *err,
-                          size_t errlen);
+                          struct metrics *const *shards, size_t n_shards, char *err, size_t errlen);
 
 /* /ready answers 503 from now on (draining). */
 void admin_set_ready(struct admin *a, bool ready);

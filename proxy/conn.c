@@ -290,8 +290,8 @@ static void exch_reply(struct exch *x, int status, const char *code, const char 
     }
     /* Messages are fnproxy's own constants or llhttp's reasons: nothing in
      * them needs JSON escaping. */
-    body_len = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}\n", code,
-                        message);
+    body_len =
+        snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, message);
     if (body_len < 0 || (size_t)body_len >= sizeof(body))
         body_len = (int)strlen(body);
     head_len = snprintf(x->resp_head, WORKER_BUF_SIZE,
@@ -353,8 +353,7 @@ static void exch_begin(struct exch *x)
     c->state = CONN_ST_EXCHANGE;
     if (!(h->flags & H1_F_KEEP_ALIVE))
         c->flags |= CONN_F_CLOSE_AFTER;
-    if ((h->flags & H1_F_CHUNKED) ||
-        ((h->flags & H1_F_CONTENT_LENGTH) && h->content_length > 0))
+    if ((h->flags & H1_F_CHUNKED) || ((h->flags & H1_F_CONTENT_LENGTH) && h->content_length > 0))
         x->flags |= X_F_HAS_BODY;
     else
         x->flags |= X_F_REQ_PARSED; /* nothing follows the head */
@@ -457,7 +456,8 @@ static void exch_connect(struct exch *x)
     for (;;) {
         ep = exch_pick_endpoint(x, &idx);
         if (ep == NULL) {
-            exch_reply(x, 502, "upstream_unreachable", "no endpoint of the function accepted a connection");
+            exch_reply(x, 502, "upstream_unreachable",
+                       "no endpoint of the function accepted a connection");
             return;
         }
         x->tried |= 1ULL << (idx % 64);
@@ -635,7 +635,8 @@ static bool exch_response_head(struct exch *x)
     if (h1_check_response(rh, &why) < 0 || rh->status == 101) {
         exch_count_uperr(x, UPERR_PROTOCOL);
         x->flags |= X_F_UP_BROKEN;
-        exch_reply(x, 502, "upstream_bad_response", why != NULL ? why : "unexpected protocol switch");
+        exch_reply(x, 502, "upstream_bad_response",
+                   why != NULL ? why : "unexpected protocol switch");
         return false;
     }
     if (rh->status < 200) {
@@ -664,8 +665,7 @@ static bool exch_response_head(struct exch *x)
     if (x->resp_head == NULL)
         x->resp_head = worker_buf_get(c->w);
     if (x->resp_head != NULL)
-        x->resp_head_len =
-            (uint32_t)h1_write_response_head(x->resp_head, WORKER_BUF_SIZE, rh, &r);
+        x->resp_head_len = (uint32_t)h1_write_response_head(x->resp_head, WORKER_BUF_SIZE, rh, &r);
     if (x->resp_head == NULL || x->resp_head_len == 0) {
         x->flags |= X_F_UP_BROKEN;
         exch_reply(x, 502, "upstream_bad_response", "response head too large");
@@ -788,7 +788,8 @@ void exch_upstream_data(struct exch *x, ssize_t nread)
         exch_abort(x, 502);
         return;
     }
-    exch_reply(x, 502, "upstream_bad_response", "the function closed the connection without a complete response");
+    exch_reply(x, 502, "upstream_bad_response",
+               "the function closed the connection without a complete response");
 }
 
 /* --- the connection ----------------------------------------------------------- */
@@ -989,7 +990,8 @@ static void conn_process(struct conn *c)
         c->state = CONN_ST_EXCHANGE;
         if (x->req.error_status == 431)
             goto too_large_reply;
-        exch_reply(x, 400, "bad_request", x->req.error != NULL ? x->req.error : "malformed request");
+        exch_reply(x, 400, "bad_request",
+                   x->req.error != NULL ? x->req.error : "malformed request");
         return;
     }
 too_large:

@@ -51,20 +51,20 @@ struct conn {
 };
 
 enum exch_flags {
-    X_F_HEAD_SENT = 1u << 0,   /* request head queued to the function */
-    X_F_REQ_PARSED = 1u << 1,  /* the whole request was read */
-    X_F_REQ_SENT = 1u << 2,    /* ... and written to the function */
-    X_F_UP_WRITING = 1u << 3,  /* a write to the function is pending */
+    X_F_HEAD_SENT = 1u << 0,    /* request head queued to the function */
+    X_F_REQ_PARSED = 1u << 1,   /* the whole request was read */
+    X_F_REQ_SENT = 1u << 2,     /* ... and written to the function */
+    X_F_UP_WRITING = 1u << 3,   /* a write to the function is pending */
     X_F_DOWN_WRITING = 1u << 4, /* a write to the client is pending */
     X_F_RESP_STARTED = 1u << 5, /* response head queued to the client */
-    X_F_RESP_PARSED = 1u << 6, /* the whole response was read */
-    X_F_UP_BROKEN = 1u << 7,   /* the upstream connection must not be reused */
+    X_F_RESP_PARSED = 1u << 6,  /* the whole response was read */
+    X_F_UP_BROKEN = 1u << 7,    /* the upstream connection must not be reused */
     X_F_HEAD_METHOD = 1u << 8,
-    X_F_LOCAL = 1u << 9,       /* fnproxy answered itself */
-    X_F_GOT_BYTES = 1u << 10,  /* the function sent something in this attempt */
-    X_F_INTERIM = 1u << 11,    /* the response being parsed is a 1xx */
-    X_F_HAS_BODY = 1u << 12,   /* the request has a body */
-    X_F_CONTINUE = 1u << 13,   /* 100 Continue owed to the client */
+    X_F_LOCAL = 1u << 9,      /* fnproxy answered itself */
+    X_F_GOT_BYTES = 1u << 10, /* the function sent something in this attempt */
+    X_F_INTERIM = 1u << 11,   /* the response being parsed is a 1xx */
+    X_F_HAS_BODY = 1u << 12,  /* the request has a body */
+    X_F_CONTINUE = 1u << 13,  /* 100 Continue owed to the client */
 };
 
 struct exch {
@@ -81,15 +81,15 @@ struct exch {
     struct h1_parser resp;
     struct h1_out req_out;
     struct h1_out resp_out;
-    char *req_head;       /* the head sent upstream */
+    char *req_head; /* the head sent upstream */
     uint32_t req_head_len;
     uint32_t req_head_cap;
-    char *resp_head;      /* the head sent downstream (pooled buffer) */
+    char *resp_head; /* the head sent downstream (pooled buffer) */
     uint32_t resp_head_len;
-    uint64_t tried;       /* endpoints tried, by index mod 64 */
+    uint64_t tried; /* endpoints tried, by index mod 64 */
     unsigned attempts;
-    unsigned flags;       /* X_F_* */
-    int status;           /* sent to the client */
+    unsigned flags; /* X_F_* */
+    int status;     /* sent to the client */
     char request_id[129];
 };
 

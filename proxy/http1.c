@@ -426,13 +426,12 @@ int h1_check_response(struct h1_head *h, const char **why)
 static bool is_dropped(const struct h1_head *h, struct h1_span name, bool request)
 {
     static const char *const fixed[] = {
-        "connection",        "keep-alive",         "te",
-        "trailer",           "transfer-encoding",  "upgrade",
-        "proxy-connection",  "proxy-authorization", "proxy-authenticate",
-        "content-length",    "x-request-id",
+        "connection",       "keep-alive",          "te",
+        "trailer",          "transfer-encoding",   "upgrade",
+        "proxy-connection", "proxy-authorization", "proxy-authenticate",
+        "content-length",   "x-request-id",
     };
-    static const char *const request_only[] = {"expect", "x-forwarded-for",
-                                                "x-forwarded-proto"};
+    static const char *const request_only[] = {"expect", "x-forwarded-for", "x-forwarded-proto"};
 
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         if (h1_span_eq(name, fixed[i]))
@@ -624,29 +623,53 @@ bool h1_out_end_chunked(struct h1_out *out)
 const char *h1_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 417:
+        return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }

@@ -17,7 +17,7 @@
 #include <llhttp.h>
 #include <uv.h>
 
-#define H1_MAX_HEADERS 100   /* more is answered 431 */
+#define H1_MAX_HEADERS 100    /* more is answered 431 */
 #define H1_MAX_CONN_TOKENS 16 /* names listed in Connection */
 #define H1_OUT_IOV 48         /* iovecs per write */
 
@@ -45,10 +45,10 @@ struct h1_head {
     struct h1_span reason; /* response */
     int status;            /* response */
     uint8_t major, minor;
-    unsigned flags;                       /* H1_F_* */
-    uint64_t content_length;              /* with H1_F_CONTENT_LENGTH */
-    int host;                             /* index of Host in hdr, or -1 */
-    int request_id;                       /* index of x-request-id, or -1 */
+    unsigned flags;                                 /* H1_F_* */
+    uint64_t content_length;                        /* with H1_F_CONTENT_LENGTH */
+    int host;                                       /* index of Host in hdr, or -1 */
+    int request_id;                                 /* index of x-request-id, or -1 */
     struct h1_span conn_tokens[H1_MAX_CONN_TOKENS]; /* Connection: a, b */
     unsigned n_conn_tokens;
     unsigned n_hdr;
@@ -78,15 +78,15 @@ struct h1_out {
 struct h1_parser {
     llhttp_t ll;
     struct h1_head head;
-    struct h1_out *out; /* where body spans go; NULL drops them */
-    const char *error;  /* why the input was refused */
+    struct h1_out *out;  /* where body spans go; NULL drops them */
+    const char *error;   /* why the input was refused */
     uint64_t body_bytes; /* body bytes seen in this message, de-chunked */
-    int error_status;   /* 400, or 431 for too many headers */
-    uint8_t cb_state;   /* which span the last callback extended */
-    uint8_t event;      /* what the last callback asked h1_feed to report */
+    int error_status;    /* 400, or 431 for too many headers */
+    uint8_t cb_state;    /* which span the last callback extended */
+    uint8_t event;       /* what the last callback asked h1_feed to report */
     bool head_done;
-    bool done_pending;  /* message ended in the call that reported its head */
-    bool skip_body; /* response to HEAD: no body whatever the head says */
+    bool done_pending; /* message ended in the call that reported its head */
+    bool skip_body;    /* response to HEAD: no body whatever the head says */
 };
 
 void h1_parser_init(struct h1_parser *p, llhttp_type_t type);

@@ -35,8 +35,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ fnproxy[%s] %s: ",
-                          ts.tv_nsec / 1000000, thread_name, level_names[level]);
+    n += (size_t)snprintf(line + n, sizeof(line) - n,
+                          ".%03ldZ fnproxy[%s] %s: ", ts.tv_nsec / 1000000, thread_name,
+                          level_names[level]);
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
     va_end(ap);

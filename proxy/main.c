@@ -96,8 +96,8 @@ static void lsock_close(struct lsock *l, unsigned n)
 
 /* Sockets for every listener of cfg: the current ones where the address is
  * unchanged, new ones otherwise. On failure nothing changes. */
-static int lsocks_for(struct server *sv, const struct config *cfg, struct lsock **out,
-                      char *err, size_t errlen)
+static int lsocks_for(struct server *sv, const struct config *cfg, struct lsock **out, char *err,
+                      size_t errlen)
 {
     struct lsock *ls = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*ls));
 
@@ -177,7 +177,8 @@ static void reload(struct server *sv)
         free(ls);
         return;
     }
-    if ((cfg->workers != 0 && cfg->workers != sv->n_workers) || cfg->has_admin != sv->snap->cfg->has_admin ||
+    if ((cfg->workers != 0 && cfg->workers != sv->n_workers) ||
+        cfg->has_admin != sv->snap->cfg->has_admin ||
         (cfg->has_admin && strcmp(cfg->admin_listen.text, sv->snap->cfg->admin_listen.text) != 0))
         log_warn("workers and admin.listen change only on restart; keeping the running ones");
     for (unsigned w = 0; w < sv->n_workers; w++) {
@@ -267,8 +268,8 @@ static int run(struct server *sv)
     for (unsigned w = 0; w < sv->n_workers; w++)
         sv->shards[w] = &sv->workers[w].metrics;
     if (cfg->has_admin) {
-        sv->admin = admin_start(sv->loop, &cfg->admin_listen, sv->shards, sv->n_workers, err,
-                                sizeof(err));
+        sv->admin =
+            admin_start(sv->loop, &cfg->admin_listen, sv->shards, sv->n_workers, err, sizeof(err));
         if (sv->admin == NULL) {
             log_error("%s", err);
             goto out_sockets;

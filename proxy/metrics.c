@@ -12,9 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const timeout_names[TMO__N] = {"connect", "per_try", "total", "header",
-                                                  "idle"};
-static const char *const uperr_names[UPERR__N] = {"refused", "reset", "dns",
+static const char *const timeout_names[TMO__N] = {"connect", "per_try", "total", "header", "idle"};
+static const char *const uperr_names[UPERR__N] = {"refused", "reset",   "dns",
                                                   "tls",     "timeout", "protocol"};
 
 struct route_stats *metrics_route(struct metrics *m, const char *function, const char *route)
@@ -137,8 +136,7 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
                 fprintf(out,
                         "fnproxy_requests_total{direction=\"ingress\",function=\"%s\","
                         "route=\"%s\",code=\"%d\"} %llu\n",
-                        all[i]->function, all[i]->route, c,
-                        (unsigned long long)all[i]->codes[c]);
+                        all[i]->function, all[i]->route, c, (unsigned long long)all[i]->codes[c]);
 
     fputs("# HELP fnproxy_timeouts_total Timeouts, by kind.\n"
           "# TYPE fnproxy_timeouts_total counter\n",

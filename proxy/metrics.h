@@ -27,10 +27,10 @@ enum metrics_uperr {
 };
 
 struct route_stats {
-    struct route_stats *next;            /* registry list; published with a release store */
-    char function[METRICS_NAME_MAX];     /* "" before a route was chosen */
+    struct route_stats *next;        /* registry list; published with a release store */
+    char function[METRICS_NAME_MAX]; /* "" before a route was chosen */
     char route[METRICS_NAME_MAX];
-    uint64_t codes[600];                 /* requests answered, by status code */
+    uint64_t codes[600]; /* requests answered, by status code */
     uint64_t timeouts[TMO__N];
     uint64_t upstream_errors[UPERR__N];
 };
@@ -38,7 +38,7 @@ struct route_stats {
 struct listener_stats {
     struct listener_stats *next;
     char name[METRICS_NAME_MAX];
-    int64_t active;   /* open downstream connections */
+    int64_t active; /* open downstream connections */
     uint64_t accepted;
 };
 

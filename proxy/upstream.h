@@ -16,7 +16,7 @@
 
 enum upconn_flags {
     UP_F_CONNECTED = 1u << 0,
-    UP_F_REUSED = 1u << 1,  /* came from the pool */
+    UP_F_REUSED = 1u << 1, /* came from the pool */
     UP_F_CLOSING = 1u << 2,
     UP_F_WRITING = 1u << 3,
 };
@@ -33,10 +33,10 @@ struct upconn {
     } io;
     uv_connect_t creq;
     uv_write_t wreq;
-    struct exch *x;   /* the exchange it serves; NULL in the pool */
-    char *buf;        /* read buffer, held only while serving */
-    uint32_t len;     /* bytes in buf */
-    uint32_t parsed;  /* bytes of buf the response parser has taken */
+    struct exch *x;  /* the exchange it serves; NULL in the pool */
+    char *buf;       /* read buffer, held only while serving */
+    uint32_t len;    /* bytes in buf */
+    uint32_t parsed; /* bytes of buf the response parser has taken */
     uint64_t idle_since_ms;
     unsigned flags;
 };

@@ -23,8 +23,8 @@
 #include "log.h"
 #include "upstream.h"
 
-#define ACCEPT_BATCH 64        /* connections taken per wake-up */
-#define ACCEPT_BACKOFF_MS 100  /* pause after EMFILE and the like */
+#define ACCEPT_BATCH 64       /* connections taken per wake-up */
+#define ACCEPT_BACKOFF_MS 100 /* pause after EMFILE and the like */
 #define SWEEP_MS 1000
 #define DRAIN_CHECK_MS 50
 #define FREE_BUFS_MAX 256
@@ -140,8 +140,7 @@ static struct wsnap *wsnap_new(struct worker *w, struct snapshot *s)
             if ((fs->eps[e] = endpoint_find(w, &fn->endpoints[e])) == NULL)
                 goto out_free;
         for (size_t r = 0; r < fn->n_routes; r++)
-            if ((fs->routes[r] = metrics_route(&w->metrics, fn->name, fn->routes[r].name)) ==
-                NULL)
+            if ((fs->routes[r] = metrics_route(&w->metrics, fn->name, fn->routes[r].name)) == NULL)
                 goto out_free;
     }
     return ws;
@@ -231,8 +230,8 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
         /* Out of descriptors or memory: accepting again at once would fail
          * again at once. Leave the connections queued and retry shortly. */
         if (log_ratelimit(&l->last_error_log_ms, 1000))
-            log_error("listener %s: accept failed: %s; pausing accepts for %d ms",
-                      l->stats->name, strerror(errno), ACCEPT_BACKOFF_MS);
+            log_error("listener %s: accept failed: %s; pausing accepts for %d ms", l->stats->name,
+                      strerror(errno), ACCEPT_BACKOFF_MS);
         uv_poll_stop(&l->poll);
         l->listening = false;
         uv_timer_start(&l->backoff, on_backoff, ACCEPT_BACKOFF_MS, 0);
@@ -356,8 +355,7 @@ static void on_sweep(uv_timer_t *t)
     upstream_sweep(w, true);
     if (w->n_conns == 0 || worker_now_ms(w) >= w->drain_deadline_ms) {
         if (w->n_conns > 0)
-            log_warn("drain timeout: closing %u connections with requests in flight",
-                     w->n_conns);
+            log_warn("drain timeout: closing %u connections with requests in flight", w->n_conns);
         worker_exit(w);
     }
 }

@@ -18,7 +18,9 @@
 
 #define WORKER_BUF_SIZE (32 * 1024) /* pooled I/O buffer */
 #define WORKER_MAX 64
-#define POOL_IDLE_MS 4000 /* pooled upstream connection kept at most; under typical server idle limits (Node: 5 s) */
+#define POOL_IDLE_MS                                                                               \
+    4000 /* pooled upstream connection kept at most; under typical server idle limits (Node: 5 s)  \
+          */
 
 struct upconn;
 struct conn;
@@ -45,7 +47,7 @@ struct fn_state {
 struct wsnap {
     struct snapshot *snap;
     struct worker *w;
-    int refs;                    /* the worker's current pointer + exchanges */
+    int refs; /* the worker's current pointer + exchanges */
     struct fn_state *fns;
     struct route_stats *noroute; /* answered before a route was chosen */
 };
@@ -56,10 +58,10 @@ struct wlistener {
     uv_poll_t poll;
     uv_timer_t backoff; /* accepting paused after EMFILE and the like */
     int fd;
-    size_t idx;         /* in the current snapshot's listeners */
-    bool listening;     /* poll active */
-    bool closed;        /* handles closed or closing */
-    int refs;           /* 1 until closed + one per connection */
+    size_t idx;     /* in the current snapshot's listeners */
+    bool listening; /* poll active */
+    bool closed;    /* handles closed or closing */
+    int refs;       /* 1 until closed + one per connection */
     int pending_closes;
     struct listener_stats *stats;
     uint64_t last_error_log_ms;
@@ -80,7 +82,7 @@ struct worker {
 
     struct wsnap *cur;
     struct wlistener *listeners;
-    struct conn *conns;         /* every downstream connection */
+    struct conn *conns; /* every downstream connection */
     unsigned n_conns;
     struct endpoint *endpoints;
     struct metrics metrics;

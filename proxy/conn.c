@@ -24,8 +24,11 @@
 #include "upstream.h"
 
 #define EXCH_FREE_MAX 256
+#define LINGER_MS 2000              /* reading what a client still sends after our answer */
+#define LINGER_MAX (256 * 1024)     /* ... at most this much */
 
 static void conn_process(struct conn *c);
+static void conn_linger(struct conn *c);
 static void exch_pump_request(struct exch *x);
 static void exch_pump_response(struct exch *x);
 static void exch_connect(struct exch *x);
@@ -199,7 +202,7 @@ static void exch_end(struct exch *x)
     exch_free(c->w, x);
 
     if ((c->flags & CONN_F_CLOSE_AFTER) || c->w->draining || conn_listener_cfg(c) == NULL) {
-        conn_close(c);
+        conn_linger(c);
         return;
     }
     c->state = CONN_ST_IDLE;
@@ -351,6 +354,8 @@ static void exch_begin(struct exch *x)
     x->ws = c->w->cur;
     wsnap_ref(x->ws);
     c->state = CONN_ST_EXCHANGE;
+    /* The body is read only when the function can take it. */
+    conn_read(c, false);
     if (!(h->flags & H1_F_KEEP_ALIVE))
         c->flags |= CONN_F_CLOSE_AFTER;
     if ((h->flags & H1_F_CHUNKED) || ((h->flags & H1_F_CONTENT_LENGTH) && h->content_length > 0))
@@ -850,6 +855,7 @@ static void on_timer(uv_timer_t *t)
 
     switch (c->state) {
     case CONN_ST_IDLE:
+    case CONN_ST_LINGER:
         conn_close(c);
         return;
     case CONN_ST_HEAD:
@@ -919,10 +925,21 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     (void)b;
     if (nread == 0 || c->state == CONN_ST_CLOSING)
         return;
+    if (nread == UV_ENOBUFS) {
+        /* The buffer is full: wait until what is in it has been used. */
+        conn_read(c, false);
+        return;
+    }
     if (nread < 0) {
         /* The client closed or failed. Nothing useful can be sent back. */
         conn_close(c);
         return;
+    }
+    if (c->state == CONN_ST_LINGER) {
+        c->discarded += (uint32_t)nread;
+        if (c->discarded > LINGER_MAX)
+            conn_close(c);
+        return; /* c->len stays 0: the next read reuses the buffer */
     }
     c->len += (uint32_t)nread;
     if (c->state == CONN_ST_EXCHANGE && c->x != NULL) {
@@ -1029,6 +1046,7 @@ void conn_accept(struct wlistener *l, int fd)
     c->timer.data = c;
     c->wreq.data = c;
     c->wreq_cont.data = c;
+    c->sreq.data = c;
     c->w = w;
     c->l = l;
     l->refs++;
@@ -1050,6 +1068,32 @@ void conn_accept(struct wlistener *l, int fd)
     metrics_gauge_add(&l->stats->active, 1);
     c->state = CONN_ST_IDLE;
     conn_process(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+
+    if (status < 0 && c->state == CONN_ST_LINGER)
+        conn_close(c);
+}
+
+/* Closes after the answer without losing it: closing a socket with unread
+ * input makes the kernel send a reset, which can destroy the answer before
+ * the client reads it (a 413 to a client still uploading). So: shut down
+ * writing, read and discard for a while, then close (nginx's lingering
+ * close). */
+static void conn_linger(struct conn *c)
+{
+    c->state = CONN_ST_LINGER;
+    c->len = c->parsed = 0;
+    c->discarded = 0;
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_arm(c, LINGER_MS);
+    conn_read(c, true);
 }
 
 void conn_drain(struct conn *c)

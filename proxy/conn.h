@@ -24,6 +24,7 @@ enum conn_state {
     CONN_ST_IDLE = 0, /* between requests */
     CONN_ST_HEAD,     /* a request head is arriving */
     CONN_ST_EXCHANGE, /* the request is being proxied or answered */
+    CONN_ST_LINGER,   /* answered and shut down for writing; discarding input */
     CONN_ST_CLOSING,
 };
 
@@ -40,9 +41,11 @@ struct conn {
     uv_timer_t timer;     /* the one deadline this connection waits on */
     uv_write_t wreq;      /* response bytes */
     uv_write_t wreq_cont; /* "100 Continue" */
+    uv_shutdown_t sreq;   /* lingering close */
     char *buf;            /* request bytes; NULL while idle */
     uint32_t cap, len;    /* buf size, bytes in buf */
     uint32_t parsed;      /* bytes of buf taken by the parser */
+    uint32_t discarded;   /* bytes thrown away while lingering */
     struct exch *x;       /* the exchange in progress */
     uint8_t state;
     unsigned flags;

@@ -232,7 +232,9 @@ enum h1_event h1_finish(struct h1_parser *p)
     if (llhttp_get_errno(&p->ll) == HPE_PAUSED)
         llhttp_resume(&p->ll);
     p->event = H1_EV_MORE;
-    if (llhttp_finish(&p->ll) != HPE_OK && llhttp_get_errno(&p->ll) != HPE_PAUSED) {
+    llhttp_errno_t err = llhttp_finish(&p->ll);
+    /* on_message_complete pauses, and llhttp_finish passes that on. */
+    if (err != HPE_OK && err != HPE_PAUSED) {
         p->error = "connection closed before the message was complete";
         return H1_EV_ERROR;
     }

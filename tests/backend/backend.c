@@ -618,8 +618,9 @@ static void answer_bad(struct conn *c)
         break;
     case R_BAD_EXTRA:
         snprintf(buf, sizeof buf,
-                 "HTTP/1.1 200 OK\r\nx-backend: %s\r\ncontent-length: 5\r\n\r\nhelloEXTRA",
-                 name);
+                 "HTTP/1.1 200 OK\r\nx-backend: %s\r\nx-backend-conn: %" PRIu64
+                 "\r\ncontent-length: 5\r\n\r\nhelloEXTRA",
+                 name, c->serial);
         answer_raw(c, buf, false);
         break;
     case R_BAD_HEADER_CTL:

@@ -70,6 +70,7 @@ def run_one(args):
         if ctx.notes:
             tails.append("--- notes:\n" + "\n".join(ctx.notes))
         result["detail"] += "\n".join(tails)
+    result["notes"] = ctx.notes
     result["seconds"] = round(time.monotonic() - started, 2)
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
     sys.stdout.flush()
@@ -85,13 +86,15 @@ class Runner:
         self.failed = 0
         self.failures = []
 
-    def report(self, name, ok, reason, detail, secs):
+    def report(self, name, ok, reason, detail, secs, notes=()):
         with self.lock:
             if ok:
                 self.passed += 1
                 line = "ok %s" % name
                 if self.args.verbose:
                     line += " (%.1fs)" % secs
+                    for n in notes:
+                        line += "\n    " + n
                 print(line, flush=True)
             else:
                 self.failed += 1
@@ -136,7 +139,8 @@ class Runner:
             self.report(name, False, "case process exited %s without a result"
                         % child.returncode, err.decode("utf-8", "replace")[-3000:], secs)
             return
-        self.report(name, result["ok"], result["reason"], result.get("detail", ""), secs)
+        self.report(name, result["ok"], result["reason"], result.get("detail", ""), secs,
+                    result.get("notes", ()))
 
     @staticmethod
     def kill_group(pgid):

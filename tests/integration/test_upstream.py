@@ -1,0 +1,144 @@
+"""The function side: unreachable endpoints, malformed or short answers,
+timeouts."""
+
+import time
+
+from harness import (build_request, case, check, check_eq, check_fnproxy_error, free_port,
+                     parse_echo, request, std_config)
+
+
+@case()
+def unreachable_502(ctx):
+    dead = free_port()  # nothing listens there
+    fp = ctx.start_fnproxy(std_config(["127.0.0.1:%d" % dead]))
+    t0 = time.monotonic()
+    r = request(fp.port, "GET", "/echo")
+    check_fnproxy_error(r, 502, "upstream_unreachable")
+    check(time.monotonic() - t0 < 5, "answered quickly")
+    # The client connection survives a 502.
+    c = ctx.connect(fp.port)
+    for i in range(2):
+        c.send(build_request("GET", "/x%d" % i))
+        r = c.read_response()
+        check_fnproxy_error(r, 502, "upstream_unreachable")
+
+
+@case()
+def one_dead_one_alive_endpoint(ctx):
+    b = ctx.start_backend()
+    dead = free_port()
+    fp = ctx.start_fnproxy(std_config(["127.0.0.1:%d" % dead, b.addr]))
+    for i in range(20):  # fresh connections
+        r = request(fp.port, "GET", "/echo?i=%d" % i)
+        check_eq(r.status, 200, "request %d on a new connection (%r)" % (i, r.body[:100]))
+    c = ctx.connect(fp.port)
+    for i in range(20):  # one keep-alive connection
+        c.send(build_request("GET", "/status/200?k=%d" % i))
+        r = c.read_response()
+        check_eq(r.status, 200, "keep-alive request %d" % i)
+
+
+def _make_bad_response(path):
+    def fn(ctx):
+        b = ctx.start_backend()
+        fp = ctx.start_fnproxy(std_config([b.addr]))
+        c = ctx.connect(fp.port)
+        c.send(build_request("GET", path))
+        r = c.read_response(timeout=10)
+        check_fnproxy_error(r, 502, "upstream_bad_response")
+        check(r.header("x-backend") is None, "no header of the bad answer leaks: %r" % r.headers)
+        # fnproxy itself is fine: the next request works (on this or a new connection).
+        if c.is_open(wait=0.2):
+            c.send(build_request("GET", "/echo"))
+            r = c.read_response(timeout=10)
+        else:
+            r = request(fp.port, "GET", "/echo")
+        check_eq(r.status, 200, "the request after")
+
+    fn.__name__ = "bad_response_" + path.strip("/").replace("/", "_").replace("-", "_")
+    fn.__qualname__ = fn.__name__
+    fn.__module__ = __name__
+    return case()(fn)
+
+
+for _p in ("/bad/garbage", "/bad/cl-te", "/bad/dup-cl", "/bad/header-ctl", "/close-now"):
+    _f = _make_bad_response(_p)
+    globals()[_f.__name__] = _f
+
+
+@case()
+def close_mid_body(ctx):
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(std_config([b.addr]))
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/close-mid"))
+    r = c.read_head(timeout=10)
+    check_eq(r.status, 200, "status (the head was already on its way)")
+    # Whatever the framing towards the client, fewer than 100 bytes arrive
+    # and the connection is closed: the client must see the truncation.
+    cl = r.header("content-length")
+    te = r.header("transfer-encoding")
+    t0 = time.monotonic()
+    if te:
+        # A chunked reply must not end with the last-chunk marker.
+        data = b""
+        while c._fill(time.monotonic() + 10):
+            pass
+        data = bytes(c.buf)
+        check(not data.endswith(b"0\r\n\r\n"), "truncated chunked body ended cleanly: %r" % data)
+    else:
+        check_eq(cl, "100", "content-length")
+        n = c.count_body(r, timeout=10)
+        check(n < 100, "got %d body bytes of 100" % n)
+    check(c.eof, "connection closed")
+    check(time.monotonic() - t0 < 5, "closed promptly")
+
+
+@case()
+def extra_bytes_not_reused(ctx):
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(std_config([b.addr], timeout="2s"))
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/bad/extra"))
+    r = c.read_response(timeout=10)
+    check_eq((r.status, r.body), (200, b"hello"), "first response")
+    first_conn = r.header("x-backend-conn")
+    c.send(build_request("GET", "/echo?second=1"))
+    r = c.read_response(timeout=10)
+    check_eq(r.status, 200, "second response status")
+    check(r.body.startswith(b"GET /echo?second=1 HTTP/1.1\r\n"),
+          "second response is the echo, not leftovers: %r" % r.body[:80])
+    # The poisoned upstream connection was not reused.
+    check(r.header("x-backend-conn") != first_conn,
+          "second request went over the same backend connection (%r) as /bad/extra"
+          % first_conn)
+
+
+@case()
+def timeout_504(ctx):
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(std_config([b.addr], timeout="1s"))
+    c = ctx.connect(fp.port)
+    t0 = time.monotonic()
+    c.send(build_request("GET", "/hang"))
+    r = c.read_response(timeout=10)
+    took = time.monotonic() - t0
+    check_fnproxy_error(r, 504, "upstream_timeout")
+    check(0.9 <= took <= 3.5, "504 after %.2fs with timeout 1s" % took)
+    # A slow but in-time answer is not cut off.
+    r = request(fp.port, "GET", "/delay/500")
+    check_eq((r.status, r.body), (200, b"delayed\n"), "/delay/500 under a 1s timeout")
+
+
+@case()
+def echo_shows_forwarded_head(ctx):
+    """The exact bytes the function gets, for a plain GET."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(std_config([b.addr]))
+    r = request(fp.port, "GET", "/echo?a=1&b=2", [("Accept", "*/*")], host="svc.test:8080")
+    check_eq(r.status, 200, "status")
+    line, hdrs, body = parse_echo(r.body)
+    check_eq(line, "GET /echo?a=1&b=2 HTTP/1.1", "request line forwarded unchanged")
+    check_eq(body, b"", "no body")
+    check(r.body.split(b"\r\n\r\n")[0] + b"\r\n\r\n" in b.record(),
+          "the echoed head is what the record shows")

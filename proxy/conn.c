@@ -333,13 +333,20 @@ static void make_request_id(struct exch *x)
     }
     a = worker_rand(x->c->w);
     b = worker_rand(x->c->w);
-    /* UUID version 4, variant 1. */
+    /* UUID version 4, variant 1: 8-4-4-4-12 hex digits. */
     a = (a & ~0xf000ULL) | 0x4000ULL;
     b = (b & ~(3ULL << 62)) | (2ULL << 62);
-    snprintf(x->request_id, sizeof(x->request_id), "%08llx-%04llx-%04llx-%04llx-%012llx",
-             (unsigned long long)(a >> 32), (unsigned long long)((a >> 16) & 0xffff),
-             (unsigned long long)(a & 0xffff), (unsigned long long)(b >> 48),
-             (unsigned long long)(b & 0xffffffffffffULL));
+    static const char hex[] = "0123456789abcdef";
+    char *o = x->request_id;
+    for (int i = 0; i < 16; i++) {
+        uint64_t v = i < 8 ? a : b;
+        int shift = 60 - 8 * (i % 8);
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[(v >> shift) & 0xf];
+        *o++ = hex[(v >> (shift - 4)) & 0xf];
+    }
+    *o = '\0';
 }
 
 /* The head is complete: check it, route it, and start the exchange. */
@@ -901,9 +908,31 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
+/* Moving a deadline later (every bit of progress does) only updates a field;
+ * the timer is re-armed when it fires early. A heap update per read or write
+ * would cost more than the proxying around it. */
+static void on_timer_due(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    uint64_t now = uv_now(t->loop);
+
+    if (now < c->deadline) {
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, on_timer_due, c->deadline - now, 0);
+        return;
+    }
+    on_timer(t);
+}
+
 static void conn_arm(struct conn *c, uint64_t ms)
 {
-    uv_timer_start(&c->timer, on_timer, ms, 0);
+    uint64_t now = uv_now(c->timer.loop);
+
+    c->deadline = now + ms;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || c->deadline < c->timer_due) {
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, on_timer_due, ms, 0);
+    }
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)

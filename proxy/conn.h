@@ -39,6 +39,8 @@ struct conn {
     struct wlistener *l;
     uv_tcp_t tcp;
     uv_timer_t timer;     /* the one deadline this connection waits on */
+    uint64_t deadline;    /* loop time it expires at */
+    uint64_t timer_due;   /* loop time the timer is set for: <= deadline */
     uv_write_t wreq;      /* response bytes */
     uv_write_t wreq_cont; /* "100 Continue" */
     uv_shutdown_t sreq;   /* lingering close */

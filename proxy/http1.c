@@ -173,9 +173,12 @@ static const llhttp_settings_t h1_settings = {
 
 void h1_parser_init(struct h1_parser *p, llhttp_type_t type)
 {
-    memset(p, 0, sizeof(*p));
+    /* No memset of the whole parser: its header array is large and only
+     * the entries counted by n_hdr are ever read. */
     llhttp_init(&p->ll, type, &h1_settings);
     p->ll.data = p;
+    p->out = NULL;
+    p->event = H1_EV_MORE;
     h1_parser_next(p);
 }
 
@@ -325,34 +328,34 @@ static const char *check_headers(struct h1_head *h, bool request)
             return "control character in a header value";
         switch (hd->name.len) {
         case 4:
-            if (h1_span_eq(hd->name, "host")) {
+            if (h1_span_is(hd->name, "host")) {
                 n_host++;
                 h->host = (int)i;
             }
             break;
         case 6:
-            if (request && h1_span_eq(hd->name, "expect")) {
-                if (!h1_span_eq(hd->value, "100-continue"))
+            if (request && h1_span_is(hd->name, "expect")) {
+                if (!h1_span_is(hd->value, "100-continue"))
                     return "expect";
                 h->flags |= H1_F_EXPECT_CONTINUE;
             }
             break;
         case 10:
-            if (h1_span_eq(hd->name, "connection"))
+            if (h1_span_is(hd->name, "connection"))
                 collect_conn_tokens(h, hd->value);
             break;
         case 12:
-            if (h1_span_eq(hd->name, "x-request-id"))
+            if (h1_span_is(hd->name, "x-request-id"))
                 h->request_id = (int)i;
             break;
         case 14:
-            if (h1_span_eq(hd->name, "content-length"))
+            if (h1_span_is(hd->name, "content-length"))
                 n_cl++;
             break;
         case 17:
-            if (h1_span_eq(hd->name, "transfer-encoding")) {
+            if (h1_span_is(hd->name, "transfer-encoding")) {
                 n_te++;
-                if (!h1_span_eq(hd->value, "chunked"))
+                if (!h1_span_is(hd->value, "chunked"))
                     return "transfer coding other than chunked";
             }
             break;
@@ -386,7 +389,7 @@ int h1_check_request(struct h1_head *h, const char **why)
         return 400;
     }
     if (h->target.len == 0 || h->target.p[0] != '/') {
-        if (!(h->target.len == 1 && h->target.p[0] == '*' && h1_span_eq(h->method, "options"))) {
+        if (!(h->target.len == 1 && h->target.p[0] == '*' && h1_span_is(h->method, "options"))) {
             *why = "request target must be a path (origin-form)";
             return 400;
         }
@@ -427,26 +430,61 @@ int h1_check_response(struct h1_head *h, const char **why)
  * it writes itself. */
 static bool is_dropped(const struct h1_head *h, struct h1_span name, bool request)
 {
-    static const char *const fixed[] = {
-        "connection",       "keep-alive",          "te",
-        "trailer",          "transfer-encoding",   "upgrade",
-        "proxy-connection", "proxy-authorization", "proxy-authenticate",
-        "content-length",   "x-request-id",
-    };
-    static const char *const request_only[] = {"expect", "x-forwarded-for", "x-forwarded-proto"};
+    struct h1_span n = name;
 
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        if (h1_span_eq(name, fixed[i]))
+    switch (n.len) {
+    case 2:
+        if (h1_span_is(n, "te"))
             return true;
-    if (request)
-        for (size_t i = 0; i < sizeof(request_only) / sizeof(request_only[0]); i++)
-            if (h1_span_eq(name, request_only[i]))
-                return true;
-    if (h1_span_eq(name, "host"))
-        return false; /* Connection: host must not strip it */
+        break;
+    case 4:
+        if (h1_span_is(n, "host"))
+            return false; /* "Connection: host" must not strip it */
+        break;
+    case 6:
+        if (request && h1_span_is(n, "expect"))
+            return true;
+        break;
+    case 7:
+        if (h1_span_is(n, "trailer") || h1_span_is(n, "upgrade"))
+            return true;
+        break;
+    case 10:
+        if (h1_span_is(n, "connection") || h1_span_is(n, "keep-alive"))
+            return true;
+        break;
+    case 12:
+        if (h1_span_is(n, "x-request-id"))
+            return true;
+        break;
+    case 14:
+        if (h1_span_is(n, "content-length"))
+            return true;
+        break;
+    case 15:
+        if (request && h1_span_is(n, "x-forwarded-for"))
+            return true;
+        break;
+    case 16:
+        if (h1_span_is(n, "proxy-connection"))
+            return true;
+        break;
+    case 17:
+        if (h1_span_is(n, "transfer-encoding") || (request && h1_span_is(n, "x-forwarded-proto")))
+            return true;
+        break;
+    case 18:
+        if (h1_span_is(n, "proxy-authenticate"))
+            return true;
+        break;
+    case 19:
+        if (h1_span_is(n, "proxy-authorization"))
+            return true;
+        break;
+    }
     for (unsigned i = 0; i < h->n_conn_tokens; i++) {
         struct h1_span t = h->conn_tokens[i];
-        if (t.len == name.len && strncasecmp(t.p, name.p, t.len) == 0)
+        if (t.len == n.len && strncasecmp(t.p, n.p, t.len) == 0)
             return true;
     }
     return false;
@@ -482,8 +520,28 @@ static void sb_span(struct sbuf *b, struct h1_span s)
 static void sb_u64(struct sbuf *b, uint64_t v)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
-    sb_put(b, tmp, (size_t)n);
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    sb_put(b, tmp + i, sizeof(tmp) - i);
+}
+
+size_t h1_hex(char *out, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = digits[v & 0xf];
+        v >>= 4;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
 }
 
 static void sb_header(struct sbuf *b, const char *name, const char *value)
@@ -524,7 +582,7 @@ size_t h1_write_request_head(char *buf, size_t cap, const struct h1_head *h,
     /* Every x-forwarded-for the client sent, in order, then the client. */
     sb_str(&b, "x-forwarded-for: ");
     for (unsigned i = 0; i < h->n_hdr; i++) {
-        if (!h1_span_eq(h->hdr[i].name, "x-forwarded-for") || h->hdr[i].value.len == 0)
+        if (!h1_span_is(h->hdr[i].name, "x-forwarded-for") || h->hdr[i].value.len == 0)
             continue;
         if (!first_xff)
             sb_put(&b, ", ", 2);
@@ -552,11 +610,11 @@ size_t h1_write_response_head(char *buf, size_t cap, const struct h1_head *h,
                               const struct h1_reply *r)
 {
     struct sbuf b = {buf, 0, cap, false};
-    char status[8];
+    char status[4] = {(char)('0' + h->status / 100 % 10), (char)('0' + h->status / 10 % 10),
+                      (char)('0' + h->status % 10), ' '};
 
-    snprintf(status, sizeof(status), "%03d ", h->status);
     sb_str(&b, "HTTP/1.1 ");
-    sb_str(&b, status);
+    sb_put(&b, status, sizeof(status));
     if (h->reason.len > 0)
         sb_span(&b, h->reason);
     else
@@ -599,7 +657,9 @@ bool h1_out_add(struct h1_out *out, const char *p, size_t len)
     if (out->n + 3 > H1_OUT_IOV || out->n_sizes == sizeof(out->sizes) / sizeof(out->sizes[0]))
         return false;
     char *line = out->sizes[out->n_sizes++];
-    int n = snprintf(line, sizeof(out->sizes[0]), "%zx\r\n", len);
+    size_t n = h1_hex(line, len);
+    line[n++] = '\r';
+    line[n++] = '\n';
     out->iov[out->n++] = uv_buf_init(line, (unsigned)n);
     out->iov[out->n++] = uv_buf_init((char *)p, (unsigned)len);
     out->iov[out->n++] = uv_buf_init("\r\n", 2);

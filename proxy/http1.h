@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <strings.h>
 
 #include <llhttp.h>
 #include <uv.h>
@@ -151,6 +152,14 @@ void h1_out_reset(struct h1_out *out);
 
 /* Case-insensitive comparison of a span with a NUL-terminated lower-case string. */
 bool h1_span_eq(struct h1_span s, const char *lower);
+
+/* The same with a string literal: the length is known at compile time, so
+ * most mismatches cost one compare. */
+#define h1_span_is(s, lit)                                                                         \
+    ((s).len == sizeof(lit) - 1 && strncasecmp((s).p, (lit), sizeof(lit) - 1) == 0)
+
+/* Writes v in hexadecimal (no prefix) and returns the length; out holds 16. */
+size_t h1_hex(char *out, uint64_t v);
 
 /* The standard reason phrase of a status code. */
 const char *h1_reason(int status);

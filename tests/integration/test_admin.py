@@ -6,6 +6,18 @@ from harness import (case, check, check_eq, check_fnproxy_error, metric_value, r
                      std_config)
 
 
+def _scrape_until(fp, ok, timeout=2):
+    """Scrapes /metrics until ok(text) or timeout; returns the last text.
+    A worker may count a request just after its answer went out, so a
+    scrape right after the answer can miss it for a moment."""
+    end = time.monotonic() + timeout
+    while True:
+        text = fp.metrics()
+        if ok(text) or time.monotonic() >= end:
+            return text
+        time.sleep(0.05)
+
+
 @case()
 def healthz_ready_metrics(ctx):
     b = ctx.start_backend()
@@ -19,12 +31,14 @@ def healthz_ready_metrics(ctx):
         check_eq(r.status, 200, "request %d" % i)
     r = request(fp.port, "GET", "/status/503")
     check_eq(r.status, 503, "503 passed through")
-    text = fp.metrics()
     lbl = {"direction": "ingress", "function": "echo", "route": "all"}
-    check_eq(metric_value(text, "fnproxy_requests_total", dict(lbl, code="200")), 3.0,
-             "fnproxy_requests_total code=200")
-    check_eq(metric_value(text, "fnproxy_requests_total", dict(lbl, code="503")), 1.0,
-             "fnproxy_requests_total code=503")
+    want = {"200": 3.0, "503": 1.0}
+    text = _scrape_until(fp, lambda t: all(
+        metric_value(t, "fnproxy_requests_total", dict(lbl, code=k)) == v
+        for k, v in want.items()))
+    for k, v in want.items():
+        check_eq(metric_value(text, "fnproxy_requests_total", dict(lbl, code=k)), v,
+                 "fnproxy_requests_total code=%s" % k)
     check(metric_value(text, "fnproxy_connections_active", {"listener": "public"}) is not None,
           "fnproxy_connections_active{listener=\"public\"} present")
     check("# TYPE fnproxy_requests_total counter" in text, "TYPE line for requests_total")
@@ -38,7 +52,9 @@ def connections_active_gauge(ctx):
     for c in conns:
         c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         check_eq(c.read_response().status, 200, "request")
-    v = metric_value(fp.metrics(), "fnproxy_connections_active", {"listener": "public"})
+    text = _scrape_until(fp, lambda t: metric_value(
+        t, "fnproxy_connections_active", {"listener": "public"}) == 3.0)
+    v = metric_value(text, "fnproxy_connections_active", {"listener": "public"})
     check_eq(v, 3.0, "connections_active with 3 open")
     for c in conns:
         c.close()
@@ -59,9 +75,11 @@ def answered_before_routing_counts_empty_labels(ctx):
     check_fnproxy_error(r, 404, "no_route")
     r = request(fp.port, "GET", "/api/x")
     check_eq(r.status, 200, "routed request")
-    text = fp.metrics()
-    v = metric_value(text, "fnproxy_requests_total",
-                     {"direction": "ingress", "function": "", "route": "", "code": "404"})
+    empty = {"direction": "ingress", "function": "", "route": "", "code": "404"}
+    routed = {"direction": "ingress", "function": "echo", "route": "all", "code": "200"}
+    text = _scrape_until(fp, lambda t: metric_value(t, "fnproxy_requests_total", empty) == 1.0
+                         and metric_value(t, "fnproxy_requests_total", routed) == 1.0)
+    v = metric_value(text, "fnproxy_requests_total", empty)
     check_eq(v, 1.0, 'requests_total{function="",route="",code="404"}')
     v = metric_value(text, "fnproxy_requests_total",
                      {"direction": "ingress", "function": "echo", "route": "all", "code": "200"})

@@ -108,6 +108,15 @@ def http10_client(ctx):
     r = c.read_response()
     check_eq(len(r.body), 5000, "close-delimited body for HTTP/1.0")
     check(r.header("transfer-encoding") is None, "no chunked framing for HTTP/1.0")
+    # A chunked answer from the function must be re-framed for HTTP/1.0:
+    # transfer-encoding is hop-by-hop, and a 1.0 client cannot decode it.
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/chunked/5000", version="HTTP/1.0"))
+    r = c.read_response()
+    check(r.header("transfer-encoding") is None,
+          "transfer-encoding %r sent to an HTTP/1.0 client" % r.header("transfer-encoding"))
+    check_eq(len(r.body), 5000, "chunked answer's bytes for HTTP/1.0")
+    check_eq(r.body[:3], b"abc", "body starts with the data, not a chunk size")
 
 
 @case()

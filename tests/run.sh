@@ -1,0 +1,138 @@
+#!/bin/sh
+# Runs fnproxy's test suites for one or more build directories.
+#
+#   sh tests/run.sh [--only unit|integration] BUILD_DIR...
+#
+# For each BUILD_DIR (e.g. build, then build/san): every BUILD_DIR/tests/test_*
+# cmocka binary (tests counted from cmocka's "[  PASSED  ] N test(s)." and
+# "[  FAILED  ] N test(s)" lines; a binary that dies without its summary
+# counts as one failure), then the integration suite against
+# BUILD_DIR/fnproxy and BUILD_DIR/fnbackend. A directory whose name ends in
+# "san" is a sanitizer build: the suite runs with FNPROXY_TEST_SAN=1 (smaller
+# transfers, larger memory limits) and ASan/UBSan options that report leaks
+# and stop on undefined behaviour.
+#
+# Ends with exactly one line "N passed, N failed" summing everything, and
+# exits non-zero if anything failed.
+set -u
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ONLY=""
+UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}
+
+usage() {
+    echo "usage: sh tests/run.sh [--only unit|integration] BUILD_DIR..." >&2
+    exit 2
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --only)
+        [ $# -ge 2 ] || usage
+        ONLY=$2
+        shift 2
+        ;;
+    --only=*)
+        ONLY=${1#--only=}
+        shift
+        ;;
+    -h | --help) usage ;;
+    --*) usage ;;
+    *) break ;;
+    esac
+done
+case "$ONLY" in "" | unit | integration) ;; *) usage ;; esac
+[ $# -ge 1 ] || usage
+
+PASSED=0
+FAILED=0
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/fnproxy-run.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT INT TERM
+
+# Adds the counts in a cmocka binary's output ($1) to the totals.
+count_cmocka() {
+    out=$1
+    rc=$2
+    name=$3
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9][0-9]*\) test.*/\1/p' "$out" | tail -n 1)
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9][0-9]*\) test.*/\1/p' "$out" | tail -n 1)
+    if [ -z "$p" ] && [ -z "$f" ]; then
+        # No summary: it crashed, hung or is not a cmocka binary.
+        echo "FAIL $name: exited with status $rc and no cmocka summary"
+        FAILED=$((FAILED + 1))
+        return
+    fi
+    PASSED=$((PASSED + ${p:-0}))
+    FAILED=$((FAILED + ${f:-0}))
+    if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
+        # A summary that claims success, then a non-zero exit (a sanitizer
+        # report at exit, say) still fails.
+        echo "FAIL $name: exited with status $rc after its tests passed"
+        FAILED=$((FAILED + 1))
+    fi
+}
+
+run_unit() {
+    dir=$1
+    found=0
+    for bin in "$dir"/tests/test_*; do
+        [ -f "$bin" ] && [ -x "$bin" ] || continue
+        found=1
+        name=$(basename "$bin")
+        echo "--- $name"
+        out="$TMP/$name.out"
+        (cd "$ROOT" && timeout -k 10 "$UNIT_TIMEOUT" "$bin") >"$out" 2>&1
+        rc=$?
+        cat "$out"
+        [ "$rc" -eq 124 ] && echo "(killed after ${UNIT_TIMEOUT}s)"
+        count_cmocka "$out" "$rc" "$name"
+    done
+    [ "$found" -eq 1 ] || echo "(no unit test binaries in $dir/tests)"
+}
+
+run_integration() {
+    dir=$1
+    out="$TMP/integration.out"
+    (cd "$ROOT" && python3 tests/integration/run.py --fnproxy "$dir/fnproxy" \
+        --backend "$dir/fnbackend") 2>&1 | tee "$out"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "FAIL integration: the runner ended without a summary"
+        FAILED=$((FAILED + 1))
+        return
+    fi
+    p=${line%% passed*}
+    f=${line#*passed, }
+    f=${f%% failed*}
+    PASSED=$((PASSED + p))
+    FAILED=$((FAILED + f))
+}
+
+for dir in "$@"; do
+    case "$dir" in
+    /*) ;;
+    *) dir="$ROOT/$dir" ;;
+    esac
+    dir=${dir%/}
+    echo "=== $dir"
+    san=0
+    case "$dir" in *san) san=1 ;; esac
+    if [ "$san" -eq 1 ]; then
+        export FNPROXY_TEST_SAN=1
+        export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+        export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    else
+        unset FNPROXY_TEST_SAN ASAN_OPTIONS UBSAN_OPTIONS 2>/dev/null || true
+    fi
+    if [ "$ONLY" != integration ]; then
+        echo "== unit tests ($dir)"
+        run_unit "$dir"
+    fi
+    if [ "$ONLY" != unit ]; then
+        echo "== integration tests ($dir)"
+        run_integration "$dir"
+    fi
+done
+
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

@@ -81,7 +81,10 @@ run_unit() {
         name=$(basename "$bin")
         echo "--- $name"
         out="$TMP/$name.out"
-        (cd "$ROOT" && timeout -k 10 "$UNIT_TIMEOUT" "$bin") >"$out" 2>&1
+        # An inner shell that cannot exec its last command, so that a crash
+        # report ("Segmentation fault") lands in $out, not between our lines.
+        sh -c 'cd "$1" && timeout -k 10 "$2" "$3"; exit $?' sh "$ROOT" "$UNIT_TIMEOUT" "$bin" \
+            >"$out" 2>&1
         rc=$?
         cat "$out"
         [ "$rc" -eq 124 ] && echo "(killed after ${UNIT_TIMEOUT}s)"

@@ -116,7 +116,7 @@ class Proc:
         self.label = label
         self.args = args
         self.stderr_path = ctx.path("%s.stderr" % label)
-        self._err = open(self.stderr_path, "wb")
+        self._err = open(self.stderr_path, "ab")
         self.popen = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -157,10 +157,12 @@ class Proc:
         self.returncode = self.popen.returncode
 
     def close_files(self):
-        try:
-            self._err.close()
-        except OSError:
-            pass
+        for f in (self._err, self.popen.stdout):
+            try:
+                if f:
+                    f.close()
+            except OSError:
+                pass
 
 
 class Backend(Proc):
@@ -491,7 +493,6 @@ class Client:
         """Reads a status line and headers (a 1xx head included)."""
         deadline = time.monotonic() + (timeout or self.timeout)
         r = Response()
-        start = len(self.buf)
         try:
             line = self._line(deadline)
         except socket.timeout:
@@ -516,7 +517,6 @@ class Client:
             k, v = line.split(b":", 1)
             r.headers.append((k.decode("latin-1"), v.strip(b" \t").decode("latin-1")))
         r.raw_head = b"\r\n".join(raw) + b"\r\n"
-        del start
         return r
 
     def read_response(self, timeout=None, head=False, skip_1xx=True, max_body=1 << 31):
@@ -575,7 +575,7 @@ class Client:
             r.body = bytes(self.buf)
             self.buf.clear()
 
-    def count_body(self, r, timeout=120, chunk_cb=None):
+    def count_body(self, r, timeout=120):
         """For big bodies: consumes the body of head r, counting bytes
         without keeping them. Returns the count."""
         deadline = time.monotonic() + timeout

@@ -2,8 +2,8 @@
 
 import time
 
-from harness import (case, check, check_eq, check_fnproxy_error, metric_value, request,
-                     std_config)
+from harness import (case, check, check_eq, check_fnproxy_error, metric_value, raw_exchange,
+                     request, std_config)
 
 
 def _scrape_until(fp, ok, timeout=2):
@@ -75,12 +75,19 @@ def answered_before_routing_counts_empty_labels(ctx):
     check_fnproxy_error(r, 404, "no_route")
     r = request(fp.port, "GET", "/api/x")
     check_eq(r.status, 200, "routed request")
-    empty = {"direction": "ingress", "function": "", "route": "", "code": "404"}
+    r, closed, err = raw_exchange(fp.port, b"GET /api/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    check_fnproxy_error(r, 400, "bad_request", close=True)
+    empty = {"direction": "ingress", "function": "", "route": ""}
     routed = {"direction": "ingress", "function": "echo", "route": "all", "code": "200"}
-    text = _scrape_until(fp, lambda t: metric_value(t, "fnproxy_requests_total", empty) == 1.0
+    text = _scrape_until(fp, lambda t: metric_value(t, "fnproxy_requests_total",
+                                                    dict(empty, code="404")) == 1.0
+                         and metric_value(t, "fnproxy_requests_total",
+                                          dict(empty, code="400")) == 1.0
                          and metric_value(t, "fnproxy_requests_total", routed) == 1.0)
-    v = metric_value(text, "fnproxy_requests_total", empty)
+    v = metric_value(text, "fnproxy_requests_total", dict(empty, code="404"))
     check_eq(v, 1.0, 'requests_total{function="",route="",code="404"}')
+    v = metric_value(text, "fnproxy_requests_total", dict(empty, code="400"))
+    check_eq(v, 1.0, 'requests_total{function="",route="",code="400"}')
     v = metric_value(text, "fnproxy_requests_total",
                      {"direction": "ingress", "function": "echo", "route": "all", "code": "200"})
     check_eq(v, 1.0, "the routed request")

@@ -7,7 +7,7 @@ must stay empty: nothing ambiguous may reach the function."""
 import time
 
 from harness import (Sender, build_request, case, check, check_eq, check_fnproxy_error,
-                     raw_exchange, request, settle, std_config)
+                     raw_exchange, settle, std_config)
 
 H = b"Host: test.local\r\n"
 

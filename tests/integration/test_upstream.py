@@ -4,7 +4,7 @@ timeouts."""
 import time
 
 from harness import (build_request, case, check, check_eq, check_fnproxy_error, free_port,
-                     parse_echo, request, std_config)
+                     hget, parse_echo, request, std_config)
 
 
 @case()
@@ -142,3 +142,15 @@ def echo_shows_forwarded_head(ctx):
     check_eq(body, b"", "no body")
     check(r.body.split(b"\r\n\r\n")[0] + b"\r\n\r\n" in b.record(),
           "the echoed head is what the record shows")
+
+
+@case()
+def unix_socket_endpoint(ctx):
+    sock = ctx.path("fn.sock")
+    b = ctx.start_backend(name="ux", listeners=0, unix=sock)
+    fp = ctx.start_fnproxy(std_config(["unix:" + sock]))
+    for i in range(3):
+        r = request(fp.port, "GET", "/echo?u=%d" % i)
+        check_eq((r.status, r.header("x-backend")), (200, "ux"), "request %d over unix" % i)
+        _, hdrs, _ = parse_echo(r.body)
+        check_eq(hget(hdrs, "x-forwarded-for"), ["127.0.0.1"], "x-forwarded-for")

@@ -47,6 +47,7 @@
 #define ECHO_MAX_HEAD (1024 * 1024)        /* and at most this much head */
 #define URL_MAX 512                        /* longer targets are cut */
 #define LINGER_MS 2000                     /* after our FIN, wait for the peer's */
+#define WRITE_QUEUE_MAX (1024 * 1024)      /* unsent answers before reading stops */
 
 enum handle_kind { H_LISTENER = 1, H_CONN, H_SIGNAL };
 
@@ -101,6 +102,7 @@ struct conn {
     bool reading;
     bool hung;                    /* /hang: read and drop until the peer leaves */
     bool peer_eof;
+    bool write_blocked;           /* reading stopped: the peer does not take our answers */
     bool resumed;                 /* the parser was paused and resumed: run it again */
     enum pause_why why;
     enum after_write after;
@@ -289,13 +291,25 @@ static void out_simple(struct conn *c, unsigned code, const char *body, size_t l
 
 /* ---- writing ---------------------------------------------------------- */
 
+static void conn_read_start(struct conn *c);
+
 static void wreq_cb(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     struct conn *c = req->handle->data;
     free(w);
-    if (status < 0 && status != UV_ECANCELED)
+    if (status == UV_ECANCELED || c->closing)
+        return;
+    if (status < 0) {
         conn_close(c);
+        return;
+    }
+    /* A client that pipelines without reading was paused; it has caught up. */
+    if (c->write_blocked && c->h.stream.write_queue_size <= WRITE_QUEUE_MAX / 2) {
+        c->write_blocked = false;
+        if (!c->paused || c->hung)
+            conn_read_start(c);
+    }
 }
 
 /* Hands the output buffer to the socket, in order with earlier writes. */
@@ -469,9 +483,20 @@ static void conn_close_graceful(struct conn *c)
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
+static void conn_read_stop(struct conn *c);
+
+/* Reads unless closing, or unless too many answers wait to be sent: then
+ * wreq_cb starts reading again once they drain. */
 static void conn_read_start(struct conn *c)
 {
-    if (c->reading || c->closing || c->shutting || c->peer_eof)
+    if (c->closing || c->shutting || c->peer_eof)
+        return;
+    if (c->h.stream.write_queue_size > WRITE_QUEUE_MAX) {
+        c->write_blocked = true;
+        conn_read_stop(c);
+        return;
+    }
+    if (c->reading)
         return;
     if (uv_read_start(&c->h.stream, alloc_cb, read_cb) < 0) {
         conn_close(c);
@@ -1002,6 +1027,8 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_flush(c);
     if (c->paused && !c->hung)
         conn_read_stop(c);
+    else
+        conn_read_start(c); /* stops reading if answers pile up */
 }
 
 /* ---- listeners -------------------------------------------------------- */

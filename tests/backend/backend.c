@@ -41,13 +41,13 @@
 #include <llhttp.h>
 #include <uv.h>
 
-#define READ_BUF_SIZE (64 * 1024)          /* one read at most */
-#define PIECE_SIZE (256 * 1024)            /* one write of a streamed body */
-#define ECHO_MAX_BODY (64u * 1024 * 1024)  /* /echo keeps at most this much */
-#define ECHO_MAX_HEAD (1024 * 1024)        /* and at most this much head */
-#define URL_MAX 512                        /* longer targets are cut */
-#define LINGER_MS 2000                     /* after our FIN, wait for the peer's */
-#define WRITE_QUEUE_MAX (1024 * 1024)      /* unsent answers before reading stops */
+#define READ_BUF_SIZE (64 * 1024)         /* one read at most */
+#define PIECE_SIZE (256 * 1024)           /* one write of a streamed body */
+#define ECHO_MAX_BODY (64u * 1024 * 1024) /* /echo keeps at most this much */
+#define ECHO_MAX_HEAD (1024 * 1024)       /* and at most this much head */
+#define URL_MAX 512                       /* longer targets are cut */
+#define LINGER_MS 2000                    /* after our FIN, wait for the peer's */
+#define WRITE_QUEUE_MAX (1024 * 1024)     /* unsent answers before reading stops */
 
 enum handle_kind { H_LISTENER = 1, H_CONN, H_SIGNAL };
 
@@ -91,48 +91,48 @@ struct conn {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } h;
-    uv_timer_t timer;             /* /delay and the lingering close */
-    uv_write_t areq;              /* the one asynchronous write in flight */
+    uv_timer_t timer; /* /delay and the lingering close */
+    uv_write_t areq;  /* the one asynchronous write in flight */
     uv_shutdown_t sreq;
     llhttp_t parser;
-    int closes_pending;           /* handles whose close callback has not run */
-    bool closing;                 /* uv_close called: ignore everything */
-    bool shutting;                /* FIN sent or queued: only lingering remains */
-    bool paused;                  /* waiting for an asynchronous answer */
+    int closes_pending; /* handles whose close callback has not run */
+    bool closing;       /* uv_close called: ignore everything */
+    bool shutting;      /* FIN sent or queued: only lingering remains */
+    bool paused;        /* waiting for an asynchronous answer */
     bool reading;
-    bool hung;                    /* /hang: read and drop until the peer leaves */
+    bool hung; /* /hang: read and drop until the peer leaves */
     bool peer_eof;
-    bool write_blocked;           /* reading stopped: the peer does not take our answers */
-    bool resumed;                 /* the parser was paused and resumed: run it again */
+    bool write_blocked; /* reading stopped: the peer does not take our answers */
+    bool resumed;       /* the parser was paused and resumed: run it again */
     enum pause_why why;
     enum after_write after;
     char rbuf[READ_BUF_SIZE];
-    size_t rpos, rlen;            /* unparsed bytes: rbuf[rpos..rlen) */
+    size_t rpos, rlen; /* unparsed bytes: rbuf[rpos..rlen) */
     /* the request being parsed */
     enum route route;
-    uint64_t arg;                 /* NNN, MS or N from the path */
-    bool is_head;                 /* HEAD: headers only */
+    uint64_t arg; /* NNN, MS or N from the path */
+    bool is_head; /* HEAD: headers only */
     bool keep_alive;
     bool http10;
-    bool in_head;                 /* between message begin and headers complete */
-    const char *head_mark;        /* start of the head bytes in the chunk being parsed */
+    bool in_head;          /* between message begin and headers complete */
+    const char *head_mark; /* start of the head bytes in the chunk being parsed */
     bool expect_continue;
     char url[URL_MAX];
     size_t url_len;
-    char hname[16];               /* the header name being read, cut to fit */
+    char hname[16]; /* the header name being read, cut to fit */
     size_t hname_len;
     char hval[32];
     size_t hval_len;
     uint64_t body_bytes;
-    struct dbuf head;             /* raw head bytes, for /echo */
-    struct dbuf body;             /* body bytes, for /echo */
+    struct dbuf head; /* raw head bytes, for /echo */
+    struct dbuf body; /* body bytes, for /echo */
     bool echo_overflow;
     /* streamed response */
     uint64_t stream_left;
     enum stream_kind stream_kind;
     char chunk_line[24];
-    struct dbuf out;              /* small answers not yet written */
-    uint64_t serial;              /* x-backend-conn: which connection answered */
+    struct dbuf out; /* small answers not yet written */
+    uint64_t serial; /* x-backend-conn: which connection answered */
 };
 
 struct listener {
@@ -155,7 +155,7 @@ static uv_loop_t *loop;
 static const char *name = "backend";
 static int record_fd = -1;
 static llhttp_settings_t settings;
-static char piece[PIECE_SIZE];            /* body bytes of /bytes and friends */
+static char piece[PIECE_SIZE]; /* body bytes of /bytes and friends */
 static char hello_ka[256], hello_close[256], hello_head_ka[256], hello_head_close[256];
 static size_t hello_ka_len, hello_close_len, hello_head_ka_len, hello_head_close_len;
 static int kind_signal = H_SIGNAL;
@@ -226,26 +226,46 @@ static void out_u64(struct conn *c, uint64_t v)
 static const char *reason_of(unsigned code)
 {
     switch (code) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Status";
     }
 }
 
@@ -1106,9 +1126,8 @@ static int listen_tcp(const char *spec)
     struct sockaddr_storage bound;
     int blen = sizeof bound;
     uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&bound, &blen);
-    unsigned bport = bound.ss_family == AF_INET6
-                         ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
-                         : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    unsigned bport = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                                                 : ntohs(((struct sockaddr_in *)&bound)->sin_port);
     printf("PORT %u\n", bport);
     fflush(stdout);
     n_listeners++;

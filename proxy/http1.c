@@ -123,7 +123,11 @@ static int on_headers_complete(llhttp_t *ll)
     }
     if (ll->flags & F_CHUNKED)
         h->flags |= H1_F_CHUNKED;
-    if (p->skip_body)
+    /* No body, whatever the framing headers say: a response to HEAD, and
+     * 1xx, 204 and 304 responses (RFC 9112 section 6.3). llhttp only knows
+     * the last three when they carry no framing headers. */
+    if (p->skip_body || (ll->type == HTTP_RESPONSE && (h->status < 200 || h->status == 204 ||
+                                                       h->status == 304)))
         return 1; /* message ends here; on_message_complete follows */
     return HPE_PAUSED;
 }
@@ -178,6 +182,7 @@ void h1_parser_init(struct h1_parser *p, llhttp_type_t type)
     llhttp_init(&p->ll, type, &h1_settings);
     p->ll.data = p;
     p->out = NULL;
+    p->skip_body = false;
     p->event = H1_EV_MORE;
     h1_parser_next(p);
 }
@@ -195,7 +200,8 @@ void h1_parser_next(struct h1_parser *p)
     p->cb_state = CB_NONE;
     p->head_done = false;
     p->done_pending = false;
-    p->skip_body = false;
+    /* skip_body stays: it belongs to the exchange (a response to HEAD),
+     * not to one message of it (a 1xx before the final response). */
 }
 
 enum h1_event h1_feed(struct h1_parser *p, const char *data, size_t len, size_t *used)
@@ -298,19 +304,24 @@ static bool name_clean(struct h1_span n)
 }
 
 /* Splits a Connection value into its comma-separated names. */
-static void collect_conn_tokens(struct h1_head *h, struct h1_span v)
+static bool collect_conn_tokens(struct h1_head *h, struct h1_span v)
 {
     const char *p = v.p, *end = v.p + v.len;
 
-    while (p < end && h->n_conn_tokens < H1_MAX_CONN_TOKENS) {
+    while (p < end) {
         while (p < end && (*p == ',' || *p == ' ' || *p == '\t'))
             p++;
         const char *start = p;
         while (p < end && *p != ',' && *p != ' ' && *p != '\t')
             p++;
-        if (p > start)
-            h->conn_tokens[h->n_conn_tokens++] = (struct h1_span){start, (uint32_t)(p - start)};
+        if (p == start)
+            continue;
+        /* Each name is a header to remove: refusing beats forwarding one. */
+        if (h->n_conn_tokens == H1_MAX_CONN_TOKENS)
+            return false;
+        h->conn_tokens[h->n_conn_tokens++] = (struct h1_span){start, (uint32_t)(p - start)};
     }
+    return true;
 }
 
 /* Checks and indexes the headers both directions share. Returns NULL or
@@ -318,6 +329,8 @@ static void collect_conn_tokens(struct h1_head *h, struct h1_span v)
 static const char *check_headers(struct h1_head *h, bool request)
 {
     unsigned n_te = 0, n_cl = 0, n_host = 0;
+
+    h->n_conn_tokens = 0; /* checking twice must not count names twice */
 
     for (unsigned i = 0; i < h->n_hdr; i++) {
         struct h1_header *hd = &h->hdr[i];
@@ -341,8 +354,8 @@ static const char *check_headers(struct h1_head *h, bool request)
             }
             break;
         case 10:
-            if (h1_span_is(hd->name, "connection"))
-                collect_conn_tokens(h, hd->value);
+            if (h1_span_is(hd->name, "connection") && !collect_conn_tokens(h, hd->value))
+                return "too many names in connection";
             break;
         case 12:
             if (h1_span_is(hd->name, "x-request-id"))
@@ -465,23 +478,15 @@ static bool is_dropped(const struct h1_head *h, struct h1_span name, bool reques
         if (request && h1_span_is(n, "x-forwarded-for"))
             return true;
         break;
-    case 16:
-        if (h1_span_is(n, "proxy-connection"))
-            return true;
-        break;
     case 17:
         if (h1_span_is(n, "transfer-encoding") || (request && h1_span_is(n, "x-forwarded-proto")))
             return true;
         break;
-    case 18:
-        if (h1_span_is(n, "proxy-authenticate"))
-            return true;
-        break;
-    case 19:
-        if (h1_span_is(n, "proxy-authorization"))
-            return true;
-        break;
     }
+    /* Proxy-* are all meant for this hop (Proxy-Authorization,
+     * Proxy-Connection, Proxy-Authenticate, Proxy-Authentication-Info...). */
+    if (n.len > 6 && strncasecmp(n.p, "proxy-", 6) == 0)
+        return true;
     for (unsigned i = 0; i < h->n_conn_tokens; i++) {
         struct h1_span t = h->conn_tokens[i];
         if (t.len == n.len && strncasecmp(t.p, n.p, t.len) == 0)

@@ -1343,13 +1343,8 @@ static void test_response_skip_body_after_interim(void **state)
                                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
     struct opts o = {.type = HTTP_RESPONSE, .skip_body = true};
 
-    /* BUG: h1_parser_next sets skip_body back to false, and it is the only
-     * call conn.c makes between a 1xx and the final response (it sets
-     * skip_body once, after h1_parser_init). The 200 then waits for 5 body
-     * bytes that a response to HEAD never sends: the exchange hangs until
-     * its timeout. Expected: skip_body survives h1_parser_next (it belongs
-     * to the exchange, not to one message); this test assumes that fix. */
-    skip();
+    /* skip_body survives h1_parser_next: it belongs to the exchange (a
+     * response to HEAD), and a 1xx may come before the final response. */
 
     feed_every_way(fx, &o, RAW(data), false);
     assert_int_equal(fx->ref.n_msg, 2);
@@ -1433,11 +1428,8 @@ static void test_response_no_body_status_with_framing(void **state)
                                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     struct opts o = {.type = HTTP_RESPONSE};
 
-    /* BUG: http1.c returns 1 (no body) from on_headers_complete only for
-     * skip_body, and llhttp 8.1 reads a body of Content-Length bytes (or
-     * chunks) after a 204 or 304: it takes the first 10 bytes of the next
-     * response as the 304's body, then fails on "Expected HTTP/". */
-    skip();
+    /* 204 and 304 have no body even with framing headers; llhttp alone
+     * would read one and take the next response's bytes as its body. */
 
     feed_every_way(fx, &o, RAW(data), false);
     assert_int_equal(fx->ref.n_msg, 4);
@@ -1819,17 +1811,12 @@ static void test_write_request_head_many_connection_names(void **state)
 {
     static char data[2048];
     struct h1_parser p;
-    struct h1_forward f = {.client_ip = "1.2.3.4", .proto = "http", .request_id = "r"};
-    char buf[4096];
     const char *why = NULL;
-    size_t n = 0, used = 0, out;
+    size_t n = 0, used = 0;
     const unsigned names = H1_MAX_CONN_TOKENS + 4;
 
-    /* BUG: collect_conn_tokens stops at H1_MAX_CONN_TOKENS (16) names and
-     * drops the rest silently, so with "Connection: x-0, ..., x-19" the
-     * headers X-16 .. X-19 are forwarded to the function. Expected: either
-     * all of them removed, or the request refused by h1_check_request. */
-    skip();
+    /* More Connection names than fnproxy tracks: refused, since each one
+     * names a header that must not be forwarded. */
 
     n += (size_t)snprintf(data + n, sizeof(data) - n, "GET / HTTP/1.1\r\nHost: h\r\nConnection: ");
     for (unsigned i = 0; i < names; i++)
@@ -1841,15 +1828,8 @@ static void test_write_request_head_many_connection_names(void **state)
 
     h1_parser_init(&p, HTTP_REQUEST);
     assert_int_equal(h1_feed(&p, data, n, &used), H1_EV_HEAD);
-    if (h1_check_request(&p.head, &why) != 0)
-        return; /* refusing is also an answer */
-    out = h1_write_request_head(buf, sizeof(buf) - 1, &p.head, &f);
-    assert_true(out > 0);
-    buf[out] = '\0';
-    if (strstr(buf, "hop") != NULL) {
-        print_message("forwarded:\n%s\n", buf);
-        fail();
-    }
+    assert_int_equal(h1_check_request(&p.head, &why), 400);
+    assert_string_equal(why, "too many names in connection");
 }
 
 static const char sample_response[] = "HTTP/1.1 201 Created\r\n"

@@ -1807,7 +1807,7 @@ static void test_write_request_head_forwarding(void **state)
 }
 
 /* RFC 9110 7.6.1: a proxy removes every field Connection names. */
-static void test_write_request_head_many_connection_names(void **state)
+static void test_check_request_too_many_connection_names(void **state)
 {
     static char data[2048];
     struct h1_parser p;
@@ -2161,7 +2161,7 @@ int main(void)
         cmocka_unit_test(test_write_request_head_sample),
         cmocka_unit_test(test_write_request_head_framing),
         cmocka_unit_test(test_write_request_head_forwarding),
-        cmocka_unit_test(test_write_request_head_many_connection_names),
+        cmocka_unit_test(test_check_request_too_many_connection_names),
         cmocka_unit_test(test_write_response_head_sample),
         cmocka_unit_test(test_write_response_head_reply),
         cmocka_unit_test(test_out_plain),

@@ -123,6 +123,8 @@ static struct exch *exch_new(struct conn *c)
     x->status = 0;
     x->request_id[0] = '\0';
     x->c = c;
+    x->wreq.data = c;
+    x->wreq_cont.data = c;
     h1_parser_init(&x->req, HTTP_REQUEST);
     return x;
 }
@@ -260,7 +262,7 @@ static void on_down_written(uv_write_t *req, int status)
 
 static int conn_write(struct conn *c, struct h1_out *out)
 {
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, out->iov, out->n, on_down_written);
+    int rc = uv_write(&c->x->wreq, (uv_stream_t *)&c->tcp, out->iov, out->n, on_down_written);
 
     if (rc == 0)
         c->x->flags |= X_F_DOWN_WRITING;
@@ -520,7 +522,7 @@ void exch_upstream_connected(struct exch *x, int status)
     if (x->flags & X_F_CONTINUE) {
         x->flags &= ~X_F_CONTINUE;
         uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
-        if (uv_write(&c->wreq_cont, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) < 0) {
+        if (uv_write(&x->wreq_cont, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) < 0) {
             conn_close(c);
             return;
         }
@@ -1073,8 +1075,6 @@ void conn_accept(struct wlistener *l, int fd)
     uv_timer_init(&w->loop, &c->timer);
     c->tcp.data = c;
     c->timer.data = c;
-    c->wreq.data = c;
-    c->wreq_cont.data = c;
     c->sreq.data = c;
     c->w = w;
     c->l = l;

@@ -41,8 +41,6 @@ struct conn {
     uv_timer_t timer;     /* the one deadline this connection waits on */
     uint64_t deadline;    /* loop time it expires at */
     uint64_t timer_due;   /* loop time the timer is set for: <= deadline */
-    uv_write_t wreq;      /* response bytes */
-    uv_write_t wreq_cont; /* "100 Continue" */
     uv_shutdown_t sreq;   /* lingering close */
     char *buf;            /* request bytes; NULL while idle */
     uint32_t cap, len;    /* buf size, bytes in buf */
@@ -82,6 +80,10 @@ struct exch {
     struct route_stats *stats;
     struct endpoint *ep;
     struct upconn *u;
+    /* Writes to the client belong to the exchange, not the connection, so
+     * that an idle connection stays small. */
+    uv_write_t wreq;      /* response bytes */
+    uv_write_t wreq_cont; /* "100 Continue" */
     struct h1_parser req;
     struct h1_parser resp;
     struct h1_out req_out;

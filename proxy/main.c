@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -373,6 +374,14 @@ int main(int argc, char **argv)
         printf("%s: ok\n", sv.config_path);
         config_free(cfg);
         return 0;
+    }
+    /* Every connection costs a descriptor or two: take all the process may
+     * have, as nginx's worker_rlimit_nofile and HAProxy do. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warn("cannot raise the open files limit: %s", strerror(errno));
     }
     /* A client that goes away must not kill the process. */
     signal(SIGPIPE, SIG_IGN);

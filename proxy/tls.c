@@ -67,8 +67,8 @@ static const unsigned char sid_ctx[] = "fnproxy";
 struct tls_cert {
     X509 *x509;
     EVP_PKEY *pkey;
-    STACK_OF(X509) *chain; /* intermediates after the leaf in cert_file */
-    char **names;          /* lower-case SAN DNS names (else the CN): SNI candidates */
+    struct stack_st_X509 *chain; /* STACK_OF(X509): intermediates after the leaf in cert_file */
+    char **names;                /* lower-case SAN DNS names (else the CN): SNI candidates */
     size_t n_names;
 };
 
@@ -92,7 +92,7 @@ struct tls_ctx {
     uint32_t handshake_timeout_ms;
     struct tls_cert *certs; /* server: [0] is the default */
     size_t n_certs;
-    pthread_mutex_t lock; /* ticket keys (server), sessions (client) */
+    pthread_mutex_t lock;                        /* ticket keys (server), sessions (client) */
     struct tls_ticket_key keys[TLS_TICKET_KEYS]; /* [0] the newest; seals new tickets */
     unsigned n_keys;
     uint64_t rotated_ms; /* monotonic time of the last rotation */
@@ -128,6 +128,7 @@ struct tls_conn {
     uint8_t flags;       /* TLS_CF_* */
 };
 
+/* clang-format off */
 static const char *const failure_names[TLS_FAIL__N] = {
     [TLS_FAIL_NONE] = "none",
     [TLS_FAIL_PLAIN_HTTP] = "plain_http",
@@ -143,6 +144,7 @@ static const char *const failure_names[TLS_FAIL__N] = {
     [TLS_FAIL_PROTOCOL] = "protocol",
     [TLS_FAIL_INTERNAL] = "internal",
 };
+/* clang-format on */
 
 static uint64_t now_ms(void)
 {
@@ -411,8 +413,8 @@ static void cert_release(struct tls_cert *cert)
 
 /* Loads a certificate (with its chain) and its key, and checks that they
  * belong together. */
-static int cert_load(struct tls_cert *cert, const char *cert_file, const char *key_file,
-                     char *err, size_t errlen)
+static int cert_load(struct tls_cert *cert, const char *cert_file, const char *key_file, char *err,
+                     size_t errlen)
 {
     bool wanted_pass = false;
     X509 *x;
@@ -561,6 +563,8 @@ static int conn_fail_ssl(struct tls_conn *c, int ssl_err)
     char msg[200];
     long v;
 
+    if (what == NULL)
+        what = "TLS protocol error";
     if (!(c->flags & TLS_CF_SERVER) && !(c->flags & TLS_CF_DONE) && c->name != NULL)
         session_forget(c->ctx, c->name);
     if (c->failure != TLS_FAIL_NONE) { /* decided by our callback */
@@ -573,10 +577,9 @@ static int conn_fail_ssl(struct tls_conn *c, int ssl_err)
     }
     if (e == 0) {
         ERR_clear_error();
-        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "TLS failure (SSL error %d)",
-                         ssl_err);
+        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "TLS failure (SSL error %d)", ssl_err);
     }
-    snprintf(msg, sizeof(msg), "%s", what ? what : "TLS protocol error");
+    snprintf(msg, sizeof(msg), "%s", what);
     if (ssl_lib && reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
         int alert = reason - SSL_AD_REASON_OFFSET;
 
@@ -609,8 +612,8 @@ static int conn_fail_ssl(struct tls_conn *c, int ssl_err)
         case SSL_R_PACKET_LENGTH_TOO_LONG:
         case SSL_R_RECORD_LENGTH_MISMATCH:
         case SSL_R_BAD_PACKET_LENGTH:
-            /* Only at the first bytes is this "not TLS"; later it is a
-             * broken peer, and stays a protocol error. */
+            /* During the handshake: a peer that does not speak TLS at
+             * all. Afterwards: a broken peer, a protocol error. */
             if (!(c->flags & TLS_CF_DONE)) {
                 f = TLS_FAIL_NOT_TLS;
                 snprintf(msg, sizeof(msg), "%s (not a TLS peer?)", what);
@@ -709,8 +712,9 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
         *out = sel;
         return SSL_TLSEXT_ERR_OK;
     }
-    conn_note(c, TLS_FAIL_ALPN, "no application protocol in common (the client does not offer "
-                                "http/1.1)");
+    conn_note(c, TLS_FAIL_ALPN,
+              "no application protocol in common (the client does not offer "
+              "http/1.1)");
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
@@ -977,7 +981,7 @@ static int ctx_common(struct tls_ctx *ctx, int min_version, int max_version, cha
 struct tls_ctx *tls_server_ctx_new(const struct tls_server_opts *opts, char *err, size_t errlen)
 {
     struct tls_ctx *ctx;
-    STACK_OF(X509_NAME) *ca_names;
+    struct stack_st_X509_NAME *ca_names; /* STACK_OF(X509_NAME) */
     BIO *probe;
     size_t i;
 
@@ -1009,8 +1013,8 @@ struct tls_ctx *tls_server_ctx_new(const struct tls_server_opts *opts, char *err
      * swaps in another one per connection. */
     if (!SSL_CTX_use_cert_and_key(ctx->ssl_ctx, ctx->certs[0].x509, ctx->certs[0].pkey,
                                   ctx->certs[0].chain, 1)) {
-        errf(err, errlen, "%s: cannot use this certificate: %s",
-             opts->certificates[0].cert_file, ssl_reason());
+        errf(err, errlen, "%s: cannot use this certificate: %s", opts->certificates[0].cert_file,
+             ssl_reason());
         goto out_free_ctx;
     }
     SSL_CTX_set_tlsext_servername_callback(ctx->ssl_ctx, servername_cb);
@@ -1096,8 +1100,7 @@ struct tls_ctx *tls_client_ctx_new(const struct tls_client_opts *opts, char *err
         if (cert_load(&cert, opts->cert_file, opts->key_file, err, errlen) != 0)
             goto out_free_ctx;
         if (!SSL_CTX_use_cert_and_key(ctx->ssl_ctx, cert.x509, cert.pkey, cert.chain, 1)) {
-            errf(err, errlen, "%s: cannot use this certificate: %s", opts->cert_file,
-                 ssl_reason());
+            errf(err, errlen, "%s: cannot use this certificate: %s", opts->cert_file, ssl_reason());
             cert_release(&cert);
             goto out_free_ctx;
         }
@@ -1292,7 +1295,14 @@ int tls_read(struct tls_conn *c, char *plain, size_t cap)
     }
     r = conn_settle(c, r);
     buf_trim(&c->in);
-    return r == TLS_E_AGAIN ? 0 : r;
+    if (r != TLS_E_AGAIN)
+        return r;
+    /* Waiting for input with nothing buffered. SSL_MODE_RELEASE_BUFFERS
+     * frees OpenSSL's record buffer only after application data; after a
+     * post-handshake message (a TLS 1.3 ticket) it would keep 16 KiB. */
+    if (c->in.len == 0)
+        SSL_free_buffers(c->ssl);
+    return 0;
 }
 
 int tls_write(struct tls_conn *c, const char *plain, size_t len)

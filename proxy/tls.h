@@ -130,7 +130,9 @@ void tls_conn_free(struct tls_conn *c);
  * when TLS_IN_MAX bytes are already waiting: call tls_read first), or <0. */
 int tls_feed(struct tls_conn *c, const char *cipher, size_t len);
 
-/* Advances the handshake: 0 done, TLS_E_AGAIN in progress, <0 failed. */
+/* Advances the handshake: 0 done, TLS_E_AGAIN in progress, <0 failed. In
+ * TLS 1.3 a client is done before the server has checked the client's
+ * certificate: a refusal arrives as an alert at the next tls_read. */
 int tls_handshake(struct tls_conn *c);
 
 /* Plaintext from the peer, driving the handshake first if needed: >0 bytes,

@@ -1,0 +1,1386 @@
+/*
+ * test_tls.c - the TLS engine: two engines (or an engine and a bare OpenSSL
+ * client) handshake in memory, with tls_take -> tls_feed as the wire.
+ *
+ * The group setup runs certs/make-certs.sh into a temporary directory (the
+ * binary runs from the repository root), adds a few files the script does
+ * not make (a key that needs a passphrase, a client certificate with only a
+ * CN), and the teardown removes it all.
+ *
+ * main() installs counting allocators in OpenSSL before anything else, so
+ * that test_memory_per_connection can tell how many bytes one idle server
+ * connection keeps; tls.c allocates through OPENSSL_malloc for that reason.
+ * Allocations are charged to whichever engine is being called (OWN()).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "tls.h"
+
+/* ---- counting allocators ------------------------------------------------ */
+
+struct mem_hdr {
+    size_t size;
+    int owner;
+} __attribute__((aligned(16)));
+
+static size_t mem_live[2]; /* [1]: charged to the measured connection */
+static int mem_owner;
+static bool mem_counting;
+static struct tls_conn *measured;
+
+#define OWN(conn) (mem_owner = ((conn) != NULL && (conn) == measured))
+
+static void *t_malloc(size_t n, const char *file, int line)
+{
+    struct mem_hdr *h = malloc(sizeof(*h) + n);
+
+    if (h == NULL)
+        return NULL;
+    h->size = n;
+    h->owner = mem_owner;
+    mem_live[h->owner] += n;
+    return h + 1;
+}
+
+static void t_free(void *p, const char *file, int line)
+{
+    struct mem_hdr *h;
+
+    if (p == NULL)
+        return;
+    h = (struct mem_hdr *)p - 1;
+    mem_live[h->owner] -= h->size;
+    free(h);
+}
+
+static void *t_realloc(void *p, size_t n, const char *file, int line)
+{
+    struct mem_hdr *h, *nh;
+
+    if (p == NULL)
+        return t_malloc(n, file, line);
+    if (n == 0) {
+        t_free(p, file, line);
+        return NULL;
+    }
+    h = (struct mem_hdr *)p - 1;
+    mem_live[h->owner] -= h->size;
+    nh = realloc(h, sizeof(*nh) + n);
+    if (nh == NULL) {
+        mem_live[h->owner] += h->size;
+        return NULL;
+    }
+    nh->size = n;
+    nh->owner = mem_owner;
+    mem_live[nh->owner] += n;
+    return nh + 1;
+}
+
+/* ---- certificates ------------------------------------------------------- */
+
+static char cert_dir[64];
+
+/* Path of a file in the certificate directory (a few may be live at once). */
+static const char *cert(const char *name)
+{
+    static char slots[8][160];
+    static unsigned next;
+    char *p = slots[next++ % 8];
+
+    snprintf(p, sizeof(slots[0]), "%s/%s", cert_dir, name);
+    return p;
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = calloc(1, (size_t)n + 1);
+    if (buf != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+static int group_setup(void **state)
+{
+    snprintf(cert_dir, sizeof(cert_dir), "/tmp/fnproxy-test-tls-XXXXXX");
+    if (mkdtemp(cert_dir) == NULL)
+        return -1;
+    unsetenv("FNPROXY_CERT_CLIENTS");
+    if (sh("sh certs/make-certs.sh '%s' 2>/dev/null", cert_dir) != 0)
+        return -1;
+    /* A passphrase-protected copy of the server key, and a client
+     * certificate with neither URI nor DNS SAN (identity from the CN). */
+    if (sh("openssl pkey -in '%s/server.key' -aes256 -passout pass:secret -out '%s/enc.key' "
+           "2>/dev/null",
+           cert_dir, cert_dir) != 0)
+        return -1;
+    if (sh("cd '%s' && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+           "-out client-cn.key 2>/dev/null && "
+           "openssl req -new -key client-cn.key -subj /CN=legacy-caller -config /dev/null "
+           "-out client-cn.csr 2>/dev/null && "
+           "printf 'extendedKeyUsage = clientAuth\\n' > client-cn.ext && "
+           "openssl x509 -req -in client-cn.csr -CA ca.crt -CAkey ca.key -set_serial 7 "
+           "-days 30 -extfile client-cn.ext -out client-cn.crt 2>/dev/null",
+           cert_dir) != 0)
+        return -1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    if (cert_dir[0] != '\0' && strncmp(cert_dir, "/tmp/fnproxy-test-tls-", 22) == 0)
+        sh("rm -rf '%s'", cert_dir);
+    return 0;
+}
+
+/* ---- contexts and pairs ------------------------------------------------- */
+
+static struct tls_ctx *server_ctx_opts(struct tls_server_opts *o)
+{
+    char err[256] = "";
+    struct tls_ctx *ctx = tls_server_ctx_new(o, err, sizeof(err));
+
+    if (ctx == NULL)
+        print_message("tls_server_ctx_new: %s\n", err);
+    assert_non_null(ctx);
+    return ctx;
+}
+
+/* Server with server.crt (default) and wildcard.crt. */
+static struct tls_ctx *server_ctx(const char *client_ca, int min_version, bool sni_strict)
+{
+    struct tls_cert_file certs[2] = {
+        {strdup(cert("server.crt")), strdup(cert("server.key"))},
+        {strdup(cert("wildcard.crt")), strdup(cert("wildcard.key"))},
+    };
+    struct tls_server_opts o = {
+        .certificates = certs,
+        .n_certificates = 2,
+        .client_ca = client_ca,
+        .min_version = min_version,
+        .sni_strict = sni_strict,
+    };
+    struct tls_ctx *ctx = server_ctx_opts(&o);
+
+    for (int i = 0; i < 2; i++) {
+        free((char *)certs[i].cert_file);
+        free((char *)certs[i].key_file);
+    }
+    return ctx;
+}
+
+static struct tls_ctx *client_ctx_opts(struct tls_client_opts *o)
+{
+    char err[256] = "";
+    struct tls_ctx *ctx = tls_client_ctx_new(o, err, sizeof(err));
+
+    if (ctx == NULL)
+        print_message("tls_client_ctx_new: %s\n", err);
+    assert_non_null(ctx);
+    return ctx;
+}
+
+/* Client trusting the development CA, with an optional client certificate
+ * ("frontend" for client-frontend.crt) and TLS version cap. */
+static struct tls_ctx *client_ctx(const char *client_name, int max_version)
+{
+    char crt[160], key[160], ca[160];
+    struct tls_client_opts o = {.max_version = max_version};
+
+    snprintf(ca, sizeof(ca), "%s", cert("ca.crt"));
+    o.ca_file = ca;
+    if (client_name != NULL) {
+        snprintf(crt, sizeof(crt), "%s/client-%s.crt", cert_dir, client_name);
+        snprintf(key, sizeof(key), "%s/client-%s.key", cert_dir, client_name);
+        o.cert_file = crt;
+        o.key_file = key;
+    }
+    return client_ctx_opts(&o);
+}
+
+struct pair {
+    struct tls_conn *c, *s;
+    int rc_c, rc_s; /* handshake outcomes */
+};
+
+/* Moves every pending byte of ciphertext from one engine to the other, in
+ * pieces of at most chunk bytes; plaintext that must be read to make room
+ * is appended to sink (when given). */
+static size_t pump_chunked(struct tls_conn *from, struct tls_conn *to, size_t chunk, char *sink,
+                           size_t *sink_len, size_t sink_cap)
+{
+    char buf[16384];
+    size_t moved = 0;
+
+    if (chunk > sizeof(buf))
+        chunk = sizeof(buf);
+    for (;;) {
+        size_t n, off = 0;
+
+        OWN(from);
+        n = tls_take(from, buf, chunk);
+        if (n == 0)
+            break;
+        moved += n;
+        while (off < n) {
+            int f;
+
+            OWN(to);
+            f = tls_feed(to, buf + off, n - off);
+            assert_true(f >= 0);
+            off += (size_t)f;
+            if (f == 0) { /* full: read plaintext to make room */
+                int r;
+
+                assert_non_null(sink);
+                OWN(to);
+                r = tls_read(to, sink + *sink_len, sink_cap - *sink_len);
+                assert_true(r > 0);
+                *sink_len += (size_t)r;
+            }
+        }
+    }
+    OWN(NULL);
+    return moved;
+}
+
+static size_t pump(struct tls_conn *from, struct tls_conn *to)
+{
+    return pump_chunked(from, to, 16384, NULL, NULL, 0);
+}
+
+static bool settled(int rc)
+{
+    return rc != TLS_E_AGAIN;
+}
+
+/* Runs the handshake to its end on both sides. A client whose handshake is
+ * done then reads once, to take in what the server sent after its own end
+ * (TLS 1.3 tickets, or the alert of a server that refused its certificate). */
+static void pair_handshake_chunked(struct pair *p, size_t chunk)
+{
+    char b[64];
+    int i, r;
+
+    p->rc_c = p->rc_s = TLS_E_AGAIN;
+    for (i = 0; i < 2000 && !(settled(p->rc_c) && settled(p->rc_s)); i++) {
+        OWN(p->c);
+        p->rc_c = tls_handshake(p->c);
+        pump_chunked(p->c, p->s, chunk, NULL, NULL, 0);
+        OWN(p->s);
+        p->rc_s = tls_handshake(p->s);
+        pump_chunked(p->s, p->c, chunk, NULL, NULL, 0);
+    }
+    if (p->rc_c == 0) {
+        do {
+            OWN(p->c);
+            r = tls_read(p->c, b, sizeof(b));
+            pump_chunked(p->c, p->s, chunk, NULL, NULL, 0);
+        } while (r > 0);
+        if (r < 0)
+            p->rc_c = r;
+    }
+    OWN(NULL);
+}
+
+static void pair_handshake(struct pair *p)
+{
+    pair_handshake_chunked(p, 16384);
+}
+
+static struct pair pair_new(struct tls_ctx *sctx, struct tls_ctx *cctx, const char *name)
+{
+    struct pair p = {0};
+
+    OWN(NULL);
+    p.c = tls_conn_new(cctx, name);
+    assert_non_null(p.c);
+    p.s = tls_conn_new(sctx, NULL);
+    assert_non_null(p.s);
+    return p;
+}
+
+static void pair_free(struct pair *p)
+{
+    tls_conn_free(p->c);
+    tls_conn_free(p->s);
+    p->c = p->s = NULL;
+}
+
+static void expect_ok(const struct pair *p)
+{
+    if (p->rc_c != 0 || p->rc_s != 0)
+        print_message("client %d '%s', server %d '%s'\n", p->rc_c, tls_error(p->c), p->rc_s,
+                      tls_error(p->s));
+    assert_int_equal(p->rc_c, 0);
+    assert_int_equal(p->rc_s, 0);
+    assert_true(tls_handshake_done(p->c));
+    assert_true(tls_handshake_done(p->s));
+}
+
+static void assert_contains(const char *s, const char *part)
+{
+    if (s == NULL || strstr(s, part) == NULL) {
+        print_message("'%s' does not contain '%s'\n", s ? s : "(null)", part);
+        fail();
+    }
+}
+
+/* Sends len bytes from one engine to the other in pieces of varying size
+ * (and ciphertext in chunks of varying size), checking every byte. */
+static void transfer(struct tls_conn *from, struct tls_conn *to, size_t len)
+{
+    char *data = malloc(len), *got = malloc(len);
+    size_t sent = 0, got_len = 0, i;
+    uint32_t seed = 12345;
+
+    assert_non_null(data);
+    assert_non_null(got);
+    for (i = 0; i < len; i++)
+        data[i] = (char)(i * 7 + i / 251);
+    while (got_len < len) {
+        size_t piece, chunk;
+        int r;
+
+        seed = seed * 1103515245 + 12345;
+        piece = 1 + (seed >> 8) % 40000;
+        chunk = 1 + (seed >> 4) % 16384;
+        if (sent < len) {
+            if (piece > len - sent)
+                piece = len - sent;
+            OWN(from);
+            r = tls_write(from, data + sent, piece);
+            assert_true(r >= 0);
+            sent += (size_t)r;
+        }
+        pump_chunked(from, to, chunk, got, &got_len, len);
+        do {
+            OWN(to);
+            r = tls_read(to, got + got_len, len - got_len);
+            assert_true(r >= 0);
+            got_len += (size_t)r;
+        } while (r > 0 && got_len < len);
+        assert_true(got_len <= sent);
+    }
+    OWN(NULL);
+    assert_int_equal(sent, len);
+    assert_memory_equal(data, got, len);
+    free(data);
+    free(got);
+}
+
+/* Reads what is there into buf (NUL-terminated); returns the last code. */
+static int read_all(struct tls_conn *c, char *buf, size_t cap, size_t *len)
+{
+    int r;
+
+    *len = 0;
+    do {
+        r = tls_read(c, buf + *len, cap - 1 - *len);
+        if (r > 0)
+            *len += (size_t)r;
+    } while (r > 0 && *len < cap - 1);
+    buf[*len] = '\0';
+    return r;
+}
+
+static void exchange_small(struct pair *p)
+{
+    char buf[256];
+    size_t n;
+
+    assert_int_equal(tls_write(p->c, "GET / HTTP/1.1\r\n\r\n", 18), 18);
+    pump(p->c, p->s);
+    assert_int_equal(read_all(p->s, buf, sizeof(buf), &n), 0);
+    assert_string_equal(buf, "GET / HTTP/1.1\r\n\r\n");
+    assert_int_equal(tls_write(p->s, "HTTP/1.1 204 No Content\r\n\r\n", 27), 27);
+    pump(p->s, p->c);
+    assert_int_equal(read_all(p->c, buf, sizeof(buf), &n), 0);
+    assert_string_equal(buf, "HTTP/1.1 204 No Content\r\n\r\n");
+}
+
+/* ---- a bare OpenSSL client, for what our client never sends ----------- */
+
+struct raw {
+    SSL_CTX *ctx;
+    SSL *ssl;
+    BIO *rbio, *wbio;
+};
+
+static void raw_new(struct raw *r, const char *alpn, size_t alpn_len, int max_version,
+                    const char *ciphers)
+{
+    r->ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(r->ctx);
+    SSL_CTX_set_verify(r->ctx, SSL_VERIFY_NONE, NULL);
+    if (max_version != 0) {
+        SSL_CTX_set_min_proto_version(r->ctx, TLS1_VERSION);
+        SSL_CTX_set_max_proto_version(r->ctx, max_version);
+    }
+    if (ciphers != NULL)
+        assert_int_equal(SSL_CTX_set_cipher_list(r->ctx, ciphers), 1);
+    r->ssl = SSL_new(r->ctx);
+    assert_non_null(r->ssl);
+    r->rbio = BIO_new(BIO_s_mem());
+    r->wbio = BIO_new(BIO_s_mem());
+    SSL_set_bio(r->ssl, r->rbio, r->wbio);
+    SSL_set_connect_state(r->ssl);
+    if (alpn != NULL)
+        assert_int_equal(
+            SSL_set_alpn_protos(r->ssl, (const unsigned char *)alpn, (unsigned)alpn_len), 0);
+}
+
+static void raw_free(struct raw *r)
+{
+    SSL_free(r->ssl);
+    SSL_CTX_free(r->ctx);
+}
+
+/* Handshakes a bare client with server s; returns 1 when the client is done,
+ * -1 when it failed. */
+static int raw_handshake(struct raw *r, struct tls_conn *s, int *rc_s)
+{
+    char buf[16384];
+    int i, rc = 0, err;
+
+    *rc_s = TLS_E_AGAIN;
+    for (i = 0; i < 50; i++) {
+        int n;
+
+        rc = SSL_do_handshake(r->ssl);
+        err = rc == 1 ? SSL_ERROR_NONE : SSL_get_error(r->ssl, rc);
+        while ((n = BIO_read(r->wbio, buf, sizeof(buf))) > 0)
+            assert_int_equal(tls_feed(s, buf, (size_t)n) >= 0 ? n : -1, n);
+        *rc_s = tls_handshake(s);
+        while ((n = (int)tls_take(s, buf, sizeof(buf))) > 0)
+            BIO_write(r->rbio, buf, n);
+        if (rc == 1 && settled(*rc_s))
+            break;
+        if (rc <= 0 && err != SSL_ERROR_WANT_READ)
+            break;
+    }
+    if (rc <= 0) { /* take in the server's alert */
+        rc = SSL_do_handshake(r->ssl);
+    }
+    ERR_clear_error();
+    return rc == 1 ? 1 : -1;
+}
+
+/* ---- tests: the basics -------------------------------------------------- */
+
+static void test_tls13_handshake_and_data(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, 0);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+    char id[128];
+
+    assert_false(tls_handshake_done(p.c));
+    assert_null(tls_version(p.c));
+    assert_int_equal(tls_write(p.c, "x", 1), TLS_E_AGAIN);
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_string_equal(tls_version(p.c), "TLSv1.3");
+    assert_string_equal(tls_version(p.s), "TLSv1.3");
+    assert_string_equal(tls_alpn(p.c), "http/1.1");
+    assert_string_equal(tls_alpn(p.s), "http/1.1");
+    assert_string_equal(tls_sni(p.s), "localhost");
+    assert_string_equal(tls_sni(p.c), "localhost");
+    assert_false(tls_resumed(p.c));
+    assert_false(tls_resumed(p.s));
+    assert_string_equal(tls_error(p.s), "");
+    assert_int_equal(tls_failure(p.s), TLS_FAIL_NONE);
+    /* The client sees the server's name; the server sees no client cert. */
+    assert_int_equal(tls_peer_identity(p.c, id, sizeof(id)), 9);
+    assert_string_equal(id, "localhost");
+    assert_int_equal(tls_peer_identity(p.s, id, sizeof(id)), 0);
+    assert_int_equal(tls_peer_identity(p.c, id, 5), -ENOSPC);
+
+    exchange_small(&p);
+    transfer(p.c, p.s, 1 << 20);
+    transfer(p.s, p.c, 1 << 20);
+    exchange_small(&p);
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_tls12_handshake_and_data(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, 12);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_string_equal(tls_version(p.c), "TLSv1.2");
+    assert_string_equal(tls_version(p.s), "TLSv1.2");
+    assert_string_equal(tls_alpn(p.s), "http/1.1");
+    exchange_small(&p);
+    transfer(p.c, p.s, 1 << 20);
+    transfer(p.s, p.c, 1 << 20);
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_close_notify(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, 0);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+    char buf[64];
+    size_t n;
+
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_int_equal(tls_write(p.c, "bye", 3), 3);
+    assert_int_equal(tls_shutdown(p.c), 0);
+    assert_int_equal(tls_shutdown(p.c), 0); /* twice is harmless */
+    assert_int_equal(tls_write(p.c, "more", 4), TLS_E_SHUTDOWN);
+    pump(p.c, p.s);
+    /* The data before close_notify arrives, then the close. */
+    assert_int_equal(read_all(p.s, buf, sizeof(buf), &n), TLS_E_CLOSED);
+    assert_string_equal(buf, "bye");
+    assert_int_equal(tls_read(p.s, buf, sizeof(buf)), TLS_E_CLOSED);
+    assert_int_equal(tls_failure(p.s), TLS_FAIL_NONE);
+    assert_int_equal(tls_shutdown(p.s), 0);
+    pump(p.s, p.c);
+    assert_int_equal(tls_read(p.c, buf, sizeof(buf)), TLS_E_CLOSED);
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_min_version_13_refuses_tls12_client(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 13, false), *cctx = client_ctx(NULL, 12);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+
+    pair_handshake(&p);
+    assert_int_equal(p.rc_s, TLS_E_PROTO);
+    assert_int_equal(p.rc_c, TLS_E_PROTO);
+    assert_int_equal(tls_failure(p.s), TLS_FAIL_VERSION);
+    assert_int_equal(tls_failure(p.c), TLS_FAIL_VERSION);
+    assert_contains(tls_error(p.s), "no TLS version in common");
+    assert_contains(tls_error(p.c), "protocol version");
+    assert_string_equal(tls_failure_name(tls_failure(p.s)), "version");
+    /* A failed connection keeps failing the same way. */
+    assert_int_equal(tls_read(p.s, (char[8]){0}, 8), TLS_E_PROTO);
+    assert_int_equal(tls_write(p.s, "x", 1), TLS_E_PROTO);
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_tls11_refused(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    struct tls_conn *s = tls_conn_new(sctx, NULL);
+    struct raw r;
+    int rc_s;
+
+    raw_new(&r, NULL, 0, TLS1_1_VERSION, "DEFAULT:@SECLEVEL=0");
+    assert_int_equal(raw_handshake(&r, s, &rc_s), -1);
+    assert_int_equal(rc_s, TLS_E_PROTO);
+    assert_int_equal(tls_failure(s), TLS_FAIL_VERSION);
+    raw_free(&r);
+    tls_conn_free(s);
+    tls_ctx_unref(sctx);
+}
+
+/* ---- resumption --------------------------------------------------------- */
+
+static void resume_check(int max_version)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, max_version);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+    int i;
+
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_false(tls_resumed(p.c));
+    exchange_small(&p);
+    pair_free(&p);
+
+    for (i = 0; i < 3; i++) { /* each resumption leaves a new session to resume */
+        p = pair_new(sctx, cctx, "localhost");
+        pair_handshake(&p);
+        expect_ok(&p);
+        assert_true(tls_resumed(p.c));
+        assert_true(tls_resumed(p.s));
+        assert_string_equal(tls_alpn(p.s), "http/1.1");
+        exchange_small(&p);
+        pair_free(&p);
+    }
+
+    /* Another destination has no session yet. */
+    p = pair_new(sctx, cctx, "127.0.0.1");
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_false(tls_resumed(p.c));
+    pair_free(&p);
+
+    /* A ticket sealed with the previous key still opens... */
+    tls_ctx_rotate_ticket_keys(sctx);
+    p = pair_new(sctx, cctx, "localhost");
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_true(tls_resumed(p.s));
+    pair_free(&p);
+    /* ...but not once its key is gone: a full handshake, no failure. */
+    for (i = 0; i < TLS_TICKET_KEYS; i++)
+        tls_ctx_rotate_ticket_keys(sctx);
+    p = pair_new(sctx, cctx, "localhost");
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_false(tls_resumed(p.s));
+    pair_free(&p);
+
+    /* A new server context (a reload) has new keys: a full handshake. */
+    tls_ctx_unref(sctx);
+    sctx = server_ctx(NULL, 12, false);
+    p = pair_new(sctx, cctx, "localhost");
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_false(tls_resumed(p.s));
+    pair_free(&p);
+
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_resumption_tls13(void **state)
+{
+    resume_check(13);
+}
+
+static void test_resumption_tls12(void **state)
+{
+    resume_check(12);
+}
+
+/* ---- SNI ---------------------------------------------------------------- */
+
+/* Handshakes a client asking for name; returns the identity of the server
+ * certificate the client verified ("" when the handshake failed). */
+static const char *served_cert(struct tls_ctx *sctx, struct tls_ctx *cctx, const char *name,
+                               struct pair *out)
+{
+    static char id[128];
+    struct pair p = pair_new(sctx, cctx, name);
+
+    id[0] = '\0';
+    pair_handshake(&p);
+    if (p.rc_c == 0 && p.rc_s == 0)
+        tls_peer_identity(p.c, id, sizeof(id));
+    *out = p;
+    return id;
+}
+
+static void test_sni_selects_certificate(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, 0);
+    struct tls_ctx *cctx12 = client_ctx(NULL, 12);
+    struct pair p;
+
+    assert_string_equal(served_cert(sctx, cctx, "api.fn.test", &p), "*.fn.test");
+    assert_string_equal(tls_sni(p.s), "api.fn.test");
+    pair_free(&p);
+    assert_string_equal(served_cert(sctx, cctx12, "thumb.fn.test", &p), "*.fn.test");
+    pair_free(&p);
+    assert_string_equal(served_cert(sctx, cctx, "Other.FN.test", &p), "*.fn.test");
+    pair_free(&p);
+    assert_string_equal(served_cert(sctx, cctx, "localhost", &p), "localhost");
+    pair_free(&p);
+    /* No SNI (an IP literal): the default certificate, checked by IP SAN. */
+    assert_string_equal(served_cert(sctx, cctx, "127.0.0.1", &p), "localhost");
+    assert_null(tls_sni(p.s));
+    assert_null(tls_sni(p.c));
+    pair_free(&p);
+    assert_string_equal(served_cert(sctx, cctx, "[::1]", &p), "localhost");
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+    tls_ctx_unref(cctx12);
+}
+
+static void test_sni_unknown_name_gets_default(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, 0);
+    struct pair p;
+
+    /* The default certificate is served (the server does not refuse), and
+     * the client, rightly, finds it is not for that name. A wildcard covers
+     * one label only. */
+    assert_string_equal(served_cert(sctx, cctx, "a.b.fn.test", &p), "");
+    assert_int_equal(tls_failure(p.c), TLS_FAIL_VERIFY);
+    assert_contains(tls_error(p.c), "hostname mismatch (wanted a.b.fn.test)");
+    assert_int_equal(tls_failure(p.s), TLS_FAIL_PEER_ALERT);
+    pair_free(&p);
+    assert_string_equal(served_cert(sctx, cctx, "fn.test", &p), "");
+    assert_int_equal(tls_failure(p.s), TLS_FAIL_PEER_ALERT);
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_sni_strict_refuses_unknown_name(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, true), *cctx = client_ctx(NULL, 0);
+    struct tls_ctx *cctx12 = client_ctx(NULL, 12);
+    struct pair p;
+
+    assert_string_equal(served_cert(sctx, cctx, "unknown.example", &p), "");
+    assert_int_equal(p.rc_s, TLS_E_PROTO);
+    assert_int_equal(tls_failure(p.s), TLS_FAIL_SNI);
+    assert_string_equal(tls_error(p.s), "unknown server name");
+    assert_int_equal(tls_failure(p.c), TLS_FAIL_PEER_ALERT);
+    assert_contains(tls_error(p.c), "unrecognized name");
+    pair_free(&p);
+    assert_string_equal(served_cert(sctx, cctx12, "unknown.example", &p), "");
+    assert_int_equal(tls_failure(p.s), TLS_FAIL_SNI);
+    pair_free(&p);
+    /* Known names still work, and clients that send no name get the
+     * default: they cannot ask for anything else. */
+    assert_string_equal(served_cert(sctx, cctx, "api.fn.test", &p), "*.fn.test");
+    pair_free(&p);
+    assert_string_equal(served_cert(sctx, cctx, "127.0.0.1", &p), "localhost");
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+    tls_ctx_unref(cctx12);
+}
+
+/* ---- ALPN --------------------------------------------------------------- */
+
+static void test_alpn(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    struct tls_conn *s;
+    struct raw r;
+    int rc_s;
+
+    /* Offered among others: http/1.1 is chosen. */
+    s = tls_conn_new(sctx, NULL);
+    raw_new(&r, "\x02h2\x08http/1.1", 12, 0, NULL);
+    assert_int_equal(raw_handshake(&r, s, &rc_s), 1);
+    assert_int_equal(rc_s, 0);
+    assert_string_equal(tls_alpn(s), "http/1.1");
+    raw_free(&r);
+    tls_conn_free(s);
+
+    /* No ALPN at all: served, without ALPN. */
+    s = tls_conn_new(sctx, NULL);
+    raw_new(&r, NULL, 0, 0, NULL);
+    assert_int_equal(raw_handshake(&r, s, &rc_s), 1);
+    assert_int_equal(rc_s, 0);
+    assert_null(tls_alpn(s));
+    raw_free(&r);
+    tls_conn_free(s);
+
+    /* Only protocols we do not speak: no_application_protocol (RFC 7301). */
+    s = tls_conn_new(sctx, NULL);
+    raw_new(&r, "\x02h2", 3, 0, NULL);
+    assert_int_equal(raw_handshake(&r, s, &rc_s), -1);
+    assert_int_equal(rc_s, TLS_E_PROTO);
+    assert_int_equal(tls_failure(s), TLS_FAIL_ALPN);
+    assert_contains(tls_error(s), "no application protocol in common");
+    assert_int_equal(SSL_get_verify_result(r.ssl), X509_V_OK);
+    raw_free(&r);
+    tls_conn_free(s);
+    tls_ctx_unref(sctx);
+}
+
+/* ---- mTLS --------------------------------------------------------------- */
+
+static void mtls_good(int max_version)
+{
+    struct tls_ctx *sctx = server_ctx(cert("ca.crt"), 12, false);
+    struct tls_ctx *cctx = client_ctx("frontend", max_version);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+    char id[128];
+
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_int_equal(tls_peer_identity(p.s, id, sizeof(id)), 34);
+    assert_string_equal(id, "spiffe://fnproxy.local/fn/frontend");
+    exchange_small(&p);
+    pair_free(&p);
+
+    /* A resumed session keeps the verified identity. */
+    p = pair_new(sctx, cctx, "localhost");
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_true(tls_resumed(p.s));
+    assert_int_equal(tls_peer_identity(p.s, id, sizeof(id)), 34);
+    assert_string_equal(id, "spiffe://fnproxy.local/fn/frontend");
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_mtls_identity_tls13(void **state)
+{
+    mtls_good(13);
+}
+
+static void test_mtls_identity_tls12(void **state)
+{
+    mtls_good(12);
+}
+
+static void test_mtls_identity_from_cn(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(cert("ca.crt"), 12, false);
+    struct tls_ctx *cctx = client_ctx("cn", 0);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+    char id[128];
+
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_int_equal(tls_peer_identity(p.s, id, sizeof(id)), 13);
+    assert_string_equal(id, "legacy-caller");
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void mtls_refused(const char *client, int max_version, enum tls_failure want,
+                         const char *why)
+{
+    struct tls_ctx *sctx = server_ctx(cert("ca.crt"), 12, false);
+    struct tls_ctx *cctx = client_ctx(client, max_version);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+    char id[128];
+
+    pair_handshake(&p);
+    assert_int_equal(p.rc_s, TLS_E_PROTO);
+    assert_int_equal(tls_failure(p.s), want);
+    assert_string_equal(tls_error(p.s), why);
+    assert_int_equal(tls_peer_identity(p.s, id, sizeof(id)), 0);
+    /* The client hears of it through the alert. */
+    assert_true(p.rc_c < 0);
+    assert_int_equal(tls_failure(p.c), TLS_FAIL_PEER_ALERT);
+    assert_contains(tls_error(p.c), "peer sent alert: ");
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_mtls_no_client_cert(void **state)
+{
+    mtls_refused(NULL, 13, TLS_FAIL_NO_CERT, "client certificate required, none was sent");
+    mtls_refused(NULL, 12, TLS_FAIL_NO_CERT, "client certificate required, none was sent");
+}
+
+static void test_mtls_expired_client_cert(void **state)
+{
+    mtls_refused("expired", 13, TLS_FAIL_VERIFY,
+                 "certificate verify failed: certificate has expired");
+    mtls_refused("expired", 12, TLS_FAIL_VERIFY,
+                 "certificate verify failed: certificate has expired");
+}
+
+static void test_mtls_wrong_ca_client_cert(void **state)
+{
+    mtls_refused("rogue", 13, TLS_FAIL_VERIFY,
+                 "certificate verify failed: unable to get local issuer certificate");
+}
+
+static void test_client_cert_not_asked_without_client_ca(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx("frontend", 0);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+    char id[128];
+
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_int_equal(tls_peer_identity(p.s, id, sizeof(id)), 0);
+    assert_string_equal(id, "");
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+/* ---- the client verifies the server ------------------------------------ */
+
+static void test_client_rejects_wrong_hostname(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, 0);
+    struct pair p;
+
+    served_cert(sctx, cctx, "wrong.example", &p);
+    assert_int_equal(p.rc_c, TLS_E_PROTO);
+    assert_int_equal(tls_failure(p.c), TLS_FAIL_VERIFY);
+    assert_string_equal(tls_error(p.c),
+                        "certificate verify failed: hostname mismatch (wanted wrong.example)");
+    assert_string_equal(tls_failure_name(tls_failure(p.c)), "verify");
+    assert_false(tls_handshake_done(p.c));
+    pair_free(&p);
+
+    served_cert(sctx, cctx, "10.1.2.3", &p);
+    assert_int_equal(tls_failure(p.c), TLS_FAIL_VERIFY);
+    assert_string_equal(tls_error(p.c),
+                        "certificate verify failed: IP address mismatch (wanted 10.1.2.3)");
+    pair_free(&p);
+
+    /* A partial wildcard match is no match. */
+    served_cert(sctx, cctx, "fn.test", &p);
+    assert_int_equal(tls_failure(p.c), TLS_FAIL_VERIFY);
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_client_rejects_unknown_ca(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    char ca[160];
+    struct tls_client_opts o = {0};
+    struct tls_ctx *cctx;
+    struct pair p;
+
+    snprintf(ca, sizeof(ca), "%s", cert("rogue-ca.crt"));
+    o.ca_file = ca;
+    cctx = client_ctx_opts(&o);
+    served_cert(sctx, cctx, "localhost", &p);
+    assert_int_equal(tls_failure(p.c), TLS_FAIL_VERIFY);
+    assert_string_equal(tls_error(p.c),
+                        "certificate verify failed: unable to get local issuer certificate");
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_client_needs_a_name(void **state)
+{
+    struct tls_ctx *cctx = client_ctx(NULL, 0);
+
+    assert_null(tls_conn_new(cctx, NULL));
+    assert_null(tls_conn_new(cctx, ""));
+    tls_ctx_unref(cctx);
+}
+
+/* ---- bad input ---------------------------------------------------------- */
+
+static void bad_bytes(const char *bytes, size_t len, enum tls_failure want, const char *why)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    struct tls_conn *s = tls_conn_new(sctx, NULL);
+    char buf[64];
+
+    assert_int_equal(tls_feed(s, bytes, len), (int)len);
+    assert_int_equal(tls_handshake(s), TLS_E_PROTO);
+    assert_int_equal(tls_failure(s), want);
+    assert_string_equal(tls_error(s), why);
+    assert_int_equal(tls_read(s, buf, sizeof(buf)), TLS_E_PROTO);
+    assert_int_equal(tls_feed(s, "x", 1), TLS_E_PROTO);
+    tls_conn_free(s);
+    tls_ctx_unref(sctx);
+}
+
+static void test_plain_http_on_tls_port(void **state)
+{
+    static const char get[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    static const char post[] = "POST /x HTTP/1.1\r\n";
+    static const char connect[] = "CONNECT example.com:443 HTTP/1.1\r\n\r\n";
+
+    bad_bytes(get, sizeof(get) - 1, TLS_FAIL_PLAIN_HTTP, "plain HTTP request on a TLS port");
+    bad_bytes(post, sizeof(post) - 1, TLS_FAIL_PLAIN_HTTP, "plain HTTP request on a TLS port");
+    bad_bytes(connect, sizeof(connect) - 1, TLS_FAIL_PLAIN_HTTP,
+              "plain HTTP request on a TLS port");
+}
+
+static void test_garbage_on_tls_port(void **state)
+{
+    static const char ssh[] = "SSH-2.0-OpenSSH_9.2\r\n";
+    /* A handshake record header, then a ClientHello that is nonsense. */
+    static const char junk[] = "\x16\x03\x01\x00\x10"
+                               "\x01\x00\x00\x0c\x03\x03zzzzzzzzzz";
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    struct tls_conn *s;
+
+    bad_bytes(ssh, sizeof(ssh) - 1, TLS_FAIL_NOT_TLS, "wrong version number (not a TLS peer?)");
+    s = tls_conn_new(sctx, NULL);
+    assert_int_equal(tls_feed(s, junk, sizeof(junk) - 1), (int)sizeof(junk) - 1);
+    assert_int_equal(tls_handshake(s), TLS_E_PROTO);
+    assert_int_equal(tls_failure(s), TLS_FAIL_PROTOCOL);
+    assert_true(strlen(tls_error(s)) > 0);
+    /* The peer is told: a fatal alert waits to be sent. */
+    assert_true(tls_pending(s) > 0);
+    tls_conn_free(s);
+    tls_ctx_unref(sctx);
+}
+
+static void test_truncated_handshake_needs_more(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, 0);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+    char hello[4096], buf[16];
+    size_t n, i;
+
+    assert_int_equal(tls_handshake(p.c), TLS_E_AGAIN);
+    n = tls_take(p.c, hello, sizeof(hello));
+    assert_true(n > 100);
+    /* The ClientHello a byte at a time: never an error, never an answer. */
+    for (i = 0; i + 1 < n; i++) {
+        assert_int_equal(tls_feed(p.s, hello + i, 1), 1);
+        assert_int_equal(tls_handshake(p.s), TLS_E_AGAIN);
+        assert_int_equal(tls_read(p.s, buf, sizeof(buf)), 0);
+        assert_int_equal(tls_pending(p.s), 0);
+    }
+    assert_int_equal(tls_failure(p.s), TLS_FAIL_NONE);
+    /* The last byte completes it; the rest goes one byte per feed too. */
+    assert_int_equal(tls_feed(p.s, hello + n - 1, 1), 1);
+    pair_handshake_chunked(&p, 1);
+    expect_ok(&p);
+    exchange_small(&p);
+
+    /* A record a byte at a time, reading after each: a partial record
+     * never yields data, and the whole one does. */
+    assert_int_equal(tls_write(p.c, "hello, world", 12), 12);
+    n = tls_take(p.c, hello, sizeof(hello));
+    assert_true(n > 12);
+    for (i = 0; i + 1 < n; i++) {
+        assert_int_equal(tls_feed(p.s, hello + i, 1), 1);
+        assert_int_equal(tls_read(p.s, buf, sizeof(buf)), 0);
+    }
+    assert_int_equal(tls_feed(p.s, hello + n - 1, 1), 1);
+    assert_int_equal(tls_read(p.s, buf, sizeof(buf)), 12);
+    assert_memory_equal(buf, "hello, world", 12);
+    pair_free(&p);
+
+    /* A connection abandoned mid-handshake is freed cleanly. */
+    p = pair_new(sctx, cctx, "localhost");
+    assert_int_equal(tls_handshake(p.c), TLS_E_AGAIN);
+    n = tls_take(p.c, hello, sizeof(hello));
+    assert_int_equal(tls_feed(p.s, hello, n / 2), (int)(n / 2));
+    assert_int_equal(tls_handshake(p.s), TLS_E_AGAIN);
+    assert_int_equal(tls_shutdown(p.s), 0);
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+static void test_buffers_are_capped(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, 0);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+    size_t big = 1 << 20;
+    char *junk = calloc(1, big);
+    int r;
+
+    assert_non_null(junk);
+    /* Input: no more than TLS_IN_MAX waits unread. */
+    assert_int_equal(tls_feed(p.s, junk, big), TLS_IN_MAX);
+    assert_int_equal(tls_feed(p.s, junk, big), 0);
+    pair_free(&p);
+
+    /* Output: tls_write takes less while TLS_OUT_MAX waits to be sent. */
+    p = pair_new(sctx, cctx, "localhost");
+    pair_handshake(&p);
+    expect_ok(&p);
+    r = tls_write(p.c, junk, big);
+    assert_int_equal(r, TLS_OUT_MAX);
+    assert_true(tls_pending(p.c) > TLS_OUT_MAX);
+    assert_true(tls_pending(p.c) < TLS_OUT_MAX + 1024);
+    assert_int_equal(tls_write(p.c, junk, big), 0);
+    free(junk);
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
+/* ---- contexts ----------------------------------------------------------- */
+
+static void server_ctx_fails(const char *crt, const char *key, const char *client_ca,
+                             int min_version, const char *why)
+{
+    char c[160], k[160], ca[160], err[512] = "";
+    struct tls_cert_file certs[1] = {{c, k}};
+    struct tls_server_opts o = {.certificates = certs, .n_certificates = 1};
+    struct tls_ctx *ctx;
+
+    snprintf(c, sizeof(c), "%s", crt[0] == '/' ? crt : cert(crt));
+    snprintf(k, sizeof(k), "%s", key[0] == '/' ? key : cert(key));
+    if (client_ca != NULL) {
+        snprintf(ca, sizeof(ca), "%s", cert(client_ca));
+        o.client_ca = ca;
+    }
+    o.min_version = min_version;
+    ctx = tls_server_ctx_new(&o, err, sizeof(err));
+    assert_null(ctx);
+    assert_contains(err, why);
+}
+
+static void test_server_ctx_errors(void **state)
+{
+    char why[512];
+    char err[256] = "";
+    struct tls_server_opts none = {0};
+
+    snprintf(why, sizeof(why), "%s: key does not match certificate %s", cert("wildcard.key"),
+             cert("server.crt"));
+    server_ctx_fails("server.crt", "wildcard.key", NULL, 12, why);
+    snprintf(why, sizeof(why), "%s: cannot open certificate: No such file or directory",
+             cert("missing.crt"));
+    server_ctx_fails("missing.crt", "server.key", NULL, 12, why);
+    snprintf(why, sizeof(why), "%s: cannot open key: No such file or directory",
+             cert("missing.key"));
+    server_ctx_fails("server.crt", "missing.key", NULL, 12, why);
+    snprintf(why, sizeof(why), "%s: no PEM certificate in the file", cert("server.key"));
+    server_ctx_fails("server.key", "server.key", NULL, 12, why);
+    snprintf(why, sizeof(why), "%s: no PEM private key in the file", cert("server.crt"));
+    server_ctx_fails("server.crt", "server.crt", NULL, 12, why);
+    snprintf(why, sizeof(why), "%s: the key is passphrase-protected", cert("enc.key"));
+    server_ctx_fails("server.crt", "enc.key", NULL, 12, why);
+    snprintf(why, sizeof(why), "%s: cannot open client CA: No such file or directory",
+             cert("nope-ca.crt"));
+    server_ctx_fails("server.crt", "server.key", "nope-ca.crt", 12, why);
+    snprintf(why, sizeof(why), "%s: no CA certificate in the file", cert("server.key"));
+    server_ctx_fails("server.crt", "server.key", "server.key", 12, why);
+    server_ctx_fails("server.crt", "server.key", NULL, 11, "TLS versions must be 12 or 13");
+    assert_null(tls_server_ctx_new(&none, err, sizeof(err)));
+    assert_string_equal(err, "a TLS listener needs at least one certificate");
+}
+
+static void test_client_ctx_errors(void **state)
+{
+    char err[512] = "", ca[160], want[512];
+    struct tls_client_opts o = {0};
+
+    snprintf(ca, sizeof(ca), "%s", cert("no-such-ca.crt"));
+    o.ca_file = ca;
+    assert_null(tls_client_ctx_new(&o, err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s: cannot open CA: No such file or directory", ca);
+    assert_string_equal(err, want);
+
+    o.ca_file = NULL; /* the system store */
+    o.cert_file = cert("client-frontend.crt");
+    o.key_file = NULL;
+    assert_null(tls_client_ctx_new(&o, err, sizeof(err)));
+    assert_string_equal(err, "a certificate needs both a cert and a key file");
+
+    o.cert_file = NULL;
+    o.min_version = 13;
+    o.max_version = 12;
+    assert_null(tls_client_ctx_new(&o, err, sizeof(err)));
+    assert_string_equal(err, "the highest TLS version is below the lowest");
+}
+
+/* A reload: connections keep the context they started with after the last
+ * other reference is dropped. */
+static void test_ctx_outlives_its_owner(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, 0);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+
+    assert_ptr_equal(tls_ctx_ref(sctx), sctx);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(sctx); /* only the connection holds it now */
+    tls_ctx_unref(cctx);
+    pair_handshake(&p);
+    expect_ok(&p);
+    exchange_small(&p);
+    pair_free(&p); /* frees both contexts; ASan sees to the rest */
+}
+
+static void test_handshake_timeout_is_kept(void **state)
+{
+    struct tls_cert_file certs[1];
+    struct tls_server_opts o = {.certificates = certs, .n_certificates = 1};
+    char c[160], k[160];
+    struct tls_ctx *ctx;
+
+    snprintf(c, sizeof(c), "%s", cert("server.crt"));
+    snprintf(k, sizeof(k), "%s", cert("server.key"));
+    certs[0].cert_file = c;
+    certs[0].key_file = k;
+    o.handshake_timeout_ms = 5000;
+    ctx = server_ctx_opts(&o);
+    assert_int_equal(tls_ctx_handshake_timeout_ms(ctx), 5000);
+    tls_ctx_unref(ctx);
+}
+
+/* ---- certs/make-certs.sh ------------------------------------------------ */
+
+static void test_make_certs_idempotent(void **state)
+{
+    const char *files[] = {"ca.crt",
+                           "server.crt",
+                           "wildcard.crt",
+                           "client-frontend.crt",
+                           "client-expired.crt",
+                           "client-rogue.crt"};
+    char *before[6], *after;
+    struct stat st;
+    size_t i;
+
+    for (i = 0; i < 6; i++) {
+        before[i] = slurp(cert(files[i]));
+        assert_non_null(before[i]);
+    }
+    assert_int_equal(sh("sh certs/make-certs.sh '%s' 2>&1 | grep -q made", cert_dir) == 0, false);
+    for (i = 0; i < 6; i++) {
+        after = slurp(cert(files[i]));
+        assert_non_null(after);
+        assert_string_equal(before[i], after);
+        free(after);
+        free(before[i]);
+    }
+    assert_int_equal(stat(cert("server.key"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(stat(cert("client-hello.key"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    /* A file that went missing is made again, and only that one. */
+    assert_int_equal(unlink(cert("client-hello.crt")), 0);
+    assert_int_equal(sh("sh certs/make-certs.sh '%s' 2>&1 | grep -c made | grep -qx 1", cert_dir),
+                     0);
+    assert_int_equal(access(cert("client-hello.crt"), R_OK), 0);
+}
+
+/* ---- footprint ---------------------------------------------------------- */
+
+/* Bytes the measured engine holds while idle after a handshake (with the
+ * client's ticket delivered) and after 1 MiB each way. */
+static void footprint(const char *label, struct tls_ctx *sctx, struct tls_ctx *cctx,
+                      bool measure_server, size_t *idle, size_t *after_data)
+{
+    struct pair p;
+    size_t base;
+
+    base = mem_live[1];
+    mem_owner = !measure_server;
+    p.c = tls_conn_new(cctx, "localhost");
+    mem_owner = measure_server;
+    p.s = tls_conn_new(sctx, NULL);
+    mem_owner = 0;
+    assert_non_null(p.c);
+    assert_non_null(p.s);
+    measured = measure_server ? p.s : p.c;
+    pair_handshake(&p);
+    expect_ok(&p);
+    *idle = mem_live[1] - base;
+    transfer(p.c, p.s, 1 << 20);
+    transfer(p.s, p.c, 1 << 20);
+    *after_data = mem_live[1] - base;
+    measured = NULL;
+    pair_free(&p);
+    print_message("  %-38s %6zu bytes idle, %6zu after 1 MiB each way\n", label, *idle,
+                  *after_data);
+}
+
+static void test_memory_per_connection(void **state)
+{
+    struct tls_ctx *sctx, *mctx, *cctx13, *cctx12, *fctx;
+    size_t idle, data;
+
+    if (!mem_counting) {
+        print_message("  (allocation counting unavailable: skipped)\n");
+        skip();
+    }
+    sctx = server_ctx(NULL, 12, false);
+    mctx = server_ctx(cert("ca.crt"), 12, false);
+    cctx13 = client_ctx(NULL, 0);
+    cctx12 = client_ctx(NULL, 12);
+    fctx = client_ctx("frontend", 0);
+
+    /* Bounds with some room: what matters is that nothing grows with the
+     * traffic a connection has seen (OpenSSL's struct ssl_st alone is 7.6
+     * KiB; without SSL_MODE_RELEASE_BUFFERS an idle one holds ~46 KiB). */
+    footprint("server, TLS 1.3", sctx, cctx13, true, &idle, &data);
+    assert_true(idle < 16384);
+    assert_true(data <= idle);
+    footprint("server, TLS 1.2", sctx, cctx12, true, &idle, &data);
+    assert_true(idle < 16384);
+    assert_true(data <= idle);
+    footprint("server, TLS 1.3, mTLS", mctx, fctx, true, &idle, &data);
+    assert_true(idle < 24576);
+    assert_true(data <= idle);
+    footprint("client, TLS 1.3 (+ its cached session)", sctx, cctx13, false, &idle, &data);
+    assert_true(idle < 24576);
+    assert_true(data <= idle);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(mctx);
+    tls_ctx_unref(cctx13);
+    tls_ctx_unref(cctx12);
+    tls_ctx_unref(fctx);
+}
+
+int main(void)
+{
+    /* Before OpenSSL allocates anything; refused once it has. */
+    mem_counting = CRYPTO_set_mem_functions(t_malloc, t_realloc, t_free) == 1;
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tls13_handshake_and_data),
+        cmocka_unit_test(test_tls12_handshake_and_data),
+        cmocka_unit_test(test_close_notify),
+        cmocka_unit_test(test_min_version_13_refuses_tls12_client),
+        cmocka_unit_test(test_tls11_refused),
+        cmocka_unit_test(test_resumption_tls13),
+        cmocka_unit_test(test_resumption_tls12),
+        cmocka_unit_test(test_sni_selects_certificate),
+        cmocka_unit_test(test_sni_unknown_name_gets_default),
+        cmocka_unit_test(test_sni_strict_refuses_unknown_name),
+        cmocka_unit_test(test_alpn),
+        cmocka_unit_test(test_mtls_identity_tls13),
+        cmocka_unit_test(test_mtls_identity_tls12),
+        cmocka_unit_test(test_mtls_identity_from_cn),
+        cmocka_unit_test(test_mtls_no_client_cert),
+        cmocka_unit_test(test_mtls_expired_client_cert),
+        cmocka_unit_test(test_mtls_wrong_ca_client_cert),
+        cmocka_unit_test(test_client_cert_not_asked_without_client_ca),
+        cmocka_unit_test(test_client_rejects_wrong_hostname),
+        cmocka_unit_test(test_client_rejects_unknown_ca),
+        cmocka_unit_test(test_client_needs_a_name),
+        cmocka_unit_test(test_plain_http_on_tls_port),
+        cmocka_unit_test(test_garbage_on_tls_port),
+        cmocka_unit_test(test_truncated_handshake_needs_more),
+        cmocka_unit_test(test_buffers_are_capped),
+        cmocka_unit_test(test_server_ctx_errors),
+        cmocka_unit_test(test_client_ctx_errors),
+        cmocka_unit_test(test_ctx_outlives_its_owner),
+        cmocka_unit_test(test_handshake_timeout_is_kept),
+        cmocka_unit_test(test_make_certs_idempotent),
+        cmocka_unit_test(test_memory_per_connection),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

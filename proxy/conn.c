@@ -24,8 +24,8 @@
 #include "upstream.h"
 
 #define EXCH_FREE_MAX 256
-#define LINGER_MS 2000              /* reading what a client still sends after our answer */
-#define LINGER_MAX (256 * 1024)     /* ... at most this much */
+#define LINGER_MS 2000          /* reading what a client still sends after our answer */
+#define LINGER_MAX (256 * 1024) /* ... at most this much */
 
 static void conn_process(struct conn *c);
 static void conn_linger(struct conn *c);
@@ -112,19 +112,13 @@ static struct exch *exch_new(struct conn *c)
         if (x == NULL)
             return NULL;
     }
-    /* Everything before the parsers; they are set up where they are used. */
+    /* Everything before the parsers and buffers; they are set up where
+     * they are used. */
     memset(x, 0, offsetof(struct exch, req));
     x->req_out.n = x->resp_out.n = 0;
-    x->req_head = x->resp_head = NULL;
-    x->req_head_len = x->req_head_cap = x->resp_head_len = 0;
-    x->tried = 0;
-    x->attempts = 0;
-    x->flags = 0;
-    x->status = 0;
     x->request_id[0] = '\0';
     x->c = c;
     x->wreq.data = c;
-    x->wreq_cont.data = c;
     h1_parser_init(&x->req, HTTP_REQUEST);
     return x;
 }
@@ -230,9 +224,9 @@ static void exch_touch(struct exch *x)
 
 /* --- writing to the client ------------------------------------------------ */
 
-static void on_down_written(uv_write_t *req, int status)
+static void on_down_written(struct xprt *t, int status)
 {
-    struct conn *c = req->data;
+    struct conn *c = t->owner;
     struct exch *x = c->x;
 
     if (c->state == CONN_ST_CLOSING || x == NULL)
@@ -244,6 +238,10 @@ static void on_down_written(uv_write_t *req, int status)
     }
     if (x->flags & X_F_LOCAL) {
         exch_end(x);
+        return;
+    }
+    if (x->reply_code != NULL) {
+        exch_reply(x, x->status, x->reply_code, x->reply_msg);
         return;
     }
     exch_touch(x);
@@ -260,9 +258,12 @@ static void on_down_written(uv_write_t *req, int status)
     exch_pump_response(x);
 }
 
-static int conn_write(struct conn *c, struct h1_out *out)
+/* One write to the client at a time, whatever it carries (100 Continue, a
+ * response part, an answer of fnproxy's): TLS needs it, and it keeps the
+ * order of bytes obvious. */
+static int conn_write(struct conn *c, const uv_buf_t *iov, unsigned n)
 {
-    int rc = uv_write(&c->x->wreq, (uv_stream_t *)&c->tcp, out->iov, out->n, on_down_written);
+    int rc = xprt_write(&c->xp, &c->x->wreq, iov, n, on_down_written);
 
     if (rc == 0)
         c->x->flags |= X_F_DOWN_WRITING;
@@ -281,6 +282,14 @@ static void exch_reply(struct exch *x, int status, const char *code, const char 
         return;
     }
     exch_drop_upstream(x, false);
+    if (x->flags & X_F_DOWN_WRITING) {
+        /* "100 Continue" is still being written: answer right after it. */
+        x->status = status;
+        x->reply_code = code;
+        x->reply_msg = message;
+        c->flags |= CONN_F_CLOSE_AFTER;
+        return;
+    }
     x->flags |= X_F_LOCAL;
     x->status = status;
     if (status == 400 || status == 408 || status == 431 || !(x->flags & X_F_REQ_PARSED) ||
@@ -314,7 +323,7 @@ static void exch_reply(struct exch *x, int status, const char *code, const char 
     h1_out_reset(&x->resp_out);
     h1_out_raw(&x->resp_out, x->resp_head, (size_t)head_len);
     conn_arm(c, conn_header_timeout(c));
-    if (conn_write(c, &x->resp_out) < 0)
+    if (conn_write(c, x->resp_out.iov, x->resp_out.n) < 0)
         conn_close(c);
 }
 
@@ -495,12 +504,6 @@ static void exch_connect(struct exch *x)
 
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-static void on_continue_written(uv_write_t *req, int status)
-{
-    (void)req;
-    (void)status; /* a failure shows up on the next read or write */
-}
-
 void exch_upstream_connected(struct exch *x, int status)
 {
     struct conn *c;
@@ -520,9 +523,10 @@ void exch_upstream_connected(struct exch *x, int status)
     upstream_read(x->u, true);
     exch_touch(x);
     if (x->flags & X_F_CONTINUE) {
+        /* Nothing else has been written to the client yet. */
         x->flags &= ~X_F_CONTINUE;
-        uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
-        if (uv_write(&x->wreq_cont, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) < 0) {
+        x->cont_buf = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
+        if (conn_write(c, &x->cont_buf, 1) < 0) {
             conn_close(c);
             return;
         }
@@ -737,7 +741,7 @@ static void exch_pump_response(struct exch *x)
     }
     if (x->resp_out.n > 0) {
         upstream_read(u, false);
-        if (conn_write(c, &x->resp_out) < 0) {
+        if (conn_write(c, x->resp_out.iov, x->resp_out.n) < 0) {
             conn_close(c);
             return;
         }
@@ -787,7 +791,7 @@ void exch_upstream_data(struct exch *x, ssize_t nread)
         if (ev == H1_EV_DONE) {
             x->flags |= X_F_RESP_PARSED;
             if (x->resp_out.n > 0) {
-                if (conn_write(x->c, &x->resp_out) < 0)
+                if (conn_write(x->c, x->resp_out.iov, x->resp_out.n) < 0)
                     conn_close(x->c);
                 return;
             }
@@ -808,10 +812,24 @@ void exch_upstream_data(struct exch *x, ssize_t nread)
 
 /* --- the connection ----------------------------------------------------------- */
 
-static void on_conn_closed(uv_handle_t *h)
-{
-    struct conn *c = h->data;
+static void conn_closed(struct conn *c);
 
+static void on_tcp_closed(uv_handle_t *h)
+{
+    struct xprt *t = h->data;
+    struct conn *c = t->owner;
+
+    xprt_release(t);
+    conn_closed(c);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    conn_closed(h->data);
+}
+
+static void conn_closed(struct conn *c)
+{
     if (--c->pending_closes > 0)
         return;
     if (c->x != NULL) {
@@ -820,6 +838,7 @@ static void on_conn_closed(uv_handle_t *h)
     }
     conn_buf_free(c);
     wlistener_unref(c->l);
+    free(c->client_id);
     free(c);
 }
 
@@ -853,8 +872,8 @@ void conn_close(struct conn *c)
         c->next->prev = c->prev;
     w->n_conns--;
     c->pending_closes = 2;
-    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
-    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -937,11 +956,10 @@ static void conn_arm(struct conn *c, uint64_t ms)
     }
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+static void on_alloc(struct xprt *t, uv_buf_t *b)
 {
-    struct conn *c = h->data;
+    struct conn *c = t->owner;
 
-    (void)suggested;
     if (c->buf == NULL && !conn_buf_alloc(c)) {
         *b = uv_buf_init(NULL, 0);
         return;
@@ -949,11 +967,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(c->buf + c->len, c->cap - c->len);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+static void on_read(struct xprt *t, ssize_t nread)
 {
-    struct conn *c = s->data;
+    struct conn *c = t->owner;
 
-    (void)b;
     if (nread == 0 || c->state == CONN_ST_CLOSING)
         return;
     if (nread == UV_ENOBUFS) {
@@ -986,10 +1003,10 @@ static void conn_read(struct conn *c, bool on)
     if (c->state == CONN_ST_CLOSING)
         return;
     if (on && !(c->flags & CONN_F_READING)) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        if (xprt_read_start(&c->xp, on_alloc, on_read) == 0)
             c->flags |= CONN_F_READING;
     } else if (!on && (c->flags & CONN_F_READING)) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        xprt_read_stop(&c->xp);
         c->flags &= ~CONN_F_READING;
     }
 }
@@ -1062,23 +1079,22 @@ void conn_accept(struct wlistener *l, int fd)
         close(fd);
         return;
     }
-    if (uv_tcp_open(&c->tcp, fd) < 0) {
-        /* The handle is initialised and must be closed through the loop. */
-        close(fd);
-        c->tcp.data = c;
-        c->pending_closes = 1;
-        c->l = l;
-        l->refs++;
-        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
-        return;
-    }
-    uv_timer_init(&w->loop, &c->timer);
-    c->tcp.data = c;
-    c->timer.data = c;
-    c->sreq.data = c;
+    xprt_init(&c->xp, &w->xlp, (uv_stream_t *)&c->tcp, c);
     c->w = w;
     c->l = l;
     l->refs++;
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        /* The handle is initialised and must be closed through the loop;
+         * the timer is not, so only one close is pending. */
+        close(fd);
+        c->state = CONN_ST_CLOSING;
+        c->pending_closes = 1;
+        uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+        return;
+    }
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    c->sreq.data = c;
     uv_tcp_nodelay(&c->tcp, 1);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
         if (ss.ss_family == AF_INET)
@@ -1117,7 +1133,7 @@ static void conn_linger(struct conn *c)
     c->state = CONN_ST_LINGER;
     c->len = c->parsed = 0;
     c->discarded = 0;
-    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+    if (xprt_shutdown(&c->xp, &c->sreq, on_shutdown) < 0) {
         conn_close(c);
         return;
     }

@@ -19,12 +19,14 @@
 #include "http1.h"
 #include "router.h"
 #include "worker.h"
+#include "xprt.h"
 
 enum conn_state {
-    CONN_ST_IDLE = 0, /* between requests */
-    CONN_ST_HEAD,     /* a request head is arriving */
-    CONN_ST_EXCHANGE, /* the request is being proxied or answered */
-    CONN_ST_LINGER,   /* answered and shut down for writing; discarding input */
+    CONN_ST_HANDSHAKE = 0, /* TLS handshake in progress */
+    CONN_ST_IDLE,          /* between requests */
+    CONN_ST_HEAD,          /* a request head is arriving */
+    CONN_ST_EXCHANGE,      /* the request is being proxied or answered */
+    CONN_ST_LINGER,        /* answered and shut down for writing; discarding input */
     CONN_ST_CLOSING,
 };
 
@@ -38,19 +40,21 @@ struct conn {
     struct worker *w;
     struct wlistener *l;
     uv_tcp_t tcp;
-    uv_timer_t timer;     /* the one deadline this connection waits on */
-    uint64_t deadline;    /* loop time it expires at */
-    uint64_t timer_due;   /* loop time the timer is set for: <= deadline */
-    uv_shutdown_t sreq;   /* lingering close */
-    char *buf;            /* request bytes; NULL while idle */
-    uint32_t cap, len;    /* buf size, bytes in buf */
-    uint32_t parsed;      /* bytes of buf taken by the parser */
-    uint32_t discarded;   /* bytes thrown away while lingering */
-    struct exch *x;       /* the exchange in progress */
+    struct xprt xp;     /* plain or TLS, over tcp */
+    uv_timer_t timer;   /* the one deadline this connection waits on */
+    uint64_t deadline;  /* loop time it expires at */
+    uint64_t timer_due; /* loop time the timer is set for: <= deadline */
+    uv_shutdown_t sreq; /* lingering close */
+    char *buf;          /* request bytes; NULL while idle */
+    uint32_t cap, len;  /* buf size, bytes in buf */
+    uint32_t parsed;    /* bytes of buf taken by the parser */
+    uint32_t discarded; /* bytes thrown away while lingering */
+    struct exch *x;     /* the exchange in progress */
     uint8_t state;
     unsigned flags;
     int pending_closes;
     char client_ip[INET6_ADDRSTRLEN];
+    char *client_id; /* verified client certificate identity (mTLS), or NULL */
 };
 
 enum exch_flags {
@@ -82,21 +86,24 @@ struct exch {
     struct upconn *u;
     /* Writes to the client belong to the exchange, not the connection, so
      * that an idle connection stays small. */
-    uv_write_t wreq;      /* response bytes */
-    uv_write_t wreq_cont; /* "100 Continue" */
-    struct h1_parser req;
-    struct h1_parser resp;
-    struct h1_out req_out;
-    struct h1_out resp_out;
-    char *req_head; /* the head sent upstream */
+    uv_write_t wreq;   /* bytes to the client */
+    uv_buf_t cont_buf; /* "100 Continue" */
+    char *req_head;    /* the head sent upstream */
     uint32_t req_head_len;
     uint32_t req_head_cap;
     char *resp_head; /* the head sent downstream (pooled buffer) */
     uint32_t resp_head_len;
     uint64_t tried; /* endpoints tried, by index mod 64 */
     unsigned attempts;
-    unsigned flags; /* X_F_* */
-    int status;     /* sent to the client */
+    unsigned flags;         /* X_F_* */
+    int status;             /* sent to the client */
+    const char *reply_code; /* an answer waiting for the write in flight */
+    const char *reply_msg;
+    /* Large members last: exch_new clears everything before them. */
+    struct h1_parser req;
+    struct h1_parser resp;
+    struct h1_out req_out;
+    struct h1_out resp_out;
     char request_id[129];
 };
 

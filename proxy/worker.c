@@ -64,6 +64,16 @@ static void worker_free_bufs(struct worker *w)
     w->n_free_bufs = 0;
 }
 
+static void *xprt_buf_get(void *w)
+{
+    return worker_buf_get(w);
+}
+
+static void xprt_buf_put(void *w, void *buf)
+{
+    worker_buf_put(w, buf);
+}
+
 uint64_t worker_rand(struct worker *w)
 {
     /* xorshift128+: fast, per worker, good enough for balancing and ids. */
@@ -342,6 +352,7 @@ static void worker_exit(struct worker *w)
     upstream_sweep(w, true);
     uv_close((uv_handle_t *)&w->wake, on_handle_closed);
     uv_close((uv_handle_t *)&w->sweep, on_handle_closed);
+    xprt_loop_close(&w->xlp);
 }
 
 static void on_sweep(uv_timer_t *t)
@@ -443,6 +454,11 @@ int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *f
     rc = uv_mutex_init(&w->lock);
     if (rc < 0)
         goto out_loop;
+    xprt_loop_init(&w->xlp, &w->loop);
+    w->xlp.buf_get = xprt_buf_get;
+    w->xlp.buf_put = xprt_buf_put;
+    w->xlp.buf_ctx = w;
+    w->xlp.buf_size = WORKER_BUF_SIZE;
     uv_async_init(&w->loop, &w->wake, on_wake);
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->sweep);

@@ -15,6 +15,7 @@
 
 #include "metrics.h"
 #include "snapshot.h"
+#include "xprt.h"
 
 #define WORKER_BUF_SIZE (32 * 1024) /* pooled I/O buffer */
 #define WORKER_MAX 64
@@ -80,6 +81,7 @@ struct worker {
     bool mbox_stop;             /* drain and exit */
     uint64_t mbox_drain_ms;     /* ... within this long */
 
+    struct xprt_loop xlp; /* TLS transports' deferred reads */
     struct wsnap *cur;
     struct wlistener *listeners;
     struct conn *conns; /* every downstream connection */

@@ -1,0 +1,480 @@
+/*
+ * xprt.c - plain and TLS transports behind one stream-like interface.
+ *
+ * TLS reads: ciphertext is read from the socket only when the engine has no
+ * plaintext left for the owner, so the engine never holds more than one read
+ * of ciphertext plus a partial record (well under TLS_IN_MAX). When the owner
+ * stops reading while the engine still holds plaintext, and later starts
+ * again, the rest is delivered from an idle handle on the next loop
+ * iteration, never from inside the owner's own call.
+ *
+ * TLS writes: the owner's iovecs are encrypted a piece at a time into a
+ * pooled buffer and written; the owner's completion runs when the last piece
+ * is on the socket. Handshake messages, tickets and alerts go out the same
+ * way, so at most one socket write is in flight per transport.
+ */
+#include "xprt.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum {
+    XT_F_SOCK_READING = 1u << 0, /* uv_read_start is active */
+    XT_F_HANDSHAKING = 1u << 1,
+    XT_F_APP_WRITING = 1u << 2, /* an owner write is being encrypted and sent */
+    XT_F_CWRITING = 1u << 3,    /* a ciphertext write is in flight */
+    XT_F_SHUTDOWN = 1u << 4,    /* shut down once everything is sent */
+    XT_F_QUEUED = 1u << 5,      /* on the loop's ready list */
+    XT_F_FAILED = 1u << 6,
+};
+
+#define CIPHER_CHUNK (16 * 1024) /* plaintext encrypted per socket write */
+
+struct xprt_tls {
+    struct xprt *t;
+    struct tls_conn *c;
+    struct xprt_tls *next_ready;
+    unsigned flags;
+    xprt_handshake_fn *on_handshake;
+    uv_write_t creq;
+    char *cbuf; /* ciphertext being sent */
+    char *rbuf; /* ciphertext being received */
+    const uv_buf_t *wiov;
+    unsigned wn, wi;
+    size_t woff;
+    uv_shutdown_t *sreq;
+    uv_shutdown_cb sdone;
+    bool released; /* the owner is gone: callbacks in flight do nothing */
+};
+
+static void tls_pump_read(struct xprt_tls *ts);
+static void tls_pump_write(struct xprt_tls *ts);
+
+/* --- plain streams ------------------------------------------------------------ */
+
+static void plain_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct xprt *t = h->data;
+
+    (void)suggested;
+    t->on_alloc(t, b);
+}
+
+static void plain_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct xprt *t = s->data;
+
+    (void)b;
+    if (nread != 0)
+        t->on_read(t, nread);
+}
+
+static void plain_written(uv_write_t *req, int status)
+{
+    struct xprt *t = req->handle->data;
+
+    t->on_write(t, status);
+}
+
+/* --- loops -------------------------------------------------------------------- */
+
+static void on_idle(uv_idle_t *idle)
+{
+    struct xprt_loop *lp = idle->data;
+    struct xprt_tls *list = lp->ready;
+
+    lp->ready = NULL;
+    uv_idle_stop(idle);
+    while (list != NULL) {
+        struct xprt_tls *ts = list;
+        list = ts->next_ready;
+        ts->flags &= ~XT_F_QUEUED;
+        if (!ts->released)
+            tls_pump_read(ts);
+    }
+}
+
+int xprt_loop_init(struct xprt_loop *lp, uv_loop_t *loop)
+{
+    int rc = uv_idle_init(loop, &lp->idle);
+
+    lp->idle.data = lp;
+    lp->ready = NULL;
+    return rc;
+}
+
+void xprt_loop_close(struct xprt_loop *lp)
+{
+    uv_close((uv_handle_t *)&lp->idle, NULL);
+}
+
+static void tls_queue(struct xprt_tls *ts)
+{
+    struct xprt_loop *lp = ts->t->lp;
+
+    if (ts->flags & XT_F_QUEUED)
+        return;
+    ts->flags |= XT_F_QUEUED;
+    ts->next_ready = lp->ready;
+    lp->ready = ts;
+    uv_idle_start(&lp->idle, on_idle);
+}
+
+/* --- TLS ---------------------------------------------------------------------- */
+
+static void tls_sock_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct xprt *t = h->data;
+    struct xprt_tls *ts = t->tls;
+
+    (void)suggested;
+    if (ts->rbuf == NULL)
+        ts->rbuf = t->lp->buf_get(t->lp->buf_ctx);
+    if (ts->rbuf == NULL) {
+        *b = uv_buf_init(NULL, 0);
+        return;
+    }
+    *b = uv_buf_init(ts->rbuf, (unsigned)t->lp->buf_size);
+}
+
+static void tls_sock_read_stop(struct xprt_tls *ts)
+{
+    if (ts->flags & XT_F_SOCK_READING) {
+        uv_read_stop(ts->t->stream);
+        ts->flags &= ~XT_F_SOCK_READING;
+    }
+}
+
+static void tls_fail(struct xprt_tls *ts, int err);
+
+static void tls_sock_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct xprt *t = s->data;
+    struct xprt_tls *ts = t->tls;
+
+    (void)b;
+    if (nread == 0 || ts->released)
+        return;
+    if (nread < 0) {
+        tls_sock_read_stop(ts);
+        if (ts->flags & XT_F_HANDSHAKING) {
+            ts->flags &= ~XT_F_HANDSHAKING;
+            ts->on_handshake(t, (int)nread);
+        } else if (t->reading) {
+            t->on_read(t, nread);
+        }
+        return;
+    }
+    int took = tls_feed(ts->c, ts->rbuf, (size_t)nread);
+    if (took < 0 || (size_t)took != (size_t)nread) {
+        /* Cannot happen while reads wait for the engine to drain. */
+        tls_fail(ts, UV_EPROTO);
+        return;
+    }
+    /* The buffer is free again: an idle connection keeps none. */
+    t->lp->buf_put(t->lp->buf_ctx, ts->rbuf);
+    ts->rbuf = NULL;
+    tls_pump_read(ts);
+}
+
+static void tls_sock_read_start(struct xprt_tls *ts)
+{
+    if (ts->flags & (XT_F_SOCK_READING | XT_F_FAILED))
+        return;
+    if (uv_read_start(ts->t->stream, tls_sock_alloc, tls_sock_read) == 0)
+        ts->flags |= XT_F_SOCK_READING;
+}
+
+static void tls_fail(struct xprt_tls *ts, int err)
+{
+    struct xprt *t = ts->t;
+
+    ts->flags |= XT_F_FAILED;
+    tls_sock_read_stop(ts);
+    tls_pump_write(ts); /* the alert tells the peer why */
+    if (ts->flags & XT_F_HANDSHAKING) {
+        ts->flags &= ~XT_F_HANDSHAKING;
+        ts->on_handshake(t, err);
+        return;
+    }
+    if (t->reading)
+        t->on_read(t, err);
+}
+
+/* Moves plaintext from the engine to the owner while it wants some; reads
+ * the socket when the engine needs more. */
+static void tls_pump_read(struct xprt_tls *ts)
+{
+    struct xprt *t = ts->t;
+
+    if (ts->flags & XT_F_FAILED)
+        return;
+    if (ts->flags & XT_F_HANDSHAKING) {
+        int rc = tls_handshake(ts->c);
+        tls_pump_write(ts);
+        if (rc == TLS_E_AGAIN) {
+            tls_sock_read_start(ts);
+            return;
+        }
+        if (rc < 0) {
+            tls_fail(ts, UV_EPROTO);
+            return;
+        }
+        ts->flags &= ~XT_F_HANDSHAKING;
+        tls_sock_read_stop(ts);
+        ts->on_handshake(t, 0);
+        if (ts->released)
+            return;
+    }
+    while (t->reading && !ts->released) {
+        uv_buf_t b;
+        t->on_alloc(t, &b);
+        if (b.len == 0) {
+            tls_sock_read_stop(ts);
+            t->on_read(t, UV_ENOBUFS);
+            return;
+        }
+        int n = tls_read(ts->c, b.base, b.len);
+        if (tls_pending(ts->c) > 0)
+            tls_pump_write(ts); /* tickets, key updates, alerts */
+        if (n > 0) {
+            t->on_read(t, n);
+            continue;
+        }
+        if (n == 0) {
+            tls_sock_read_start(ts);
+            return;
+        }
+        tls_sock_read_stop(ts);
+        if (n == TLS_E_CLOSED) {
+            t->on_read(t, UV_EOF);
+            return;
+        }
+        tls_fail(ts, UV_EPROTO);
+        return;
+    }
+    if (!t->reading)
+        tls_sock_read_stop(ts);
+}
+
+static void tls_cipher_written(uv_write_t *req, int status);
+
+static void tls_done_writing(struct xprt_tls *ts, int status)
+{
+    struct xprt *t = ts->t;
+
+    if (ts->flags & XT_F_APP_WRITING) {
+        ts->flags &= ~XT_F_APP_WRITING;
+        t->on_write(t, status);
+    }
+}
+
+/* Encrypts what the owner asked to send and writes the ciphertext, one
+ * socket write at a time. */
+static void tls_pump_write(struct xprt_tls *ts)
+{
+    struct xprt *t = ts->t;
+    size_t chunk = 0;
+
+    if (ts->flags & XT_F_CWRITING || ts->released)
+        return;
+    while ((ts->flags & XT_F_APP_WRITING) && ts->wi < ts->wn && chunk < CIPHER_CHUNK &&
+           !(ts->flags & XT_F_FAILED)) {
+        const uv_buf_t *b = &ts->wiov[ts->wi];
+        size_t want = b->len - ts->woff;
+        if (want > CIPHER_CHUNK - chunk)
+            want = CIPHER_CHUNK - chunk;
+        int n = tls_write(ts->c, b->base + ts->woff, want);
+        if (n < 0) {
+            ts->flags |= XT_F_FAILED;
+            break;
+        }
+        if (n == 0)
+            break;
+        chunk += (size_t)n;
+        ts->woff += (size_t)n;
+        if (ts->woff == b->len) {
+            ts->wi++;
+            ts->woff = 0;
+        }
+    }
+    if (tls_pending(ts->c) > 0) {
+        if (ts->cbuf == NULL)
+            ts->cbuf = t->lp->buf_get(t->lp->buf_ctx);
+        if (ts->cbuf == NULL) {
+            tls_done_writing(ts, UV_ENOBUFS);
+            return;
+        }
+        size_t len = tls_take(ts->c, ts->cbuf, t->lp->buf_size);
+        uv_buf_t out = uv_buf_init(ts->cbuf, (unsigned)len);
+        if (uv_write(&ts->creq, t->stream, &out, 1, tls_cipher_written) < 0) {
+            ts->flags |= XT_F_FAILED;
+            tls_done_writing(ts, UV_EPIPE);
+            return;
+        }
+        ts->flags |= XT_F_CWRITING;
+        return;
+    }
+    if (ts->cbuf != NULL) {
+        t->lp->buf_put(t->lp->buf_ctx, ts->cbuf);
+        ts->cbuf = NULL;
+    }
+    if (ts->flags & XT_F_FAILED) {
+        tls_done_writing(ts, UV_EPROTO);
+        return;
+    }
+    if ((ts->flags & XT_F_APP_WRITING) && ts->wi == ts->wn) {
+        tls_done_writing(ts, 0);
+        return;
+    }
+    if ((ts->flags & XT_F_SHUTDOWN) && !(ts->flags & XT_F_APP_WRITING)) {
+        ts->flags &= ~XT_F_SHUTDOWN;
+        if (uv_shutdown(ts->sreq, t->stream, ts->sdone) < 0)
+            ts->sdone(ts->sreq, UV_EPIPE);
+    }
+}
+
+static void tls_cipher_written(uv_write_t *req, int status)
+{
+    struct xprt_tls *ts = req->data;
+
+    ts->flags &= ~XT_F_CWRITING;
+    if (ts->released)
+        return;
+    if (status < 0) {
+        ts->flags |= XT_F_FAILED;
+        tls_done_writing(ts, status);
+        return;
+    }
+    tls_pump_write(ts);
+}
+
+/* --- the interface ------------------------------------------------------------ */
+
+void xprt_init(struct xprt *t, struct xprt_loop *lp, uv_stream_t *stream, void *owner)
+{
+    memset(t, 0, sizeof(*t));
+    t->stream = stream;
+    t->owner = owner;
+    t->lp = lp;
+    stream->data = t;
+}
+
+int xprt_tls_start(struct xprt *t, struct tls_ctx *ctx, const char *server_name,
+                   xprt_handshake_fn *done)
+{
+    struct xprt_tls *ts = calloc(1, sizeof(*ts));
+
+    if (ts == NULL)
+        return UV_ENOMEM;
+    ts->c = tls_conn_new(ctx, server_name);
+    if (ts->c == NULL) {
+        free(ts);
+        return UV_ENOMEM;
+    }
+    ts->t = t;
+    ts->creq.data = ts;
+    ts->on_handshake = done;
+    ts->flags = XT_F_HANDSHAKING;
+    t->tls = ts;
+    if (server_name != NULL) {
+        tls_pump_read(ts); /* the client speaks first */
+    } else {
+        tls_sock_read_start(ts);
+    }
+    return 0;
+}
+
+struct tls_conn *xprt_tls_conn(const struct xprt *t)
+{
+    return t->tls != NULL ? t->tls->c : NULL;
+}
+
+int xprt_read_start(struct xprt *t, xprt_alloc_fn *alloc, xprt_read_fn *read)
+{
+    t->on_alloc = alloc;
+    t->on_read = read;
+    if (t->reading)
+        return 0;
+    t->reading = true;
+    if (t->tls == NULL) {
+        int rc = uv_read_start(t->stream, plain_alloc, plain_read);
+        if (rc < 0)
+            t->reading = false;
+        return rc;
+    }
+    if (!(t->tls->flags & XT_F_HANDSHAKING))
+        tls_queue(t->tls); /* the engine may hold plaintext already */
+    return 0;
+}
+
+void xprt_read_stop(struct xprt *t)
+{
+    if (!t->reading)
+        return;
+    t->reading = false;
+    if (t->tls == NULL)
+        uv_read_stop(t->stream);
+    else if (!(t->tls->flags & XT_F_HANDSHAKING))
+        tls_sock_read_stop(t->tls);
+}
+
+int xprt_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
+               xprt_write_fn *done)
+{
+    struct xprt_tls *ts = t->tls;
+
+    t->on_write = done;
+    if (ts == NULL)
+        return uv_write(req, t->stream, bufs, n, plain_written);
+    if (ts->flags & (XT_F_APP_WRITING | XT_F_FAILED | XT_F_HANDSHAKING))
+        return UV_EBUSY;
+    ts->wiov = bufs;
+    ts->wn = n;
+    ts->wi = 0;
+    ts->woff = 0;
+    ts->flags |= XT_F_APP_WRITING;
+    tls_pump_write(ts);
+    return 0;
+}
+
+int xprt_shutdown(struct xprt *t, uv_shutdown_t *req, uv_shutdown_cb done)
+{
+    struct xprt_tls *ts = t->tls;
+
+    if (ts == NULL)
+        return uv_shutdown(req, t->stream, done);
+    if (!(ts->flags & (XT_F_HANDSHAKING | XT_F_FAILED)))
+        tls_shutdown(ts->c); /* close_notify first */
+    ts->sreq = req;
+    ts->sdone = done;
+    ts->flags |= XT_F_SHUTDOWN;
+    tls_pump_write(ts);
+    return 0;
+}
+
+void xprt_release(struct xprt *t)
+{
+    struct xprt_tls *ts = t->tls;
+
+    if (ts == NULL)
+        return;
+    t->tls = NULL;
+    ts->released = true;
+    if (ts->flags & XT_F_QUEUED) {
+        /* Unlink from the loop's ready list. */
+        struct xprt_tls **pp = &t->lp->ready;
+        while (*pp != NULL && *pp != ts)
+            pp = &(*pp)->next_ready;
+        if (*pp == ts)
+            *pp = ts->next_ready;
+    }
+    if (ts->rbuf != NULL)
+        t->lp->buf_put(t->lp->buf_ctx, ts->rbuf);
+    if (ts->cbuf != NULL)
+        t->lp->buf_put(t->lp->buf_ctx, ts->cbuf);
+    tls_conn_free(ts->c);
+    free(ts);
+}

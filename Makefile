@@ -81,6 +81,9 @@ bench: all
 bench-quick: all
 	@sh bench/run.sh --quick
 
+certs:
+	@sh certs/make-certs.sh certs/out
+
 clean:
 	rm -rf build
 

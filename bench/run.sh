@@ -1,0 +1,83 @@
+#!/bin/sh
+# bench/run.sh [--quick]: fnproxy against direct, nginx and HAProxy on
+# loopback. `make bench` runs it in full (3 reps of 10 s, < 15 min),
+# `make bench-quick` with --quick (1 rep of 3 s, < 3 min).
+#
+# This wrapper installs the peers (Debian packages, only if missing),
+# raises the fd limit for the 10,000-connection scenario, and runs
+# bench/bench.py, which does the work. Everything started is killed on
+# exit, on failure and on Ctrl-C: bench.py stops what it started, and the
+# trap here kills, by pid, whatever bench.py recorded in build/bench/pids.
+# Results: build/bench/results.{md,csv,png}.
+#
+# Environment: BUILD (default build), BENCH_REPS, BENCH_SECONDS,
+# BENCH_BACKEND=nginx|fnbackend, BENCH_ACCESS_LOG=auto|on|off.
+set -eu
+
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+OUT="$BUILD/bench"
+
+sh scripts/deps.sh wrk nginx-light haproxy gnuplot-nox
+
+for b in "$BUILD/fnproxy" "$BUILD/fnbackend"; do
+    if [ ! -x "$b" ]; then
+        echo "bench: $b is missing: run 'make build-all' first" >&2
+        exit 1
+    fi
+done
+
+# 10,000 idle connections need more than the usual 1024 descriptors, in
+# the client and in each proxy (they inherit this limit).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+rm -rf "$OUT"
+mkdir -p "$OUT/logs"
+: >"$OUT/pids"
+
+# The pids in build/bench/pids that still run one of the bench's programs.
+still_ours() {
+    for pid in $(cat "$OUT/pids"); do
+        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null |
+            grep -Eq 'wrk|nginx|haproxy|fnproxy|fnbackend|idle\.py'; then
+            printf ' %s' "$pid"
+        fi
+    done
+}
+
+child=""
+cleanup() {
+    status=$?
+    trap - EXIT INT TERM HUP
+    if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
+        kill -TERM "$child" 2>/dev/null || true
+        # bench.py stops its processes itself; give it a moment.
+        i=0
+        while kill -0 "$child" 2>/dev/null && [ $i -lt 50 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        kill -KILL "$child" 2>/dev/null || true
+    fi
+    # Anything bench.py started and did not stop (it died, or was killed):
+    # the pids it listed, if they still run one of our programs.
+    if [ -s "$OUT/pids" ]; then
+        ours=$(still_ours)
+        if [ -n "$ours" ]; then
+            kill -TERM $ours 2>/dev/null || true
+            sleep 0.5
+            ours=$(still_ours)
+            [ -z "$ours" ] || kill -KILL $ours 2>/dev/null || true
+        fi
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# In the background and waited for, so that a signal runs the trap at once.
+BUILD="$BUILD" python3 bench/bench.py "$@" &
+child=$!
+wait "$child"

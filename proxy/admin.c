@@ -1,7 +1,11 @@
 /*
- * admin.c - the admin listener. One request per connection, answered and
- * closed: scrapers and probes open a connection per request anyway, and it
- * keeps this server trivially correct. Requests are parsed with the same
+ * admin.c - the admin listener: /healthz, /ready, /metrics (Prometheus
+ * text) and /stats (JSON with percentiles per route), both summed over the
+ * workers' shards at the time of the request.
+ *
+ * One request per connection, answered and closed: scrapers and probes
+ * open a connection per request anyway, and it keeps this server trivially
+ * correct. Requests are parsed with the same
  * strict HTTP/1.1 glue as the data plane.
  */
 #include "admin.h"
@@ -97,7 +101,10 @@ static void admin_respond(struct admin_conn *ac, int status, const char *type, c
         admin_conn_close(ac);
 }
 
-static void admin_metrics(struct admin_conn *ac)
+typedef void admin_render_fn(FILE *out, struct metrics *const *shards, size_t n);
+
+/* Answers with what render writes: /metrics and /stats. */
+static void admin_render(struct admin_conn *ac, admin_render_fn *render, const char *type)
 {
     char *text = NULL;
     size_t len = 0;
@@ -107,13 +114,13 @@ static void admin_metrics(struct admin_conn *ac)
         admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
         return;
     }
-    metrics_render(f, ac->a->shards, ac->a->n_shards);
+    render(f, ac->a->shards, ac->a->n_shards);
     if (fclose(f) != 0) {
         free(text);
         admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
         return;
     }
-    admin_respond(ac, 200, "text/plain; version=0.0.4", text, len);
+    admin_respond(ac, 200, type, text, len);
     free(text);
 }
 
@@ -140,7 +147,9 @@ static void admin_route(struct admin_conn *ac)
         else
             admin_respond(ac, 503, "text/plain", "draining\n", 9);
     } else if (h1_span_eq(t, "/metrics")) {
-        admin_metrics(ac);
+        admin_render(ac, metrics_render, "text/plain; version=0.0.4");
+    } else if (h1_span_eq(t, "/stats")) {
+        admin_render(ac, metrics_render_json, "application/json");
     } else {
         admin_respond(ac, 404, "text/plain", "not found\n", 10);
     }

@@ -1,7 +1,7 @@
 /*
  * admin.h - the admin endpoint: a small plain-HTTP server on the main
  * thread's loop, away from the workers' hot path. GET /healthz, /ready,
- * /metrics.
+ * /metrics, /stats.
  */
 #ifndef FNPROXY_ADMIN_H
 #define FNPROXY_ADMIN_H

@@ -191,14 +191,21 @@ static void exch_end(struct exch *x)
 
     exch_count(x);
     exch_drop_upstream(x, reusable);
+    c->flags &= ~CONN_F_UNREAD;
     if (!(x->flags & X_F_REQ_PARSED))
-        c->flags |= CONN_F_CLOSE_AFTER; /* the rest of its body is still coming */
+        c->flags |= CONN_F_CLOSE_AFTER | CONN_F_UNREAD; /* the rest of its body is coming */
+    if (c->len > c->parsed)
+        c->flags |= CONN_F_UNREAD;
     wsnap_unref(x->ws);
     c->x = NULL;
     exch_free(c->w, x);
 
     if ((c->flags & CONN_F_CLOSE_AFTER) || c->w->draining || conn_listener_cfg(c) == NULL) {
-        conn_linger(c);
+        /* Linger only when the client may still be sending. */
+        if (c->flags & CONN_F_UNREAD)
+            conn_linger(c);
+        else
+            conn_close(c);
         return;
     }
     c->state = CONN_ST_IDLE;
@@ -372,12 +379,15 @@ static void exch_begin(struct exch *x)
     x->ws = c->w->cur;
     wsnap_ref(x->ws);
     c->state = CONN_ST_EXCHANGE;
-    /* The body is read only when the function can take it. */
-    conn_read(c, false);
     if (!(h->flags & H1_F_KEEP_ALIVE))
         c->flags |= CONN_F_CLOSE_AFTER;
-    if ((h->flags & H1_F_CHUNKED) || ((h->flags & H1_F_CONTENT_LENGTH) && h->content_length > 0))
+    if ((h->flags & H1_F_CHUNKED) || ((h->flags & H1_F_CONTENT_LENGTH) && h->content_length > 0)) {
         x->flags |= X_F_HAS_BODY;
+        /* The body is read only when the function can take it. Without a
+         * body, reading goes on (pipelined requests just wait in the
+         * buffer): stopping and restarting would cost two syscalls. */
+        conn_read(c, false);
+    }
     else
         x->flags |= X_F_REQ_PARSED; /* nothing follows the head */
 
@@ -568,7 +578,8 @@ static void exch_pump_request(struct exch *x)
             x->flags |= X_F_REQ_PARSED;
     }
     if (x->req_out.n > 0) {
-        conn_read(c, false);
+        if (!(x->flags & X_F_REQ_PARSED))
+            conn_read(c, false); /* the write points into c->buf */
         if (upstream_write(u, x->req_out.iov, x->req_out.n) < 0) {
             exch_count_uperr(x, UPERR_RESET);
             x->flags |= X_F_UP_BROKEN;
@@ -740,7 +751,8 @@ static void exch_pump_response(struct exch *x)
         return;
     }
     if (x->resp_out.n > 0) {
-        upstream_read(u, false);
+        if (!(x->flags & X_F_RESP_PARSED))
+            upstream_read(u, false); /* the write points into u->buf */
         if (conn_write(c, x->resp_out.iov, x->resp_out.n) < 0) {
             conn_close(c);
             return;
@@ -767,6 +779,13 @@ check_end:
 
 void exch_upstream_data(struct exch *x, ssize_t nread)
 {
+    if (x->flags & X_F_RESP_PARSED) {
+        /* Bytes or a close after a complete response spoil the connection,
+         * not the exchange. */
+        x->flags |= X_F_UP_BROKEN;
+        upstream_read(x->u, false);
+        return;
+    }
     if (nread > 0) {
         x->flags |= X_F_GOT_BYTES;
         exch_touch(x);
@@ -960,6 +979,11 @@ static void on_alloc(struct xprt *t, uv_buf_t *b)
 {
     struct conn *c = t->owner;
 
+    if (c->buf == NULL) {
+        c->flags |= CONN_F_SCRATCH;
+        *b = uv_buf_init(c->w->scratch, WORKER_BUF_SIZE);
+        return;
+    }
     if (c->buf == NULL && !conn_buf_alloc(c)) {
         *b = uv_buf_init(NULL, 0);
         return;
@@ -978,10 +1002,30 @@ static void on_read(struct xprt *t, ssize_t nread)
         conn_read(c, false);
         return;
     }
+    if (nread == UV_EOF && c->state == CONN_ST_EXCHANGE && c->x != NULL &&
+        (c->x->flags & X_F_REQ_PARSED)) {
+        /* A client that half-closes after its request still gets the answer. */
+        c->flags |= CONN_F_CLOSE_AFTER;
+        conn_read(c, false);
+        return;
+    }
     if (nread < 0) {
         /* The client closed or failed. Nothing useful can be sent back. */
         conn_close(c);
         return;
+    }
+    if (c->flags & CONN_F_SCRATCH) {
+        /* Read into the worker's scratch buffer while idle: keep the bytes
+         * in a buffer of the connection's own. Idle connections that only
+         * see a close never take one. */
+        c->flags &= ~CONN_F_SCRATCH;
+        if (c->state != CONN_ST_LINGER) {
+            if (!conn_buf_alloc(c)) {
+                conn_close(c);
+                return;
+            }
+            memcpy(c->buf, c->w->scratch, (size_t)nread);
+        }
     }
     if (c->state == CONN_ST_LINGER) {
         c->discarded += (uint32_t)nread;
@@ -1067,12 +1111,10 @@ too_large_reply:
     exch_reply(x, 431, "header_too_large", "request head is larger than max_header_bytes");
 }
 
-void conn_accept(struct wlistener *l, int fd)
+void conn_accept(struct wlistener *l, int fd, const struct sockaddr *peer)
 {
     struct worker *w = l->w;
     struct conn *c = calloc(1, sizeof(*c));
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
 
     if (c == NULL || uv_tcp_init(&w->loop, &c->tcp) < 0) {
         free(c);
@@ -1096,12 +1138,10 @@ void conn_accept(struct wlistener *l, int fd)
     c->timer.data = c;
     c->sreq.data = c;
     uv_tcp_nodelay(&c->tcp, 1);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)&ss, c->client_ip, sizeof(c->client_ip));
-        else if (ss.ss_family == AF_INET6)
-            uv_ip6_name((struct sockaddr_in6 *)&ss, c->client_ip, sizeof(c->client_ip));
-    }
+    if (peer->sa_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)peer, c->client_ip, sizeof(c->client_ip));
+    else if (peer->sa_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)peer, c->client_ip, sizeof(c->client_ip));
     if (c->client_ip[0] == '\0')
         snprintf(c->client_ip, sizeof(c->client_ip), "unknown");
     c->next = w->conns;

@@ -33,6 +33,8 @@ enum conn_state {
 enum conn_flags {
     CONN_F_READING = 1u << 0,
     CONN_F_CLOSE_AFTER = 1u << 1, /* close once the current response is written */
+    CONN_F_SCRATCH = 1u << 2,     /* the read in progress lands in the worker's scratch */
+    CONN_F_UNREAD = 1u << 3,      /* the client may still be sending: linger on close */
 };
 
 struct conn {
@@ -107,8 +109,8 @@ struct exch {
     char request_id[129];
 };
 
-/* Takes an accepted socket; closes it on failure. */
-void conn_accept(struct wlistener *l, int fd);
+/* Takes an accepted socket and its peer's address; closes it on failure. */
+void conn_accept(struct wlistener *l, int fd, const struct sockaddr *peer);
 
 /* Draining: idle connections close now, busy ones after their response. */
 void conn_drain(struct conn *c);

@@ -85,6 +85,8 @@ static void route_sum(struct metrics *const *shards, size_t n, const struct rout
                       struct route_stats *sum)
 {
     memset(sum, 0, sizeof(*sum));
+    memcpy(sum->function, r->function, sizeof(sum->function));
+    memcpy(sum->route, r->route, sizeof(sum->route));
     for (size_t i = 0; i < n; i++) {
         for (struct route_stats *s = first_route(shards[i]); s != NULL; s = s->next) {
             if (strcmp(s->function, r->function) != 0 || strcmp(s->route, r->route) != 0)
@@ -95,37 +97,120 @@ static void route_sum(struct metrics *const *shards, size_t n, const struct rout
                 sum->timeouts[k] += load(&s->timeouts[k]);
             for (int k = 0; k < UPERR__N; k++)
                 sum->upstream_errors[k] += load(&s->upstream_errors[k]);
+            histogram_merge(&sum->duration, &s->duration);
+            histogram_merge(&sum->attempt, &s->attempt);
+            for (int k = 0; k < PHASE__N; k++)
+                histogram_merge(&sum->phase[k], &s->phase[k]);
         }
     }
 }
 
-void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
+/* One summed copy per distinct series, in the order the shards list them,
+ * so that each family prints together. Returns how many are in *out (the
+ * caller frees them with free_summed); on running out of memory, those
+ * made so far. */
+static size_t collect_routes(struct metrics *const *shards, size_t n, struct route_stats ***out)
 {
-    struct route_stats *sum = malloc(sizeof(*sum));
     struct route_stats **all = NULL;
     size_t n_all = 0;
 
-    if (sum == NULL)
-        return;
-    /* One summed copy per distinct series, so each family prints together. */
     for (size_t i = 0; i < n; i++) {
         for (struct route_stats *r = first_route(shards[i]); r != NULL; r = r->next) {
             if (route_seen(shards, i, r))
                 continue;
             struct route_stats **grown = realloc(all, (n_all + 1) * sizeof(*all));
-            struct route_stats *copy = malloc(sizeof(*copy));
-            if (grown == NULL || copy == NULL) {
-                free(copy);
-                all = grown != NULL ? grown : all;
+            if (grown == NULL)
                 goto out;
-            }
             all = grown;
+            struct route_stats *copy = malloc(sizeof(*copy));
+            if (copy == NULL)
+                goto out;
             route_sum(shards, n, r, copy);
-            memcpy(copy->function, r->function, sizeof(copy->function));
-            memcpy(copy->route, r->route, sizeof(copy->route));
             all[n_all++] = copy;
         }
     }
+out:
+    *out = all;
+    return n_all;
+}
+
+static void free_summed(struct route_stats **all, size_t n_all)
+{
+    for (size_t i = 0; i < n_all; i++)
+        free(all[i]);
+    free(all);
+}
+
+/* Calls fn once per distinct listener with its active count summed. */
+static void each_listener(struct metrics *const *shards, size_t n,
+                          void (*fn)(FILE *out, const char *name, long long active, bool first),
+                          FILE *out)
+{
+    bool first = true;
+
+    for (size_t i = 0; i < n; i++) {
+        for (struct listener_stats *l = first_listener(shards[i]); l != NULL; l = l->next) {
+            bool seen = false;
+            for (size_t j = 0; j < i && !seen; j++)
+                for (struct listener_stats *o = first_listener(shards[j]); o != NULL; o = o->next)
+                    if (strcmp(o->name, l->name) == 0)
+                        seen = true;
+            if (seen)
+                continue;
+            long long active = 0;
+            for (size_t j = 0; j < n; j++)
+                for (struct listener_stats *o = first_listener(shards[j]); o != NULL; o = o->next)
+                    if (strcmp(o->name, l->name) == 0)
+                        active += __atomic_load_n(&o->active, __ATOMIC_RELAXED);
+            fn(out, l->name, active, first);
+            first = false;
+        }
+    }
+}
+
+/* Microseconds as seconds, exactly: "1.000250". */
+static void put_seconds(FILE *out, uint64_t us)
+{
+    fprintf(out, "%llu.%06llu", (unsigned long long)(us / 1000000),
+            (unsigned long long)(us % 1000000));
+}
+
+/* One histogram series: cumulative buckets, +Inf, _sum and _count. extra is
+ * a label to add after route ("" or ",phase=\"connect\""). Empty series are
+ * left out, as zero counters are. */
+static void render_histogram(FILE *out, const char *name, const struct route_stats *r,
+                             const char *extra, const struct histogram *h)
+{
+    uint64_t count = histogram_count(h);
+
+    if (count == 0)
+        return;
+    for (unsigned k = 0; k < HIST_N_LE; k++)
+        fprintf(out,
+                "%s_bucket{direction=\"ingress\",function=\"%s\",route=\"%s\"%s,le=\"%s\"} %llu\n",
+                name, r->function, r->route, extra, hist_le_text[k],
+                (unsigned long long)histogram_le_count(h, k));
+    fprintf(out, "%s_bucket{direction=\"ingress\",function=\"%s\",route=\"%s\"%s,le=\"+Inf\"} %llu\n",
+            name, r->function, r->route, extra, (unsigned long long)count);
+    fprintf(out, "%s_sum{direction=\"ingress\",function=\"%s\",route=\"%s\"%s} ", name,
+            r->function, r->route, extra);
+    put_seconds(out, h->sum);
+    fprintf(out, "\n%s_count{direction=\"ingress\",function=\"%s\",route=\"%s\"%s} %llu\n", name,
+            r->function, r->route, extra, (unsigned long long)count);
+}
+
+static void prom_listener(FILE *out, const char *name, long long active, bool first)
+{
+    (void)first;
+    fprintf(out, "fnproxy_connections_active{listener=\"%s\"} %lld\n", name, active);
+}
+
+void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
+{
+    static const char *const phase_labels[PHASE__N] = {
+        ",phase=\"connect\"", ",phase=\"upstream\"", ",phase=\"proxy\""};
+    struct route_stats **all;
+    size_t n_all = collect_routes(shards, n, &all);
 
     fputs("# HELP fnproxy_requests_total Requests answered, by status code.\n"
           "# TYPE fnproxy_requests_total counter\n",
@@ -162,31 +247,107 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
                         all[i]->function, all[i]->route, uperr_names[k],
                         (unsigned long long)all[i]->upstream_errors[k]);
 
+    fputs("# HELP fnproxy_request_duration_seconds Time from the request head to the last "
+          "response byte written.\n"
+          "# TYPE fnproxy_request_duration_seconds histogram\n",
+          out);
+    for (size_t i = 0; i < n_all; i++)
+        render_histogram(out, "fnproxy_request_duration_seconds", all[i], "",
+                         &all[i]->duration);
+
+    fputs("# HELP fnproxy_upstream_attempt_duration_seconds Time of one attempt, from its start "
+          "to the response head or its failure.\n"
+          "# TYPE fnproxy_upstream_attempt_duration_seconds histogram\n",
+          out);
+    for (size_t i = 0; i < n_all; i++)
+        render_histogram(out, "fnproxy_upstream_attempt_duration_seconds", all[i], "",
+                         &all[i]->attempt);
+
+    fputs("# HELP fnproxy_phase_duration_seconds Time of a request by phase: connecting, waiting "
+          "on the function, and fnproxy's own.\n"
+          "# TYPE fnproxy_phase_duration_seconds histogram\n",
+          out);
+    for (size_t i = 0; i < n_all; i++)
+        for (int k = 0; k < PHASE__N; k++)
+            render_histogram(out, "fnproxy_phase_duration_seconds", all[i], phase_labels[k],
+                             &all[i]->phase[k]);
+
     fputs("# HELP fnproxy_connections_active Open downstream connections.\n"
           "# TYPE fnproxy_connections_active gauge\n",
           out);
-    for (size_t i = 0; i < n; i++) {
-        for (struct listener_stats *l = first_listener(shards[i]); l != NULL; l = l->next) {
-            bool seen = false;
-            for (size_t j = 0; j < i && !seen; j++)
-                for (struct listener_stats *o = first_listener(shards[j]); o != NULL; o = o->next)
-                    if (strcmp(o->name, l->name) == 0)
-                        seen = true;
-            if (seen)
-                continue;
-            long long active = 0;
-            for (size_t j = 0; j < n; j++)
-                for (struct listener_stats *o = first_listener(shards[j]); o != NULL; o = o->next)
-                    if (strcmp(o->name, l->name) == 0)
-                        active += __atomic_load_n(&o->active, __ATOMIC_RELAXED);
-            fprintf(out, "fnproxy_connections_active{listener=\"%s\"} %lld\n", l->name, active);
-        }
+    each_listener(shards, n, prom_listener, out);
+    free_summed(all, n_all);
+}
+
+/* A JSON string. Names are configured ([A-Za-z0-9_.-]), but escaping costs
+ * nothing here and keeps the output valid whatever they hold. */
+static void json_string(FILE *out, const char *s)
+{
+    putc('"', out);
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(out, "\\%c", ch);
+        else if (ch < 0x20 || ch >= 0x7f)
+            fprintf(out, "\\u%04x", ch);
+        else
+            putc(ch, out);
     }
-out:
-    for (size_t i = 0; i < n_all; i++)
-        free(all[i]);
-    free(all);
-    free(sum);
+    putc('"', out);
+}
+
+/* Microseconds as milliseconds with three decimals. */
+static void put_ms(FILE *out, uint64_t us)
+{
+    fprintf(out, "%llu.%03llu", (unsigned long long)(us / 1000), (unsigned long long)(us % 1000));
+}
+
+static void json_listener(FILE *out, const char *name, long long active, bool first)
+{
+    fputs(first ? "{\"name\":" : ",{\"name\":", out);
+    json_string(out, name);
+    fprintf(out, ",\"active\":%lld}", active);
+}
+
+void metrics_render_json(FILE *out, struct metrics *const *shards, size_t n)
+{
+    static const struct {
+        const char *name;
+        unsigned permille;
+    } pcts[] = {{"p50", 500}, {"p90", 900}, {"p99", 990}, {"p999", 999}};
+    struct route_stats **all;
+    size_t n_all = collect_routes(shards, n, &all);
+
+    fputs("{\"routes\":[", out);
+    for (size_t i = 0; i < n_all; i++) {
+        const struct route_stats *r = all[i];
+        uint64_t requests = 0;
+        bool first = true;
+
+        for (int c = 0; c < 600; c++)
+            requests += r->codes[c];
+        fputs(i == 0 ? "{\"function\":" : ",{\"function\":", out);
+        json_string(out, r->function);
+        fputs(",\"route\":", out);
+        json_string(out, r->route);
+        fprintf(out, ",\"requests\":%llu,\"codes\":{", (unsigned long long)requests);
+        for (int c = 100; c < 600; c++) {
+            if (r->codes[c] == 0)
+                continue;
+            fprintf(out, "%s\"%d\":%llu", first ? "" : ",", c, (unsigned long long)r->codes[c]);
+            first = false;
+        }
+        fputs("},\"latency_ms\":{", out);
+        for (size_t k = 0; k < sizeof(pcts) / sizeof(pcts[0]); k++) {
+            fprintf(out, "%s\"%s\":", k == 0 ? "" : ",", pcts[k].name);
+            put_ms(out, histogram_percentile(&r->duration, pcts[k].permille));
+        }
+        fputs("}}", out);
+    }
+    fputs("],\"listeners\":[", out);
+    each_listener(shards, n, json_listener, out);
+    fputs("]}\n", out);
+    free_summed(all, n_all);
 }
 
 void metrics_release(struct metrics *m)

@@ -226,9 +226,11 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
         return;
     }
     for (int i = 0; i < ACCEPT_BATCH; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            conn_accept(l, fd);
+            conn_accept(l, fd, (struct sockaddr *)&peer);
             if (l->closed)
                 return;
             continue;
@@ -434,6 +436,8 @@ static void worker_main(void *arg)
     }
     exch_free_all(w);
     worker_free_bufs(w);
+    free(w->scratch);
+    w->scratch = NULL;
     if (uv_loop_close(&w->loop) != 0)
         log_error("worker %u: handles left open at exit", w->id);
 }
@@ -448,9 +452,12 @@ int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *f
         w->rng[1] = 0x9e3779b97f4a7c15ULL;
     }
     w->rng[0] |= 1;
+    w->scratch = malloc(WORKER_BUF_SIZE);
+    if (w->scratch == NULL)
+        return UV_ENOMEM;
     rc = uv_loop_init(&w->loop);
     if (rc < 0)
-        return rc;
+        goto out_scratch;
     rc = uv_mutex_init(&w->lock);
     if (rc < 0)
         goto out_loop;
@@ -480,6 +487,9 @@ out_handles:
     uv_mutex_destroy(&w->lock);
 out_loop:
     uv_loop_close(&w->loop);
+out_scratch:
+    free(w->scratch);
+    w->scratch = NULL;
     return rc;
 }
 

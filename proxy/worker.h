@@ -89,6 +89,7 @@ struct worker {
     struct endpoint *endpoints;
     struct metrics metrics;
 
+    char *scratch;   /* reads of idle connections land here first */
     void *free_bufs; /* pooled WORKER_BUF_SIZE buffers, linked through their first bytes */
     unsigned n_free_bufs;
     struct exch *free_exch;

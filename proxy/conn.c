@@ -714,6 +714,10 @@ static void exch_pump_response(struct exch *x)
 
     if (u == NULL || (x->flags & (X_F_DOWN_WRITING | X_F_RESP_PARSED)))
         goto check_end;
+    if (u->buf == NULL) {
+        upstream_read(u, true); /* nothing from the function yet */
+        return;
+    }
     h1_out_reset(&x->resp_out);
     for (;;) {
         size_t used = 0;

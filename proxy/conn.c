@@ -387,8 +387,7 @@ static void exch_begin(struct exch *x)
          * body, reading goes on (pipelined requests just wait in the
          * buffer): stopping and restarting would cost two syscalls. */
         conn_read(c, false);
-    }
-    else
+    } else
         x->flags |= X_F_REQ_PARSED; /* nothing follows the head */
 
     status = h1_check_request(h, &why);

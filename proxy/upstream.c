@@ -18,8 +18,10 @@ enum { UP_F_READING = 1u << 8 };
 
 static void on_close(uv_handle_t *h)
 {
-    struct upconn *u = h->data;
+    struct xprt *t = h->data;
+    struct upconn *u = t->owner;
 
+    xprt_release(t);
     if (u->buf != NULL)
         worker_buf_put(u->w, u->buf);
     free(u);
@@ -52,11 +54,10 @@ static void up_close(struct upconn *u)
     uv_close(&u->io.handle, on_close);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+static void on_alloc(struct xprt *t, uv_buf_t *b)
 {
-    struct upconn *u = h->data;
+    struct upconn *u = t->owner;
 
-    (void)suggested;
     if (u->buf == NULL)
         u->buf = worker_buf_get(u->w);
     if (u->buf == NULL) {
@@ -66,11 +67,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(u->buf + u->len, WORKER_BUF_SIZE - u->len);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+static void on_read(struct xprt *t, ssize_t nread)
 {
-    struct upconn *u = s->data;
+    struct upconn *u = t->owner;
 
-    (void)b;
     if (nread == 0 || (u->flags & UP_F_CLOSING))
         return;
     if (u->x == NULL) {
@@ -88,10 +88,10 @@ void upstream_read(struct upconn *u, bool on)
     if (u->flags & UP_F_CLOSING)
         return;
     if (on && !(u->flags & UP_F_READING)) {
-        if (uv_read_start(&u->io.stream, on_alloc, on_read) == 0)
+        if (xprt_read_start(&u->xp, on_alloc, on_read) == 0)
             u->flags |= UP_F_READING;
     } else if (!on && (u->flags & UP_F_READING)) {
-        uv_read_stop(&u->io.stream);
+        xprt_read_stop(&u->xp);
         u->flags &= ~UP_F_READING;
     }
 }
@@ -135,12 +135,11 @@ struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *
     u->ep = ep;
     u->x = x;
     u->creq.data = u;
-    u->wreq.data = u;
     if (ep->addr.kind == CFG_ADDR_UNIX) {
         rc = uv_pipe_init(&w->loop, &u->io.pipe, 0);
         if (rc < 0)
             goto out_free;
-        u->io.handle.data = u;
+        xprt_init(&u->xp, &w->xlp, &u->io.stream, u);
         const struct sockaddr_un *sun = (const struct sockaddr_un *)&ep->addr.sa;
         uv_pipe_connect(&u->creq, &u->io.pipe, sun->sun_path, on_connect);
         return u;
@@ -148,7 +147,7 @@ struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *
     rc = uv_tcp_init(&w->loop, &u->io.tcp);
     if (rc < 0)
         goto out_free;
-    u->io.handle.data = u;
+    xprt_init(&u->xp, &w->xlp, &u->io.stream, u);
     uv_tcp_nodelay(&u->io.tcp, 1);
     rc = uv_tcp_connect(&u->creq, &u->io.tcp, (const struct sockaddr *)&ep->addr.sa, on_connect);
     if (rc < 0) {
@@ -165,9 +164,9 @@ out_free:
     return NULL;
 }
 
-static void on_write(uv_write_t *req, int status)
+static void on_write(struct xprt *t, int status)
 {
-    struct upconn *u = req->data;
+    struct upconn *u = t->owner;
 
     u->flags &= ~UP_F_WRITING;
     if (u->flags & UP_F_CLOSING)
@@ -177,7 +176,7 @@ static void on_write(uv_write_t *req, int status)
 
 int upstream_write(struct upconn *u, const uv_buf_t *bufs, unsigned n)
 {
-    int rc = uv_write(&u->wreq, &u->io.stream, bufs, n, on_write);
+    int rc = xprt_write(&u->xp, &u->wreq, bufs, n, on_write);
 
     if (rc == 0)
         u->flags |= UP_F_WRITING;

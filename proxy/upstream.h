@@ -31,6 +31,7 @@ struct upconn {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } io;
+    struct xprt xp; /* plain (TLS origination comes here) */
     uv_connect_t creq;
     uv_write_t wreq;
     struct exch *x;  /* the exchange it serves; NULL in the pool */

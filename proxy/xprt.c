@@ -78,15 +78,59 @@ static void plain_written(uv_write_t *req, int status)
     t->on_write(t, status);
 }
 
+static void plain_write_done_later(struct xprt *t);
+
+/* Tries the write at once: when it all fits in the socket buffer, as it
+ * nearly always does, no write request is queued. libuv 1.44 re-arms the
+ * socket's epoll registration after every queued write completes, one
+ * epoll_ctl per write; this avoids it. */
+static int plain_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n)
+{
+    uv_buf_t rest[64];
+    size_t done;
+    unsigned k = 0;
+    int rc;
+
+    if (n > sizeof(rest) / sizeof(rest[0]))
+        return uv_write(req, t->stream, bufs, n, plain_written);
+    rc = uv_try_write(t->stream, bufs, n);
+    if (rc == UV_EAGAIN)
+        rc = 0;
+    if (rc < 0)
+        return rc;
+    done = (size_t)rc;
+    for (unsigned i = 0; i < n; i++) {
+        if (done >= bufs[i].len) {
+            done -= bufs[i].len;
+            continue;
+        }
+        rest[k++] = uv_buf_init(bufs[i].base + done, (unsigned)(bufs[i].len - done));
+        done = 0;
+    }
+    if (k == 0) {
+        plain_write_done_later(t);
+        return 0;
+    }
+    return uv_write(req, t->stream, rest, k, plain_written);
+}
+
 /* --- loops -------------------------------------------------------------------- */
 
 static void on_idle(uv_idle_t *idle)
 {
     struct xprt_loop *lp = idle->data;
     struct xprt_tls *list = lp->ready;
+    struct xprt *written = lp->written;
 
     lp->ready = NULL;
+    lp->written = NULL;
     uv_idle_stop(idle);
+    while (written != NULL) {
+        struct xprt *t = written;
+        written = t->next_written;
+        t->write_queued = false;
+        t->on_write(t, 0);
+    }
     while (list != NULL) {
         struct xprt_tls *ts = list;
         list = ts->next_ready;
@@ -102,7 +146,20 @@ int xprt_loop_init(struct xprt_loop *lp, uv_loop_t *loop)
 
     lp->idle.data = lp;
     lp->ready = NULL;
+    lp->written = NULL;
     return rc;
+}
+
+/* Completes a write that went out at once, on the next loop iteration: the
+ * owner's callback must not run inside its own call. */
+static void plain_write_done_later(struct xprt *t)
+{
+    struct xprt_loop *lp = t->lp;
+
+    t->write_queued = true;
+    t->next_written = lp->written;
+    lp->written = t;
+    uv_idle_start(&lp->idle, on_idle);
 }
 
 void xprt_loop_close(struct xprt_loop *lp)
@@ -428,7 +485,7 @@ int xprt_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n
 
     t->on_write = done;
     if (ts == NULL)
-        return uv_write(req, t->stream, bufs, n, plain_written);
+        return plain_write(t, req, bufs, n);
     if (ts->flags & (XT_F_APP_WRITING | XT_F_FAILED | XT_F_HANDSHAKING))
         return UV_EBUSY;
     ts->wiov = bufs;
@@ -459,6 +516,14 @@ void xprt_release(struct xprt *t)
 {
     struct xprt_tls *ts = t->tls;
 
+    if (t->write_queued) {
+        struct xprt **pp = &t->lp->written;
+        while (*pp != NULL && *pp != t)
+            pp = &(*pp)->next_written;
+        if (*pp == t)
+            *pp = t->next_written;
+        t->write_queued = false;
+    }
     if (ts == NULL)
         return;
     t->tls = NULL;

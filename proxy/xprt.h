@@ -39,6 +39,7 @@ typedef void xprt_handshake_fn(struct xprt *t, int status);
 struct xprt_loop {
     uv_idle_t idle;
     struct xprt_tls *ready; /* list of TLS transports to drain */
+    struct xprt *written;   /* plain writes that completed at once */
     void *(*buf_get)(void *ctx);
     void (*buf_put)(void *ctx, void *buf);
     void *buf_ctx;
@@ -53,6 +54,8 @@ struct xprt {
     xprt_alloc_fn *on_alloc;
     xprt_read_fn *on_read;
     xprt_write_fn *on_write;
+    struct xprt *next_written; /* on the loop's list of completed writes */
+    bool write_queued;
     bool reading; /* the owner wants data */
 };
 

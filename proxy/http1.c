@@ -126,8 +126,8 @@ static int on_headers_complete(llhttp_t *ll)
     /* No body, whatever the framing headers say: a response to HEAD, and
      * 1xx, 204 and 304 responses (RFC 9112 section 6.3). llhttp only knows
      * the last three when they carry no framing headers. */
-    if (p->skip_body || (ll->type == HTTP_RESPONSE && (h->status < 200 || h->status == 204 ||
-                                                       h->status == 304)))
+    if (p->skip_body ||
+        (ll->type == HTTP_RESPONSE && (h->status < 200 || h->status == 204 || h->status == 304)))
         return 1; /* message ends here; on_message_complete follows */
     return HPE_PAUSED;
 }

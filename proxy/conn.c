@@ -1140,7 +1140,6 @@ void conn_accept(struct wlistener *l, int fd, const struct sockaddr *peer)
     uv_timer_init(&w->loop, &c->timer);
     c->timer.data = c;
     c->sreq.data = c;
-    uv_tcp_nodelay(&c->tcp, 1);
     if (peer->sa_family == AF_INET)
         uv_ip4_name((const struct sockaddr_in *)peer, c->client_ip, sizeof(c->client_ip));
     else if (peer->sa_family == AF_INET6)

@@ -26,21 +26,23 @@
 #define HIST_SPLIT_TERM(i, b) (HIST_LO(i) < (b) + 1ull && (b) + 1ull < HIST_LO((i) + 1)) ? (b) + 1u:
 #define HIST_BELOW_TERM(i, b) +((b) + 1ull < HIST_LO(i))
 #define HIST_SLOT(i)                                                                               \
-    {(uint32_t)(HIST_LE_APPLY(HIST_SPLIT_TERM, i) UINT32_MAX),                                    \
+    {(uint32_t)(HIST_LE_APPLY(HIST_SPLIT_TERM, i) UINT32_MAX),                                     \
      (uint32_t)((i)HIST_LE_APPLY(HIST_BELOW_TERM, i))},
+/* clang-format off */
 #define HIST_SLOTS8(k)                                                                             \
     HIST_SLOT(8 * (k)) HIST_SLOT(8 * (k) + 1) HIST_SLOT(8 * (k) + 2) HIST_SLOT(8 * (k) + 3)        \
-        HIST_SLOT(8 * (k) + 4) HIST_SLOT(8 * (k) + 5) HIST_SLOT(8 * (k) + 6) HIST_SLOT(8 * (k) + 7)
+    HIST_SLOT(8 * (k) + 4) HIST_SLOT(8 * (k) + 5) HIST_SLOT(8 * (k) + 6) HIST_SLOT(8 * (k) + 7)
 
 /* Unsized, so that a list that does not match HIST_FINE conflicts with the
  * declaration in histogram.h instead of being zero-filled silently. */
 const struct hist_slot hist_map[] = {
-    HIST_SLOTS8(0) HIST_SLOTS8(1) HIST_SLOTS8(2) HIST_SLOTS8(3) HIST_SLOTS8(4)
-    HIST_SLOTS8(5) HIST_SLOTS8(6) HIST_SLOTS8(7) HIST_SLOTS8(8) HIST_SLOTS8(9)
+    HIST_SLOTS8(0)  HIST_SLOTS8(1)  HIST_SLOTS8(2)  HIST_SLOTS8(3)  HIST_SLOTS8(4)
+    HIST_SLOTS8(5)  HIST_SLOTS8(6)  HIST_SLOTS8(7)  HIST_SLOTS8(8)  HIST_SLOTS8(9)
     HIST_SLOTS8(10) HIST_SLOTS8(11) HIST_SLOTS8(12) HIST_SLOTS8(13) HIST_SLOTS8(14)
     HIST_SLOTS8(15) HIST_SLOTS8(16) HIST_SLOTS8(17) HIST_SLOTS8(18) HIST_SLOTS8(19)
     HIST_SLOTS8(20) HIST_SLOTS8(21) HIST_SLOTS8(22) HIST_SLOTS8(23) HIST_SLOTS8(24)
 };
+/* clang-format on */
 _Static_assert(HIST_SUB == 8, "HIST_SLOTS8 lists eight buckets per power of two");
 _Static_assert(HIST_LO(HIST_FINE) == HIST_LIMIT_US, "the fine buckets end at HIST_LIMIT_US");
 /* Each bound must add exactly one slot, and the overflow slot must be last:
@@ -86,7 +88,7 @@ void histogram_bounds(unsigned k, uint64_t *lo, uint64_t *hi)
         i--;
     *lo = hist_map[i].base == k ? HIST_LO(i) : hist_map[i].split;
     *hi = hist_map[i].base == k && hist_map[i].split != UINT32_MAX ? hist_map[i].split
-                                                                    : HIST_LO(i + 1);
+                                                                   : HIST_LO(i + 1);
 }
 
 uint64_t histogram_percentile(const struct histogram *h, unsigned permille)

@@ -36,15 +36,18 @@
 #define HIST_SUB_BITS 3
 #define HIST_SUB (1u << HIST_SUB_BITS) /* sub-buckets per power of two */
 #define HIST_TOP_EXP 27
-#define HIST_LIMIT_US (1ull << HIST_TOP_EXP)                        /* first overflowing value */
-#define HIST_FINE ((HIST_TOP_EXP - HIST_SUB_BITS + 1) * HIST_SUB)     /* 200 */
-#define HIST_N_LE 14                                                /* finite `le` bounds */
-#define HIST_BUCKETS (HIST_FINE + HIST_N_LE + 1)                    /* + splits + overflow */
+#define HIST_LIMIT_US (1ull << HIST_TOP_EXP)                      /* first overflowing value */
+#define HIST_FINE ((HIST_TOP_EXP - HIST_SUB_BITS + 1) * HIST_SUB) /* 200 */
+#define HIST_N_LE 14                                              /* finite `le` bounds */
+#define HIST_BUCKETS (HIST_FINE + HIST_N_LE + 1)                  /* + splits + overflow */
 
 /* The `le` bounds in µs, in order, as an X-macro: X(arg, bound). */
+/* clang-format off */
 #define HIST_LE_APPLY(X, a)                                                                        \
-    X(a, 500) X(a, 1000) X(a, 2500) X(a, 5000) X(a, 10000) X(a, 25000) X(a, 50000) X(a, 100000)    \
-        X(a, 250000) X(a, 500000) X(a, 1000000) X(a, 2500000) X(a, 5000000) X(a, 10000000)
+    X(a, 500) X(a, 1000) X(a, 2500) X(a, 5000) X(a, 10000) X(a, 25000) X(a, 50000)                 \
+    X(a, 100000) X(a, 250000) X(a, 500000) X(a, 1000000) X(a, 2500000) X(a, 5000000)               \
+    X(a, 10000000)
+/* clang-format on */
 
 /* Where fine bucket i sits in the final array: its first slot, and the
  * value at which its second slot starts (UINT32_MAX when it has one slot).

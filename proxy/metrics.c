@@ -190,10 +190,11 @@ static void render_histogram(FILE *out, const char *name, const struct route_sta
                 "%s_bucket{direction=\"ingress\",function=\"%s\",route=\"%s\"%s,le=\"%s\"} %llu\n",
                 name, r->function, r->route, extra, hist_le_text[k],
                 (unsigned long long)histogram_le_count(h, k));
-    fprintf(out, "%s_bucket{direction=\"ingress\",function=\"%s\",route=\"%s\"%s,le=\"+Inf\"} %llu\n",
+    fprintf(out,
+            "%s_bucket{direction=\"ingress\",function=\"%s\",route=\"%s\"%s,le=\"+Inf\"} %llu\n",
             name, r->function, r->route, extra, (unsigned long long)count);
-    fprintf(out, "%s_sum{direction=\"ingress\",function=\"%s\",route=\"%s\"%s} ", name,
-            r->function, r->route, extra);
+    fprintf(out, "%s_sum{direction=\"ingress\",function=\"%s\",route=\"%s\"%s} ", name, r->function,
+            r->route, extra);
     put_seconds(out, h->sum);
     fprintf(out, "\n%s_count{direction=\"ingress\",function=\"%s\",route=\"%s\"%s} %llu\n", name,
             r->function, r->route, extra, (unsigned long long)count);
@@ -207,8 +208,8 @@ static void prom_listener(FILE *out, const char *name, long long active, bool fi
 
 void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
 {
-    static const char *const phase_labels[PHASE__N] = {
-        ",phase=\"connect\"", ",phase=\"upstream\"", ",phase=\"proxy\""};
+    static const char *const phase_labels[PHASE__N] = {",phase=\"connect\"", ",phase=\"upstream\"",
+                                                       ",phase=\"proxy\""};
     struct route_stats **all;
     size_t n_all = collect_routes(shards, n, &all);
 
@@ -252,8 +253,7 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
           "# TYPE fnproxy_request_duration_seconds histogram\n",
           out);
     for (size_t i = 0; i < n_all; i++)
-        render_histogram(out, "fnproxy_request_duration_seconds", all[i], "",
-                         &all[i]->duration);
+        render_histogram(out, "fnproxy_request_duration_seconds", all[i], "", &all[i]->duration);
 
     fputs("# HELP fnproxy_upstream_attempt_duration_seconds Time of one attempt, from its start "
           "to the response head or its failure.\n"

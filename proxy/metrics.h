@@ -8,9 +8,10 @@
  * reloads: a route that keeps its name keeps its counters.
  *
  * Latency histograms (histogram.h) live in the same per-route struct. A
- * struct route_stats is about 13.5 KiB: 4.7 KiB of status counters and five
- * histograms of 1.7 KiB. There is one per (worker, route), so 50 routes on
- * 8 workers take about 5.3 MiB, allocated when a config is adopted.
+ * struct route_stats is 13,680 bytes: 4.7 KiB of status counters and five
+ * histograms of 1.7 KiB. There is one per (worker, route) plus one per
+ * worker for requests answered before routing, so 50 routes on 8 workers
+ * take about 5.5 MB, allocated when a config is adopted.
  *
  * Timing of one request, as fnproxy_request_duration_seconds and the
  * phases of fnproxy_phase_duration_seconds measure it (all on the monotonic
@@ -31,8 +32,10 @@
  *             answering. Not observed when no head was sent.
  *   proxy     duration - connect - upstream (0 if negative): what fnproxy
  *             itself adds: routing and head rewriting, picking endpoints,
- *             time between attempts, and the response body streamed to the
- *             client. Observed for every request, local answers included.
+ *             time between attempts, and streaming the response body to
+ *             the client (bounded below by the pace at which the function
+ *             sends it, which this split cannot tell apart). Observed for
+ *             every request, local answers included.
  *
  * So connect + upstream + proxy = duration for every request. One
  * fnproxy_upstream_attempt_duration_seconds observation is made per
@@ -71,9 +74,9 @@ struct route_stats {
     uint64_t codes[600]; /* requests answered, by status code */
     uint64_t timeouts[TMO__N];
     uint64_t upstream_errors[UPERR__N];
-    struct histogram duration;           /* fnproxy_request_duration_seconds */
-    struct histogram attempt;            /* fnproxy_upstream_attempt_duration_seconds */
-    struct histogram phase[PHASE__N];    /* fnproxy_phase_duration_seconds */
+    struct histogram duration;        /* fnproxy_request_duration_seconds */
+    struct histogram attempt;         /* fnproxy_upstream_attempt_duration_seconds */
+    struct histogram phase[PHASE__N]; /* fnproxy_phase_duration_seconds */
 };
 
 struct listener_stats {

@@ -1148,6 +1148,30 @@ static int check_admin_clash(struct pctx *x)
     return 0;
 }
 
+/* access_log: stdout, off, or a file path. The file is not opened here
+ * (this module does no I/O): fnproxy opens it at start and says so if it
+ * cannot. Paths are taken as written; a relative one is relative to the
+ * directory fnproxy runs in. */
+static int get_access_log(struct pctx *x, const struct ynode *v, char **out)
+{
+    size_t i;
+
+    if (!node_is_value(v) || v->len == 0)
+        goto out_bad;
+    /* A control character in a path is almost certainly a mistake (and a
+     * NUL would cut it short). */
+    for (i = 0; i < v->len; i++)
+        if ((unsigned char)v->str[i] < 0x20 || v->str[i] == 0x7f)
+            goto out_bad;
+    if (node_eq(v, "off"))
+        return 0;
+    *out = dup_node(x, v->str, v->len);
+    return *out ? 0 : -ENOMEM;
+
+out_bad:
+    return fail(x, v, "expected stdout, off or a file path");
+}
+
 static int get_workers(struct pctx *x, const struct ynode *v, unsigned *out)
 {
     uint64_t n;
@@ -1605,9 +1629,8 @@ static int check_shadowing(struct pctx *x)
 static int parse_root(struct pctx *x, const struct ynode *root)
 {
     static const char *const known[] = {"workers",   "admin",     "drain_timeout",
-                                        "listeners", "functions", NULL};
-    static const char *const later[] = {"access_log", NULL};
-    enum { K_WORKERS, K_ADMIN, K_DRAIN, K_LISTENERS, K_FUNCTIONS, K_N };
+                                        "listeners", "functions", "access_log", NULL};
+    enum { K_WORKERS, K_ADMIN, K_DRAIN, K_LISTENERS, K_FUNCTIONS, K_ACCESS_LOG, K_N };
     const struct ynode *seen[K_N] = {0};
     const struct ynode *k, *v;
     size_t mark;
@@ -1618,7 +1641,7 @@ static int parse_root(struct pctx *x, const struct ynode *root)
     x->c->drain_timeout_ms = 10 * 1000;
     FOR_EACH_PAIR(root, k, v)
     {
-        int i = map_key(x, k, known, later, seen);
+        int i = map_key(x, k, known, NULL, seen);
 
         if (i < 0)
             return i;
@@ -1639,6 +1662,9 @@ static int parse_root(struct pctx *x, const struct ynode *root)
             break;
         case K_FUNCTIONS:
             /* Read last: routes refer to listeners, which may come later. */
+            break;
+        case K_ACCESS_LOG:
+            rc = get_access_log(x, v, &x->c->access_log);
             break;
         }
         if (rc < 0)
@@ -1790,6 +1816,7 @@ void config_free(struct config *c)
         free(f->routes);
     }
     free(c->functions);
+    free(c->access_log);
     free(c->path);
     free(c);
 }

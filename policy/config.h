@@ -82,6 +82,7 @@ struct config {
     bool has_admin;
     struct cfg_addr admin_listen;   /* admin.listen, inet only */
     uint64_t drain_timeout_ms;      /* on SIGTERM; default 10s */
+    char *access_log;               /* "stdout" or a file path; NULL = off (the default) */
     struct cfg_listener *listeners;
     size_t n_listeners;
     struct cfg_function *functions;

@@ -167,7 +167,6 @@ static void test_unsupported_keys(void **state)
     char yaml[1024], want[256];
     size_t i;
 
-    check_error("workers: 1\naccess_log: stdout\n", "t.yaml:2:1: access_log: not supported yet");
     check_error("listeners:\n  - name: a\n    listen: 127.0.0.1:1\n    tls: {}\n",
                 "t.yaml:4:5: listeners[0].tls: not supported yet");
     for (i = 0; i < sizeof(route_keys) / sizeof(route_keys[0]); i++) {
@@ -981,6 +980,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->workers, 0);
     assert_false(c->has_admin);
     assert_int_equal(c->drain_timeout_ms, 10000);
+    assert_null(c->access_log);
     assert_int_equal(c->n_listeners, 1);
     assert_string_equal(l->name, "public");
     assert_int_equal(l->header_timeout_ms, 10000);
@@ -1004,6 +1004,49 @@ static void test_defaults(void **state)
     assert_int_equal(r->line, 9);
     assert_int_equal(r->col, 11);
     config_free(c);
+}
+
+/* access_log: stdout, off (the same as leaving it out) or a path, kept as
+ * written; the file is not opened by the config layer. */
+static void test_access_log(void **state)
+{
+    static const struct {
+        const char *yaml;
+        const char *want; /* NULL: off */
+    } good[] = {
+        {"access_log: stdout\n", "stdout"},
+        {"access_log: off\n", NULL},
+        {"access_log: \"off\"\n", NULL},
+        {"access_log: /var/log/fnproxy/access.log\n", "/var/log/fnproxy/access.log"},
+        {"access_log: logs/access.log\n", "logs/access.log"},
+        {"access_log: \"/tmp/with space.log\"\n", "/tmp/with space.log"},
+    };
+    static const struct err_case bad[] = {
+        {"access_log:\n", "t.yaml:1:12: access_log: expected stdout, off or a file path"},
+        {"access_log: \"\"\n", "t.yaml:1:13: access_log: expected stdout, off or a file path"},
+        {"access_log: [stdout]\n",
+         "t.yaml:1:13: access_log: expected stdout, off or a file path"},
+        {"access_log: { path: /x }\n",
+         "t.yaml:1:13: access_log: expected stdout, off or a file path"},
+        {"access_log: \"/tmp/a\\nb\"\n",
+         "t.yaml:1:13: access_log: expected stdout, off or a file path"},
+        {"access_log: \"/tmp/a\\0b\"\n",
+         "t.yaml:1:13: access_log: expected stdout, off or a file path"},
+        {"access_log: stdout\naccess_log: off\n",
+         "t.yaml:2:1: access_log: duplicate key \"access_log\" (first at t.yaml:1:1)"},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        struct config *c = parse_ok(good[i].yaml);
+
+        if (good[i].want == NULL)
+            assert_null(c->access_log);
+        else
+            assert_string_equal(c->access_log, good[i].want);
+        config_free(c);
+    }
+    CHECK_ERRORS(bad);
 }
 
 static void test_small_configs(void **state)
@@ -1042,6 +1085,7 @@ static void test_full_config(void **state)
 {
     struct config *c = parse_ok("workers: 3\n"
                                 "admin: { listen: \"[::1]:9901\" }\n"
+                                "access_log: /var/log/fnproxy.log\n"
                                 "drain_timeout: 2m\n"
                                 "listeners:\n"
                                 "  - name: public\n"
@@ -1072,12 +1116,13 @@ static void test_full_config(void **state)
     assert_int_equal(c->admin_listen.sa.ss_family, AF_INET6);
     assert_string_equal(c->admin_listen.text, "[::1]:9901");
     assert_int_equal(c->drain_timeout_ms, 120000);
+    assert_string_equal(c->access_log, "/var/log/fnproxy.log");
     assert_int_equal(c->n_listeners, 2);
     assert_int_equal(c->listeners[0].header_timeout_ms, 5000);
     assert_int_equal(c->listeners[0].keepalive_timeout_ms, 250);
     assert_int_equal(c->listeners[0].max_header_bytes, 32768);
     assert_int_equal(c->listeners[1].header_timeout_ms, 10000);
-    assert_int_equal(c->listeners[1].line, 10);
+    assert_int_equal(c->listeners[1].line, 11);
     assert_int_equal(c->functions[0].n_endpoints, 2);
     assert_int_equal(c->functions[0].endpoints[1].kind, CFG_ADDR_UNIX);
     assert_int_equal(c->functions[0].max_body, 8u << 20);
@@ -1088,7 +1133,7 @@ static void test_full_config(void **state)
     assert_int_equal(r->methods, CFG_M_POST | CFG_M_PUT);
     assert_int_equal(r->timeout_ms, 10000);
     assert_int_equal(r->connect_timeout_ms, 300);
-    assert_int_equal(r->line, 18);
+    assert_int_equal(r->line, 19);
     assert_int_equal(r->col, 11);
     config_free(c);
 }
@@ -1235,6 +1280,7 @@ int main(void)
         cmocka_unit_test(test_match_methods),
         cmocka_unit_test(test_shadowed_routes),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_access_log),
         cmocka_unit_test(test_small_configs),
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_example_demo),

@@ -40,6 +40,7 @@ struct admin_conn {
     size_t len;
     char *out; /* the response, malloc'd */
     bool closing;
+    bool head_only; /* HEAD: the headers of the GET answer, no body */
 };
 
 static void admin_release(struct admin *a)
@@ -89,6 +90,8 @@ static void admin_respond(struct admin_conn *ac, int status, const char *type, c
                      "cache-control: no-store\r\nconnection: close\r\n\r\n",
                      status, h1_reason(status), type, body_len);
 
+    if (ac->head_only)
+        body_len = 0; /* content-length above still says what GET would get */
     ac->out = malloc((size_t)n + body_len);
     if (ac->out == NULL) {
         admin_conn_close(ac);
@@ -137,7 +140,8 @@ static void admin_route(struct admin_conn *ac)
     for (uint32_t i = 0; i < t.len; i++)
         if (t.p[i] == '?')
             t.len = i;
-    if (!h1_span_eq(h->method, "get") && !h1_span_eq(h->method, "head")) {
+    ac->head_only = h1_span_eq(h->method, "head");
+    if (!h1_span_eq(h->method, "get") && !ac->head_only) {
         admin_respond(ac, 405, "text/plain", "method not allowed\n", 19);
     } else if (h1_span_eq(t, "/healthz")) {
         admin_respond(ac, 200, "text/plain", "ok\n", 3);

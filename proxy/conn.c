@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "log.h"
 #include "upstream.h"
 
@@ -119,6 +120,9 @@ static struct exch *exch_new(struct conn *c)
     x->request_id[0] = '\0';
     x->c = c;
     x->wreq.data = c;
+    /* A request's time starts with its first byte. */
+    x->t0 = metrics_now_us();
+    x->ts_ms = accesslog_now_ms();
     h1_parser_init(&x->req, HTTP_REQUEST);
     return x;
 }
@@ -152,11 +156,59 @@ void exch_free_all(struct worker *w)
     w->n_free_exch = 0;
 }
 
+/* The method and target as received: from the head forwarded upstream when
+ * there is one (the client buffer may have moved on), else from the head
+ * spans, which are still in place when no head was forwarded. */
+static void exch_request_line(const struct exch *x, struct h1_span *method, struct h1_span *target)
+{
+    *method = x->req.head.method;
+    *target = x->req.head.target;
+    if (x->req_head != NULL && x->req_head_len > method->len + 1) {
+        method->p = x->req_head;
+        target->p = x->req_head + method->len + 1;
+    }
+}
+
+/* Counts the finished request: status, latency and phases, access log. */
 static void exch_count(struct exch *x)
 {
     struct route_stats *s = x->stats != NULL ? x->stats : x->ws->noroute;
+    struct worker *w = x->c->w;
+    uint64_t now = metrics_now_us();
+    uint64_t duration = x->t0 != 0 ? now - x->t0 : 0;
 
     metrics_count_status(s, x->status);
+    metrics_observe_request(s, &(struct metrics_request_time){
+                                   .duration_us = duration,
+                                   .connect_us = x->connect_us,
+                                   .upstream_us = x->upstream_us,
+                                   .connected = x->connected,
+                                   .sent = x->sent,
+                               });
+    if (w->alog.buf == NULL)
+        return; /* access log off */
+    struct h1_span method, target;
+    const struct config *cfg = x->ws->snap->cfg;
+    size_t li = x->c->l->idx;
+    exch_request_line(x, &method, &target);
+    accesslog_record(&w->alog, &(struct accesslog_entry){
+                                   .ts_ms = x->ts_ms,
+                                   .request_id = x->request_id,
+                                   .client = x->c->client_ip,
+                                   .listener = li < cfg->n_listeners ? cfg->listeners[li].name : "",
+                                   .method = method.p,
+                                   .method_len = method.len,
+                                   .target = target.p,
+                                   .target_len = target.len,
+                                   .status = x->status,
+                                   .function = x->fn != NULL ? x->fn->name : "",
+                                   .route = x->route != NULL ? x->route->name : "",
+                                   .upstream = x->ep != NULL ? x->ep->addr.text : "",
+                                   .bytes_in = x->req_bytes + x->req.body_bytes,
+                                   .bytes_out = x->bytes_out,
+                                   .duration_us = duration,
+                                   .upstream_us = x->upstream_us,
+                               });
 }
 
 static void exch_count_uperr(struct exch *x, enum metrics_uperr reason)
@@ -270,6 +322,9 @@ static void on_down_written(struct xprt *t, int status)
  * order of bytes obvious. */
 static int conn_write(struct conn *c, const uv_buf_t *iov, unsigned n)
 {
+    for (unsigned i = 0; i < n; i++)
+        c->x->bytes_out += iov[i].len;
+
     int rc = xprt_write(&c->xp, &c->x->wreq, iov, n, on_down_written);
 
     if (rc == 0)
@@ -378,6 +433,7 @@ static void exch_begin(struct exch *x)
 
     x->ws = c->w->cur;
     wsnap_ref(x->ws);
+    x->req_bytes = c->parsed;
     c->state = CONN_ST_EXCHANGE;
     if (!(h->flags & H1_F_KEEP_ALIVE))
         c->flags |= CONN_F_CLOSE_AFTER;
@@ -479,6 +535,15 @@ static struct endpoint *exch_pick_endpoint(struct exch *x, size_t *idx)
     return fs->eps[*idx];
 }
 
+/* A connect attempt ended (connected, refused or timed out). */
+static void exch_connect_done(struct exch *x)
+{
+    if (x->t_connect != 0) {
+        x->connect_us += metrics_now_us() - x->t_connect;
+        x->t_connect = 0;
+    }
+}
+
 static void exch_connect(struct exch *x)
 {
     struct endpoint *ep;
@@ -504,6 +569,11 @@ static void exch_connect(struct exch *x)
         log_debug("connect to %s failed: %s", ep->addr.text, uv_strerror(err));
     }
     x->flags &= ~(X_F_GOT_BYTES | X_F_HEAD_SENT);
+    x->t_attempt = metrics_now_us();
+    if (!(x->u->flags & UP_F_CONNECTED)) {
+        x->t_connect = x->t_attempt;
+        x->connected = true;
+    }
     if (x->u->flags & UP_F_CONNECTED) {
         exch_upstream_connected(x, 0);
         return;
@@ -520,6 +590,7 @@ void exch_upstream_connected(struct exch *x, int status)
     if (x == NULL)
         return;
     c = x->c;
+    exch_connect_done(x);
     if (status < 0) {
         log_debug("connect to %s failed: %s", x->ep->addr.text, uv_strerror(status));
         exch_count_uperr(x, UPERR_REFUSED);
@@ -556,6 +627,8 @@ static void exch_pump_request(struct exch *x)
     if (!(x->flags & X_F_HEAD_SENT)) {
         h1_out_raw(&x->req_out, x->req_head, x->req_head_len);
         x->flags |= X_F_HEAD_SENT;
+        x->t_sent = metrics_now_us();
+        x->sent = true;
     }
     if (!(x->flags & X_F_REQ_PARSED)) {
         size_t used = 0;
@@ -699,6 +772,9 @@ static bool exch_response_head(struct exch *x)
         exch_reply(x, 502, "upstream_bad_response", "response head too large");
         return false;
     }
+    uint64_t now = metrics_now_us();
+    x->upstream_us += now - x->t_sent;
+    metrics_observe_attempt(x->stats, now - x->t_attempt);
     x->status = rh->status;
     x->flags |= X_F_RESP_STARTED;
     h1_out_raw(&x->resp_out, x->resp_head, x->resp_head_len);
@@ -914,6 +990,8 @@ static void on_timer(uv_timer_t *t)
             wsnap_ref(x->ws);
         }
         c->state = CONN_ST_EXCHANGE;
+        x->req_bytes = c->len;
+        make_request_id(x);
         exch_count_timeout(x, TMO_HEADER);
         exch_reply(x, 408, "request_timeout", "request head not received in time");
         return;
@@ -923,6 +1001,7 @@ static void on_timer(uv_timer_t *t)
             return;
         }
         if (x->u != NULL && !(x->u->flags & UP_F_CONNECTED)) {
+            exch_connect_done(x);
             exch_count_timeout(x, TMO_CONNECT);
             exch_count_uperr(x, UPERR_TIMEOUT);
             exch_drop_upstream(x, false);
@@ -1100,6 +1179,8 @@ static void conn_process(struct conn *c)
         x->ws = c->w->cur;
         wsnap_ref(x->ws);
         c->state = CONN_ST_EXCHANGE;
+        x->req_bytes = c->len;
+        make_request_id(x);
         if (x->req.error_status == 431)
             goto too_large_reply;
         exch_reply(x, 400, "bad_request",
@@ -1110,6 +1191,8 @@ too_large:
     x->ws = c->w->cur;
     wsnap_ref(x->ws);
     c->state = CONN_ST_EXCHANGE;
+    x->req_bytes = c->len;
+    make_request_id(x);
 too_large_reply:
     exch_reply(x, 431, "header_too_large", "request head is larger than max_header_bytes");
 }

@@ -97,8 +97,20 @@ struct exch {
     uint32_t resp_head_len;
     uint64_t tried; /* endpoints tried, by index mod 64 */
     unsigned attempts;
-    unsigned flags;         /* X_F_* */
-    int status;             /* sent to the client */
+    unsigned flags; /* X_F_* */
+    int status;     /* sent to the client */
+    /* Timing and sizes, for metrics and the access log (metrics.h). */
+    uint64_t t0;            /* request head parsed, metrics_now_us() */
+    uint64_t ts_ms;         /* the same, wall clock */
+    uint64_t t_attempt;     /* this attempt started */
+    uint64_t t_connect;     /* a new connection was started; 0 when none is pending */
+    uint64_t t_sent;        /* the request head was handed to the function */
+    uint64_t connect_us;    /* summed over new connections */
+    uint64_t upstream_us;   /* summed over attempts that sent a head */
+    uint64_t bytes_out;     /* written to the client */
+    uint64_t req_bytes;     /* request head bytes */
+    bool connected;         /* a new connection was tried */
+    bool sent;              /* a request head was sent */
     const char *reply_code; /* an answer waiting for the write in flight */
     const char *reply_msg;
     /* Large members last: exch_new clears everything before them. */

@@ -22,6 +22,7 @@
 
 #include <uv.h>
 
+#include "accesslog.h"
 #include "admin.h"
 #include "config.h"
 #include "log.h"
@@ -39,7 +40,8 @@ struct lsock {
 struct server {
     const char *config_path;
     uv_loop_t *loop;
-    uv_signal_t sig_hup, sig_term, sig_int;
+    uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
+    struct accesslog *alog;
     struct snapshot *snap;
     unsigned n_workers;
     struct worker *workers;
@@ -187,6 +189,9 @@ static void reload(struct server *sv)
         cfg->has_admin != sv->snap->cfg->has_admin ||
         (cfg->has_admin && strcmp(cfg->admin_listen.text, sv->snap->cfg->admin_listen.text) != 0))
         log_warn("workers and admin.listen change only on restart; keeping the running ones");
+    if ((cfg->access_log == NULL) != (sv->snap->cfg->access_log == NULL) ||
+        (cfg->access_log != NULL && strcmp(cfg->access_log, sv->snap->cfg->access_log) != 0))
+        log_warn("access_log changes only on restart; keeping the running one");
     for (unsigned w = 0; w < sv->n_workers; w++) {
         worker_fds(ls, cfg->n_listeners, w, fds);
         worker_reload(&sv->workers[w], s, fds);
@@ -224,16 +229,23 @@ static void shutdown_begin(struct server *sv, int signum)
     uv_close((uv_handle_t *)&sv->sig_hup, on_signal_closed);
     uv_close((uv_handle_t *)&sv->sig_term, on_signal_closed);
     uv_close((uv_handle_t *)&sv->sig_int, on_signal_closed);
+    uv_close((uv_handle_t *)&sv->sig_usr1, on_signal_closed);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct server *sv = h->data;
 
-    if (signum == SIGHUP)
+    if (signum == SIGHUP) {
         reload(sv);
-    else
+    } else if (signum == SIGUSR1) {
+        if (accesslog_reopen(sv->alog) < 0)
+            log_error("SIGUSR1: cannot reopen the access log: %s", strerror(errno));
+        else
+            log_info("SIGUSR1: access log reopened");
+    } else {
         shutdown_begin(sv, signum);
+    }
 }
 
 static unsigned worker_count(const struct config *cfg)
@@ -283,7 +295,7 @@ static int run(struct server *sv)
     }
     for (; started < sv->n_workers; started++) {
         worker_fds(sv->lsocks, cfg->n_listeners, started, fds);
-        int wrc = worker_start(&sv->workers[started], started, sv->snap, fds);
+        int wrc = worker_start(&sv->workers[started], started, sv->snap, fds, sv->alog);
         if (wrc < 0) {
             log_error("cannot start worker %u: %s", started, uv_strerror(wrc));
             /* Its sockets were closed by worker_start; the rest are closed
@@ -301,7 +313,9 @@ static int run(struct server *sv)
         uv_signal_init(sv->loop, &sv->sig_hup);
         uv_signal_init(sv->loop, &sv->sig_term);
         uv_signal_init(sv->loop, &sv->sig_int);
-        sv->sig_hup.data = sv->sig_term.data = sv->sig_int.data = sv;
+        uv_signal_init(sv->loop, &sv->sig_usr1);
+        sv->sig_hup.data = sv->sig_term.data = sv->sig_int.data = sv->sig_usr1.data = sv;
+        uv_signal_start(&sv->sig_usr1, on_signal, SIGUSR1);
         uv_signal_start(&sv->sig_hup, on_signal, SIGHUP);
         uv_signal_start(&sv->sig_term, on_signal, SIGTERM);
         uv_signal_start(&sv->sig_int, on_signal, SIGINT);
@@ -395,8 +409,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "out of memory\n");
         return 1;
     }
+    sv.alog = accesslog_open(cfg->access_log, err, sizeof(err));
+    if (sv.alog == NULL) {
+        log_error("%s", err);
+        snapshot_unref(sv.snap);
+        return 1;
+    }
     sv.loop = uv_default_loop();
     rc = run(&sv);
+    accesslog_close(sv.alog);
     snapshot_unref(sv.snap);
     uv_loop_close(sv.loop);
     return rc;

@@ -25,7 +25,7 @@
 
 #define ACCEPT_BATCH 64       /* connections taken per wake-up */
 #define ACCEPT_BACKOFF_MS 100 /* pause after EMFILE and the like */
-#define SWEEP_MS 1000
+#define SWEEP_MS 100          /* access log flush; pool sweep every 10th tick */
 #define DRAIN_CHECK_MS 50
 #define FREE_BUFS_MAX 256
 
@@ -361,8 +361,10 @@ static void on_sweep(uv_timer_t *t)
 {
     struct worker *w = t->data;
 
+    accesslog_flush(&w->alog);
     if (!w->draining) {
-        upstream_sweep(w, false);
+        if (++w->sweep_ticks % 10 == 0)
+            upstream_sweep(w, false);
         return;
     }
     upstream_sweep(w, true);
@@ -436,25 +438,33 @@ static void worker_main(void *arg)
     }
     exch_free_all(w);
     worker_free_bufs(w);
+    accesslog_flush(&w->alog);
+    accesslog_buf_release(&w->alog);
     free(w->scratch);
     w->scratch = NULL;
     if (uv_loop_close(&w->loop) != 0)
         log_error("worker %u: handles left open at exit", w->id);
 }
 
-int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *fds)
+int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *fds,
+                 struct accesslog *log)
 {
     int rc;
 
     w->id = id;
+    rc = accesslog_buf_init(&w->alog, log);
+    if (rc < 0)
+        return rc;
     if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng)) {
         w->rng[0] = (uint64_t)uv_hrtime() ^ ((uint64_t)id << 32);
         w->rng[1] = 0x9e3779b97f4a7c15ULL;
     }
     w->rng[0] |= 1;
     w->scratch = malloc(WORKER_BUF_SIZE);
-    if (w->scratch == NULL)
+    if (w->scratch == NULL) {
+        accesslog_buf_release(&w->alog);
         return UV_ENOMEM;
+    }
     rc = uv_loop_init(&w->loop);
     if (rc < 0)
         goto out_scratch;
@@ -490,6 +500,7 @@ out_loop:
 out_scratch:
     free(w->scratch);
     w->scratch = NULL;
+    accesslog_buf_release(&w->alog);
     return rc;
 }
 

@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "accesslog.h"
 #include "metrics.h"
 #include "snapshot.h"
 #include "xprt.h"
@@ -88,6 +89,8 @@ struct worker {
     unsigned n_conns;
     struct endpoint *endpoints;
     struct metrics metrics;
+    struct accesslog_buf alog; /* this worker's lines, flushed every SWEEP_MS */
+    unsigned sweep_ticks;
 
     char *scratch;   /* reads of idle connections land here first */
     void *free_bufs; /* pooled WORKER_BUF_SIZE buffers, linked through their first bytes */
@@ -103,7 +106,8 @@ struct worker {
 
 /* Starts a worker thread serving snapshot s on the listening sockets fds
  * (one per listener of s, in order); the worker owns them from now on. */
-int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *fds);
+int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *fds,
+                 struct accesslog *log);
 
 /* Hands a new snapshot (and its listeners' sockets) to a running worker. */
 void worker_reload(struct worker *w, struct snapshot *s, const int *fds);

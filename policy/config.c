@@ -994,13 +994,191 @@ static int find_addr_clash(struct pctx *x, size_t *dup, size_t *first)
     return found;
 }
 
+/* A file path, or any printable string such as an identity: non-empty, no
+ * control characters. */
+static int get_text(struct pctx *x, const struct ynode *v, const char *what, char **out)
+{
+    if (!node_is_value(v) || v->len == 0)
+        return fail(x, v, "expected %s", what);
+    for (size_t i = 0; i < v->len; i++)
+        if ((unsigned char)v->str[i] < 0x20 || v->str[i] == 0x7f)
+            return fail(x, v, "expected %s", what);
+    *out = dup_node(x, v->str, v->len);
+    return *out ? 0 : -ENOMEM;
+}
+
+static int get_bool(struct pctx *x, const struct ynode *v, bool *out)
+{
+    if (node_is_value(v) && node_eq(v, "true"))
+        *out = true;
+    else if (node_is_value(v) && node_eq(v, "false"))
+        *out = false;
+    else
+        return fail(x, v, "expected true or false");
+    return 0;
+}
+
+static int parse_cert(struct pctx *x, const struct ynode *n, struct cfg_cert *c)
+{
+    static const char *const known[] = {"cert", "key", NULL};
+    enum { K_CERT, K_KEY, K_N };
+    const struct ynode *seen[K_N] = {0};
+    const struct ynode *k, *v;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { cert: server.crt, key: server.key }");
+    FOR_EACH_PAIR(n, k, v)
+    {
+        int i = map_key(x, k, known, NULL, seen), rc;
+        size_t mark;
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        rc = get_text(x, v, "a file path", i == K_CERT ? &c->cert : &c->key);
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    if (!seen[K_CERT])
+        return fail(x, n, "missing required key \"cert\"");
+    if (!seen[K_KEY])
+        return fail(x, n, "missing required key \"key\"");
+    return 0;
+}
+
+static int parse_listener_tls(struct pctx *x, const struct ynode *n, struct cfg_listener_tls **out)
+{
+    static const char *const known[] = {"certificates", "client_ca",         "min_version",
+                                        "sni_strict",   "handshake_timeout", NULL};
+    enum { K_CERTS, K_CLIENT_CA, K_MIN_VERSION, K_SNI_STRICT, K_HANDSHAKE, K_N };
+    const struct ynode *seen[K_N] = {0};
+    const struct ynode *k, *v, *it;
+    struct cfg_listener_tls *t;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map with certificates");
+    t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return fail_oom(x);
+    *out = t;
+    t->min_version = 12;
+    t->handshake_timeout_ms = 10 * 1000;
+    FOR_EACH_PAIR(n, k, v)
+    {
+        int i = map_key(x, k, known, NULL, seen), rc = 0;
+        size_t mark, j = 0;
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        switch (i) {
+        case K_CERTS:
+            if (v->type != YN_SEQ || v->n == 0)
+                return fail(x, v, "expected a non-empty list of { cert, key }");
+            t->certificates = calloc(v->n, sizeof(*t->certificates));
+            if (t->certificates == NULL)
+                return fail_oom(x);
+            t->n_certificates = v->n;
+            for (it = v->first; it; it = it->next, j++) {
+                size_t m = path_index(x, j);
+                if ((rc = parse_cert(x, it, &t->certificates[j])) < 0)
+                    return rc;
+                path_pop(x, m);
+            }
+            break;
+        case K_CLIENT_CA:
+            rc = get_text(x, v, "a file path", &t->client_ca);
+            break;
+        case K_MIN_VERSION:
+            if (node_is_value(v) && node_eq(v, "1.2"))
+                t->min_version = 12;
+            else if (node_is_value(v) && node_eq(v, "1.3"))
+                t->min_version = 13;
+            else
+                rc = fail(x, v, "expected \"1.2\" or \"1.3\"");
+            break;
+        case K_SNI_STRICT:
+            rc = get_bool(x, v, &t->sni_strict);
+            break;
+        case K_HANDSHAKE:
+            rc = get_timeout(x, v, &t->handshake_timeout_ms);
+            break;
+        }
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    if (!seen[K_CERTS])
+        return fail(x, n, "missing required key \"certificates\"");
+    return 0;
+}
+
+static int parse_upstream_tls(struct pctx *x, const struct ynode *n, struct cfg_upstream_tls **out)
+{
+    static const char *const known[] = {"ca", "server_name", NULL};
+    enum { K_CA, K_SERVER_NAME, K_N };
+    const struct ynode *seen[K_N] = {0};
+    const struct ynode *k, *v;
+    struct cfg_upstream_tls *t;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { ca: ca.crt, server_name: fn.internal }");
+    t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return fail_oom(x);
+    *out = t;
+    FOR_EACH_PAIR(n, k, v)
+    {
+        int i = map_key(x, k, known, NULL, seen), rc;
+        size_t mark;
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        if (i == K_CA)
+            rc = get_text(x, v, "a file path", &t->ca);
+        else
+            rc = get_host(x, v, &t->server_name);
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    return 0;
+}
+
+static int parse_allowed_clients(struct pctx *x, const struct ynode *v, struct cfg_function *f)
+{
+    const struct ynode *it;
+    size_t i = 0;
+
+    if (v->type != YN_SEQ || v->n == 0)
+        return fail(x, v, "expected a non-empty list of client identities");
+    f->allowed_clients = calloc(v->n, sizeof(*f->allowed_clients));
+    if (f->allowed_clients == NULL)
+        return fail_oom(x);
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+        int rc = get_text(x, it, "a client identity such as spiffe://example.org/fn/frontend",
+                          &f->allowed_clients[i]);
+        if (rc < 0)
+            return rc;
+        f->n_allowed_clients = i + 1;
+        for (size_t j = 0; j < it->len; j++)
+            if (it->str[j] == ' ')
+                return fail(x, it, "a client identity has no spaces");
+        path_pop(x, mark);
+    }
+    return 0;
+}
+
 static int parse_listener(struct pctx *x, const struct ynode *n, struct cfg_listener *l,
                           const struct ynode **name_node)
 {
     static const char *const known[] = {
-        "name", "listen", "header_timeout", "keepalive_timeout", "max_header_bytes", NULL};
-    static const char *const later[] = {"tls", NULL};
-    enum { K_NAME, K_LISTEN, K_HEADER_TIMEOUT, K_KEEPALIVE, K_MAX_HEADER, K_N };
+        "name", "listen", "header_timeout", "keepalive_timeout", "max_header_bytes", "tls", NULL};
+    static const char *const later[] = {NULL};
+    enum { K_NAME, K_LISTEN, K_HEADER_TIMEOUT, K_KEEPALIVE, K_MAX_HEADER, K_TLS, K_N };
     const struct ynode *seen[K_N] = {0};
     const struct ynode *k, *v;
     uint64_t bytes;
@@ -1039,6 +1217,9 @@ static int parse_listener(struct pctx *x, const struct ynode *n, struct cfg_list
             if (rc == 0 && (bytes < (1u << 10) || bytes > (1u << 20)))
                 rc = fail(x, v, "must be from 1KiB to 1MiB");
             l->max_header_bytes = (size_t)bytes;
+            break;
+        case K_TLS:
+            rc = parse_listener_tls(x, v, &l->tls);
             break;
         }
         if (rc < 0)
@@ -1357,10 +1538,9 @@ static int parse_routes(struct pctx *x, const struct ynode *v, struct cfg_functi
 
 static int parse_ingress(struct pctx *x, const struct ynode *n, struct cfg_function *f)
 {
-    static const char *const known[] = {"max_body", "routes", NULL};
-    static const char *const later[] = {"allowed_clients", "max_concurrency", "queue", "rate_limit",
-                                        NULL};
-    enum { K_MAX_BODY, K_ROUTES, K_N };
+    static const char *const known[] = {"max_body", "routes", "allowed_clients", NULL};
+    static const char *const later[] = {"max_concurrency", "queue", "rate_limit", NULL};
+    enum { K_MAX_BODY, K_ROUTES, K_ALLOWED, K_N };
     const struct ynode *seen[K_N] = {0};
     const struct ynode *k, *v;
 
@@ -1376,6 +1556,8 @@ static int parse_ingress(struct pctx *x, const struct ynode *n, struct cfg_funct
         mark = path_key(x, known[i]);
         if (i == K_MAX_BODY)
             rc = get_size(x, v, &f->max_body);
+        else if (i == K_ALLOWED)
+            rc = parse_allowed_clients(x, v, f);
         else
             rc = parse_routes(x, v, f);
         if (rc < 0)
@@ -1410,9 +1592,9 @@ static int parse_endpoints(struct pctx *x, const struct ynode *v, struct cfg_fun
 static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_function *f,
                           const struct ynode **name_node)
 {
-    static const char *const known[] = {"name", "endpoints", "ingress", NULL};
-    static const char *const later[] = {"upstream_tls", "egress", NULL};
-    enum { K_NAME, K_ENDPOINTS, K_INGRESS, K_N };
+    static const char *const known[] = {"name", "endpoints", "ingress", "upstream_tls", NULL};
+    static const char *const later[] = {"egress", NULL};
+    enum { K_NAME, K_ENDPOINTS, K_INGRESS, K_UPSTREAM_TLS, K_N };
     const struct ynode *seen[K_N] = {0};
     const struct ynode *k, *v;
 
@@ -1439,6 +1621,9 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
         case K_INGRESS:
             rc = parse_ingress(x, v, f);
             break;
+        case K_UPSTREAM_TLS:
+            rc = parse_upstream_tls(x, v, &f->upstream_tls);
+            break;
         }
         if (rc < 0)
             return rc;
@@ -1448,6 +1633,21 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
         return fail(x, n, "missing required key \"name\"");
     if (!seen[K_ENDPOINTS])
         return fail(x, n, "missing required key \"endpoints\"");
+    if (f->upstream_tls != NULL)
+        for (size_t e = 0; e < f->n_endpoints; e++)
+            if (f->endpoints[e].kind == CFG_ADDR_UNIX && f->upstream_tls->server_name == NULL)
+                return fail(x, seen[K_UPSTREAM_TLS], "server_name is required with unix endpoints");
+    if (f->n_allowed_clients > 0) {
+        /* An identity can only be checked where client certificates are. */
+        for (size_t r = 0; r < f->n_routes; r++) {
+            const struct cfg_listener *l = &x->c->listeners[f->routes[r].listener];
+            if (l->tls == NULL || l->tls->client_ca == NULL)
+                return fail(
+                    x, seen[K_INGRESS],
+                    "ingress.allowed_clients needs tls.client_ca on listener \"%s\" (route %s)",
+                    l->name, f->routes[r].name);
+        }
+    }
     return 0;
 }
 
@@ -1628,8 +1828,8 @@ static int check_shadowing(struct pctx *x)
 
 static int parse_root(struct pctx *x, const struct ynode *root)
 {
-    static const char *const known[] = {"workers",   "admin",     "drain_timeout",
-                                        "listeners", "functions", "access_log", NULL};
+    static const char *const known[] = {
+        "workers", "admin", "drain_timeout", "listeners", "functions", "access_log", NULL};
     enum { K_WORKERS, K_ADMIN, K_DRAIN, K_LISTENERS, K_FUNCTIONS, K_ACCESS_LOG, K_N };
     const struct ynode *seen[K_N] = {0};
     const struct ynode *k, *v;
@@ -1800,14 +2000,33 @@ void config_free(struct config *c)
 
     if (!c)
         return;
-    for (i = 0; i < c->n_listeners; i++)
+    for (i = 0; i < c->n_listeners; i++) {
+        struct cfg_listener_tls *t = c->listeners[i].tls;
         free(c->listeners[i].name);
+        if (t != NULL) {
+            for (size_t ci = 0; ci < t->n_certificates; ci++) {
+                free(t->certificates[ci].cert);
+                free(t->certificates[ci].key);
+            }
+            free(t->certificates);
+            free(t->client_ca);
+            free(t);
+        }
+    }
     free(c->listeners);
     for (i = 0; i < c->n_functions; i++) {
         struct cfg_function *f = &c->functions[i];
 
         free(f->name);
         free(f->endpoints);
+        for (size_t ai = 0; ai < f->n_allowed_clients; ai++)
+            free(f->allowed_clients[ai]);
+        free(f->allowed_clients);
+        if (f->upstream_tls != NULL) {
+            free(f->upstream_tls->ca);
+            free(f->upstream_tls->server_name);
+            free(f->upstream_tls);
+        }
         for (j = 0; j < f->n_routes; j++) {
             free(f->routes[j].name);
             free(f->routes[j].host);

@@ -43,25 +43,48 @@ struct cfg_addr {
     enum cfg_addr_kind kind;
     struct sockaddr_storage sa; /* AF_INET/AF_INET6/AF_UNIX, ready to bind/connect */
     socklen_t sa_len;
-    char text[128];             /* as written, for logs and /config */
+    char text[128]; /* as written, for logs and /config */
+};
+
+struct cfg_cert {
+    char *cert; /* PEM certificate (and chain) file */
+    char *key;  /* PEM private key file */
+};
+
+/* listeners[].tls: TLS termination. Files are read when the config is put in
+ * service (start, SIGHUP), not here. */
+struct cfg_listener_tls {
+    struct cfg_cert *certificates; /* chosen by SNI; [0] is the default */
+    size_t n_certificates;
+    char *client_ca;               /* client certificates required and verified; NULL: none */
+    int min_version;               /* 12 or 13 ("1.2", "1.3"); default 12 */
+    bool sni_strict;               /* refuse names no certificate has, rather than use [0] */
+    uint64_t handshake_timeout_ms; /* default 10s */
+};
+
+/* functions[].upstream_tls: TLS to the function's instances. */
+struct cfg_upstream_tls {
+    char *ca;          /* PEM CA bundle; NULL: the system store */
+    char *server_name; /* SNI and the name checked; NULL: the endpoint's IP */
 };
 
 struct cfg_listener {
     char *name;
-    struct cfg_addr listen;         /* inet only */
-    uint64_t header_timeout_ms;     /* request head must arrive within; default 10s */
-    uint64_t keepalive_timeout_ms;  /* idle between requests; default 60s */
-    size_t max_header_bytes;        /* request line + headers; default 16 KiB */
-    int line, col;                  /* where the item starts in the file */
+    struct cfg_addr listen;        /* inet only */
+    uint64_t header_timeout_ms;    /* request head must arrive within; default 10s */
+    uint64_t keepalive_timeout_ms; /* idle between requests; default 60s */
+    size_t max_header_bytes;       /* request line + headers; default 16 KiB */
+    struct cfg_listener_tls *tls;  /* NULL: plain HTTP */
+    int line, col;                 /* where the item starts in the file */
 };
 
 struct cfg_route {
     char *name;
-    size_t listener;          /* index into config.listeners */
-    char *host;               /* lower case, no trailing dot, no port; "*.x.com" wildcard; NULL = any */
-    char *path_prefix;        /* default "/" */
-    unsigned methods;         /* CFG_M_* bits; 0 = any method */
-    uint64_t timeout_ms;      /* wait on the function without progress; default 15s */
+    size_t listener;     /* index into config.listeners */
+    char *host;          /* lower case, no trailing dot, no port; "*.x.com" wildcard; NULL = any */
+    char *path_prefix;   /* default "/" */
+    unsigned methods;    /* CFG_M_* bits; 0 = any method */
+    uint64_t timeout_ms; /* wait on the function without progress; default 15s */
     uint64_t connect_timeout_ms; /* one connect attempt; default 1s */
     int line, col;
 };
@@ -70,19 +93,22 @@ struct cfg_function {
     char *name;
     struct cfg_addr *endpoints;
     size_t n_endpoints;
-    uint64_t max_body;        /* ingress.max_body in bytes; 0 = no limit */
-    struct cfg_route *routes; /* ingress.routes */
+    uint64_t max_body;      /* ingress.max_body in bytes; 0 = no limit */
+    char **allowed_clients; /* ingress.allowed_clients: mTLS identities; NULL = anyone */
+    size_t n_allowed_clients;
+    struct cfg_upstream_tls *upstream_tls; /* NULL: plain to the instances */
+    struct cfg_route *routes;              /* ingress.routes */
     size_t n_routes;
     int line, col;
 };
 
 struct config {
-    char *path;                     /* file it came from */
-    unsigned workers;               /* 0 = auto: one per core */
+    char *path;       /* file it came from */
+    unsigned workers; /* 0 = auto: one per core */
     bool has_admin;
-    struct cfg_addr admin_listen;   /* admin.listen, inet only */
-    uint64_t drain_timeout_ms;      /* on SIGTERM; default 10s */
-    char *access_log;               /* "stdout" or a file path; NULL = off (the default) */
+    struct cfg_addr admin_listen; /* admin.listen, inet only */
+    uint64_t drain_timeout_ms;    /* on SIGTERM; default 10s */
+    char *access_log;             /* "stdout" or a file path; NULL = off (the default) */
     struct cfg_listener *listeners;
     size_t n_listeners;
     struct cfg_function *functions;
@@ -95,8 +121,8 @@ struct config {
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
 
 /* The same from memory; name is used in messages as the file name. */
-int config_parse(const char *name, const char *buf, size_t len, struct config **out,
-                 char *err, size_t errlen);
+int config_parse(const char *name, const char *buf, size_t len, struct config **out, char *err,
+                 size_t errlen);
 
 void config_free(struct config *c);
 

@@ -161,14 +161,11 @@ static void test_unknown_keys(void **state)
 static void test_unsupported_keys(void **state)
 {
     static const char *const route_keys[] = {"per_try_timeout", "retries", "fault"};
-    static const char *const ingress_keys[] = {"allowed_clients", "max_concurrency", "queue",
-                                               "rate_limit"};
-    static const char *const fn_keys[] = {"upstream_tls", "egress"};
+    static const char *const ingress_keys[] = {"max_concurrency", "queue", "rate_limit"};
+    static const char *const fn_keys[] = {"egress"};
     char yaml[1024], want[256];
     size_t i;
 
-    check_error("listeners:\n  - name: a\n    listen: 127.0.0.1:1\n    tls: {}\n",
-                "t.yaml:4:5: listeners[0].tls: not supported yet");
     for (i = 0; i < sizeof(route_keys) / sizeof(route_keys[0]); i++) {
         snprintf(yaml, sizeof(yaml), BASE "        - name: r1\n          %s: 1\n", route_keys[i]);
         snprintf(want, sizeof(want),
@@ -188,6 +185,97 @@ static void test_unsupported_keys(void **state)
         snprintf(want, sizeof(want), "t.yaml:10:5: functions[0].%s: not supported yet", fn_keys[i]);
         check_error(yaml, want);
     }
+}
+
+#define TLS_BASE                                                                                   \
+    "listeners:\n"                                                                                 \
+    "  - name: public\n"                                                                           \
+    "    listen: 127.0.0.1:8443\n"                                                                 \
+    "    tls:\n"
+
+static void test_tls_listener(void **state)
+{
+    struct config *c = parse_ok(TLS_BASE "      certificates:\n"
+                                         "        - { cert: a.crt, key: a.key }\n"
+                                         "        - { cert: b.crt, key: b.key }\n"
+                                         "      client_ca: ca.crt\n"
+                                         "      min_version: \"1.3\"\n"
+                                         "      sni_strict: true\n"
+                                         "      handshake_timeout: 3s\n");
+    const struct cfg_listener_tls *t = c->listeners[0].tls;
+
+    (void)state;
+    assert_non_null(t);
+    assert_int_equal(t->n_certificates, 2);
+    assert_string_equal(t->certificates[1].cert, "b.crt");
+    assert_string_equal(t->certificates[1].key, "b.key");
+    assert_string_equal(t->client_ca, "ca.crt");
+    assert_int_equal(t->min_version, 13);
+    assert_true(t->sni_strict);
+    assert_int_equal(t->handshake_timeout_ms, 3000);
+    config_free(c);
+
+    c = parse_ok(TLS_BASE "      certificates: [{ cert: a.crt, key: a.key }]\n");
+    t = c->listeners[0].tls;
+    assert_null(t->client_ca);
+    assert_int_equal(t->min_version, 12);
+    assert_false(t->sni_strict);
+    assert_int_equal(t->handshake_timeout_ms, 10000);
+    config_free(c);
+
+    static const struct err_case cases[] = {
+        {TLS_BASE "      client_ca: ca.crt\n",
+         "t.yaml:5:7: listeners[0].tls: missing required key \"certificates\""},
+        {TLS_BASE "      certificates: []\n",
+         "t.yaml:5:21: listeners[0].tls.certificates: expected a non-empty list of { cert, key }"},
+        {TLS_BASE "      certificates: [{ cert: a.crt }]\n",
+         "t.yaml:5:22: listeners[0].tls.certificates[0]: missing required key \"key\""},
+        {TLS_BASE "      certificates: [{ cert: a.crt, key: a.key, pass: x }]\n",
+         "t.yaml:5:49: listeners[0].tls.certificates[0].pass: unknown key \"pass\""},
+        {TLS_BASE "      certificates: [{ cert: a.crt, key: a.key }]\n      min_version: \"1.1\"\n",
+         "t.yaml:6:20: listeners[0].tls.min_version: expected \"1.2\" or \"1.3\""},
+        {TLS_BASE "      certificates: [{ cert: a.crt, key: a.key }]\n      sni_strict: yes\n",
+         "t.yaml:6:19: listeners[0].tls.sni_strict: expected true or false"},
+        {TLS_BASE "      certificates: [{ cert: a.crt, key: a.key }]\n      ciphers: x\n",
+         "t.yaml:6:7: listeners[0].tls.ciphers: unknown key \"ciphers\""},
+    };
+    check_errors(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+static void test_allowed_clients_and_upstream_tls(void **state)
+{
+    struct config *c =
+        parse_ok(TLS_BASE "      certificates: [{ cert: a.crt, key: a.key }]\n"
+                          "      client_ca: ca.crt\n"
+                          "functions:\n"
+                          "  - name: hello\n"
+                          "    endpoints: [127.0.0.1:9001]\n"
+                          "    upstream_tls: { ca: up.crt, server_name: Fn.Internal }\n"
+                          "    ingress:\n"
+                          "      allowed_clients: [\"spiffe://x/fn/a\", b]\n"
+                          "      routes: [{ name: r, match: { path_prefix: / } }]\n");
+    const struct cfg_function *f = &c->functions[0];
+
+    (void)state;
+    assert_int_equal(f->n_allowed_clients, 2);
+    assert_string_equal(f->allowed_clients[0], "spiffe://x/fn/a");
+    assert_string_equal(f->upstream_tls->ca, "up.crt");
+    assert_string_equal(f->upstream_tls->server_name, "fn.internal");
+    config_free(c);
+
+    static const struct err_case cases[] = {
+        {BASE "      allowed_clients: [a]\n",
+         "t.yaml:7:5: functions[0]: ingress.allowed_clients needs tls.client_ca on listener "
+         "\"public\" (route r0)"},
+        {BASE "      allowed_clients: []\n",
+         "t.yaml:10:24: functions[0].ingress.allowed_clients: expected a non-empty list of client "
+         "identities"},
+        {"functions:\n  - name: f\n    endpoints: [\"unix:/tmp/f.sock\"]\n    upstream_tls: {}\n",
+         "t.yaml:4:5: functions[0]: server_name is required with unix endpoints"},
+        {"functions:\n  - name: f\n    endpoints: [127.0.0.1:1]\n    upstream_tls: { sni: x }\n",
+         "t.yaml:4:21: functions[0].upstream_tls.sni: unknown key \"sni\""},
+    };
+    check_errors(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 static void test_duplicate_keys(void **state)
@@ -1024,8 +1112,7 @@ static void test_access_log(void **state)
     static const struct err_case bad[] = {
         {"access_log:\n", "t.yaml:1:12: access_log: expected stdout, off or a file path"},
         {"access_log: \"\"\n", "t.yaml:1:13: access_log: expected stdout, off or a file path"},
-        {"access_log: [stdout]\n",
-         "t.yaml:1:13: access_log: expected stdout, off or a file path"},
+        {"access_log: [stdout]\n", "t.yaml:1:13: access_log: expected stdout, off or a file path"},
         {"access_log: { path: /x }\n",
          "t.yaml:1:13: access_log: expected stdout, off or a file path"},
         {"access_log: \"/tmp/a\\nb\"\n",
@@ -1262,6 +1349,8 @@ int main(void)
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_unknown_keys),
         cmocka_unit_test(test_unsupported_keys),
+        cmocka_unit_test(test_tls_listener),
+        cmocka_unit_test(test_allowed_clients_and_upstream_tls),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_missing_keys),
         cmocka_unit_test(test_wrong_types),

@@ -422,6 +422,16 @@ static void make_request_id(struct exch *x)
     *o = '\0';
 }
 
+static bool client_allowed(const struct cfg_function *fn, const char *id)
+{
+    if (id == NULL)
+        return false;
+    for (size_t i = 0; i < fn->n_allowed_clients; i++)
+        if (strcmp(fn->allowed_clients[i], id) == 0)
+            return true;
+    return false;
+}
+
 /* The head is complete: check it, route it, and start the exchange. */
 static void exch_begin(struct exch *x)
 {
@@ -469,6 +479,13 @@ static void exch_begin(struct exch *x)
     x->route = m.route;
     x->fs = &x->ws->fns[m.fn_idx];
     x->stats = x->fs->routes[m.route_idx];
+    if (x->fn->n_allowed_clients > 0 && !client_allowed(x->fn, c->client_id)) {
+        metrics_inc(&x->stats->denials[DENY_CLIENT]);
+        exch_reply(x, 403, "client_not_allowed",
+                   c->client_id != NULL ? "this client may not call this function"
+                                        : "a client certificate is required");
+        return;
+    }
 
     if (x->fn->max_body > 0 && (h->flags & H1_F_CONTENT_LENGTH) &&
         h->content_length > x->fn->max_body) {
@@ -497,9 +514,10 @@ static void exch_begin(struct exch *x)
     }
     struct h1_forward f = {
         .client_ip = c->client_ip,
-        .proto = "http",
+        .proto = c->xp.tls != NULL ? "https" : "http",
         .request_id = x->request_id,
         .host = NULL,
+        .client_id = c->client_id,
     };
     x->req_head_len = (uint32_t)h1_write_request_head(x->req_head, x->req_head_cap, h, &f);
     if (x->req_head_len == 0) {
@@ -980,6 +998,11 @@ static void on_timer(uv_timer_t *t)
     struct exch *x = c->x;
 
     switch (c->state) {
+    case CONN_ST_HANDSHAKE:
+        metrics_inc(&c->l->stats->tls_errors[METRICS_TLS_TIMEOUT]);
+        log_debug("listener %s: TLS handshake with %s timed out", c->l->stats->name, c->client_ip);
+        conn_close(c);
+        return;
     case CONN_ST_IDLE:
     case CONN_ST_LINGER:
         conn_close(c);
@@ -1197,6 +1220,48 @@ too_large_reply:
     exch_reply(x, 431, "header_too_large", "request head is larger than max_header_bytes");
 }
 
+/* What a plain-HTTP client that dialled a TLS port gets before the close:
+ * something it can read, instead of a reset (nginx does the same). */
+static const char plain_http_reply[] =
+    "HTTP/1.1 400 Bad Request\r\n"
+    "content-type: application/json\r\n"
+    "content-length: 80\r\n"
+    "x-fnproxy-error: plain_http_to_tls_port\r\n"
+    "connection: close\r\n"
+    "\r\n"
+    "{\"error\":\"plain_http_to_tls_port\",\"message\":\"this port speaks HTTPS, not HTTP\"}\n";
+
+static void on_handshake(struct xprt *t, int status)
+{
+    struct conn *c = t->owner;
+    struct tls_conn *tc = xprt_tls_conn(t);
+
+    if (c->state != CONN_ST_HANDSHAKE)
+        return;
+    if (status < 0) {
+        enum tls_failure f = tc != NULL ? tls_failure(tc) : TLS_FAIL_INTERNAL;
+        metrics_inc(&c->l->stats->tls_errors[f]);
+        log_debug("listener %s: TLS handshake with %s failed: %s", c->l->stats->name, c->client_ip,
+                  tc != NULL ? tls_error(tc) : uv_strerror(status));
+        if (f == TLS_FAIL_PLAIN_HTTP) {
+            uv_buf_t b = uv_buf_init((char *)plain_http_reply, sizeof(plain_http_reply) - 1);
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1); /* best effort */
+        }
+        conn_close(c);
+        return;
+    }
+    char id[1024];
+    if (tls_peer_identity(tc, id, sizeof(id)) > 0) {
+        c->client_id = strdup(id);
+        if (c->client_id == NULL) {
+            conn_close(c);
+            return;
+        }
+    }
+    c->state = CONN_ST_IDLE;
+    conn_process(c);
+}
+
 void conn_accept(struct wlistener *l, int fd, const struct sockaddr *peer)
 {
     struct worker *w = l->w;
@@ -1236,6 +1301,14 @@ void conn_accept(struct wlistener *l, int fd, const struct sockaddr *peer)
     w->n_conns++;
     metrics_inc(&l->stats->accepted);
     metrics_gauge_add(&l->stats->active, 1);
+    struct tls_ctx *tls = conn_listener_cfg(c) != NULL ? w->cur->snap->listener_tls[l->idx] : NULL;
+    if (tls != NULL) {
+        c->state = CONN_ST_HANDSHAKE;
+        conn_arm(c, tls_ctx_handshake_timeout_ms(tls));
+        if (xprt_tls_start(&c->xp, tls, NULL, on_handshake) < 0)
+            conn_close(c);
+        return;
+    }
     c->state = CONN_ST_IDLE;
     conn_process(c);
 }
@@ -1268,7 +1341,7 @@ static void conn_linger(struct conn *c)
 
 void conn_drain(struct conn *c)
 {
-    if (c->state == CONN_ST_IDLE)
+    if (c->state == CONN_ST_IDLE || c->state == CONN_ST_HANDSHAKE)
         conn_close(c);
     else
         c->flags |= CONN_F_CLOSE_AFTER;

@@ -482,6 +482,11 @@ static bool is_dropped(const struct h1_head *h, struct h1_span name, bool reques
         if (h1_span_is(n, "transfer-encoding") || (request && h1_span_is(n, "x-forwarded-proto")))
             return true;
         break;
+    case 19:
+        /* Only fnproxy says who the caller is: a client cannot. */
+        if (request && h1_span_is(n, "x-fnproxy-client-id"))
+            return true;
+        break;
     }
     /* Proxy-* are all meant for this hop (Proxy-Authorization,
      * Proxy-Connection, Proxy-Authenticate, Proxy-Authentication-Info...). */
@@ -600,6 +605,8 @@ size_t h1_write_request_head(char *buf, size_t cap, const struct h1_head *h,
     sb_put(&b, "\r\n", 2);
     sb_header(&b, "x-forwarded-proto", f->proto);
     sb_header(&b, "x-request-id", f->request_id);
+    if (f->client_id != NULL)
+        sb_header(&b, "x-fnproxy-client-id", f->client_id);
     if (h->flags & H1_F_CHUNKED) {
         sb_str(&b, "transfer-encoding: chunked\r\n");
     } else if (h->flags & H1_F_CONTENT_LENGTH) {

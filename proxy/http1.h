@@ -119,6 +119,7 @@ struct h1_forward {
     const char *proto;      /* x-forwarded-proto */
     const char *request_id; /* x-request-id, kept or generated */
     const char *host;       /* used when the request had no Host (HTTP/1.0) */
+    const char *client_id;  /* x-fnproxy-client-id: verified mTLS identity, or NULL */
 };
 
 /* Writes the request head forwarded upstream into buf: hop-by-hop headers

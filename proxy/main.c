@@ -174,17 +174,18 @@ static void reload(struct server *sv)
         config_free(cfg);
         return;
     }
+    /* Certificates first, then sockets: either failing leaves all as it was. */
+    s = snapshot_new(cfg, sv->generation + 1, err, sizeof(err));
+    if (s == NULL) {
+        log_error("reload refused, keeping the running config: %s", err);
+        return;
+    }
     if (lsocks_for(sv, cfg, &ls, err, sizeof(err)) < 0) {
         log_error("reload refused, keeping the running config: %s", err);
-        config_free(cfg);
+        snapshot_unref(s);
         return;
     }
-    s = snapshot_new(cfg, ++sv->generation);
-    if (s == NULL) {
-        log_error("reload refused: out of memory");
-        free(ls);
-        return;
-    }
+    sv->generation++;
     if ((cfg->workers != 0 && cfg->workers != sv->n_workers) ||
         cfg->has_admin != sv->snap->cfg->has_admin ||
         (cfg->has_admin && strcmp(cfg->admin_listen.text, sv->snap->cfg->admin_listen.text) != 0))
@@ -390,8 +391,14 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check) {
+        /* Certificates and keys are part of a valid config too. */
+        struct snapshot *s = snapshot_new(cfg, 0, err, sizeof(err));
+        if (s == NULL) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        snapshot_unref(s);
         printf("%s: ok\n", sv.config_path);
-        config_free(cfg);
         return 0;
     }
     /* Every connection costs a descriptor or two: take all the process may
@@ -404,9 +411,9 @@ int main(int argc, char **argv)
     }
     /* A client that goes away must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
-    sv.snap = snapshot_new(cfg, ++sv.generation);
+    sv.snap = snapshot_new(cfg, ++sv.generation, err, sizeof(err));
     if (sv.snap == NULL) {
-        fprintf(stderr, "out of memory\n");
+        fprintf(stderr, "%s\n", err);
         return 1;
     }
     sv.alog = accesslog_open(cfg->access_log, err, sizeof(err));

@@ -97,6 +97,8 @@ static void route_sum(struct metrics *const *shards, size_t n, const struct rout
                 sum->timeouts[k] += load(&s->timeouts[k]);
             for (int k = 0; k < UPERR__N; k++)
                 sum->upstream_errors[k] += load(&s->upstream_errors[k]);
+            for (int k = 0; k < DENY__N; k++)
+                sum->denials[k] += load(&s->denials[k]);
             histogram_merge(&sum->duration, &s->duration);
             histogram_merge(&sum->attempt, &s->attempt);
             for (int k = 0; k < PHASE__N; k++)
@@ -206,6 +208,61 @@ static void prom_listener(FILE *out, const char *name, long long active, bool fi
     fprintf(out, "fnproxy_connections_active{listener=\"%s\"} %lld\n", name, active);
 }
 
+static const char *const denial_names[DENY__N] = {"client"};
+
+/* Denials are per function (DESIGN.md): the routes of a function summed. */
+static void render_denials(FILE *out, struct route_stats *const *all, size_t n_all)
+{
+    for (size_t i = 0; i < n_all; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(all[j]->function, all[i]->function) == 0;
+        if (seen)
+            continue;
+        for (int k = 0; k < DENY__N; k++) {
+            uint64_t sum = 0;
+            for (size_t j = i; j < n_all; j++)
+                if (strcmp(all[j]->function, all[i]->function) == 0)
+                    sum += all[j]->denials[k];
+            if (sum != 0)
+                fprintf(out,
+                        "fnproxy_policy_denials_total{direction=\"ingress\",function=\"%s\","
+                        "reason=\"%s\"} %llu\n",
+                        all[i]->function, denial_names[k], (unsigned long long)sum);
+        }
+    }
+}
+
+static void render_tls_errors(FILE *out, struct metrics *const *shards, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (struct listener_stats *l = first_listener(shards[i]); l != NULL; l = l->next) {
+            bool seen = false;
+            for (size_t j = 0; j < i && !seen; j++)
+                for (struct listener_stats *o = first_listener(shards[j]); o != NULL; o = o->next)
+                    seen |= strcmp(o->name, l->name) == 0;
+            if (seen)
+                continue;
+            for (int k = 0; k < METRICS_TLS_REASONS; k++) {
+                uint64_t sum = 0;
+                for (size_t j = 0; j < n; j++)
+                    for (struct listener_stats *o = first_listener(shards[j]); o != NULL;
+                         o = o->next)
+                        if (strcmp(o->name, l->name) == 0)
+                            sum += load(&o->tls_errors[k]);
+                if (sum != 0)
+                    fprintf(out,
+                            "fnproxy_tls_handshake_errors_total{listener=\"%s\",reason=\"%s\"} "
+                            "%llu\n",
+                            l->name,
+                            k == METRICS_TLS_TIMEOUT ? "timeout"
+                                                     : tls_failure_name((enum tls_failure)k),
+                            (unsigned long long)sum);
+            }
+        }
+    }
+}
+
 void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
 {
     static const char *const phase_labels[PHASE__N] = {",phase=\"connect\"", ",phase=\"upstream\"",
@@ -272,10 +329,20 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
             render_histogram(out, "fnproxy_phase_duration_seconds", all[i], phase_labels[k],
                              &all[i]->phase[k]);
 
+    fputs("# HELP fnproxy_policy_denials_total Requests refused by policy, by reason.\n"
+          "# TYPE fnproxy_policy_denials_total counter\n",
+          out);
+    render_denials(out, all, n_all);
+
     fputs("# HELP fnproxy_connections_active Open downstream connections.\n"
           "# TYPE fnproxy_connections_active gauge\n",
           out);
     each_listener(shards, n, prom_listener, out);
+
+    fputs("# HELP fnproxy_tls_handshake_errors_total Failed TLS handshakes, by reason.\n"
+          "# TYPE fnproxy_tls_handshake_errors_total counter\n",
+          out);
+    render_tls_errors(out, shards, n);
     free_summed(all, n_all);
 }
 

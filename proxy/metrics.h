@@ -51,6 +51,7 @@
 #include <time.h>
 
 #include "histogram.h"
+#include "tls.h"
 
 #define METRICS_NAME_MAX 72
 
@@ -64,6 +65,12 @@ enum metrics_uperr {
     UPERR_PROTOCOL,
     UPERR__N
 };
+/* fnproxy_policy_denials_total{reason=...} */
+enum metrics_denial { DENY_CLIENT = 0, DENY__N };
+/* fnproxy_tls_handshake_errors_total{reason=...}: tls.h's failures, then a
+ * handshake that did not finish in time. */
+#define METRICS_TLS_TIMEOUT TLS_FAIL__N
+#define METRICS_TLS_REASONS (TLS_FAIL__N + 1)
 /* fnproxy_phase_duration_seconds{phase=...}; queue and tls come later. */
 enum metrics_phase { PHASE_CONNECT = 0, PHASE_UPSTREAM, PHASE_PROXY, PHASE__N };
 
@@ -74,6 +81,7 @@ struct route_stats {
     uint64_t codes[600]; /* requests answered, by status code */
     uint64_t timeouts[TMO__N];
     uint64_t upstream_errors[UPERR__N];
+    uint64_t denials[DENY__N];
     struct histogram duration;        /* fnproxy_request_duration_seconds */
     struct histogram attempt;         /* fnproxy_upstream_attempt_duration_seconds */
     struct histogram phase[PHASE__N]; /* fnproxy_phase_duration_seconds */
@@ -84,6 +92,7 @@ struct listener_stats {
     char name[METRICS_NAME_MAX];
     int64_t active; /* open downstream connections */
     uint64_t accepted;
+    uint64_t tls_errors[METRICS_TLS_REASONS]; /* failed handshakes, by reason */
 };
 
 struct metrics {

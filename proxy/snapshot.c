@@ -1,29 +1,113 @@
 /*
  * snapshot.c - config generations shared between threads. The reference
  * count is the only thing threads write; the config itself is read-only.
+ * TLS contexts are built here, on the main thread, so that a certificate
+ * that cannot be loaded refuses the whole config (and a reload keeps the
+ * running one).
  */
 #include "snapshot.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
-struct snapshot *snapshot_new(struct config *cfg, unsigned generation)
+#include "tls.h"
+
+static int load_listener_tls(struct snapshot *s, char *err, size_t errlen)
+{
+    const struct config *cfg = s->cfg;
+
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct cfg_listener_tls *t = cfg->listeners[i].tls;
+        struct tls_cert_file certs[16];
+        char why[256];
+
+        if (t == NULL)
+            continue;
+        if (t->n_certificates > sizeof(certs) / sizeof(certs[0])) {
+            snprintf(err, errlen, "listeners[%zu].tls: at most 16 certificates", i);
+            return -1;
+        }
+        for (size_t c = 0; c < t->n_certificates; c++)
+            certs[c] = (struct tls_cert_file){t->certificates[c].cert, t->certificates[c].key};
+        struct tls_server_opts o = {
+            .certificates = certs,
+            .n_certificates = t->n_certificates,
+            .client_ca = t->client_ca,
+            .min_version = t->min_version,
+            .sni_strict = t->sni_strict,
+            .handshake_timeout_ms = (uint32_t)t->handshake_timeout_ms,
+        };
+        s->listener_tls[i] = tls_server_ctx_new(&o, why, sizeof(why));
+        if (s->listener_tls[i] == NULL) {
+            snprintf(err, errlen, "%s: listeners[%zu].tls (%s): %s", cfg->path, i,
+                     cfg->listeners[i].name, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int load_upstream_tls(struct snapshot *s, char *err, size_t errlen)
+{
+    const struct config *cfg = s->cfg;
+
+    for (size_t i = 0; i < cfg->n_functions; i++) {
+        const struct cfg_upstream_tls *t = cfg->functions[i].upstream_tls;
+        char why[256];
+
+        if (t == NULL)
+            continue;
+        struct tls_client_opts o = {.ca_file = t->ca};
+        s->upstream_tls[i] = tls_client_ctx_new(&o, why, sizeof(why));
+        if (s->upstream_tls[i] == NULL) {
+            snprintf(err, errlen, "%s: functions[%zu].upstream_tls (%s): %s", cfg->path, i,
+                     cfg->functions[i].name, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void snapshot_free(struct snapshot *s)
+{
+    if (s->listener_tls != NULL)
+        for (size_t i = 0; i < s->cfg->n_listeners; i++)
+            tls_ctx_unref(s->listener_tls[i]);
+    if (s->upstream_tls != NULL)
+        for (size_t i = 0; i < s->cfg->n_functions; i++)
+            tls_ctx_unref(s->upstream_tls[i]);
+    free(s->listener_tls);
+    free(s->upstream_tls);
+    router_free(s->router);
+    config_free(s->cfg);
+    free(s);
+}
+
+struct snapshot *snapshot_new(struct config *cfg, unsigned generation, char *err, size_t errlen)
 {
     struct snapshot *s = calloc(1, sizeof(*s));
 
-    if (s == NULL)
-        goto out_free_cfg;
-    s->router = router_new(cfg);
-    if (s->router == NULL)
-        goto out_free_snap;
+    if (s == NULL) {
+        config_free(cfg);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     s->cfg = cfg;
     s->refs = 1;
     s->generation = generation;
+    s->router = router_new(cfg);
+    s->listener_tls = calloc(cfg->n_listeners + 1, sizeof(*s->listener_tls));
+    s->upstream_tls = calloc(cfg->n_functions + 1, sizeof(*s->upstream_tls));
+    if (s->router == NULL || s->listener_tls == NULL || s->upstream_tls == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out_free;
+    }
+    if (load_listener_tls(s, err, errlen) < 0 || load_upstream_tls(s, err, errlen) < 0)
+        goto out_free;
     return s;
 
-out_free_snap:
-    free(s);
-out_free_cfg:
-    config_free(cfg);
+out_free:
+    snapshot_free(s);
     return NULL;
 }
 
@@ -36,7 +120,5 @@ void snapshot_unref(struct snapshot *s)
 {
     if (s == NULL || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
-    router_free(s->router);
-    config_free(s->cfg);
-    free(s);
+    snapshot_free(s);
 }

@@ -476,6 +476,7 @@ static void exch_begin(struct exch *x)
         return;
     }
     x->fn = m.fn;
+    x->fn_idx = m.fn_idx;
     x->route = m.route;
     x->fs = &x->ws->fns[m.fn_idx];
     x->stats = x->fs->routes[m.route_idx];
@@ -571,15 +572,18 @@ static void exch_connect(struct exch *x)
     for (;;) {
         ep = exch_pick_endpoint(x, &idx);
         if (ep == NULL) {
-            exch_reply(x, 502, "upstream_unreachable",
-                       "no endpoint of the function accepted a connection");
+            if (x->up_error[0] != '\0')
+                exch_reply(x, 502, "upstream_tls_failed", x->up_error);
+            else
+                exch_reply(x, 502, "upstream_unreachable",
+                           "no endpoint of the function accepted a connection");
             return;
         }
         x->tried |= 1ULL << (idx % 64);
         x->attempts++;
         x->ep = ep;
         ep->outstanding++;
-        x->u = upstream_get(x->c->w, ep, x, &err);
+        x->u = upstream_get(x->c->w, ep, x, x->ws->snap->upstream_tls[x->fn_idx], &err);
         if (x->u != NULL)
             break;
         ep->outstanding--;
@@ -609,6 +613,22 @@ void exch_upstream_connected(struct exch *x, int status)
         return;
     c = x->c;
     exch_connect_done(x);
+    if (status == UV_EPROTO) {
+        /* TLS to the function failed: say why, in the answer if no other
+         * endpoint does better. Quotes would break the JSON answer. */
+        snprintf(x->up_error, sizeof(x->up_error), "TLS to the function failed: %s",
+                 upstream_tls_error(x->u));
+        for (char *p = x->up_error; *p != '\0'; p++)
+            if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+                *p = '\'';
+        if (log_ratelimit(&x->ep->last_error_log_ms, 1000))
+            log_warn("function %s: TLS to %s failed: %s", x->fn->name, x->ep->addr.text,
+                     upstream_tls_error(x->u));
+        exch_count_uperr(x, UPERR_TLS);
+        exch_drop_upstream(x, false);
+        exch_connect(x);
+        return;
+    }
     if (status < 0) {
         log_debug("connect to %s failed: %s", x->ep->addr.text, uv_strerror(status));
         exch_count_uperr(x, UPERR_REFUSED);

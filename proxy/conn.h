@@ -111,6 +111,8 @@ struct exch {
     uint64_t req_bytes;     /* request head bytes */
     bool connected;         /* a new connection was tried */
     bool sent;              /* a request head was sent */
+    size_t fn_idx;          /* fn's index in the config */
+    char up_error[160];     /* why the last TLS connection to the function failed */
     const char *reply_code; /* an answer waiting for the write in flight */
     const char *reply_msg;
     /* Large members last: exch_new clears everything before them. */

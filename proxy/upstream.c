@@ -96,15 +96,41 @@ void upstream_read(struct upconn *u, bool on)
     }
 }
 
+static void on_tls_handshake(struct xprt *t, int status)
+{
+    struct upconn *u = t->owner;
+
+    if (u->flags & UP_F_CLOSING)
+        return;
+    if (status == 0)
+        u->flags |= UP_F_CONNECTED;
+    else
+        status = UV_EPROTO; /* upstream_tls_error() says why */
+    exch_upstream_connected(u->x, status);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct upconn *u = req->data;
 
     if (u->flags & UP_F_CLOSING)
         return; /* the exchange gave up on it */
+    if (status == 0 && u->tls != NULL) {
+        /* Connected is when TLS is up: the connect timeout covers both. */
+        status = xprt_tls_start(&u->xp, u->tls, u->ep->tls_name, on_tls_handshake);
+        if (status == 0)
+            return;
+    }
     if (status == 0)
         u->flags |= UP_F_CONNECTED;
     exch_upstream_connected(u->x, status);
+}
+
+const char *upstream_tls_error(const struct upconn *u)
+{
+    struct tls_conn *tc = xprt_tls_conn(&u->xp);
+
+    return tc != NULL ? tls_error(tc) : "";
 }
 
 static struct upconn *pool_take(struct endpoint *ep)
@@ -116,7 +142,8 @@ static struct upconn *pool_take(struct endpoint *ep)
     return u;
 }
 
-struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *x, int *err)
+struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *x,
+                            struct tls_ctx *tls, int *err)
 {
     struct upconn *u = pool_take(ep);
     int rc;
@@ -134,6 +161,7 @@ struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *
     u->w = w;
     u->ep = ep;
     u->x = x;
+    u->tls = ep->tls_name != NULL ? tls : NULL;
     u->creq.data = u;
     if (ep->addr.kind == CFG_ADDR_UNIX) {
         rc = uv_pipe_init(&w->loop, &u->io.pipe, 0);

@@ -31,7 +31,8 @@ struct upconn {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } io;
-    struct xprt xp; /* plain (TLS origination comes here) */
+    struct xprt xp;      /* plain or TLS */
+    struct tls_ctx *tls; /* for the handshake after connect; NULL: plain */
     uv_connect_t creq;
     uv_write_t wreq;
     struct exch *x;  /* the exchange it serves; NULL in the pool */
@@ -42,10 +43,16 @@ struct upconn {
     unsigned flags;
 };
 
-/* An idle pooled connection to ep, or a new one being connected; the
+/* An idle pooled connection to ep, or a new one being connected (with TLS
+ * over tls when it is not NULL: ep->tls_name is sent and verified); the
  * exchange hears of it through exch_upstream_connected(). NULL when a socket
  * could not even be made (the error is in *err). */
-struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *x, int *err);
+struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *x,
+                            struct tls_ctx *tls, int *err);
+
+/* Why the connection failed when exch_upstream_connected() got UV_EPROTO: the
+ * TLS handshake's reason. */
+const char *upstream_tls_error(const struct upconn *u);
 
 /* Sends bufs; exch_upstream_written() follows. */
 int upstream_write(struct upconn *u, const uv_buf_t *bufs, unsigned n);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -93,20 +94,67 @@ uint64_t worker_now_ms(struct worker *w)
 
 /* --- config snapshots as this worker sees them ------------------------------- */
 
-static struct endpoint *endpoint_find(struct worker *w, const struct cfg_addr *a)
+static bool str_same(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The IP of an inet endpoint, as the name its certificate must carry when no
+ * server_name is configured. */
+static char *endpoint_ip(const struct cfg_addr *a)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+
+    if (a->sa.ss_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)&a->sa, ip, sizeof(ip));
+    else if (a->sa.ss_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)&a->sa, ip, sizeof(ip));
+    return strdup(ip);
+}
+
+static void endpoint_free(struct endpoint *ep)
+{
+    free(ep->tls_name);
+    free(ep->tls_ca);
+    free(ep);
+}
+
+/* Endpoints are shared by every function and config that name the same
+ * address with the same TLS settings, so that their pools are too. */
+static struct endpoint *endpoint_find(struct worker *w, const struct cfg_addr *a,
+                                      const struct cfg_upstream_tls *t)
 {
     struct endpoint *ep;
+    char *name = NULL;
 
-    for (ep = w->endpoints; ep != NULL; ep = ep->next)
-        if (ep->addr.sa_len == a->sa_len && memcmp(&ep->addr.sa, &a->sa, a->sa_len) == 0)
+    if (t != NULL) {
+        name = t->server_name != NULL ? strdup(t->server_name) : endpoint_ip(a);
+        if (name == NULL)
+            return NULL;
+    }
+    for (ep = w->endpoints; ep != NULL; ep = ep->next) {
+        if (ep->addr.sa_len == a->sa_len && memcmp(&ep->addr.sa, &a->sa, a->sa_len) == 0 &&
+            str_same(ep->tls_name, name) && str_same(ep->tls_ca, t != NULL ? t->ca : NULL)) {
+            free(name);
             return ep;
+        }
+    }
     ep = calloc(1, sizeof(*ep));
     if (ep == NULL)
-        return NULL;
+        goto out_free;
     ep->addr = *a;
+    ep->tls_name = name;
+    if (t != NULL && t->ca != NULL && (ep->tls_ca = strdup(t->ca)) == NULL) {
+        endpoint_free(ep);
+        return NULL;
+    }
     ep->next = w->endpoints;
     w->endpoints = ep;
     return ep;
+
+out_free:
+    free(name);
+    return NULL;
 }
 
 static void wsnap_free(struct wsnap *ws)
@@ -147,7 +195,7 @@ static struct wsnap *wsnap_new(struct worker *w, struct snapshot *s)
             goto out_free;
         fs->n_eps = fn->n_endpoints;
         for (size_t e = 0; e < fn->n_endpoints; e++)
-            if ((fs->eps[e] = endpoint_find(w, &fn->endpoints[e])) == NULL)
+            if ((fs->eps[e] = endpoint_find(w, &fn->endpoints[e], fn->upstream_tls)) == NULL)
                 goto out_free;
         for (size_t r = 0; r < fn->n_routes; r++)
             if ((fs->routes[r] = metrics_route(&w->metrics, fn->name, fn->routes[r].name)) == NULL)
@@ -434,7 +482,7 @@ static void worker_main(void *arg)
     while (w->endpoints != NULL) {
         struct endpoint *ep = w->endpoints;
         w->endpoints = ep->next;
-        free(ep);
+        endpoint_free(ep);
     }
     exch_free_all(w);
     worker_free_bufs(w);

@@ -32,8 +32,11 @@ struct exch;
 struct endpoint {
     struct endpoint *next;
     struct cfg_addr addr;
-    unsigned outstanding; /* exchanges in flight, for least-outstanding balancing */
-    struct upconn *idle;  /* pooled connections, most recently used first */
+    char *tls_name;             /* TLS to it: the name sent and verified; NULL: plain */
+    char *tls_ca;               /* ... and the CA file it is verified with, for pool identity */
+    uint64_t last_error_log_ms; /* failures are logged at most once a second */
+    unsigned outstanding;       /* exchanges in flight, for least-outstanding balancing */
+    struct upconn *idle;        /* pooled connections, most recently used first */
     unsigned n_idle;
 };
 

@@ -5,6 +5,9 @@ set -eu
 BUILD=${1:-build}
 CONFIG=policy/examples/demo.yaml
 
+# The demo's HTTPS listener needs development certificates.
+sh certs/make-certs.sh certs/out >/dev/null
+
 "$BUILD/fnproxy" --check -c "$CONFIG"
 "$BUILD/fnbackend" --listen 127.0.0.1:9001 --name hello >/dev/null &
 BACKEND=$!
@@ -32,6 +35,7 @@ Try:
   curl -i http://127.0.0.1:8080/api/hi               # route "api" (GET and POST under /api/)
   curl -i http://127.0.0.1:8080/echo -d 'hi'         # shows what the function received from fnproxy
   curl -i http://127.0.0.1:8080/status/503           # the function's answers pass through
+  curl -i --cacert certs/out/ca.crt https://localhost:8443/   # the same over TLS
   curl -s http://127.0.0.1:9901/metrics              # Prometheus metrics
   kill -HUP $PROXY                                  # reload policy/examples/demo.yaml
 Ctrl-C stops fnproxy and the demo function.

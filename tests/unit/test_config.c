@@ -1247,9 +1247,14 @@ static void test_example_demo(void **state)
     if (config_load(path, &c, err, sizeof(err)) != 0)
         print_message("%s\n", err);
     assert_non_null(c);
-    assert_int_equal(c->n_listeners, 1);
+    assert_int_equal(c->n_listeners, 2);
     assert_string_equal(c->listeners[0].name, "public");
     assert_string_equal(c->listeners[0].listen.text, "127.0.0.1:8080");
+    assert_null(c->listeners[0].tls);
+    assert_string_equal(c->listeners[1].name, "secure");
+    assert_non_null(c->listeners[1].tls);
+    assert_string_equal(c->listeners[1].tls->certificates[0].cert, "certs/out/server.crt");
+    assert_string_equal(c->access_log, "stdout");
     assert_true(c->has_admin);
     assert_string_equal(c->admin_listen.text, "127.0.0.1:9901");
     assert_int_equal(c->n_functions, 1);
@@ -1258,7 +1263,7 @@ static void test_example_demo(void **state)
     assert_int_equal(f->n_endpoints, 1);
     sin = (const struct sockaddr_in *)&f->endpoints[0].sa;
     assert_int_equal(ntohs(sin->sin_port), 9001);
-    assert_int_equal(f->n_routes, 2);
+    assert_int_equal(f->n_routes, 3);
     assert_string_equal(c->path, path);
     config_free(c);
 }

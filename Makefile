@@ -36,7 +36,7 @@ PROXY_OBJ  := $(PROXY_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-unit test-integration test-san bench bench-quick certs clean format
+.PHONY: all deps run test test-unit test-integration test-san bench bench-quick bench-micro certs clean format
 
 all: deps
 	@$(MAKE) --no-print-directory build-all
@@ -80,6 +80,12 @@ bench: all
 
 bench-quick: all
 	@sh bench/run.sh --quick
+
+# Micro benchmarks: ns per HTTP head, routing decision, histogram record and
+# access-log line. They print figures and assert nothing.
+bench-micro: all
+	@sh bench/micro/build.sh >/dev/null
+	@for b in build/micro/bench_*; do echo "== $$b"; $$b; done
 
 certs:
 	@sh certs/make-certs.sh certs/out

@@ -58,6 +58,12 @@ static void on_alloc(struct xprt *t, uv_buf_t *b)
 {
     struct upconn *u = t->owner;
 
+    if (u->x == NULL) {
+        /* Pooled: whatever comes (a close, stray bytes) only closes it, and
+         * a TLS engine asks even for a session ticket. No buffer of its own. */
+        *b = uv_buf_init(u->w->scratch, WORKER_BUF_SIZE);
+        return;
+    }
     if (u->buf == NULL)
         u->buf = worker_buf_get(u->w);
     if (u->buf == NULL) {

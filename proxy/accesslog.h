@@ -71,7 +71,7 @@ struct accesslog_entry {
     const char *function; /* "" before routing */
     const char *route;
     const char *upstream; /* the endpoint's text ("127.0.0.1:9001", "unix:/x"), "" if none */
-    uint64_t bytes_in;    /* request bytes read from the client: head and body */
+    uint64_t bytes_in;    /* request head bytes and body bytes (without chunk framing) */
     uint64_t bytes_out;   /* response bytes written to the client: head and body */
     uint64_t duration_us; /* as fnproxy_request_duration_seconds (metrics.h) */
     uint64_t upstream_us; /* as the upstream phase (metrics.h); 0 without an upstream */

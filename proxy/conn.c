@@ -120,9 +120,7 @@ static struct exch *exch_new(struct conn *c)
     x->request_id[0] = '\0';
     x->c = c;
     x->wreq.data = c;
-    /* A request's time starts with its first byte. */
-    x->t0 = metrics_now_us();
-    x->ts_ms = accesslog_now_ms();
+
     h1_parser_init(&x->req, HTTP_REQUEST);
     return x;
 }
@@ -224,11 +222,35 @@ static void exch_count_timeout(struct exch *x, enum metrics_timeout kind)
     metrics_inc(&s->timeouts[kind]);
 }
 
+/* A request's time starts when its head is parsed (or found bad): reading
+ * the head is the client's time, not fnproxy's (metrics.h). */
+static void exch_start_clock(struct exch *x)
+{
+    x->t0 = metrics_now_us();
+    x->ts_ms = accesslog_now_ms();
+}
+
+/* An attempt ended (response head, or failure): its time and, if a head was
+ * sent, its upstream phase. */
+static void exch_attempt_done(struct exch *x)
+{
+    uint64_t now;
+
+    if (x->t_attempt == 0)
+        return;
+    now = metrics_now_us();
+    if (x->flags & X_F_HEAD_SENT)
+        x->upstream_us += now - x->t_sent;
+    metrics_observe_attempt(x->stats, now - x->t_attempt);
+    x->t_attempt = 0;
+}
+
 /* Lets go of the upstream connection, to the pool when it is clean. */
 static void exch_drop_upstream(struct exch *x, bool reusable)
 {
     if (x->u == NULL)
         return;
+    exch_attempt_done(x);
     upstream_release(x->u, reusable && !(x->flags & X_F_UP_BROKEN));
     x->u = NULL;
     x->ep->outstanding--;
@@ -269,9 +291,10 @@ static void exch_end(struct exch *x)
 
 /* Stops everything and closes the connection: for failures after the
  * response head was sent, when no clean answer is possible any more. */
-static void exch_abort(struct exch *x, int status)
+/* The status counted stays the one the client got in the head; the failure
+ * shows in fnproxy_upstream_errors_total / fnproxy_timeouts_total. */
+static void exch_abort(struct exch *x)
 {
-    x->status = status;
     x->flags |= X_F_UP_BROKEN;
     conn_close(x->c);
 }
@@ -340,7 +363,7 @@ static void exch_reply(struct exch *x, int status, const char *code, const char 
     int body_len, head_len;
 
     if (x->flags & X_F_RESP_STARTED) {
-        exch_abort(x, status);
+        exch_abort(x);
         return;
     }
     exch_drop_upstream(x, false);
@@ -444,6 +467,7 @@ static void exch_begin(struct exch *x)
     x->ws = c->w->cur;
     wsnap_ref(x->ws);
     x->req_bytes = c->parsed;
+    exch_start_clock(x);
     c->state = CONN_ST_EXCHANGE;
     if (!(h->flags & H1_F_KEEP_ALIVE))
         c->flags |= CONN_F_CLOSE_AFTER;
@@ -810,9 +834,7 @@ static bool exch_response_head(struct exch *x)
         exch_reply(x, 502, "upstream_bad_response", "response head too large");
         return false;
     }
-    uint64_t now = metrics_now_us();
-    x->upstream_us += now - x->t_sent;
-    metrics_observe_attempt(x->stats, now - x->t_attempt);
+    exch_attempt_done(x);
     x->status = rh->status;
     x->flags |= X_F_RESP_STARTED;
     h1_out_raw(&x->resp_out, x->resp_head, x->resp_head_len);
@@ -939,7 +961,7 @@ void exch_upstream_data(struct exch *x, ssize_t nread)
     exch_count_uperr(x, nread == UV_EOF ? UPERR_PROTOCOL : UPERR_RESET);
     if (x->flags & X_F_RESP_STARTED) {
         log_debug("function closed mid-response: %s", uv_strerror((int)nread));
-        exch_abort(x, 502);
+        exch_abort(x);
         return;
     }
     exch_reply(x, 502, "upstream_bad_response",
@@ -1034,6 +1056,7 @@ static void on_timer(uv_timer_t *t)
         }
         c->state = CONN_ST_EXCHANGE;
         x->req_bytes = c->len;
+        exch_start_clock(x);
         make_request_id(x);
         exch_count_timeout(x, TMO_HEADER);
         exch_reply(x, 408, "request_timeout", "request head not received in time");
@@ -1054,7 +1077,7 @@ static void on_timer(uv_timer_t *t)
         }
         if (x->flags & X_F_RESP_STARTED) {
             exch_count_timeout(x, TMO_IDLE);
-            exch_abort(x, 504);
+            exch_abort(x);
             return;
         }
         if (!(x->flags & (X_F_REQ_PARSED | X_F_UP_WRITING)) && x->u != NULL) {
@@ -1223,6 +1246,7 @@ static void conn_process(struct conn *c)
         wsnap_ref(x->ws);
         c->state = CONN_ST_EXCHANGE;
         x->req_bytes = c->len;
+        exch_start_clock(x);
         make_request_id(x);
         if (x->req.error_status == 431)
             goto too_large_reply;
@@ -1235,6 +1259,7 @@ too_large:
     wsnap_ref(x->ws);
     c->state = CONN_ST_EXCHANGE;
     x->req_bytes = c->len;
+    exch_start_clock(x);
     make_request_id(x);
 too_large_reply:
     exch_reply(x, 431, "header_too_large", "request head is larger than max_header_bytes");
@@ -1260,6 +1285,8 @@ static void on_handshake(struct xprt *t, int status)
         return;
     if (status < 0) {
         enum tls_failure f = tc != NULL ? tls_failure(tc) : TLS_FAIL_INTERNAL;
+        if (f == TLS_FAIL_NONE)
+            f = TLS_FAIL_CLOSED; /* the client went away mid-handshake */
         metrics_inc(&c->l->stats->tls_errors[f]);
         log_debug("listener %s: TLS handshake with %s failed: %s", c->l->stats->name, c->client_ip,
                   tc != NULL ? tls_error(tc) : uv_strerror(status));

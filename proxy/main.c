@@ -240,8 +240,9 @@ static void on_signal(uv_signal_t *h, int signum)
     if (signum == SIGHUP) {
         reload(sv);
     } else if (signum == SIGUSR1) {
-        if (accesslog_reopen(sv->alog) < 0)
-            log_error("SIGUSR1: cannot reopen the access log: %s", strerror(errno));
+        int rc = accesslog_reopen(sv->alog);
+        if (rc < 0)
+            log_error("SIGUSR1: cannot reopen the access log: %s", strerror(-rc));
         else
             log_info("SIGUSR1: access log reopened");
     } else {

@@ -126,7 +126,11 @@ struct tls_conn {
     int rc;              /* the code a failed connection keeps returning */
     uint8_t failure;     /* enum tls_failure */
     uint8_t flags;       /* TLS_CF_* */
+    uint8_t n_first;     /* bytes in first */
+    char first[8];       /* the peer's first bytes: plain HTTP shows there */
 };
+
+static bool first_bytes_are_http(const struct tls_conn *c);
 
 /* clang-format off */
 static const char *const failure_names[TLS_FAIL__N] = {
@@ -614,7 +618,10 @@ static int conn_fail_ssl(struct tls_conn *c, int ssl_err)
         case SSL_R_BAD_PACKET_LENGTH:
             /* During the handshake: a peer that does not speak TLS at
              * all. Afterwards: a broken peer, a protocol error. */
-            if (!(c->flags & TLS_CF_DONE)) {
+            if (!(c->flags & TLS_CF_DONE) && first_bytes_are_http(c)) {
+                f = TLS_FAIL_PLAIN_HTTP;
+                snprintf(msg, sizeof(msg), "plain HTTP request on a TLS port");
+            } else if (!(c->flags & TLS_CF_DONE)) {
                 f = TLS_FAIL_NOT_TLS;
                 snprintf(msg, sizeof(msg), "%s (not a TLS peer?)", what);
             }
@@ -1246,7 +1253,21 @@ int tls_feed(struct tls_conn *c, const char *cipher, size_t len)
         return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_NOMEM, "out of memory");
     memcpy(c->in.data + c->in.len, cipher, n);
     c->in.len += (uint32_t)n;
+    while (c->n_first < sizeof(c->first) && c->n_first < c->in.len)
+        c->first[c->n_first] = (char)c->in.data[c->n_first], c->n_first++;
     return (int)n;
+}
+
+/* OpenSSL recognises GET, POST, HEAD, PUT and CONNECT only; any request
+ * line ("DELETE /", "OPTIONS *") starts with an upper-case token and a
+ * space, which no TLS record does (its first byte is 0x14-0x18). */
+static bool first_bytes_are_http(const struct tls_conn *c)
+{
+    unsigned i = 0;
+
+    while (i < c->n_first && c->first[i] >= 'A' && c->first[i] <= 'Z')
+        i++;
+    return i >= 3 && i < c->n_first && c->first[i] == ' ';
 }
 
 int tls_handshake(struct tls_conn *c)

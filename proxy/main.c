@@ -95,6 +95,31 @@ out_err:
     return -1;
 }
 
+/* SO_REUSEPORT lets any process of the same user bind a port already in
+ * use, silently sharing its connections: a second fnproxy started by
+ * mistake would take half the traffic. A plain bind first finds out. */
+static int listen_probe(const struct cfg_addr *a, char *err, size_t errlen)
+{
+    int one = 1;
+    int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc = 0;
+
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", a->text, strerror(errno));
+        return -1;
+    }
+    if (a->sa.ss_family == AF_INET6)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&a->sa, a->sa_len) < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s%s", a->text, strerror(errno),
+                 errno == EADDRINUSE ? " (by another process?)" : "");
+        rc = -1;
+    }
+    close(fd);
+    return rc;
+}
+
 static void lsock_close(struct lsock *l, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
@@ -128,6 +153,8 @@ static int lsocks_for(struct server *sv, const struct config *cfg, struct lsock 
         }
         for (unsigned w = 0; w < WORKER_MAX; w++)
             ls[i].fds[w] = -1;
+        if (listen_probe(a, err, errlen) < 0)
+            goto out_undo;
         for (unsigned w = 0; w < sv->n_workers; w++) {
             ls[i].fds[w] = listen_socket(a, err, errlen);
             if (ls[i].fds[w] < 0)

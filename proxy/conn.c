@@ -1034,6 +1034,20 @@ void conn_close(struct conn *c)
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
+/* The head is bad, too large or late: the exchange becomes fnproxy's own
+ * answer, counted and logged like any request. */
+static void exch_refuse_head(struct exch *x)
+{
+    struct conn *c = x->c;
+
+    x->ws = c->w->cur;
+    wsnap_ref(x->ws);
+    c->state = CONN_ST_EXCHANGE;
+    x->req_bytes = c->len;
+    exch_start_clock(x);
+    make_request_id(x);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct conn *c = t->data;
@@ -1050,14 +1064,7 @@ static void on_timer(uv_timer_t *t)
         conn_close(c);
         return;
     case CONN_ST_HEAD:
-        if (x->ws == NULL) {
-            x->ws = c->w->cur;
-            wsnap_ref(x->ws);
-        }
-        c->state = CONN_ST_EXCHANGE;
-        x->req_bytes = c->len;
-        exch_start_clock(x);
-        make_request_id(x);
+        exch_refuse_head(x);
         exch_count_timeout(x, TMO_HEADER);
         exch_reply(x, 408, "request_timeout", "request head not received in time");
         return;
@@ -1233,35 +1240,23 @@ static void conn_process(struct conn *c)
     switch (ev) {
     case H1_EV_HEAD:
         if (lc != NULL && c->parsed > lc->max_header_bytes)
-            goto too_large;
+            break;
         exch_begin(x);
         return;
     case H1_EV_MORE:
         if ((lc != NULL && c->len > lc->max_header_bytes) || c->len == c->cap)
-            goto too_large;
+            break;
         conn_read(c, true);
         return;
     default:
-        x->ws = c->w->cur;
-        wsnap_ref(x->ws);
-        c->state = CONN_ST_EXCHANGE;
-        x->req_bytes = c->len;
-        exch_start_clock(x);
-        make_request_id(x);
         if (x->req.error_status == 431)
-            goto too_large_reply;
+            break;
+        exch_refuse_head(x);
         exch_reply(x, 400, "bad_request",
                    x->req.error != NULL ? x->req.error : "malformed request");
         return;
     }
-too_large:
-    x->ws = c->w->cur;
-    wsnap_ref(x->ws);
-    c->state = CONN_ST_EXCHANGE;
-    x->req_bytes = c->len;
-    exch_start_clock(x);
-    make_request_id(x);
-too_large_reply:
+    exch_refuse_head(x);
     exch_reply(x, 431, "header_too_large", "request head is larger than max_header_bytes");
 }
 

@@ -13,13 +13,16 @@ take turns rep by rep (the order rotates each rep), so that slow drifts of a
 shared machine hit every target alike.
 
 Targets:
-  direct   wrk -> backend (the limit: no proxy)
+  direct   wrk -> backend (the limit: no proxy; plain HTTP only)
   fnproxy  build/fnproxy, workers: 1           (bench/fnproxy.yaml)
   nginx    1 worker, proxy_pass + keepalive   (bench/nginx-proxy.conf)
   haproxy  nbthread 1, http-reuse always      (bench/haproxy.cfg)
 Backend: nginx returning a fixed body (bench/nginx-backend.conf) or
 fnbackend; both are measured at the start and the faster one serves every
-target (BENCH_BACKEND=nginx|fnbackend forces one).
+target (BENCH_BACKEND=nginx|fnbackend forces one). The backend is plain
+HTTP; for the TLS scenarios the three proxies terminate TLS with one
+certificate (certs/make-certs.sh into build/bench/certs) and `direct` sits
+out.
 
 Outputs under build/bench/: results.md, results.csv (medians and ratios),
 results-raw.csv (every rep), results.png, logs/ (every process's output,
@@ -39,6 +42,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -56,37 +60,103 @@ LOAD_CPU, SERVER_CPU = 0, 1
 CONNS = 50           # wrk connections in every load scenario
 PACED_RATE = 5000    # req/s for the paced scenario
 IDLE_CONNS = 10000   # idle keep-alive connections for the memory scenario
+TLS_IDLE_CONNS = 5000  # idle TLS connections (each a full handshake by the Python client)
 TARGETS = ["direct", "fnproxy", "nginx", "haproxy"]
 PEERS = ["nginx", "haproxy"]
+PROXIES = ["fnproxy", "nginx", "haproxy"]
 
 # The scenarios, in the order they run. kind "wrk" runs wrk against each
-# target; "idle" opens IDLE_CONNS keep-alive connections and measures RSS.
-# TLS hook: the two tls scenarios are defined but skipped until fnproxy has
-# TLS listeners. To enable them: give every target a TLS port (a tls: block
-# in bench/fnproxy.yaml, `listen ... ssl` in nginx-proxy.conf, `bind ... ssl
-# crt` in haproxy.cfg, certificates from certs/), return True from
-# tls_ready(), and point Target.url() at https://...:tls_port; wrk speaks
-# TLS itself. The rest (reps, medians, ratios, table, chart) is shared.
+# target; "idle" opens many keep-alive connections and measures RSS.
+# TLS scenarios ("tls": True) go to each proxy's TLS port (fnproxy: a
+# second listener with a tls: block; nginx: `listen ... ssl`; HAProxy:
+# `bind ... ssl crt`), all with the same certificate; the backend stays
+# plain, so `direct` has no TLS figure. wrk runs with wrk-tls-shim.so
+# preloaded, which counts full and resumed handshakes and, for
+# "no_resume", makes every handshake a full one (wrk would otherwise resume
+# the session it kept from the previous connection: see the shim).
 SCENARIOS = [
     {"key": "keepalive", "title": "keep-alive, max rate", "kind": "wrk", "path": "/"},
     {"key": "newconn", "title": "new connection per request", "kind": "wrk", "path": "/",
      "headers": ["Connection: close"]},
     {"key": "64k", "title": "64 KiB responses, keep-alive", "kind": "wrk", "path": "/bytes/65536"},
-    {"key": "tls-keepalive", "title": "TLS 1.3 keep-alive", "kind": "wrk", "path": "/", "tls": True},
-    {"key": "tls-handshake", "title": "TLS 1.3 full handshake per request", "kind": "wrk",
-     "path": "/", "tls": True, "headers": ["Connection: close"]},
+    {"key": "tls-keepalive", "title": "TLS 1.3 keep-alive, max rate", "kind": "wrk", "path": "/",
+     "tls": True, "targets": PROXIES},
+    {"key": "tls-handshake", "title": "TLS 1.3 full handshake per request (new connection, no resumption)",
+     "kind": "wrk", "path": "/", "tls": True, "no_resume": True, "headers": ["Connection: close"],
+     "targets": PROXIES},
     {"key": "paced", "title": "paced %d req/s" % PACED_RATE, "kind": "wrk", "path": "/",
      "paced": PACED_RATE},
     {"key": "idle", "title": "%d idle keep-alive connections" % IDLE_CONNS, "kind": "idle",
      "path": "/"},
-    {"key": "tls-idle", "title": "%d idle TLS keep-alive connections" % IDLE_CONNS, "kind": "idle",
-     "path": "/", "tls": True},
+    {"key": "tls-idle", "title": "%d idle TLS 1.3 keep-alive connections" % TLS_IDLE_CONNS,
+     "kind": "idle", "path": "/", "tls": True, "conns": TLS_IDLE_CONNS, "targets": PROXIES},
 ]
+IDLE_KINDS = ("idle", "tls-idle")
 
 
-def tls_ready():
-    """(ready, why not). The TLS scenarios run only when this says so."""
-    return False, "fnproxy has no TLS listener yet (TLS hook in bench/bench.py)"
+def tls_ready(ctx):
+    """(ready, why not). The TLS scenarios run only when this says so: the
+    certificates are made, this fnproxy accepts a tls: listener, and the
+    wrk shim builds."""
+    d = os.path.join(OUT, "certs")
+    env = dict(os.environ, FNPROXY_CERT_CLIENTS="")
+    r = subprocess.run(["sh", os.path.join(ROOT, "certs", "make-certs.sh"), d], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env=env)
+    if r.returncode != 0:
+        return False, "certs/make-certs.sh failed: %s" % r.stderr.strip()[-300:]
+    ctx.cert, ctx.key, ctx.ca = (os.path.join(d, n) for n in ("server.crt", "server.key", "ca.crt"))
+    # HAProxy takes the certificate and its key from one file.
+    ctx.pem = os.path.join(d, "server.pem")
+    with open(ctx.pem, "w") as out:
+        for n in (ctx.cert, ctx.key):
+            with open(n) as f:
+                out.write(f.read())
+    os.chmod(ctx.pem, 0o600)
+    probe = os.path.join(OUT, "probe-tls.yaml")
+    with open(probe, "w") as f:
+        f.write("workers: 1\nlisteners:\n  - name: l\n    listen: 127.0.0.1:%d\n    tls:\n"
+                "      certificates: [{ cert: %s, key: %s }]\n      min_version: \"1.2\"\n"
+                "functions:\n  - name: f\n    endpoints: [127.0.0.1:9]\n    ingress:\n"
+                "      routes:\n        - name: r\n          match: { listener: l, path_prefix: / }\n"
+                % (free_port(), ctx.cert, ctx.key))
+    r = subprocess.run([ctx.fnproxy, "--check", "-c", probe], cwd=ROOT, capture_output=True,
+                       text=True, timeout=10)
+    if r.returncode != 0:
+        return False, "this fnproxy refuses a tls: listener: %s" % (r.stdout + r.stderr).strip()[:300]
+    ctx.shim = os.path.join(OUT, "wrk-tls-shim.so")
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        return False, "no C compiler for bench/wrk-tls-shim.c"
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-o", ctx.shim,
+                        os.path.join(BENCH, "wrk-tls-shim.c"), "-ldl", "-lssl", "-lcrypto"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        return False, "bench/wrk-tls-shim.c does not build: %s" % r.stderr.strip()[:300]
+    with open(ctx.cert) as f:
+        ctx.cert_der = ssl.PEM_cert_to_DER_cert(f.read())
+    return True, ""
+
+
+def tls_probe(port, ca, cert_der):
+    """One HTTPS GET to 127.0.0.1:port (SNI localhost), the certificate
+    verified against ca. Returns "version suite" of the handshake; raises
+    SystemExit unless the target serves the bench certificate and a 200."""
+    c = ssl.create_default_context(cafile=ca)
+    with socket.create_connection((HOST, port), timeout=3) as raw:
+        with c.wrap_socket(raw, server_hostname="localhost") as tls:
+            if tls.getpeercert(binary_form=True) != cert_der:
+                raise SystemExit("bench: 127.0.0.1:%d serves another certificate" % port)
+            desc = "%s %s" % (tls.version(), tls.cipher()[0])  # before the close
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            buf = b""
+            while True:
+                d = tls.recv(65536)
+                if not d:
+                    break
+                buf += d
+            if not re.match(rb"HTTP/1\.1 200 ", buf):
+                raise SystemExit("bench: https://127.0.0.1:%d/ answered %r" % (port, buf[:40]))
+            return desc
 
 
 # ---- processes ---------------------------------------------------------
@@ -99,14 +169,15 @@ def note(msg=""):
     print(msg, flush=True)
 
 
-def spawn(name, argv, cpu=None, stdin=None, stdout=None):
+def spawn(name, argv, cpu=None, stdin=None, stdout=None, env=None):
     """Starts argv (pinned to cpu when pinning is on), output to logs/NAME.log.
     Remembers it, and writes its pid to build/bench/pids for run.sh's trap."""
     if cpu is not None and PIN:
         argv = ["taskset", "-c", str(cpu)] + list(argv)
     log = open(os.path.join(LOGS, name + ".log"), "ab")
     p = subprocess.Popen(argv, cwd=ROOT, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                         stdout=stdout if stdout is not None else log, stderr=log)
+                         stdout=stdout if stdout is not None else log, stderr=log,
+                         env=dict(os.environ, **env) if env else None)
     log.close()
     p.bench_name = name
     PROCS.append(p)
@@ -297,6 +368,8 @@ class Server:
         self.name, self.kind = name, kind
         self.proc = None
         self.port = None
+        self.tls_port = None  # proxies only: the TLS port (same certificate for all)
+        self.tls_desc = None  # "TLSv1.3 TLS_AES_128_GCM_SHA256" from the start-up probe
         self.crashes = []
 
     def pids(self):
@@ -307,7 +380,9 @@ class Server:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def url(self, path):
+    def url(self, path, tls=False):
+        if tls:
+            return "https://%s:%d%s" % (HOST, self.tls_port, path)
         return "http://%s:%d%s" % (HOST, self.port, path)
 
 
@@ -364,18 +439,21 @@ class Target(Server):
             return
         if self.port is None:
             self.port = free_port()
+            self.tls_port = free_port()
         user, group = user_group()
         if self.name == "fnproxy":
             if not hasattr(self, "admin_port"):
                 self.admin_port = free_port()
             conf = render("fnproxy.yaml", "fnproxy.yaml", {
                 "PORT": self.port, "ADMIN_PORT": self.admin_port, "BACKEND_PORT": b.port,
+                "TLS_PORT": self.tls_port, "CERT": ctx.cert, "KEY": ctx.key,
                 "ACCESS_LOG_FNPROXY": ("access_log: %s" % os.path.join(LOGS, "fnproxy-access.log"))
                 if ctx.access_log else ""})
             self.proc = spawn("fnproxy", [ctx.fnproxy, "-c", conf], cpu=SERVER_CPU)
         elif self.name == "nginx":
             conf = render("nginx-proxy.conf", "nginx-proxy.conf", {
                 "USER": user, "GROUP": group, "DIR": OUT, "PORT": self.port,
+                "TLS_PORT": self.tls_port, "CERT": ctx.cert, "KEY": ctx.key,
                 "BACKEND_PORT": b.port, "NOFILE": ctx.nofile,
                 "WORKER_CONNECTIONS": ctx.worker_connections,
                 "ACCESS_LOG_NGINX": ("access_log %s combined buffer=64k flush=1s;"
@@ -386,11 +464,16 @@ class Target(Server):
         elif self.name == "haproxy":
             conf = render("haproxy.cfg", "haproxy.cfg", {
                 "DIR": OUT, "PORT": self.port, "BACKEND_PORT": b.port, "NOFILE": ctx.nofile,
+                "TLS_PORT": self.tls_port, "PEM": ctx.pem,
                 "MAXCONN": ctx.maxconn,
                 "ACCESS_LOG_HAPROXY_GLOBAL": "log stdout format raw local0" if ctx.access_log else "",
                 "ACCESS_LOG_HAPROXY_DEFAULTS": "log global\n    option httplog"
                 if ctx.access_log else ""})
-            self.proc = spawn("haproxy", ["haproxy", "-db", "-f", conf], cpu=SERVER_CPU)
+            # stdout carries the access log only (HAProxy's own messages
+            # go to stderr, logs/haproxy.log).
+            with open(os.path.join(LOGS, "haproxy-access.log"), "ab") as acc:
+                self.proc = spawn("haproxy", ["haproxy", "-db", "-f", conf], cpu=SERVER_CPU,
+                                  stdout=acc)
         if not wait_http(self.port, self.proc):
             raise SystemExit("bench: %s did not come up (see %s/%s.log)" % (self.name, LOGS, self.name))
         for path, size in (("/", None), ("/bytes/65536", 65536)):
@@ -398,6 +481,15 @@ class Target(Server):
             if st != 200 or (size and len(body) != size):
                 raise SystemExit("bench: %s: GET %s gave %d with %d bytes"
                                  % (self.name, path, st, len(body)))
+        end = time.monotonic() + 5
+        while True:  # the TLS port: the bench certificate, a 200
+            try:
+                self.tls_desc = tls_probe(self.tls_port, ctx.ca, ctx.cert_der)
+                break
+            except (OSError, ssl.SSLError) as e:
+                if time.monotonic() > end or not self.alive():
+                    raise SystemExit("bench: %s: no HTTPS on port %d: %s" % (self.name, self.tls_port, e))
+                time.sleep(0.05)
 
     def check_alive(self, ctx, where):
         """After a run: a target that died is recorded and restarted."""
@@ -421,9 +513,21 @@ class Target(Server):
 # ---- running load ------------------------------------------------------
 
 WRK_RE = re.compile(r"^BENCH (.*)$", re.M)
+TLSSTAT_RE = re.compile(r"^TLSSTAT full=(\d+) resumed=(\d+) offered=(\d+) version=(\S+) "
+                        r"cipher=(\S+) group=(\S+)$", re.M)
 
 
-def run_wrk(ctx, name, url, seconds, headers=(), paced=None, conns=CONNS):
+def wrk_tls_env(ctx, sc, resume=None):
+    """wrk's environment for scenario sc: for TLS, the shim preloaded (it
+    counts handshakes) and, unless resume, told to drop sessions."""
+    if not sc.get("tls"):
+        return None
+    if resume is None:
+        resume = not sc.get("no_resume")
+    return {"LD_PRELOAD": ctx.shim, "BENCH_TLS_NO_RESUME": "0" if resume else "1"}
+
+
+def run_wrk(ctx, name, url, seconds, headers=(), paced=None, conns=CONNS, env=None):
     argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--timeout", "5s", "--latency"]
     for h in headers:
         argv += ["-H", h]
@@ -431,13 +535,19 @@ def run_wrk(ctx, name, url, seconds, headers=(), paced=None, conns=CONNS):
     if paced:
         argv += ["--", str(paced)]
     logpath = os.path.join(LOGS, "wrk", name + ".log")
+    # wrk's own CPU time, from the rusage of reaped children (wrk is the
+    # only child reaped meanwhile): near 100% of its run, the load
+    # generator, not the target, sets the pace.
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(logpath, "wb") as out:
-        p = spawn("wrk", argv, cpu=LOAD_CPU, stdout=out)
+        p = spawn("wrk", argv, cpu=LOAD_CPU, stdout=out, env=env)
     try:
         p.wait(timeout=seconds + 30)
     except subprocess.TimeoutExpired:
         note("  !! wrk did not finish in time; killed")
     stop(p)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     with open(logpath) as f:
         text = f.read()
     m = WRK_RE.search(text)
@@ -447,6 +557,11 @@ def run_wrk(ctx, name, url, seconds, headers=(), paced=None, conns=CONNS):
     for kv in m.group(1).split():
         k, v = kv.split("=")
         r[k] = float(v)
+    r["wrk_cpu_pct"] = 100.0 * wrk_cpu / (r["duration_us"] / 1e6) if r["duration_us"] > 0 else None
+    m = TLSSTAT_RE.search(text)
+    if m:
+        r["tls_full"], r["tls_resumed"], r["tls_offered"] = (int(m.group(i)) for i in (1, 2, 3))
+        r["tls_params"] = "%s %s %s" % (m.group(4), m.group(5), m.group(6))
     return r
 
 
@@ -458,11 +573,13 @@ def wrk_run(ctx, sc, t, rep, seconds):
     cpu0 = cpu_seconds(tp) if proxied else None
     bcpu0 = cpu_seconds(bp)
     ctx.truncate_access_logs()
-    r = run_wrk(ctx, "%s-%s-%d" % (sc["key"], t.name, rep), t.url(sc["path"]), seconds,
-                sc.get("headers", ()), sc.get("paced"))
+    log0 = ctx.access_log_pos(t)
+    r = run_wrk(ctx, "%s-%s-%d" % (sc["key"], t.name, rep), t.url(sc["path"], sc.get("tls")),
+                seconds, sc.get("headers", ()), sc.get("paced"), env=wrk_tls_env(ctx, sc))
     cpu1 = cpu_seconds(t.pids()) if proxied else None
     bcpu1 = cpu_seconds(be.pids())
     rss = rss_kib(t.pids())
+    log1 = ctx.access_log_pos(t)
     alive = t.check_alive(ctx, "%s rep %d" % (sc["key"], rep + 1))
     row = {"scenario": sc["key"], "target": t.name, "rep": rep + 1, "alive_after": int(alive)}
     if r is None or r["requests"] <= 0:
@@ -481,28 +598,38 @@ def wrk_run(ctx, sc, t, rep, seconds):
         "proxy_cpu_us": (cpu1 - cpu0) / n * 1e6 if proxied else None,
         "backend_cpu_us": (bcpu1 - bcpu0) / n * 1e6,
         "rss_kib": rss,
+        "wrk_cpu_pct": r.get("wrk_cpu_pct"),
+        "access_log_bytes": (log1 - log0) if log0 is not None and log1 is not None else None,
         "failed": 0,
     })
+    if sc.get("tls"):
+        row.update({"tls_full": r.get("tls_full"), "tls_resumed": r.get("tls_resumed"),
+                    "tls_params": r.get("tls_params")})
     return row
 
 
 def idle_run(ctx, sc, t, rep):
-    """Opens ctx.idle_conns keep-alive connections (one request each), holds
-    them idle and measures the target's RSS per connection.
+    """Opens many keep-alive connections (one request each; for tls-idle,
+    each after a full TLS handshake), holds them idle and measures the
+    target's RSS per connection.
 
     Each rep starts from a fresh process (restarted on the same port): in a
     process that already held and freed that many connections, the
     allocator hands the same memory back and the increase says nothing. A
-    1 s keep-alive run at the usual concurrency warms it first, so that the
-    buffers and pools that the load needs anyway are in the baseline."""
+    1 s keep-alive run at the usual concurrency (over TLS for tls-idle)
+    warms it first, so that the buffers and pools that the load needs anyway
+    are in the baseline."""
+    tls = bool(sc.get("tls"))
+    conns = min(sc.get("conns", ctx.idle_conns), ctx.idle_conns)
     t.restart(ctx)
-    run_wrk(ctx, "warmup-idle-%s-%d" % (t.name, rep), t.url(sc["path"]), 1)
+    run_wrk(ctx, "warmup-%s-%s-%d" % (sc["key"], t.name, rep), t.url(sc["path"], tls), 1,
+            env=wrk_tls_env(ctx, sc))
     time.sleep(0.5)
     rss0, fds0 = rss_kib(t.pids()), fd_count(t.pids())
-    p = spawn("idle", [sys.executable, os.path.join(BENCH, "idle.py"), "--port", str(t.port),
-                       "--conns", str(ctx.idle_conns), "--path", sc["path"],
-                       "--open-timeout", "60", "--hold-max", "90"],
-              cpu=LOAD_CPU, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    argv = [sys.executable, os.path.join(BENCH, "idle.py"), "--conns", str(conns),
+            "--path", sc["path"], "--open-timeout", "60", "--hold-max", "90"]
+    argv += ["--port", str(t.tls_port), "--tls"] if tls else ["--port", str(t.port)]
+    p = spawn("idle", argv, cpu=LOAD_CPU, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     row = {"scenario": sc["key"], "target": t.name, "rep": rep + 1, "failed": 1}
     ready = p.stdout.readline().decode()
     m = re.match(r"READY opened=(\d+) failed=(\d+) non2xx=(\d+) seconds=([\d.]+)", ready)
@@ -564,6 +691,7 @@ def summarize(raw, scenarios):
                  "failed_reps": len([r for r in rows if r.get("failed")]),
                  "crashed_reps": len([r for r in rows if not r.get("alive_after", 1)])}
             for k in ("rps", "p50_ms", "p99_ms", "p999_ms", "proxy_cpu_us", "backend_cpu_us", "rss_kib",
+                      "wrk_cpu_pct",
                       "kib_per_conn", "rss_before_kib", "rss_idle_kib", "rss_after_close_kib"):
                 s[k] = med(rows, k)
             s["errors"] = sum(r.get(k, 0) or 0 for r in rows
@@ -608,26 +736,27 @@ def table_lines(summary, titles):
             cur = s["scenario"]
             lines.append("")
             lines.append("== %s" % titles[cur])
-            if cur == "idle":
+            if cur in IDLE_KINDS:
                 lines.append("%-8s %9s %9s %11s %11s %11s %6s %6s" % (
                     "target", "KiB/conn", "x peer", "RSS before", "RSS idle", "after close",
                     "failed", "closed"))
             else:
-                lines.append("%-8s %9s %7s %7s %8s %8s %7s %7s %9s %6s %8s %8s %6s" % (
+                lines.append("%-8s %9s %7s %7s %8s %8s %7s %7s %9s %6s %8s %6s %8s %6s" % (
                     "target", "req/s", "x dir", "x peer", "p50 ms", "p99 ms", "p99 xp",
-                    "p99 xd", "CPU us/rq", "x peer", "be us/rq", "RSS MiB", "errs"))
-        if cur == "idle":
+                    "p99 xd", "CPU us/rq", "x peer", "be us/rq", "wrk %", "RSS MiB", "errs"))
+        if cur in IDLE_KINDS:
             lines.append("%-8s %9s %9s %11s %11s %11s %6d %6d" % (
                 s["target"], fmt(s["kib_per_conn"], "%.2f"), fmt(s["kib_x_peer"], "%.2f"),
                 fmt(s["rss_before_kib"], "%.0f KiB"), fmt(s["rss_idle_kib"], "%.0f KiB"),
                 fmt(s["rss_after_close_kib"], "%.0f KiB"), s["conn_failed"], s["closed_by_peer"]))
         else:
-            lines.append("%-8s %9s %7s %7s %8s %8s %7s %7s %9s %6s %8s %8s %6s" % (
+            lines.append("%-8s %9s %7s %7s %8s %8s %7s %7s %9s %6s %8s %6s %8s %6s" % (
                 s["target"], fmt(s["rps"]), fmt(s["rps_x_direct"], "%.2f"),
                 fmt(s["rps_x_peer"], "%.2f"), fmt(s["p50_ms"], "%.3f"), fmt(s["p99_ms"], "%.3f"),
                 fmt(s["p99_x_peer"], "%.2f"), fmt(s["p99_x_direct"], "%.2f"),
                 fmt(s["proxy_cpu_us"], "%.1f"), fmt(s["cpu_x_peer"], "%.2f"),
-                fmt(s["backend_cpu_us"], "%.1f"), fmt(s["rss_kib"] and s["rss_kib"] / 1024, "%.1f"),
+                fmt(s["backend_cpu_us"], "%.1f"), fmt(s["wrk_cpu_pct"], "%.0f"),
+                fmt(s["rss_kib"] and s["rss_kib"] / 1024, "%.1f"),
                 str(s["errors"] + s["non2xx"])))
     return lines
 
@@ -639,37 +768,39 @@ def markdown(summary, titles, info, checks, notes):
            "the better of nginx and HAProxy (higher throughput, lower latency, CPU and memory). "
            "CPU per request: user+sys time of the proxy's processes over the run (from "
            "/proc/PID/stat) divided by the requests wrk completed; for `direct` only the "
-           "backend's is shown. RSS: the target's processes (for `direct`, the backend's) after "
-           "the run. Errors: wrk's connect/read/write/timeout errors plus non-2xx answers, summed "
+           "backend's is shown. wrk CPU %: the load generator's CPU time over the run's "
+           "length (near 100: wrk on CPU 0, not the target, set the pace). RSS: the target's "
+           "processes (for `direct`, the backend's) after the run. Errors: wrk's connect/read/write/timeout errors plus non-2xx answers, summed "
            "over the reps.", ""]
     cur = None
     for s in summary:
         if s["scenario"] != cur:
             cur = s["scenario"]
             md += ["", "## %s" % titles[cur], ""]
-            if cur == "idle":
+            if cur in IDLE_KINDS:
                 md += ["| target | KiB per idle conn | x peer | RSS before | RSS with idle conns "
                        "| RSS after close | conns failed | closed while idle |",
                        "|---|---:|---:|---:|---:|---:|---:|---:|"]
             else:
                 md += ["| target | req/s | x direct | x peer | p50 ms | p99 ms | p99 x peer "
                        "| p99 x direct | proxy CPU µs/req | CPU x peer | backend CPU µs/req "
-                       "| RSS MiB | errors | non-2xx |",
-                       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        if cur == "idle":
+                       "| wrk CPU % | RSS MiB | errors | non-2xx |",
+                       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        if cur in IDLE_KINDS:
             md.append("| %s | %s | %s | %s | %s | %s | %d | %d |" % (
                 s["target"], fmt(s["kib_per_conn"], "%.2f"), fmt(s["kib_x_peer"], "%.2f"),
                 fmt(s["rss_before_kib"], "%.0f KiB"), fmt(s["rss_idle_kib"], "%.0f KiB"),
                 fmt(s["rss_after_close_kib"], "%.0f KiB"), s["conn_failed"], s["closed_by_peer"]))
         else:
-            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |" % (
+            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |" % (
                 s["target"], fmt(s["rps"]), fmt(s["rps_x_direct"], "%.2f"),
                 fmt(s["rps_x_peer"], "%.2f"), fmt(s["p50_ms"], "%.3f"), fmt(s["p99_ms"], "%.3f"),
                 fmt(s["p99_x_peer"], "%.2f"), fmt(s["p99_x_direct"], "%.2f"),
                 fmt(s["proxy_cpu_us"], "%.1f"), fmt(s["cpu_x_peer"], "%.2f"),
-                fmt(s["backend_cpu_us"], "%.1f"), fmt(s["rss_kib"] and s["rss_kib"] / 1024, "%.1f"),
+                fmt(s["backend_cpu_us"], "%.1f"), fmt(s["wrk_cpu_pct"], "%.0f"),
+                fmt(s["rss_kib"] and s["rss_kib"] / 1024, "%.1f"),
                 s["errors"], s["non2xx"]))
-    md += ["", "## fnproxy against the targets of issue 3", "",
+    md += ["", "## fnproxy against the targets of issues 3 and 4", "",
            "| target | goal | measured | |", "|---|---|---|---|"]
     md += ["| %s | %s | %s | %s |" % c for c in checks]
     if notes:
@@ -700,9 +831,16 @@ def target_checks(summary):
     v = get("newconn", "fnproxy", "rps_x_peer")
     add("new-connection rate", ">= 1.00x better peer", v, None if v is None else v >= 1.0)
     v = get("tls-handshake", "fnproxy", "rps_x_peer")
-    add("TLS handshake rate", ">= 1.00x better peer", v, None if v is None else v >= 1.0)
+    add("TLS full handshake rate", ">= 1.00x better peer", v, None if v is None else v >= 1.0)
     v = get("tls-idle", "fnproxy", "kib_per_conn")
     add("memory per idle TLS connection", "<= 8 KiB", v, None if v is None else v <= 8.0, "%.2f KiB")
+    # Issue 4 asks for these ratios, without a target.
+    v = get("tls-keepalive", "fnproxy", "rps_x_peer")
+    checks.append(("TLS keep-alive throughput", "(reported) x better peer", fmt(v, "%.2f"), "info"))
+    v = get("tls-keepalive", "fnproxy", "cpu_x_peer")
+    checks.append(("TLS keep-alive CPU per request", "(reported) x better peer", fmt(v, "%.2f"), "info"))
+    v = get("tls-handshake", "fnproxy", "cpu_x_peer")
+    checks.append(("TLS handshake CPU per request", "(reported) x better peer", fmt(v, "%.2f"), "info"))
     return checks
 
 
@@ -729,11 +867,10 @@ def plot(summary, scenarios):
             f.write("%s %s\n" % (k, " ".join(vals)))
     idat = os.path.join(OUT, "plot-idle.dat")
     with open(idat, "w") as f:
-        f.write("# target kib_per_conn colour\n")
-        colours = {"fnproxy": 0xd62728, "nginx": 0x2ca02c, "haproxy": 0x1f77b4}
-        for t in TARGETS[1:]:
-            v = get.get(("idle", t), {}).get("kib_per_conn")
-            f.write("%s %s %d\n" % (t, "?" if v is None else "%.6g" % v, colours[t]))
+        f.write("# target kib_per_plain_conn kib_per_tls_conn\n")
+        for t in PROXIES:
+            v = [get.get((k, t), {}).get("kib_per_conn") for k in IDLE_KINDS]
+            f.write("%s %s\n" % (t, " ".join("?" if x is None else "%.6g" % x for x in v)))
     png = os.path.join(OUT, "results.png")
     r = subprocess.run(["gnuplot", "-e", "datafile='%s'; idlefile='%s'; outfile='%s'"
                         % (dat, idat, png), os.path.join(BENCH, "plot.gp")],
@@ -793,8 +930,12 @@ def main():
 
     t_start = time.monotonic()
     quick = a.quick
+    # Time budget. Full: 6 wrk scenarios (22 target x scenario pairs, the
+    # TLS ones without direct) x (1 s warm-up + 3 reps x 8 s) ~ 590 s, the
+    # two idle scenarios ~ 130 s, backend trial, start-up and the
+    # resumption probe ~ 30 s: ~ 12.5 min. Quick: 1 rep of 3 s, ~ 2.3 min.
     reps = int(os.environ.get("BENCH_REPS", 1 if quick else 3))
-    seconds = int(os.environ.get("BENCH_SECONDS", 3 if quick else 10))
+    seconds = int(os.environ.get("BENCH_SECONDS", 3 if quick else 8))
     budget = 170 if quick else 870  # seconds; runs that would pass it are skipped
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
@@ -819,12 +960,36 @@ def main():
     if ctx.access_log and not fn_has_log:
         raise SystemExit("bench: BENCH_ACCESS_LOG=on but this fnproxy has no access_log key")
 
+    # Every proxy logs to a file under build/bench/logs, truncated before
+    # each run to keep it small. fnproxy and nginx append (O_APPEND), so the
+    # size after a run is what the run wrote. HAProxy's stdout loses
+    # O_APPEND (HAProxy sets O_NONBLOCK with F_SETFL): it goes on writing at
+    # its own offset and the truncated part becomes a hole, so what it wrote
+    # is the change in its fd 1's offset (/proc/PID/fdinfo/1).
+    access_logs = {t: os.path.join(LOGS, "%s-access.log" % t) for t in PROXIES}
+
     def truncate_access_logs():
-        for n in ("fnproxy-access.log", "nginx-access.log", "haproxy.log"):
-            p = os.path.join(LOGS, n)
+        for p in access_logs.values():
             if ctx.access_log and os.path.exists(p):
                 os.truncate(p, 0)
     ctx.truncate_access_logs = truncate_access_logs
+
+    def access_log_pos(t):
+        """Where t's access log stands: bytes written, for a delta over a run."""
+        if not ctx.access_log or t.name not in access_logs:
+            return None
+        try:
+            if t.name == "haproxy":
+                with open("/proc/%d/fdinfo/1" % t.proc.pid) as f:
+                    return int(re.search(r"^pos:\s*(\d+)", f.read(), re.M).group(1))
+            return os.path.getsize(access_logs[t.name])
+        except (OSError, AttributeError):
+            return None
+    ctx.access_log_pos = access_log_pos
+
+    tls_ok, tls_why = tls_ready(ctx)
+    if not tls_ok:
+        raise SystemExit("bench: cannot set up the TLS scenarios: " + tls_why)
 
     cpus = sorted(os.sched_getaffinity(0))
     PIN = LOAD_CPU in cpus and SERVER_CPU in cpus and shutil.which("taskset") is not None
@@ -891,31 +1056,47 @@ def main():
         t = Target(name, name)
         t.start(ctx)
         targets[name] = t
-    note("targets: " + ", ".join("%s :%d" % (n, t.port) for n, t in targets.items()))
+    note("targets: " + ", ".join("%s :%d" % (n, t.port) for n, t in targets.items())
+         + "; TLS: " + ", ".join("%s :%d" % (n, targets[n].tls_port) for n in PROXIES))
+    note("TLS probe (Python client, SNI localhost, verified against the bench CA): "
+         + "; ".join("%s %s" % (n, targets[n].tls_desc) for n in PROXIES))
     fn_rss_start = rss_kib(targets["fnproxy"].pids())
 
     raw = []
     titles = {sc["key"]: sc["title"] for sc in SCENARIOS}
     ran = []
-    tls_ok, tls_why = tls_ready()
     skipped_budget = 0
     fn_rss_trace = []
+    resume_probe = []
     for sc in SCENARIOS:
-        if sc.get("tls") and not tls_ok:
-            note("\n-- %s: skipped: %s" % (sc["title"], tls_why))
-            continue
         ran.append(sc)
         note("\n-- %s" % sc["title"])
+        names = sc.get("targets", TARGETS)
         if sc["kind"] == "wrk":
-            for name in TARGETS:  # warm-up, not recorded
+            for name in names:  # warm-up, not recorded
                 if time.monotonic() - t_start + 1 < budget:
-                    run_wrk(ctx, "warmup-%s-%s" % (sc["key"], name), targets[name].url(sc["path"]), 1,
-                            sc.get("headers", ()), sc.get("paced"))
+                    run_wrk(ctx, "warmup-%s-%s" % (sc["key"], name),
+                            targets[name].url(sc["path"], sc.get("tls")), 1,
+                            sc.get("headers", ()), sc.get("paced"), env=wrk_tls_env(ctx, sc))
+        if sc.get("no_resume"):
+            # Not recorded either: the same load with wrk left to resume
+            # the session it kept (its own behaviour), to show that each
+            # server resumes and what that is worth next to full handshakes.
+            for name in names:
+                if time.monotonic() - t_start + 2 < budget:
+                    r = run_wrk(ctx, "resume-probe-%s" % name, targets[name].url(sc["path"], True), 1,
+                                sc.get("headers", ()), env=wrk_tls_env(ctx, sc, resume=True))
+                    if r and r.get("tls_full") is not None:
+                        resume_probe.append((name, r["requests"] / (r["duration_us"] / 1e6),
+                                             r["tls_resumed"], r["tls_full"] + r["tls_resumed"]))
+                        note("  %-8s resumption probe (1 s, wrk resumes): %6.0f req/s, %d of %d "
+                             "handshakes resumed" % resume_probe[-1])
         for rep in range(reps):
-            order = TARGETS[rep % 4:] + TARGETS[:rep % 4]
+            k = rep % len(names)
+            order = names[k:] + names[:k]
             for name in order:
                 t = targets[name]
-                need = seconds + 3 if sc["kind"] == "wrk" else 20
+                need = seconds + 3 if sc["kind"] == "wrk" else (25 if sc.get("tls") else 20)
                 if time.monotonic() - t_start + need > budget:
                     skipped_budget += 1
                     continue
@@ -926,12 +1107,15 @@ def main():
                     else:
                         errs = row["err_connect"] + row["err_read"] + row["err_write"] + row["err_timeout"]
                         note("  %-8s rep %d: %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %s us/req  "
-                             "rss %6.1f MiB%s" % (
+                             "wrk %s%%  rss %6.1f MiB%s" % (
                                  name, rep + 1, row["rps"], row["p50_ms"], row["p99_ms"],
                                  fmt(row["proxy_cpu_us"] if name != "direct" else None, "%.1f"),
-                                 row["rss_kib"] / 1024,
+                                 fmt(row["wrk_cpu_pct"], "%.0f"), row["rss_kib"] / 1024,
                                  ("  ERRORS %d" % errs if errs else "")
-                                 + ("  NON-2XX %d" % row["non2xx"] if row["non2xx"] else "")))
+                                 + ("  NON-2XX %d" % row["non2xx"] if row["non2xx"] else "")
+                                 + ("  handshakes: %s full, %s resumed" % (row.get("tls_full"),
+                                                                          row.get("tls_resumed"))
+                                    if sc.get("tls") else "")))
                 else:
                     row = idle_run(ctx, sc, t, rep)
                     if row.get("failed"):
@@ -958,7 +1142,8 @@ def main():
         codes = re.findall(r'^fnproxy_requests_total\{[^}]*code="(\d+)"[^}]*\} (\d+)', text, re.M)
         bad = [(c, n) for c, n in codes if not c.startswith("2") and int(n) > 0]
         probs = [l for l in text.splitlines()
-                 if re.match(r"fnproxy_(timeouts|upstream_errors)_total\{", l) and not l.endswith(" 0")]
+                 if re.match(r"fnproxy_(timeouts|upstream_errors|tls_handshake_errors)_total\{", l)
+                 and not l.endswith(" 0")]
         if bad:
             notes.append("fnproxy /metrics counts non-2xx answers: "
                          + ", ".join("%s x%s" % b for b in bad))
@@ -977,22 +1162,59 @@ def main():
                          % (len(loglines), loglines[0][:200]))
     except OSError:
         pass
-    for name in TARGETS[1:]:
-        rows = [r for r in raw if r["scenario"] == "idle" and r["target"] == name
+    for name, kind in [(n, k) for k in IDLE_KINDS for n in TARGETS[1:]]:
+        rows = [r for r in raw if r["scenario"] == kind and r["target"] == name
                 and not r.get("failed") and r.get("rss_after_close_kib") and r.get("rss_idle_kib")]
         rose = [r for r in rows if r["rss_after_close_kib"] > 1.2 * r["rss_idle_kib"]]
         if rose:
-            notes.append("%s RSS rose after the idle connections closed, in %d of %d reps: %s"
-                         % (name, len(rose), len(rows), "; ".join(
+            notes.append("%s RSS rose after the idle %sconnections closed, in %d of %d reps: %s"
+                         % (name, "TLS " if kind == "tls-idle" else "", len(rose), len(rows), "; ".join(
                              "%d KiB before, %d KiB with %d idle connections, %d KiB 1 s after "
                              "they closed" % (r["rss_before_kib"], r["rss_idle_kib"], r["conns"],
                                               r["rss_after_close_kib"]) for r in rose)))
     if fn_rss_trace:
-        load = [r for sc, _, r in fn_rss_trace if sc != "idle"]
+        load = [r for sc, _, r in fn_rss_trace if sc not in IDLE_KINDS]
         if load:
             notes.append("fnproxy RSS over the load scenarios: %d KiB at start, %d KiB after the "
                          "last load run, %d KiB at most (the idle scenario then restarts it)"
                          % (fn_rss_start, load[-1], max(load)))
+    # TLS: what wrk negotiated with each proxy, and whether the handshake
+    # scenario really did full handshakes only.
+    tls_params = {}
+    for r in raw:
+        if r.get("tls_params"):
+            tls_params.setdefault(r["target"], set()).add(r["tls_params"])
+    tls_info = "; ".join("%s %s" % (n, " / ".join(sorted(v))) for n, v in tls_params.items())
+    if len({p for v in tls_params.values() for p in v}) > 1:
+        notes.append("the proxies did not all negotiate the same TLS parameters with wrk: " + tls_info)
+    hs = [r for r in raw if r["scenario"] == "tls-handshake" and not r.get("failed")]
+    if hs:
+        full = sum(r.get("tls_full") or 0 for r in hs)
+        resumed = sum(r.get("tls_resumed") or 0 for r in hs)
+        notes.append("tls-handshake: wrk completed %d full and %d resumed handshakes over all "
+                     "targets and reps (wrk-tls-shim.so drops the session wrk keeps across "
+                     "reconnects)%s" % (full, resumed, "" if resumed == 0 else ": NOT all full"))
+    if resume_probe:
+        notes.append("resumption probe, 1 s each, the same load with wrk left to resume (not "
+                     "in the table): " + "; ".join("%s %.0f req/s, %d of %d handshakes resumed"
+                                                   % p for p in resume_probe))
+    # Access logs: every proxy wrote one (bytes per request, keep-alive runs).
+    if ctx.access_log:
+        per = []
+        for name in PROXIES:
+            rows = [r for r in raw if r["target"] == name and r["scenario"] == "keepalive"
+                    and not r.get("failed") and r.get("access_log_bytes") is not None]
+            empty = [r for r in raw if r["target"] == name and not r.get("failed")
+                     and r.get("requests") and r.get("access_log_bytes") == 0]
+            if empty:
+                notes.append("%s's access log stayed EMPTY in %d run(s): %s" % (
+                    name, len(empty), ", ".join("%s rep %d" % (r["scenario"], r["rep"]) for r in empty)))
+            if rows:
+                per.append("%s %.0f" % (name, statistics.median(
+                    r["access_log_bytes"] / r["requests"] for r in rows)))
+        if per:
+            notes.append("access log bytes written per keep-alive request (the tail still "
+                         "buffered at the end of a run not counted): " + ", ".join(per))
     notes.append("backend: " + chosen + " (" + pick_note + ")")
 
     summary = summarize(raw, ran)
@@ -1009,12 +1231,20 @@ def main():
         ("pinning", ("wrk and the idle client on CPU %d; proxy and backend on CPU %d (taskset)"
                      % (LOAD_CPU, SERVER_CPU)) if PIN else "none"),
         ("load", "wrk -t1 -c%d, %d s per run, %d rep(s), targets alternated rep by rep; paced: "
-                 "%d req/s over %d connections; idle: %d connections, one request each"
-         % (CONNS, seconds, reps, PACED_RATE, CONNS, ctx.idle_conns)),
+                 "%d req/s over %d connections; idle: %d connections (TLS: %d), one request each"
+         % (CONNS, seconds, reps, PACED_RATE, CONNS, ctx.idle_conns,
+            min(TLS_IDLE_CONNS, ctx.idle_conns))),
+        ("TLS", "fnproxy, nginx and HAProxy terminate TLS 1.2/1.3 with one ECDSA P-256 "
+                "certificate, the same ECDHE+AEAD suites and groups, server preference, session "
+                "tickets and cache as each has them by default; backend plain, so no `direct` "
+                "row. Negotiated with wrk: " + (tls_info or "?")),
         ("backend", "%s (%s)" % (chosen, pick_note)),
         ("versions", "fnproxy %s; nginx %s; %s; %s" % (ver["fnproxy"], ver["nginx"], ver["haproxy"],
                                                        ver["wrk"])),
-        ("access logs", "on" if ctx.access_log else "off for all targets (fnproxy has no access_log yet)"),
+        ("access logs", ("on for every proxy, each to a file under build/bench/logs (fnproxy: JSON "
+                         "lines, batched; nginx: combined, buffer=64k flush=1s; HAProxy: httplog "
+                         "to stdout, one write per line); metrics on (fnproxy's admin endpoint)")
+         if ctx.access_log else "off for all targets"),
         ("load average", "end of run: %s (a shared machine: numbers are indicative)" % load_end),
         ("duration", "%.0f s" % elapsed),
     ]
@@ -1022,7 +1252,7 @@ def main():
 
     lines = table_lines(summary, titles)
     note("\n" + "\n".join(lines))
-    note("\nissue 3 targets for fnproxy:")
+    note("\nissue 3 and 4 targets for fnproxy:")
     for c in checks:
         note("  %-34s %-22s %-10s %s" % c)
     if notes:
@@ -1035,15 +1265,16 @@ def main():
     write_csv(os.path.join(OUT, "results.csv"), summary,
               ["scenario", "target", "reps", "failed_reps", "crashed_reps", "rps", "rps_x_direct",
                "rps_x_peer", "p50_ms", "p99_ms", "p999_ms", "p99_x_direct", "p99_x_peer",
-               "proxy_cpu_us", "cpu_x_peer", "backend_cpu_us", "rss_kib", "kib_per_conn",
+               "proxy_cpu_us", "cpu_x_peer", "backend_cpu_us", "wrk_cpu_pct", "rss_kib", "kib_per_conn",
                "kib_x_peer", "rss_before_kib", "rss_idle_kib", "rss_after_close_kib", "errors",
                "non2xx", "conn_failed", "closed_by_peer"])
     write_csv(os.path.join(OUT, "results-raw.csv"), raw,
               ["scenario", "target", "rep", "failed", "alive_after", "requests", "rps", "p50_ms",
                "p90_ms", "p99_ms", "p999_ms", "max_ms", "err_connect", "err_read", "err_write",
-               "err_timeout", "non2xx", "proxy_cpu_us", "backend_cpu_us", "rss_kib", "conns",
+               "err_timeout", "non2xx", "proxy_cpu_us", "backend_cpu_us", "wrk_cpu_pct", "rss_kib", "conns",
                "conn_failed", "closed_by_peer", "open_s", "rss_before_kib", "rss_idle_kib",
-               "kib_per_conn", "rss_after_close_kib", "fds_before", "fds_idle"])
+               "kib_per_conn", "rss_after_close_kib", "fds_before", "fds_idle", "tls_full",
+               "tls_resumed", "tls_params", "access_log_bytes"])
     png = plot(summary, ran)
     note("\nwrote %s, %s, %s%s (%.0f s)" % (
         os.path.relpath(os.path.join(OUT, "results.md"), ROOT),

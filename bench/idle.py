@@ -4,7 +4,10 @@
 Opens --conns connections to 127.0.0.1:PORT, at most --window at a time in
 progress; on each sends one GET and reads the whole answer, so that the
 target has really served it (a proxy has parsed, routed and forwarded the
-request) before the connection goes idle. Then prints
+request) before the connection goes idle. With --tls, each connection first
+does a full TLS handshake (a fresh session every time, SNI localhost, the
+certificate not verified: the bench checks it once beforehand), and the
+request and answer go over TLS. Then prints
 
     READY opened=N failed=F non2xx=X seconds=S
 
@@ -20,11 +23,11 @@ reached.
 
 import argparse
 import errno
-import os
 import re
 import select
 import selectors
 import socket
+import ssl
 import sys
 import time
 
@@ -32,12 +35,13 @@ HOST = "127.0.0.1"
 
 
 class Conn:
-    __slots__ = ("sock", "state", "buf")
+    __slots__ = ("sock", "state", "buf", "out")
 
     def __init__(self, sock):
         self.sock = sock
         self.state = "connecting"
         self.buf = b""
+        self.out = b""
 
 
 def answer_complete(buf):
@@ -57,6 +61,16 @@ def answer_complete(buf):
     return True, status
 
 
+def _raw_peek(s):
+    """MSG_PEEK on the TCP socket under an SSLSocket (whose recv refuses
+    flags): b"" at EOF, the bytes waiting, or BlockingIOError when none."""
+    raw = socket.socket(fileno=s.fileno())
+    try:
+        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    finally:
+        raw.detach()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -65,7 +79,15 @@ def main():
     ap.add_argument("--path", default="/")
     ap.add_argument("--open-timeout", type=float, default=60.0)
     ap.add_argument("--hold-max", type=float, default=120.0)
+    ap.add_argument("--tls", action="store_true", help="TLS (1.2 or 1.3, whatever is agreed)")
     a = ap.parse_args()
+
+    tls_ctx = None
+    if a.tls:
+        tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls_ctx.check_hostname = False
+        tls_ctx.verify_mode = ssl.CERT_NONE
+        tls_ctx.minimum_version = ssl.TLSVersion.TLSv1_2
 
     request = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: fnproxy-bench-idle\r\n\r\n"
                % (a.path, a.port)).encode()
@@ -104,33 +126,72 @@ def main():
                 if c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
                     fail(c)
                     continue
+                if tls_ctx is not None:
+                    sel.unregister(c.sock)
+                    c.sock = tls_ctx.wrap_socket(c.sock, server_hostname="localhost",
+                                                 do_handshake_on_connect=False)
+                    sel.register(c.sock, selectors.EVENT_WRITE, c)
+                    c.state = "handshake"
+                else:
+                    c.state = "sending"
+                c.out = request
+            if c.state == "handshake":
                 try:
-                    c.sock.send(request)  # small: goes out whole on loopback
+                    c.sock.do_handshake()
+                except ssl.SSLWantReadError:
+                    sel.modify(c.sock, selectors.EVENT_READ, c)
+                    continue
+                except ssl.SSLWantWriteError:
+                    sel.modify(c.sock, selectors.EVENT_WRITE, c)
+                    continue
+                except OSError:  # ssl.SSLError included
+                    fail(c)
+                    continue
+                c.state = "sending"
+            if c.state == "sending":
+                try:
+                    n = c.sock.send(c.out)
+                except (BlockingIOError, ssl.SSLWantWriteError):
+                    sel.modify(c.sock, selectors.EVENT_WRITE, c)
+                    continue
+                except ssl.SSLWantReadError:
+                    sel.modify(c.sock, selectors.EVENT_READ, c)
+                    continue
                 except OSError:
                     fail(c)
+                    continue
+                c.out = c.out[n:]
+                if c.out:
+                    sel.modify(c.sock, selectors.EVENT_WRITE, c)
                     continue
                 c.state = "reading"
                 sel.modify(c.sock, selectors.EVENT_READ, c)
-            else:
-                try:
-                    data = c.sock.recv(65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    fail(c)
-                    continue
-                if not data:
-                    fail(c)
-                    continue
-                c.buf += data
-                done, status = answer_complete(c.buf)
-                if done:
-                    if not 200 <= status < 300:
-                        non2xx += 1
-                    sel.unregister(c.sock)
-                    c.buf = b""
-                    in_flight -= 1
-                    idle.append(c.sock)
+                continue
+            if c.state == "reading":
+                while True:  # over TLS, a record may hold more than one recv
+                    try:
+                        data = c.sock.recv(65536)
+                    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        data = None
+                    except OSError:
+                        data = b""
+                    if data is None:
+                        break
+                    if not data:
+                        fail(c)
+                        break
+                    c.buf += data
+                    done, status = answer_complete(c.buf)
+                    if done:
+                        if not 200 <= status < 300:
+                            non2xx += 1
+                        sel.unregister(c.sock)
+                        c.buf = b""
+                        in_flight -= 1
+                        idle.append(c.sock)
+                        break
+                    if tls_ctx is None or not c.sock.pending():
+                        break
     for key in list(sel.get_map().values()):  # timed out mid-way
         failed += 1
         key.fileobj.close()
@@ -143,10 +204,15 @@ def main():
 
     alive = closed = 0
     for s in idle:
+        # The socket itself, under TLS too: a peer that closed has sent a FIN
+        # (and, over TLS, a close_notify first: bytes that say "closed").
         try:
-            data = s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            if data:
+            data = socket.socket.recv(s, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) \
+                if tls_ctx is None else _raw_peek(s)
+            if data and tls_ctx is None:
                 alive += 1  # unexpected bytes, but still open
+            elif data:
+                closed += 1  # a TLS alert: close_notify
             else:
                 closed += 1
         except BlockingIOError:

@@ -1,11 +1,14 @@
 #!/bin/sh
 # bench/run.sh [--quick]: fnproxy against direct, nginx and HAProxy on
-# loopback. `make bench` runs it in full (3 reps of 10 s, < 15 min),
-# `make bench-quick` with --quick (1 rep of 3 s, < 3 min).
+# loopback. `make bench` runs it in full (3 reps of 8 s, about 12.5 min,
+# bounded at 14.5), `make bench-quick` with --quick (1 rep of 3 s, about
+# 2.3 min, bounded at 2.8).
 #
 # This wrapper installs the peers (Debian packages, only if missing),
 # raises the fd limit for the 10,000-connection scenario, and runs
-# bench/bench.py, which does the work. Everything started is killed on
+# bench/bench.py, which does the work (it also makes the TLS certificates
+# with certs/make-certs.sh and builds bench/wrk-tls-shim.c, both into
+# build/bench). Everything started is killed on
 # exit, on failure and on Ctrl-C: bench.py stops what it started, and the
 # trap here kills, by pid, whatever bench.py recorded in build/bench/pids.
 # Results: build/bench/results.{md,csv,png}.

@@ -328,36 +328,48 @@ static void tls_done_writing(struct xprt_tls *ts, int status)
     }
 }
 
-/* Encrypts what the owner asked to send and writes the ciphertext, one
- * socket write at a time. */
+/* The owner's write is all on the socket: tell it on the next loop
+ * iteration, never inside its own call. */
+static void tls_done_writing_later(struct xprt_tls *ts)
+{
+    ts->flags &= ~XT_F_APP_WRITING;
+    plain_write_done_later(ts->t);
+}
+
+/* Encrypts what the owner asked to send and writes the ciphertext. Each
+ * piece is tried on the socket at once; only what does not fit waits in a
+ * write request (libuv 1.44 costs an epoll_ctl per queued write). */
 static void tls_pump_write(struct xprt_tls *ts)
 {
     struct xprt *t = ts->t;
-    size_t chunk = 0;
 
-    if (ts->flags & XT_F_CWRITING || ts->released)
-        return;
-    while ((ts->flags & XT_F_APP_WRITING) && ts->wi < ts->wn && chunk < CIPHER_CHUNK &&
-           !(ts->flags & XT_F_FAILED)) {
-        const uv_buf_t *b = &ts->wiov[ts->wi];
-        size_t want = b->len - ts->woff;
-        if (want > CIPHER_CHUNK - chunk)
-            want = CIPHER_CHUNK - chunk;
-        int n = tls_write(ts->c, b->base + ts->woff, want);
-        if (n < 0) {
-            ts->flags |= XT_F_FAILED;
-            break;
+    for (;;) {
+        size_t chunk = 0;
+
+        if (ts->flags & XT_F_CWRITING || ts->released)
+            return;
+        while ((ts->flags & XT_F_APP_WRITING) && ts->wi < ts->wn && chunk < CIPHER_CHUNK &&
+               !(ts->flags & XT_F_FAILED)) {
+            const uv_buf_t *b = &ts->wiov[ts->wi];
+            size_t want = b->len - ts->woff;
+            if (want > CIPHER_CHUNK - chunk)
+                want = CIPHER_CHUNK - chunk;
+            int n = tls_write(ts->c, b->base + ts->woff, want);
+            if (n < 0) {
+                ts->flags |= XT_F_FAILED;
+                break;
+            }
+            if (n == 0)
+                break;
+            chunk += (size_t)n;
+            ts->woff += (size_t)n;
+            if (ts->woff == b->len) {
+                ts->wi++;
+                ts->woff = 0;
+            }
         }
-        if (n == 0)
+        if (tls_pending(ts->c) == 0)
             break;
-        chunk += (size_t)n;
-        ts->woff += (size_t)n;
-        if (ts->woff == b->len) {
-            ts->wi++;
-            ts->woff = 0;
-        }
-    }
-    if (tls_pending(ts->c) > 0) {
         if (ts->cbuf == NULL)
             ts->cbuf = t->lp->buf_get(t->lp->buf_ctx);
         if (ts->cbuf == NULL) {
@@ -366,6 +378,17 @@ static void tls_pump_write(struct xprt_tls *ts)
         }
         size_t len = tls_take(ts->c, ts->cbuf, t->lp->buf_size);
         uv_buf_t out = uv_buf_init(ts->cbuf, (unsigned)len);
+        int rc = uv_try_write(t->stream, &out, 1);
+        if (rc == UV_EAGAIN)
+            rc = 0;
+        if (rc < 0) {
+            ts->flags |= XT_F_FAILED;
+            tls_done_writing(ts, rc);
+            return;
+        }
+        if ((size_t)rc == len)
+            continue; /* all out: encrypt the next piece */
+        out = uv_buf_init(ts->cbuf + rc, (unsigned)(len - (size_t)rc));
         if (uv_write(&ts->creq, t->stream, &out, 1, tls_cipher_written) < 0) {
             ts->flags |= XT_F_FAILED;
             tls_done_writing(ts, UV_EPIPE);
@@ -383,7 +406,7 @@ static void tls_pump_write(struct xprt_tls *ts)
         return;
     }
     if ((ts->flags & XT_F_APP_WRITING) && ts->wi == ts->wn) {
-        tls_done_writing(ts, 0);
+        tls_done_writing_later(ts);
         return;
     }
     if ((ts->flags & XT_F_SHUTDOWN) && !(ts->flags & XT_F_APP_WRITING)) {

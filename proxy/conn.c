@@ -275,8 +275,9 @@ static void exch_end(struct exch *x)
     exch_free(c->w, x);
 
     if ((c->flags & CONN_F_CLOSE_AFTER) || c->w->draining || conn_listener_cfg(c) == NULL) {
-        /* Linger only when the client may still be sending. */
-        if (c->flags & CONN_F_UNREAD)
+        /* Linger when the client may still be sending, and over TLS, which
+         * must say close_notify before it closes (RFC 8446 section 6.1). */
+        if ((c->flags & CONN_F_UNREAD) || c->xp.tls != NULL)
             conn_linger(c);
         else
             conn_close(c);

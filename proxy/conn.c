@@ -388,8 +388,8 @@ static void exch_reply(struct exch *x, int status, const char *code, const char 
         conn_close(c);
         return;
     }
-    /* Messages are fnproxy's own constants or llhttp's reasons: nothing in
-     * them needs JSON escaping. */
+    /* Messages are fnproxy's own constants, llhttp's reasons or a TLS
+     * reason with quotes and controls replaced: nothing needs escaping. */
     body_len =
         snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, message);
     if (body_len < 0 || (size_t)body_len >= sizeof(body))
@@ -405,7 +405,9 @@ static void exch_reply(struct exch *x, int status, const char *code, const char 
                         status, h1_reason(status), body_len, code,
                         x->request_id[0] ? "x-request-id: " : "", x->request_id,
                         x->request_id[0] ? "\r\n" : "",
-                        (c->flags & CONN_F_CLOSE_AFTER) ? "connection: close\r\n" : "", body);
+                        (c->flags & CONN_F_CLOSE_AFTER) ? "connection: close\r\n" : "",
+                        /* An answer to HEAD has the length of the body, not the body. */
+                        (x->flags & X_F_HEAD_METHOD) ? "" : body);
     h1_out_reset(&x->resp_out);
     h1_out_raw(&x->resp_out, x->resp_head, (size_t)head_len);
     conn_arm(c, conn_header_timeout(c));
@@ -481,14 +483,14 @@ static void exch_begin(struct exch *x)
     } else
         x->flags |= X_F_REQ_PARSED; /* nothing follows the head */
 
+    if (h1_span_is(h->method, "head"))
+        x->flags |= X_F_HEAD_METHOD;
     status = h1_check_request(h, &why);
     make_request_id(x);
     if (status != 0) {
         exch_reply(x, status, status == 417 ? "expectation_failed" : "bad_request", why);
         return;
     }
-    if (h1_span_eq(h->method, "head"))
-        x->flags |= X_F_HEAD_METHOD;
 
     struct h1_span host = h->host >= 0 ? h->hdr[h->host].value : (struct h1_span){"", 0};
     size_t path_len = 0;

@@ -59,8 +59,9 @@ static void usage(FILE *out)
           "       fnproxy --check -c FILE  validate FILE and exit 0 (ok) or 1\n"
           "       fnproxy --version\n"
           "\n"
-          "signals: SIGHUP reloads the config; SIGTERM or SIGINT stop accepting,\n"
-          "finish requests in flight (up to drain_timeout) and exit 0.\n"
+          "signals: SIGHUP reloads the config and certificates; SIGUSR1 reopens the\n"
+          "access log; SIGTERM or SIGINT stop accepting, finish requests in flight\n"
+          "(up to drain_timeout) and exit 0.\n"
           "FNPROXY_LOG=debug logs more.\n",
           out);
 }

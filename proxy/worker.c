@@ -556,9 +556,17 @@ void worker_reload(struct worker *w, struct snapshot *s, const int *fds)
 {
     snapshot_ref(s);
     uv_mutex_lock(&w->lock);
+    /* Reloads reach a worker one at a time: a reload still in the mailbox
+     * may carry sockets the next one drops, which only the worker, on
+     * adopting it, knows to close. Workers take their mail within a loop
+     * iteration; SIGHUPs are rare. */
+    for (int i = 0; i < 1000 && w->mbox_snap != NULL; i++) {
+        uv_mutex_unlock(&w->lock);
+        uv_sleep(1);
+        uv_mutex_lock(&w->lock);
+    }
     if (w->mbox_snap != NULL) {
-        /* A reload not yet taken is replaced; its new sockets are closed by
-         * the main thread's bookkeeping, not here. */
+        log_warn("worker %u has not taken the previous config after 1 s; replacing it", w->id);
         snapshot_unref(w->mbox_snap);
     }
     w->mbox_snap = s;

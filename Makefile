@@ -36,7 +36,7 @@ PROXY_OBJ  := $(PROXY_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-unit test-integration test-san bench bench-quick bench-micro certs clean format
+.PHONY: all deps run test test-unit test-integration test-san bench bench-quick bench-micro fuzz certs clean format
 
 all: deps
 	@$(MAKE) --no-print-directory build-all
@@ -86,6 +86,20 @@ bench-quick: all
 bench-micro: all
 	@sh bench/micro/build.sh >/dev/null
 	@for b in build/micro/bench_*; do echo "== $$b"; $$b; done
+
+# libFuzzer targets (clang, ASan + UBSan): the HTTP/1.1 glue and the config
+# parser, FUZZ_SECONDS each (default 60), corpora kept in build/fuzz/.
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1
+fuzz: deps
+	@mkdir -p build/fuzz/corpus-http1 build/fuzz/corpus-config
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_http1.c proxy/http1.c \
+	    $(LLHTTP_SRC_DIR)/api.c $(LLHTTP_SRC_DIR)/http.c $(LLHTTP_SRC_DIR)/llhttp.c -luv -o build/fuzz/fuzz_http1
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_config.c policy/config.c policy/router.c \
+	    -lyaml -o build/fuzz/fuzz_config
+	cp policy/examples/*.yaml build/fuzz/corpus-config/
+	build/fuzz/fuzz_http1 -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-http1
+	build/fuzz/fuzz_config -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-config
 
 certs:
 	@sh certs/make-certs.sh certs/out

@@ -354,8 +354,16 @@ static void worker_set_listeners(struct worker *w, const struct config *cfg, con
     }
     for (l = w->listeners; l != NULL; l = next) {
         next = l->next;
-        if (l->idx == SIZE_MAX)
-            wlistener_close(l);
+        if (l->idx != SIZE_MAX)
+            continue;
+        /* Gone from the config: its idle connections close now, busy ones
+         * after their response, as on drain. */
+        for (struct conn *c = w->conns, *cn; c != NULL; c = cn) {
+            cn = c->next;
+            if (c->l == l)
+                conn_drain(c);
+        }
+        wlistener_close(l);
     }
 }
 

@@ -227,7 +227,8 @@ static void exch_count_timeout(struct exch *x, enum metrics_timeout kind)
 static void exch_start_clock(struct exch *x)
 {
     x->t0 = metrics_now_us();
-    x->ts_ms = accesslog_now_ms();
+    if (x->c->w->alog.buf != NULL)
+        x->ts_ms = accesslog_now_ms(); /* the wall clock is only for the log */
 }
 
 /* An attempt ended (response head, or failure): its time and, if a head was
@@ -544,7 +545,6 @@ static void exch_begin(struct exch *x)
         .client_ip = c->client_ip,
         .proto = c->xp.tls != NULL ? "https" : "http",
         .request_id = x->request_id,
-        .host = NULL,
         .client_id = c->client_id,
     };
     x->req_head_len = (uint32_t)h1_write_request_head(x->req_head, x->req_head_cap, h, &f);

@@ -37,7 +37,6 @@ enum h1_flags {
     H1_F_CHUNKED = 1u << 1,        /* framed by Transfer-Encoding: chunked */
     H1_F_KEEP_ALIVE = 1u << 2,     /* the sender allows another message after this one */
     H1_F_EXPECT_CONTINUE = 1u << 3,
-    H1_F_HEAD_TOO_LARGE = 1u << 4, /* too many headers */
 };
 
 struct h1_head {

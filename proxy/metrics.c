@@ -143,11 +143,12 @@ static void free_summed(struct route_stats **all, size_t n_all)
     free(all);
 }
 
-/* Calls fn once per distinct listener with its active count summed. */
+/* Calls fn once per distinct listener with its counters summed over shards. */
 static void each_listener(struct metrics *const *shards, size_t n,
-                          void (*fn)(FILE *out, const char *name, long long active, bool first),
+                          void (*fn)(FILE *out, const struct listener_stats *sum, bool first),
                           FILE *out)
 {
+    struct listener_stats sum;
     bool first = true;
 
     for (size_t i = 0; i < n; i++) {
@@ -155,16 +156,21 @@ static void each_listener(struct metrics *const *shards, size_t n,
             bool seen = false;
             for (size_t j = 0; j < i && !seen; j++)
                 for (struct listener_stats *o = first_listener(shards[j]); o != NULL; o = o->next)
-                    if (strcmp(o->name, l->name) == 0)
-                        seen = true;
+                    seen |= strcmp(o->name, l->name) == 0;
             if (seen)
                 continue;
-            long long active = 0;
-            for (size_t j = 0; j < n; j++)
-                for (struct listener_stats *o = first_listener(shards[j]); o != NULL; o = o->next)
-                    if (strcmp(o->name, l->name) == 0)
-                        active += __atomic_load_n(&o->active, __ATOMIC_RELAXED);
-            fn(out, l->name, active, first);
+            memset(&sum, 0, sizeof(sum));
+            memcpy(sum.name, l->name, sizeof(sum.name));
+            for (size_t j = 0; j < n; j++) {
+                for (struct listener_stats *o = first_listener(shards[j]); o != NULL; o = o->next) {
+                    if (strcmp(o->name, l->name) != 0)
+                        continue;
+                    sum.active += __atomic_load_n(&o->active, __ATOMIC_RELAXED);
+                    for (int k = 0; k < METRICS_TLS_REASONS; k++)
+                        sum.tls_errors[k] += load(&o->tls_errors[k]);
+                }
+            }
+            fn(out, &sum, first);
             first = false;
         }
     }
@@ -202,10 +208,22 @@ static void render_histogram(FILE *out, const char *name, const struct route_sta
             r->function, r->route, extra, (unsigned long long)count);
 }
 
-static void prom_listener(FILE *out, const char *name, long long active, bool first)
+static void prom_listener(FILE *out, const struct listener_stats *sum, bool first)
 {
     (void)first;
-    fprintf(out, "fnproxy_connections_active{listener=\"%s\"} %lld\n", name, active);
+    fprintf(out, "fnproxy_connections_active{listener=\"%s\"} %lld\n", sum->name,
+            (long long)sum->active);
+}
+
+static void prom_tls_errors(FILE *out, const struct listener_stats *sum, bool first)
+{
+    (void)first;
+    for (int k = 0; k < METRICS_TLS_REASONS; k++)
+        if (sum->tls_errors[k] != 0)
+            fprintf(out, "fnproxy_tls_handshake_errors_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+                    sum->name,
+                    k == METRICS_TLS_TIMEOUT ? "timeout" : tls_failure_name((enum tls_failure)k),
+                    (unsigned long long)sum->tls_errors[k]);
 }
 
 static const char *const denial_names[DENY__N] = {"client"};
@@ -229,36 +247,6 @@ static void render_denials(FILE *out, struct route_stats *const *all, size_t n_a
                         "fnproxy_policy_denials_total{direction=\"ingress\",function=\"%s\","
                         "reason=\"%s\"} %llu\n",
                         all[i]->function, denial_names[k], (unsigned long long)sum);
-        }
-    }
-}
-
-static void render_tls_errors(FILE *out, struct metrics *const *shards, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        for (struct listener_stats *l = first_listener(shards[i]); l != NULL; l = l->next) {
-            bool seen = false;
-            for (size_t j = 0; j < i && !seen; j++)
-                for (struct listener_stats *o = first_listener(shards[j]); o != NULL; o = o->next)
-                    seen |= strcmp(o->name, l->name) == 0;
-            if (seen)
-                continue;
-            for (int k = 0; k < METRICS_TLS_REASONS; k++) {
-                uint64_t sum = 0;
-                for (size_t j = 0; j < n; j++)
-                    for (struct listener_stats *o = first_listener(shards[j]); o != NULL;
-                         o = o->next)
-                        if (strcmp(o->name, l->name) == 0)
-                            sum += load(&o->tls_errors[k]);
-                if (sum != 0)
-                    fprintf(out,
-                            "fnproxy_tls_handshake_errors_total{listener=\"%s\",reason=\"%s\"} "
-                            "%llu\n",
-                            l->name,
-                            k == METRICS_TLS_TIMEOUT ? "timeout"
-                                                     : tls_failure_name((enum tls_failure)k),
-                            (unsigned long long)sum);
-            }
         }
     }
 }
@@ -342,7 +330,7 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
     fputs("# HELP fnproxy_tls_handshake_errors_total Failed TLS handshakes, by reason.\n"
           "# TYPE fnproxy_tls_handshake_errors_total counter\n",
           out);
-    render_tls_errors(out, shards, n);
+    each_listener(shards, n, prom_tls_errors, out);
     free_summed(all, n_all);
 }
 
@@ -369,11 +357,11 @@ static void put_ms(FILE *out, uint64_t us)
     fprintf(out, "%llu.%03llu", (unsigned long long)(us / 1000), (unsigned long long)(us % 1000));
 }
 
-static void json_listener(FILE *out, const char *name, long long active, bool first)
+static void json_listener(FILE *out, const struct listener_stats *sum, bool first)
 {
     fputs(first ? "{\"name\":" : ",{\"name\":", out);
-    json_string(out, name);
-    fprintf(out, ",\"active\":%lld}", active);
+    json_string(out, sum->name);
+    fprintf(out, ",\"active\":%lld}", (long long)sum->active);
 }
 
 void metrics_render_json(FILE *out, struct metrics *const *shards, size_t n)

@@ -11,33 +11,9 @@
 #include <time.h>
 
 #include "accesslog.h"
+#include "micro.h"
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-#define MEASURE(label, ops, body)                                                                  \
-    do {                                                                                           \
-        double runs[7];                                                                            \
-        for (int r_ = 0; r_ < 7; r_++) {                                                           \
-            uint64_t t0_ = now_ns();                                                               \
-            body;                                                                                  \
-            runs[r_] = (double)(now_ns() - t0_) / (double)(ops);                                   \
-        }                                                                                          \
-        qsort(runs, 7, sizeof(runs[0]), cmp_double);                                               \
-        printf("%-44s %10.1f ns/entry  (min %.1f, max %.1f)\n", label, runs[3], runs[0], runs[6]); \
-    } while (0)
+#define MEASURE(label, ops, body) MICRO_MEASURE(label, "entry", 1, ops, body)
 
 int main(void)
 {

@@ -12,16 +12,9 @@
 
 #include "histogram.h"
 #include "metrics.h"
+#include "micro.h"
 
 #define VALUES 4096 /* a power of two: the index is masked */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
 
@@ -33,25 +26,7 @@ static uint64_t rng(void)
     return rng_state;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-/* Runs body 7 times and prints the median of ns per op. */
-#define MEASURE(label, ops, body)                                                                  \
-    do {                                                                                           \
-        double runs[7];                                                                            \
-        for (int r_ = 0; r_ < 7; r_++) {                                                           \
-            uint64_t t0_ = now_ns();                                                               \
-            body;                                                                                  \
-            runs[r_] = (double)(now_ns() - t0_) / (double)(ops);                                   \
-        }                                                                                          \
-        qsort(runs, 7, sizeof(runs[0]), cmp_double);                                               \
-        printf("%-44s %10.2f ns/op  (min %.2f, max %.2f)\n", label, runs[3], runs[0], runs[6]);    \
-    } while (0)
+#define MEASURE(label, ops, body) MICRO_MEASURE(label, "op", 2, ops, body)
 
 int main(void)
 {

@@ -10,17 +10,10 @@
 #include <time.h>
 
 #include "config.h"
+#include "micro.h"
 #include "router.h"
 
 #define ROUNDS 2000000
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 struct req {
     const char *what, *host, *path, *method;

@@ -545,6 +545,9 @@ static void exch_begin(struct exch *x)
         .client_ip = c->client_ip,
         .proto = c->xp.tls != NULL ? "https" : "http",
         .request_id = x->request_id,
+        /* HTTP/1.0 may omit Host; HTTP/1.1, which fnproxy speaks upstream,
+         * may not: name the address the client reached. */
+        .host = conn_listener_cfg(c)->listen.text,
         .client_id = c->client_id,
     };
     x->req_head_len = (uint32_t)h1_write_request_head(x->req_head, x->req_head_cap, h, &f);

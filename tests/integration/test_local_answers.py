@@ -1,6 +1,7 @@
-"""Answers fnproxy makes itself keep a keep-alive connection in step: an
-answer to HEAD carries the length of its JSON body but not the body, so the
-next response on the connection is read from the right byte."""
+"""What fnproxy makes up itself: its answers keep a keep-alive connection in
+step (an answer to HEAD carries the length of its JSON body but not the
+body), and an HTTP/1.0 request without Host reaches the function, which
+fnproxy speaks HTTP/1.1 to, with one."""
 
 from harness import case, check, check_eq, std_config
 
@@ -19,3 +20,17 @@ def head_answered_locally_without_body(ctx):
     r = c.read_response()
     check_eq(r.status, 201, "the next response on the connection")
     check_eq(r.body, b"status 201\n", "its body")
+
+
+@case()
+def http10_without_host_gets_one_upstream(ctx):
+    b = ctx.start_backend(record=True)
+    fp = ctx.start_fnproxy(std_config([b.addr]))
+    c = ctx.connect(fp.port)
+    c.send(b"GET /echo HTTP/1.0\r\nAccept: */*\r\n\r\n")
+    r = c.read_response()
+    check_eq(r.status, 200, "status")
+    head = r.body.split(b"\r\n\r\n", 1)[0].decode()
+    check(head.startswith("GET /echo HTTP/1.1\r\n"), "forwarded as HTTP/1.1: %r" % head)
+    check("\r\nhost: 127.0.0.1:%d" % fp.port in head,
+          "the function gets the address the client reached as Host: %r" % head)

@@ -61,13 +61,22 @@ def check_eq(got, want, what):
         raise CaseFailure("%s: got %r, want %r" % (what, got, want))
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A port that was free a moment ago (the kernel's choice on bind :0)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind((HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port that was free a moment ago (the kernel's choice on bind :0),
+    never the same one twice in a case: the kernel may offer a port again
+    as soon as it is closed, and a "dead" endpoint port must not turn out to
+    be fnproxy's own admin port."""
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((HOST, 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_for(pred, timeout, interval=0.02):

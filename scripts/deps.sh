@@ -4,8 +4,10 @@
 # Usage: scripts/deps.sh [extra-package ...]
 set -eu
 
-PKGS="gcc make pkg-config libuv1-dev libssl-dev libcmocka-dev libyaml-dev
-node-llhttp curl openssl python3 iproute2 clang libclang-rt-14-dev"
+# Build: gcc make, the -dev libraries, node-llhttp (llhttp's C sources).
+# Tests: curl, openssl, python3, clang + its sanitizer runtime, sslscan.
+PKGS="gcc make libuv1-dev libssl-dev libcmocka-dev libyaml-dev node-llhttp
+curl openssl python3 clang libclang-rt-14-dev sslscan"
 
 missing=""
 for p in $PKGS "$@"; do

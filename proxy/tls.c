@@ -18,12 +18,19 @@
  * contexts keep the last session per server name so that the next
  * connection to that destination resumes.
  *
+ * A TLS 1.3 server connection leaves OpenSSL when its handshake is done
+ * (rec_take_over): its application traffic secrets, taken from the key log
+ * callback, key a tlsrec (tlsrec.h), the SSL is freed, and tls_read,
+ * tls_write and tls_shutdown seal and open records through tlsrec in the
+ * same buffers. What the accessors report is kept from the handshake.
+ *
  * OpenSSL's error queue is per thread: every call into OpenSSL starts from an
  * empty queue and leaves it empty, so one connection's error never shows up
  * as another's. All allocations go through OPENSSL_malloc so that a test can
  * account for a connection's whole footprint with CRYPTO_set_mem_functions.
  */
 #include "tls.h"
+#include "tlsrec.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -114,18 +121,42 @@ enum tls_conn_flags {
     TLS_CF_SHUTDOWN = 1u << 4, /* close_notify queued */
     TLS_CF_OOM = 1u << 5,      /* the BIO could not grow a buffer */
     TLS_CF_SNI = 1u << 6,      /* client: name was sent as SNI */
+    TLS_CF_REC = 1u << 7,      /* TLS 1.3 server after the handshake: tlsrec, no SSL */
+    TLS_CF_ALPN = 1u << 8,     /* (REC) http/1.1 was negotiated */
+    TLS_CF_RESUMED = 1u << 9,  /* (REC) the handshake resumed a session */
+};
+
+/* What a TLS 1.3 server handshake learns for the hand-over to tlsrec: the
+ * application traffic secrets (from the key log callback), and how many
+ * records OpenSSL sealed under the server's one (its session tickets),
+ * counted by walking record headers in what it writes. */
+struct tls_hs13 {
+    uint8_t client_secret[TLSREC_MAX_SECRET];
+    uint8_t server_secret[TLSREC_MAX_SECRET];
+    uint8_t client_len, server_len;
+    uint8_t hdr_len; /* bytes of the current record header seen */
+    uint8_t hdr[TLSREC_HEADER];
+    uint32_t body_left; /* bytes of the current record body still to come */
+    uint64_t records;   /* written since the server secret took over */
 };
 
 struct tls_conn {
-    SSL *ssl;
+    SSL *ssl;            /* NULL once tlsrec took over (TLS_CF_REC) */
     struct tls_ctx *ctx; /* referenced until tls_conn_free */
-    struct tls_buf in;   /* from the peer, for OpenSSL to read */
-    struct tls_buf out;  /* from OpenSSL, for the caller to send */
-    char *name;          /* client: destination (SNI, host check, session key) */
+    struct tls_buf in;   /* from the peer, for OpenSSL (or tlsrec) to read */
+    struct tls_buf out;  /* from OpenSSL (or tlsrec), for the caller to send */
+    char *name;          /* client: destination (SNI, host check, session key);
+                          * REC server: the SNI received */
     char *err;           /* tls_error(); NULL until something failed */
+    struct tls_hs13 *hs; /* TLS 1.3 server handshake: secrets for tlsrec */
+    struct tlsrec *rec;  /* REC: the record layer */
+    char *peer_id;       /* REC: tls_peer_identity() kept from the handshake */
+    uint32_t rec_size;   /* REC: size of the opened record at in.off, */
+    uint32_t plain_off;  /* ... where its unread plaintext starts (from in.off) */
+    uint32_t plain_left; /* ... and how much of it is left */
     int rc;              /* the code a failed connection keeps returning */
+    uint16_t flags;      /* TLS_CF_* */
     uint8_t failure;     /* enum tls_failure */
-    uint8_t flags;       /* TLS_CF_* */
     uint8_t n_first;     /* bytes in first */
     char first[8];       /* the peer's first bytes: plain HTTP shows there */
 };
@@ -239,6 +270,30 @@ static void buf_release(struct tls_buf *b)
     b->off = b->len = b->cap = 0;
 }
 
+/* Counts the records in bytes OpenSSL writes once the server's application
+ * traffic secret is in use: tlsrec's write sequence number continues from
+ * there. */
+static void hs13_count(struct tls_hs13 *hs, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (hs->body_left > 0) {
+            size_t k = n < hs->body_left ? n : hs->body_left;
+
+            hs->body_left -= (uint32_t)k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        hs->hdr[hs->hdr_len++] = *p++;
+        n--;
+        if (hs->hdr_len == TLSREC_HEADER) {
+            hs->records++;
+            hs->body_left = (uint32_t)hs->hdr[3] << 8 | hs->hdr[4];
+            hs->hdr_len = 0;
+        }
+    }
+}
+
 static int bio_write(BIO *bio, const char *data, int len)
 {
     struct tls_conn *c = BIO_get_data(bio);
@@ -254,6 +309,8 @@ static int bio_write(BIO *bio, const char *data, int len)
     }
     memcpy(c->out.data + c->out.len, data, (size_t)len);
     c->out.len += (uint32_t)len;
+    if (c->hs != NULL && c->hs->server_len > 0)
+        hs13_count(c->hs, (const uint8_t *)data, (size_t)len);
     return len;
 }
 
@@ -725,6 +782,45 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+/* Decodes the hex secret ending a key log line; its length, 0 if malformed. */
+static size_t keylog_secret(const char *line, uint8_t *out)
+{
+    const char *hex = strrchr(line, ' ');
+    size_t n = 0;
+
+    if (hex == NULL)
+        return 0;
+    for (hex++; isxdigit((unsigned char)hex[0]) && isxdigit((unsigned char)hex[1]); hex += 2) {
+        if (n == TLSREC_MAX_SECRET)
+            return 0;
+        out[n++] = (uint8_t)OPENSSL_hexchar2int((unsigned char)hex[0]) << 4 |
+                   (uint8_t)OPENSSL_hexchar2int((unsigned char)hex[1]);
+    }
+    return hex[0] == '\0' ? n : 0;
+}
+
+/* OpenSSL 3.0 has no call that returns the TLS 1.3 traffic secrets; the key
+ * log callback (NSS key log format) is the one place it hands them out. Only
+ * the two application secrets are kept, for tlsrec. */
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+    static const char client[] = "CLIENT_TRAFFIC_SECRET_0 ", server[] = "SERVER_TRAFFIC_SECRET_0 ";
+    struct tls_conn *c = SSL_get_app_data(ssl);
+    bool is_client = strncmp(line, client, sizeof(client) - 1) == 0;
+
+    if (c == NULL || (!is_client && strncmp(line, server, sizeof(server) - 1) != 0))
+        return;
+    if (c->hs == NULL) {
+        c->hs = OPENSSL_zalloc(sizeof(*c->hs));
+        if (c->hs == NULL)
+            return; /* no hand-over: OpenSSL keeps the connection */
+    }
+    if (is_client)
+        c->hs->client_len = (uint8_t)keylog_secret(line, c->hs->client_secret);
+    else
+        c->hs->server_len = (uint8_t)keylog_secret(line, c->hs->server_secret);
+}
+
 /* Starts a new ticket key; the oldest beyond TLS_TICKET_KEYS is erased.
  * Called with ctx->lock held. */
 static void ticket_keys_rotate(struct tls_ctx *ctx, uint64_t now)
@@ -1027,6 +1123,7 @@ struct tls_ctx *tls_server_ctx_new(const struct tls_server_opts *opts, char *err
     SSL_CTX_set_tlsext_servername_callback(ctx->ssl_ctx, servername_cb);
     SSL_CTX_set_tlsext_servername_arg(ctx->ssl_ctx, ctx);
     SSL_CTX_set_alpn_select_cb(ctx->ssl_ctx, alpn_select_cb, ctx);
+    SSL_CTX_set_keylog_callback(ctx->ssl_ctx, keylog_cb);
 
     if (opts->client_ca != NULL) {
         probe = open_pem(opts->client_ca, "client CA", err, errlen);
@@ -1148,6 +1245,198 @@ uint32_t tls_ctx_handshake_timeout_ms(const struct tls_ctx *ctx)
     return ctx->handshake_timeout_ms;
 }
 
+/* ---- TLS 1.3 server connections after the handshake: tlsrec ------------- */
+
+/* Hands a TLS 1.3 server connection whose handshake just finished over to
+ * tlsrec and frees its SSL, keeping what the accessors report. Anything
+ * unexpected (no secrets, buffered plaintext, out of memory) leaves the
+ * connection with OpenSSL, which is always correct, only heavier. */
+static void rec_take_over(struct tls_conn *c)
+{
+    struct tls_hs13 *hs = c->hs;
+    const SSL_CIPHER *cipher = SSL_get_current_cipher(c->ssl);
+    const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+    char id[1024];
+    int id_len;
+
+    c->hs = NULL;
+    if (hs == NULL || SSL_version(c->ssl) != TLS1_3_VERSION || cipher == NULL ||
+        hs->client_len == 0 || hs->client_len != hs->server_len || hs->hdr_len != 0 ||
+        hs->body_left != 0 || SSL_has_pending(c->ssl))
+        goto out;
+    id_len = tls_peer_identity(c, id, sizeof(id));
+    c->rec = OPENSSL_malloc(sizeof(*c->rec));
+    c->name = sni != NULL ? OPENSSL_strdup(sni) : NULL;
+    c->peer_id = id_len > 0 ? OPENSSL_strdup(id) : NULL;
+    if (c->rec == NULL || (sni != NULL && c->name == NULL) || (id_len > 0 && c->peer_id == NULL) ||
+        tlsrec_init(c->rec, (uint16_t)SSL_CIPHER_get_protocol_id(cipher), hs->client_secret,
+                    hs->server_secret, hs->server_len, hs->records) != 0) {
+        OPENSSL_free(c->rec);
+        OPENSSL_free(c->name);
+        OPENSSL_free(c->peer_id);
+        c->rec = NULL;
+        c->name = c->peer_id = NULL;
+        goto out;
+    }
+    if (tls_alpn(c) != NULL)
+        c->flags |= TLS_CF_ALPN;
+    if (SSL_session_reused(c->ssl))
+        c->flags |= TLS_CF_RESUMED;
+    /* A connection freed without close_notify would lose its session. */
+    SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    c->flags |= TLS_CF_REC;
+out:
+    OPENSSL_clear_free(hs, sizeof(*hs));
+    ERR_clear_error();
+}
+
+/* Seals one record into c->out. */
+static int rec_seal(struct tls_conn *c, uint8_t type, const void *data, size_t len)
+{
+    int n;
+
+    if (!buf_reserve(&c->out, len + TLSREC_OVERHEAD, UINT32_MAX / 2))
+        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_NOMEM, "out of memory");
+    n = tlsrec_seal(c->rec, type, data, len, (uint8_t *)c->out.data + c->out.len);
+    if (n < 0)
+        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "cannot seal a TLS record");
+    c->out.len += (uint32_t)n;
+    return 0;
+}
+
+/* Fails c for a protocol error of the peer's, with the fatal alert queued
+ * for the caller to send. */
+static int rec_fail(struct tls_conn *c, int alert)
+{
+    const uint8_t a[2] = {2, (uint8_t)alert};
+    const char *why;
+
+    switch (alert) {
+    case TLSREC_AD_BAD_RECORD_MAC:
+        why = "bad record mac";
+        break;
+    case TLSREC_AD_RECORD_OVERFLOW:
+        why = "record overflow";
+        break;
+    case TLSREC_AD_DECODE_ERROR:
+        why = "decode error";
+        break;
+    case TLSREC_AD_INTERNAL_ERROR:
+        why = "internal error";
+        break;
+    default:
+        why = "unexpected message";
+        break;
+    }
+    if (!(c->flags & TLS_CF_FAILED))
+        (void)rec_seal(c, TLSREC_ALERT, a, sizeof(a));
+    return conn_fail(c, alert == TLSREC_AD_INTERNAL_ERROR ? TLS_FAIL_INTERNAL : TLS_FAIL_PROTOCOL,
+                     TLS_E_PROTO, "%s", why);
+}
+
+/* Handshake messages after the handshake: a client may only send KeyUpdate
+ * (we ask for no certificate after the handshake), and since it changes the
+ * key, it must end its record (RFC 8446 §5.1). */
+static int rec_handshake(struct tls_conn *c, const uint8_t *p, size_t len)
+{
+    static const uint8_t key_update[5] = {24, 0, 0, 1, 0}; /* update_not_requested */
+    int r;
+
+    if (len != 5 || p[0] != 24 || p[1] != 0 || p[2] != 0 || p[3] != 1 || p[4] > 1)
+        return rec_fail(c, TLSREC_AD_UNEXPECTED_MESSAGE);
+    if (tlsrec_update(c->rec, &c->rec->rd) != 0)
+        return rec_fail(c, TLSREC_AD_INTERNAL_ERROR);
+    if (p[4] == 1 && !(c->flags & TLS_CF_SHUTDOWN)) { /* update_requested: answer in kind */
+        r = rec_seal(c, TLSREC_HANDSHAKE, key_update, sizeof(key_update));
+        if (r < 0)
+            return r;
+        if (tlsrec_update(c->rec, &c->rec->wr) != 0)
+            return rec_fail(c, TLSREC_AD_INTERNAL_ERROR);
+    }
+    return 0;
+}
+
+/* tls_read for REC: opens records in place in c->in and copies their
+ * plaintext out. */
+static int rec_read(struct tls_conn *c, char *plain, size_t cap)
+{
+    uint8_t *rec, type;
+    size_t len;
+    int r;
+
+    for (;;) {
+        if (c->plain_left > 0) {
+            len = cap < c->plain_left ? cap : c->plain_left;
+            memcpy(plain, c->in.data + c->in.off + c->plain_off, len);
+            c->plain_off += (uint32_t)len;
+            c->plain_left -= (uint32_t)len;
+            if (c->plain_left == 0) {
+                c->in.off += c->rec_size;
+                buf_trim(&c->in);
+            }
+            return (int)len;
+        }
+        if (c->in.off == c->in.len) {
+            buf_trim(&c->in); /* idle connections hold no buffer */
+            return 0;
+        }
+        rec = (uint8_t *)c->in.data + c->in.off;
+        r = tlsrec_open(c->rec, rec, c->in.len - c->in.off, &type, &len);
+        if (r == 0)
+            return 0; /* the rest of the record is still to come */
+        if (r < 0)
+            return rec_fail(c, -r);
+        rec += TLSREC_HEADER;
+        switch (type) {
+        case TLSREC_APPDATA:
+            c->rec_size = (uint32_t)r;
+            c->plain_off = TLSREC_HEADER;
+            c->plain_left = (uint32_t)len;
+            if (len == 0) /* allowed, and means nothing */
+                c->in.off += (uint32_t)r;
+            break;
+        case TLSREC_ALERT:
+            if (len != 2)
+                return rec_fail(c, TLSREC_AD_DECODE_ERROR);
+            c->in.off += (uint32_t)r;
+            if (rec[1] == SSL_AD_CLOSE_NOTIFY) {
+                c->flags |= TLS_CF_CLOSED;
+                return TLS_E_CLOSED;
+            }
+            if (rec[1] == SSL_AD_USER_CANCELLED)
+                break; /* a close_notify should follow */
+            return conn_fail(c, TLS_FAIL_PEER_ALERT, TLS_E_PROTO, "peer sent alert: %s",
+                             SSL_alert_desc_string_long(rec[1]));
+        case TLSREC_HANDSHAKE:
+            c->in.off += (uint32_t)r;
+            r = rec_handshake(c, rec, len);
+            if (r < 0)
+                return r;
+            break;
+        default:
+            return rec_fail(c, TLSREC_AD_UNEXPECTED_MESSAGE);
+        }
+    }
+}
+
+/* tls_write for REC: seals up to len bytes (the caller checked the room). */
+static int rec_write(struct tls_conn *c, const char *plain, size_t len)
+{
+    size_t done = 0, n;
+    int r;
+
+    while (done < len) {
+        n = len - done < TLSREC_MAX_PLAIN ? len - done : TLSREC_MAX_PLAIN;
+        r = rec_seal(c, TLSREC_APPDATA, plain + done, n);
+        if (r < 0)
+            return r;
+        done += n;
+    }
+    return (int)done;
+}
+
 /* ---- connections -------------------------------------------------------- */
 
 /* Copies an IP literal (optionally in brackets) into ip; false for names. */
@@ -1232,6 +1521,11 @@ void tls_conn_free(struct tls_conn *c)
         SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
     SSL_free(c->ssl); /* frees the BIO too */
     c->ssl = NULL;
+    if (c->rec != NULL)
+        tlsrec_release(c->rec);
+    OPENSSL_free(c->rec);
+    OPENSSL_clear_free(c->hs, sizeof(*c->hs));
+    OPENSSL_free(c->peer_id);
     buf_release(&c->in);
     buf_release(&c->out);
     OPENSSL_free(c->name);
@@ -1282,6 +1576,8 @@ int tls_handshake(struct tls_conn *c)
     r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->flags |= TLS_CF_DONE;
+        if (c->flags & TLS_CF_SERVER)
+            rec_take_over(c);
         r = 0;
     } else {
         r = conn_settle(c, r);
@@ -1308,6 +1604,8 @@ int tls_read(struct tls_conn *c, char *plain, size_t cap)
         return 0;
     if (cap > INT32_MAX)
         cap = INT32_MAX;
+    if (c->flags & TLS_CF_REC)
+        return rec_read(c, plain, cap);
     ERR_clear_error();
     r = SSL_read_ex(c->ssl, plain, cap, &n);
     if (r == 1) {
@@ -1344,6 +1642,8 @@ int tls_write(struct tls_conn *c, const char *plain, size_t len)
         return 0;
     if (len > room)
         len = room;
+    if (c->flags & TLS_CF_REC)
+        return rec_write(c, plain, len);
     ERR_clear_error();
     r = SSL_write_ex(c->ssl, plain, len, &n);
     if (r == 1)
@@ -1382,6 +1682,11 @@ int tls_shutdown(struct tls_conn *c)
     if (!(c->flags & TLS_CF_DONE) || (c->flags & TLS_CF_SHUTDOWN))
         return 0;
     c->flags |= TLS_CF_SHUTDOWN;
+    if (c->flags & TLS_CF_REC) {
+        static const uint8_t close_notify[2] = {1, SSL_AD_CLOSE_NOTIFY};
+
+        return rec_seal(c, TLSREC_ALERT, close_notify, sizeof(close_notify));
+    }
     ERR_clear_error();
     r = SSL_shutdown(c->ssl);
     if (r >= 0)
@@ -1397,11 +1702,15 @@ bool tls_handshake_done(const struct tls_conn *c)
 
 bool tls_resumed(const struct tls_conn *c)
 {
+    if (c->flags & TLS_CF_REC)
+        return (c->flags & TLS_CF_RESUMED) != 0;
     return (c->flags & TLS_CF_DONE) && SSL_session_reused(c->ssl);
 }
 
 const char *tls_version(const struct tls_conn *c)
 {
+    if (c->flags & TLS_CF_REC)
+        return "TLSv1.3";
     return (c->flags & TLS_CF_DONE) ? SSL_get_version(c->ssl) : NULL;
 }
 
@@ -1410,6 +1719,8 @@ const char *tls_alpn(const struct tls_conn *c)
     const unsigned char *p = NULL;
     unsigned int len = 0;
 
+    if (c->flags & TLS_CF_REC)
+        return (c->flags & TLS_CF_ALPN) ? "http/1.1" : NULL;
     SSL_get0_alpn_selected(c->ssl, &p, &len);
     if (p != NULL && len == ALPN_WIRE_LEN - 1 && memcmp(p, alpn_wire + 1, len) == 0)
         return "http/1.1";
@@ -1420,6 +1731,8 @@ const char *tls_sni(const struct tls_conn *c)
 {
     if (!(c->flags & TLS_CF_SERVER))
         return (c->flags & TLS_CF_SNI) ? c->name : NULL;
+    if (c->flags & TLS_CF_REC)
+        return c->name;
     return SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
 }
 
@@ -1452,6 +1765,10 @@ int tls_peer_identity(const struct tls_conn *c, char *out, size_t cap)
         out[0] = '\0';
     if (!(c->flags & TLS_CF_DONE) || (c->flags & TLS_CF_FAILED))
         return 0;
+    if (c->flags & TLS_CF_REC)
+        return c->peer_id == NULL ? 0
+                                  : identity_copy((const unsigned char *)c->peer_id,
+                                                  (int)strlen(c->peer_id), out, cap);
     x = SSL_get0_peer_certificate(c->ssl);
     if (x == NULL || SSL_get_verify_result(c->ssl) != X509_V_OK)
         return 0;

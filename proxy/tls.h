@@ -21,6 +21,10 @@
  *                                the peer why), then close; tls_error() and
  *                                tls_failure() say why, for logs and metrics.
  *
+ * A TLS 1.3 server connection is handed from OpenSSL to fnproxy's own
+ * record layer (tlsrec.h) once its handshake is done; nothing here changes
+ * for the caller, except that an idle one then holds a few hundred bytes.
+ *
  * Contexts (struct tls_ctx) hold certificates, verification settings,
  * session-ticket keys and the client session cache. They are immutable once
  * made, except for those internal caches, are shared by all worker threads,

@@ -22,6 +22,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "tlsrec.h"
 #include "upstream.h"
 
 #define ACCEPT_BATCH 64       /* connections taken per wake-up */
@@ -498,6 +499,7 @@ static void worker_main(void *arg)
     accesslog_buf_release(&w->alog);
     free(w->scratch);
     w->scratch = NULL;
+    tlsrec_thread_done();
     if (uv_loop_close(&w->loop) != 0)
         log_error("worker %u: handles left open at exit", w->id);
 }

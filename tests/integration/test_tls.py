@@ -467,6 +467,62 @@ def session_resumption_12_and_13(ctx):
 
 
 @case()
+def key_update_mid_connection(ctx):
+    """After the handshake fnproxy protects TLS 1.3 records itself
+    (proxy/tlsrec.c). s_client's "K" command sends a KeyUpdate asking for
+    one back: the next request must be read with the client's new key and
+    the answer sealed with fnproxy's new one, on the same connection."""
+    d, b, fp = start(ctx)
+    cmd = ["openssl", "s_client", "-connect", "%s:%d" % (HOST, fp.ports["public"]), "-tls1_3",
+           "-CAfile", d + "/ca.crt", "-servername", "localhost", "-crlf"]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    out = bytearray()
+    lock = threading.Lock()
+
+    def pump():
+        for chunk in iter(lambda: p.stdout.read1(65536), b""):
+            with lock:
+                out.extend(chunk)
+
+    def seen(text, n):
+        with lock:
+            return out.count(text) >= n
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    try:
+        ask = "GET /echo HTTP/1.1\nHost: localhost\nx-n: %d\n%s\n"
+        p.stdin.write((ask % (1, "")).encode())
+        p.stdin.flush()
+        check(wait_for(lambda: seen(b"HTTP/1.1 200 OK", 1), 10), "no first answer")
+        for n, letter in ((2, "K"), (3, "k")):
+            # s_client takes a command from a read of its own: wait for it.
+            p.stdin.write((letter + "\n").encode())
+            p.stdin.flush()
+            check(wait_for(lambda: seen(b"KEYUPDATE", n - 1), 10), "s_client sent no KeyUpdate")
+            p.stdin.write((ask % (n, "Connection: close\n" if n == 3 else "")).encode())
+            p.stdin.flush()
+            check(wait_for(lambda: seen(b"HTTP/1.1 200 OK", n), 10),
+                  "no answer %d after KEYUPDATE: %r" % (n, bytes(out[-600:])))
+        p.stdin.close()
+        p.wait(timeout=10)
+        t.join(timeout=5)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    text = out.decode("utf-8", "replace")
+    check_eq(text.count("KEYUPDATE"), 2, "key updates s_client sent")
+    check(accepted(text) is not None and accepted(text)[1] == "TLSv1.3", "not TLS 1.3: %r"
+          % text[-400:])
+    for n in (1, 2, 3):
+        check("x-n: %d\r\n" % n in text,
+              "request %d did not reach the function intact: %r" % (n, text[-800:]))
+    check_reasons(tls_errors(fp, "public"), {}, "after key updates")
+
+
+@case()
 def alpn(ctx):
     d, b, fp = start(ctx, record=False)
     ca = ["-CAfile", d + "/ca.crt"]

@@ -20,9 +20,11 @@ Targets:
 Backend: nginx returning a fixed body (bench/nginx-backend.conf) or
 fnbackend; both are measured at the start and the faster one serves every
 target (BENCH_BACKEND=nginx|fnbackend forces one). The backend is plain
-HTTP; for the TLS scenarios the three proxies terminate TLS with one
-certificate (certs/make-certs.sh into build/bench/certs) and `direct` sits
-out.
+HTTP; for the TLS scenarios the three proxies terminate TLS and `direct`
+sits out. Each proxy has two TLS ports: one with the ECDSA P-256
+certificate of certs/make-certs.sh (into build/bench/certs), for
+tls-keepalive and tls-idle, and one with an RSA-2048 certificate from the
+same CA (made here), for tls-handshake only: see CERTS.
 
 Outputs under build/bench/: results.md, results.csv (medians and ratios),
 results-raw.csv (every rep), results.png, logs/ (every process's output,
@@ -46,6 +48,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,12 +68,27 @@ TARGETS = ["direct", "fnproxy", "nginx", "haproxy"]
 PEERS = ["nginx", "haproxy"]
 PROXIES = ["fnproxy", "nginx", "haproxy"]
 
+# The server certificates, by the "cert" key of a scenario: each proxy has a
+# TLS port per entry. ECDSA P-256 (certs/make-certs.sh's server.crt) is
+# what a deployment would use and serves tls-keepalive and tls-idle. The
+# full-handshake scenario uses RSA-2048 (signed by the same CA) instead:
+# with ECDSA a full handshake costs the client more than the server (on
+# the 2-core bench machine, wrk up to ~530 us of CPU each, the proxies
+# 310-390 us), so wrk, on one CPU, set the pace and every proxy showed the
+# same rate with CPU to spare. An RSA-2048 signature costs the server ~15
+# times what its verification costs wrk (`openssl speed` there: 239 against
+# 16 us, ECDSA P-256 19 against 60 us), which puts the server's side above
+# the client's: the proxy's CPU, not wrk, is then the limit.
+RSA_BITS = 2048
+CERTS = {"ecdsa": "ECDSA P-256", "rsa": "RSA-%d" % RSA_BITS}
+
 # The scenarios, in the order they run. kind "wrk" runs wrk against each
 # target; "idle" opens many keep-alive connections and measures RSS.
-# TLS scenarios ("tls": True) go to each proxy's TLS port (fnproxy: a
-# second listener with a tls: block; nginx: `listen ... ssl`; HAProxy:
-# `bind ... ssl crt`), all with the same certificate; the backend stays
-# plain, so `direct` has no TLS figure. wrk runs with wrk-tls-shim.so
+# TLS scenarios ("tls": True) go to each proxy's TLS port for the
+# scenario's "cert" (CERTS; default "ecdsa"): fnproxy a listener with a
+# tls: block, nginx a server with `listen ... ssl`, HAProxy a `bind ... ssl
+# crt`, each proxy with the same certificate as the others; the backend
+# stays plain, so `direct` has no TLS figure. wrk runs with wrk-tls-shim.so
 # preloaded, which counts full and resumed handshakes and, for
 # "no_resume", makes every handshake a full one (wrk would otherwise resume
 # the session it kept from the previous connection: see the shim).
@@ -81,9 +99,11 @@ SCENARIOS = [
     {"key": "64k", "title": "64 KiB responses, keep-alive", "kind": "wrk", "path": "/bytes/65536"},
     {"key": "tls-keepalive", "title": "TLS 1.3 keep-alive, max rate", "kind": "wrk", "path": "/",
      "tls": True, "targets": PROXIES},
-    {"key": "tls-handshake", "title": "TLS 1.3 full handshake per request (new connection, no resumption)",
-     "kind": "wrk", "path": "/", "tls": True, "no_resume": True, "headers": ["Connection: close"],
-     "targets": PROXIES},
+    {"key": "tls-handshake",
+     "title": "TLS 1.3 full handshake per request, %s certificate (new connection, no resumption)"
+     % CERTS["rsa"],
+     "kind": "wrk", "path": "/", "tls": True, "cert": "rsa", "no_resume": True,
+     "headers": ["Connection: close"], "targets": PROXIES},
     {"key": "paced", "title": "paced %d req/s" % PACED_RATE, "kind": "wrk", "path": "/",
      "paced": PACED_RATE},
     {"key": "idle", "title": "%d idle keep-alive connections" % IDLE_CONNS, "kind": "idle",
@@ -94,35 +114,85 @@ SCENARIOS = [
 IDLE_KINDS = ("idle", "tls-idle")
 
 
+def make_rsa_cert(d):
+    """d/server-rsa.{crt,key}: an RSA (RSA_BITS) server certificate signed by the
+    CA in d (ca.crt, ca.key from certs/make-certs.sh), with the names and
+    extensions of its server.crt. Returns "" or why it failed. Made afresh
+    on every call (well under a second): make-certs.sh may have made a new
+    CA since the last run."""
+    tmp = tempfile.mkdtemp(prefix="rsa.", dir=d)  # 0700: the key is made there
+    try:
+        key, csr, crt, ext = (os.path.join(tmp, n) for n in ("key", "csr", "crt", "ext"))
+        with open(ext, "w") as f:
+            f.write("[ leaf ]\nbasicConstraints = critical, CA:FALSE\n"
+                    "keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n"
+                    "subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1\n"
+                    "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
+        for argv in (
+                ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:%d" % RSA_BITS,
+                 "-out", key],
+                ["openssl", "req", "-new", "-key", key, "-subj", "/O=fnproxy/CN=localhost",
+                 "-config", "/dev/null", "-out", csr],
+                ["openssl", "x509", "-req", "-in", csr, "-CA", os.path.join(d, "ca.crt"),
+                 "-CAkey", os.path.join(d, "ca.key"), "-set_serial", "0x" + os.urandom(16).hex(),
+                 "-days", "825", "-sha256", "-extfile", ext, "-extensions", "leaf", "-out", crt]):
+            r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                return "openssl %s failed: %s" % (argv[1], r.stderr.strip()[-300:])
+        os.chmod(key, 0o600)
+        os.chmod(crt, 0o644)
+        os.replace(key, os.path.join(d, "server-rsa.key"))
+        os.replace(crt, os.path.join(d, "server-rsa.crt"))
+        return ""
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def tls_ready(ctx):
     """(ready, why not). The TLS scenarios run only when this says so: the
-    certificates are made, this fnproxy accepts a tls: listener, and the
-    wrk shim builds."""
+    certificates are made (ctx.certs, by CERTS key: cert, key, pem, der),
+    this fnproxy accepts a tls: listener with each, and the wrk shim
+    builds."""
     d = os.path.join(OUT, "certs")
     env = dict(os.environ, FNPROXY_CERT_CLIENTS="")
     r = subprocess.run(["sh", os.path.join(ROOT, "certs", "make-certs.sh"), d], cwd=ROOT,
                        capture_output=True, text=True, timeout=60, env=env)
     if r.returncode != 0:
         return False, "certs/make-certs.sh failed: %s" % r.stderr.strip()[-300:]
-    ctx.cert, ctx.key, ctx.ca = (os.path.join(d, n) for n in ("server.crt", "server.key", "ca.crt"))
-    # HAProxy takes the certificate and its key from one file.
-    ctx.pem = os.path.join(d, "server.pem")
-    with open(ctx.pem, "w") as out:
-        for n in (ctx.cert, ctx.key):
-            with open(n) as f:
-                out.write(f.read())
-    os.chmod(ctx.pem, 0o600)
+    why = make_rsa_cert(d)
+    if why:
+        return False, "the %s certificate: %s" % (CERTS["rsa"], why)
+    ctx.ca = os.path.join(d, "ca.crt")
+    ctx.certs = {}
+    for kind, stem in (("ecdsa", "server"), ("rsa", "server-rsa")):
+        c = {"cert": os.path.join(d, stem + ".crt"), "key": os.path.join(d, stem + ".key"),
+             # HAProxy takes the certificate and its key from one file.
+             "pem": os.path.join(d, stem + ".pem")}
+        with open(c["pem"], "w") as out:
+            for n in (c["cert"], c["key"]):
+                with open(n) as f:
+                    out.write(f.read())
+        os.chmod(c["pem"], 0o600)
+        with open(c["cert"]) as f:
+            c["der"] = ssl.PEM_cert_to_DER_cert(f.read())
+        ctx.certs[kind] = c
     probe = os.path.join(OUT, "probe-tls.yaml")
     with open(probe, "w") as f:
-        f.write("workers: 1\nlisteners:\n  - name: l\n    listen: 127.0.0.1:%d\n    tls:\n"
-                "      certificates: [{ cert: %s, key: %s }]\n      min_version: \"1.2\"\n"
-                "functions:\n  - name: f\n    endpoints: [127.0.0.1:9]\n    ingress:\n"
-                "      routes:\n        - name: r\n          match: { listener: l, path_prefix: / }\n"
-                % (free_port(), ctx.cert, ctx.key))
+        f.write("workers: 1\nlisteners:\n")
+        for kind, c in ctx.certs.items():
+            f.write("  - name: l-%s\n    listen: 127.0.0.1:%d\n    tls:\n"
+                    "      certificates: [{ cert: %s, key: %s }]\n      min_version: \"1.2\"\n"
+                    % (kind, free_port(), c["cert"], c["key"]))
+        f.write("functions:\n  - name: f\n    endpoints: [127.0.0.1:9]\n    ingress:\n"
+                "      routes:\n")
+        for kind in ctx.certs:
+            f.write("        - name: r-%s\n          match: { listener: l-%s, path_prefix: / }\n"
+                    % (kind, kind))
     r = subprocess.run([ctx.fnproxy, "--check", "-c", probe], cwd=ROOT, capture_output=True,
                        text=True, timeout=10)
     if r.returncode != 0:
-        return False, "this fnproxy refuses a tls: listener: %s" % (r.stdout + r.stderr).strip()[:300]
+        return False, ("this fnproxy refuses a tls: listener (%s): %s"
+                       % (" or ".join(CERTS.values()), (r.stdout + r.stderr).strip()[:300]))
     ctx.shim = os.path.join(OUT, "wrk-tls-shim.so")
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
@@ -132,15 +202,13 @@ def tls_ready(ctx):
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         return False, "bench/wrk-tls-shim.c does not build: %s" % r.stderr.strip()[:300]
-    with open(ctx.cert) as f:
-        ctx.cert_der = ssl.PEM_cert_to_DER_cert(f.read())
     return True, ""
 
 
 def tls_probe(port, ca, cert_der):
     """One HTTPS GET to 127.0.0.1:port (SNI localhost), the certificate
     verified against ca. Returns "version suite" of the handshake; raises
-    SystemExit unless the target serves the bench certificate and a 200."""
+    SystemExit unless the target serves the certificate cert_der and a 200."""
     c = ssl.create_default_context(cafile=ca)
     with socket.create_connection((HOST, port), timeout=3) as raw:
         with c.wrap_socket(raw, server_hostname="localhost") as tls:
@@ -368,8 +436,8 @@ class Server:
         self.name, self.kind = name, kind
         self.proc = None
         self.port = None
-        self.tls_port = None  # proxies only: the TLS port (same certificate for all)
-        self.tls_desc = None  # "TLSv1.3 TLS_AES_128_GCM_SHA256" from the start-up probe
+        self.tls_ports = {}  # proxies only: a TLS port per CERTS key (same certificates for all)
+        self.tls_desc = {}  # per CERTS key: "TLSv1.3 TLS_AES_128_GCM_SHA256" from the start-up probe
         self.crashes = []
 
     def pids(self):
@@ -380,9 +448,11 @@ class Server:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def url(self, path, tls=False):
+    def url(self, path, tls=False, cert="ecdsa"):
+        """The URL of path; with tls, on the TLS port that serves cert (a
+        CERTS key)."""
         if tls:
-            return "https://%s:%d%s" % (HOST, self.tls_port, path)
+            return "https://%s:%d%s" % (HOST, self.tls_ports[cert], path)
         return "http://%s:%d%s" % (HOST, self.port, path)
 
 
@@ -439,21 +509,25 @@ class Target(Server):
             return
         if self.port is None:
             self.port = free_port()
-            self.tls_port = free_port()
+            self.tls_ports = {k: free_port() for k in CERTS}
         user, group = user_group()
         if self.name == "fnproxy":
             if not hasattr(self, "admin_port"):
                 self.admin_port = free_port()
             conf = render("fnproxy.yaml", "fnproxy.yaml", {
                 "PORT": self.port, "ADMIN_PORT": self.admin_port, "BACKEND_PORT": b.port,
-                "TLS_PORT": self.tls_port, "CERT": ctx.cert, "KEY": ctx.key,
+                "TLS_PORT": self.tls_ports["ecdsa"], "CERT": ctx.certs["ecdsa"]["cert"],
+                "KEY": ctx.certs["ecdsa"]["key"], "TLS_RSA_PORT": self.tls_ports["rsa"],
+                "RSA_CERT": ctx.certs["rsa"]["cert"], "RSA_KEY": ctx.certs["rsa"]["key"],
                 "ACCESS_LOG_FNPROXY": ("access_log: %s" % os.path.join(LOGS, "fnproxy-access.log"))
                 if ctx.access_log else ""})
             self.proc = spawn("fnproxy", [ctx.fnproxy, "-c", conf], cpu=SERVER_CPU)
         elif self.name == "nginx":
             conf = render("nginx-proxy.conf", "nginx-proxy.conf", {
                 "USER": user, "GROUP": group, "DIR": OUT, "PORT": self.port,
-                "TLS_PORT": self.tls_port, "CERT": ctx.cert, "KEY": ctx.key,
+                "TLS_PORT": self.tls_ports["ecdsa"], "CERT": ctx.certs["ecdsa"]["cert"],
+                "KEY": ctx.certs["ecdsa"]["key"], "TLS_RSA_PORT": self.tls_ports["rsa"],
+                "RSA_CERT": ctx.certs["rsa"]["cert"], "RSA_KEY": ctx.certs["rsa"]["key"],
                 "BACKEND_PORT": b.port, "NOFILE": ctx.nofile,
                 "WORKER_CONNECTIONS": ctx.worker_connections,
                 "ACCESS_LOG_NGINX": ("access_log %s combined buffer=64k flush=1s;"
@@ -464,7 +538,8 @@ class Target(Server):
         elif self.name == "haproxy":
             conf = render("haproxy.cfg", "haproxy.cfg", {
                 "DIR": OUT, "PORT": self.port, "BACKEND_PORT": b.port, "NOFILE": ctx.nofile,
-                "TLS_PORT": self.tls_port, "PEM": ctx.pem,
+                "TLS_PORT": self.tls_ports["ecdsa"], "PEM": ctx.certs["ecdsa"]["pem"],
+                "TLS_RSA_PORT": self.tls_ports["rsa"], "RSA_PEM": ctx.certs["rsa"]["pem"],
                 "MAXCONN": ctx.maxconn,
                 "ACCESS_LOG_HAPROXY_GLOBAL": "log stdout format raw local0" if ctx.access_log else "",
                 "ACCESS_LOG_HAPROXY_DEFAULTS": "log global\n    option httplog"
@@ -482,14 +557,16 @@ class Target(Server):
                 raise SystemExit("bench: %s: GET %s gave %d with %d bytes"
                                  % (self.name, path, st, len(body)))
         end = time.monotonic() + 5
-        while True:  # the TLS port: the bench certificate, a 200
-            try:
-                self.tls_desc = tls_probe(self.tls_port, ctx.ca, ctx.cert_der)
-                break
-            except (OSError, ssl.SSLError) as e:
-                if time.monotonic() > end or not self.alive():
-                    raise SystemExit("bench: %s: no HTTPS on port %d: %s" % (self.name, self.tls_port, e))
-                time.sleep(0.05)
+        for kind, port in self.tls_ports.items():  # each TLS port: its certificate, a 200
+            while True:
+                try:
+                    self.tls_desc[kind] = tls_probe(port, ctx.ca, ctx.certs[kind]["der"])
+                    break
+                except (OSError, ssl.SSLError) as e:
+                    if time.monotonic() > end or not self.alive():
+                        raise SystemExit("bench: %s: no HTTPS with the %s certificate on port %d: %s"
+                                         % (self.name, CERTS[kind], port, e))
+                    time.sleep(0.05)
 
     def check_alive(self, ctx, where):
         """After a run: a target that died is recorded and restarted."""
@@ -574,8 +651,9 @@ def wrk_run(ctx, sc, t, rep, seconds):
     bcpu0 = cpu_seconds(bp)
     ctx.truncate_access_logs()
     log0 = ctx.access_log_pos(t)
-    r = run_wrk(ctx, "%s-%s-%d" % (sc["key"], t.name, rep), t.url(sc["path"], sc.get("tls")),
-                seconds, sc.get("headers", ()), sc.get("paced"), env=wrk_tls_env(ctx, sc))
+    r = run_wrk(ctx, "%s-%s-%d" % (sc["key"], t.name, rep),
+                t.url(sc["path"], sc.get("tls"), sc.get("cert", "ecdsa")), seconds,
+                sc.get("headers", ()), sc.get("paced"), env=wrk_tls_env(ctx, sc))
     cpu1 = cpu_seconds(t.pids()) if proxied else None
     bcpu1 = cpu_seconds(be.pids())
     rss = rss_kib(t.pids())
@@ -596,6 +674,10 @@ def wrk_run(ctx, sc, t, rep, seconds):
         "err_write": int(r["err_write"]), "err_timeout": int(r["err_timeout"]),
         "non2xx": int(r["err_status"]),
         "proxy_cpu_us": (cpu1 - cpu0) / n * 1e6 if proxied else None,
+        # The proxy's CPU time over the run's length: near 100 (less the
+        # backend's share of CPU 1), the proxy set the pace; see wrk_cpu_pct.
+        "proxy_cpu_pct": 100.0 * (cpu1 - cpu0) / (r["duration_us"] / 1e6)
+        if proxied and r["duration_us"] > 0 else None,
         "backend_cpu_us": (bcpu1 - bcpu0) / n * 1e6,
         "rss_kib": rss,
         "wrk_cpu_pct": r.get("wrk_cpu_pct"),
@@ -622,13 +704,14 @@ def idle_run(ctx, sc, t, rep):
     tls = bool(sc.get("tls"))
     conns = min(sc.get("conns", ctx.idle_conns), ctx.idle_conns)
     t.restart(ctx)
-    run_wrk(ctx, "warmup-%s-%s-%d" % (sc["key"], t.name, rep), t.url(sc["path"], tls), 1,
+    cert = sc.get("cert", "ecdsa")
+    run_wrk(ctx, "warmup-%s-%s-%d" % (sc["key"], t.name, rep), t.url(sc["path"], tls, cert), 1,
             env=wrk_tls_env(ctx, sc))
     time.sleep(0.5)
     rss0, fds0 = rss_kib(t.pids()), fd_count(t.pids())
     argv = [sys.executable, os.path.join(BENCH, "idle.py"), "--conns", str(conns),
             "--path", sc["path"], "--open-timeout", "60", "--hold-max", "90"]
-    argv += ["--port", str(t.tls_port), "--tls"] if tls else ["--port", str(t.port)]
+    argv += ["--port", str(t.tls_ports[cert]), "--tls"] if tls else ["--port", str(t.port)]
     p = spawn("idle", argv, cpu=LOAD_CPU, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     row = {"scenario": sc["key"], "target": t.name, "rep": rep + 1, "failed": 1}
     ready = p.stdout.readline().decode()
@@ -937,6 +1020,14 @@ def main():
     reps = int(os.environ.get("BENCH_REPS", 1 if quick else 3))
     seconds = int(os.environ.get("BENCH_SECONDS", 3 if quick else 8))
     budget = 170 if quick else 870  # seconds; runs that would pass it are skipped
+    # BENCH_SCENARIOS="tls-handshake ..." (keys, comma or space separated):
+    # run only those, for a check of one scenario without the whole run.
+    only = os.environ.get("BENCH_SCENARIOS", "").replace(",", " ").split()
+    unknown = [k for k in only if k not in [sc["key"] for sc in SCENARIOS]]
+    if unknown:
+        raise SystemExit("bench: BENCH_SCENARIOS: no scenario %s (there are: %s)"
+                         % (", ".join(unknown), ", ".join(sc["key"] for sc in SCENARIOS)))
+    scenarios = [sc for sc in SCENARIOS if not only or sc["key"] in only]
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     atexit.register(stop_all)
@@ -999,6 +1090,10 @@ def main():
     mode = "quick (--quick)" if quick else "full"
     note("fnproxy bench, %s: %d rep(s) of %d s per scenario and target, wrk -t1 -c%d"
          % (mode, reps, seconds, CONNS))
+    if only:
+        note("scenarios: only %s (BENCH_SCENARIOS)" % ", ".join(sc["key"] for sc in scenarios))
+        notes.append("only the scenario(s) %s ran (BENCH_SCENARIOS)"
+                     % ", ".join(sc["key"] for sc in scenarios))
     if PIN:
         note("pinning: load generator (wrk, idle client) on CPU %d (taskset -c %d); "
              "proxy and backend on CPU %d (taskset -c %d)" % (LOAD_CPU, LOAD_CPU, SERVER_CPU, SERVER_CPU))
@@ -1057,9 +1152,11 @@ def main():
         t.start(ctx)
         targets[name] = t
     note("targets: " + ", ".join("%s :%d" % (n, t.port) for n, t in targets.items())
-         + "; TLS: " + ", ".join("%s :%d" % (n, targets[n].tls_port) for n in PROXIES))
+         + "; TLS: " + ", ".join("%s :%d (%s)" % (n, targets[n].tls_ports[k], CERTS[k])
+                                 for n in PROXIES for k in CERTS))
     note("TLS probe (Python client, SNI localhost, verified against the bench CA): "
-         + "; ".join("%s %s" % (n, targets[n].tls_desc) for n in PROXIES))
+         + "; ".join("%s %s %s" % (n, CERTS[k], targets[n].tls_desc[k])
+                     for n in PROXIES for k in CERTS))
     fn_rss_start = rss_kib(targets["fnproxy"].pids())
 
     raw = []
@@ -1068,7 +1165,7 @@ def main():
     skipped_budget = 0
     fn_rss_trace = []
     resume_probe = []
-    for sc in SCENARIOS:
+    for sc in scenarios:
         ran.append(sc)
         note("\n-- %s" % sc["title"])
         names = sc.get("targets", TARGETS)
@@ -1076,7 +1173,7 @@ def main():
             for name in names:  # warm-up, not recorded
                 if time.monotonic() - t_start + 1 < budget:
                     run_wrk(ctx, "warmup-%s-%s" % (sc["key"], name),
-                            targets[name].url(sc["path"], sc.get("tls")), 1,
+                            targets[name].url(sc["path"], sc.get("tls"), sc.get("cert", "ecdsa")), 1,
                             sc.get("headers", ()), sc.get("paced"), env=wrk_tls_env(ctx, sc))
         if sc.get("no_resume"):
             # Not recorded either: the same load with wrk left to resume
@@ -1084,7 +1181,8 @@ def main():
             # server resumes and what that is worth next to full handshakes.
             for name in names:
                 if time.monotonic() - t_start + 2 < budget:
-                    r = run_wrk(ctx, "resume-probe-%s" % name, targets[name].url(sc["path"], True), 1,
+                    r = run_wrk(ctx, "resume-probe-%s" % name,
+                                targets[name].url(sc["path"], True, sc.get("cert", "ecdsa")), 1,
                                 sc.get("headers", ()), env=wrk_tls_env(ctx, sc, resume=True))
                     if r and r.get("tls_full") is not None:
                         resume_probe.append((name, r["requests"] / (r["duration_us"] / 1e6),
@@ -1107,9 +1205,10 @@ def main():
                     else:
                         errs = row["err_connect"] + row["err_read"] + row["err_write"] + row["err_timeout"]
                         note("  %-8s rep %d: %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %s us/req  "
-                             "wrk %s%%  rss %6.1f MiB%s" % (
+                             "proxy %s%%  wrk %s%%  rss %6.1f MiB%s" % (
                                  name, rep + 1, row["rps"], row["p50_ms"], row["p99_ms"],
                                  fmt(row["proxy_cpu_us"] if name != "direct" else None, "%.1f"),
+                                 fmt(row["proxy_cpu_pct"], "%.0f"),
                                  fmt(row["wrk_cpu_pct"], "%.0f"), row["rss_kib"] / 1024,
                                  ("  ERRORS %d" % errs if errs else "")
                                  + ("  NON-2XX %d" % row["non2xx"] if row["non2xx"] else "")
@@ -1194,6 +1293,21 @@ def main():
         notes.append("tls-handshake: wrk completed %d full and %d resumed handshakes over all "
                      "targets and reps (wrk-tls-shim.so drops the session wrk keeps across "
                      "reconnects)%s" % (full, resumed, "" if resumed == 0 else ": NOT all full"))
+        # The point of its RSA certificate: the proxy, not wrk, is the side
+        # that runs out of CPU. wrk's own figure overstates its work here:
+        # it waits for a handshake's next message with the socket watched
+        # for writable too (wrk.c's socket_connected), so it polls busily
+        # until the server answers.
+        per = []
+        for name in PROXIES:
+            rows = [r for r in hs if r["target"] == name]
+            if rows:
+                per.append("%s: proxy %s%%, wrk %s%%" % (name, fmt(med(rows, "proxy_cpu_pct")),
+                                                         fmt(med(rows, "wrk_cpu_pct"))))
+        notes.append("tls-handshake (%s certificate): CPU use over the runs, medians: %s (the "
+                     "proxy shares its CPU with the backend; wrk polls busily while its "
+                     "handshakes wait for the server, so its figure overstates its work and "
+                     "the proxy's is the one to read)" % (CERTS["rsa"], "; ".join(per)))
     if resume_probe:
         notes.append("resumption probe, 1 s each, the same load with wrk left to resume (not "
                      "in the table): " + "; ".join("%s %.0f req/s, %d of %d handshakes resumed"
@@ -1234,10 +1348,13 @@ def main():
                  "%d req/s over %d connections; idle: %d connections (TLS: %d), one request each"
          % (CONNS, seconds, reps, PACED_RATE, CONNS, ctx.idle_conns,
             min(TLS_IDLE_CONNS, ctx.idle_conns))),
-        ("TLS", "fnproxy, nginx and HAProxy terminate TLS 1.2/1.3 with one ECDSA P-256 "
-                "certificate, the same ECDHE+AEAD suites and groups, server preference, session "
-                "tickets and cache as each has them by default; backend plain, so no `direct` "
-                "row. Negotiated with wrk: " + (tls_info or "?")),
+        ("TLS", "fnproxy, nginx and HAProxy terminate TLS 1.2/1.3 with the same ECDSA P-256 "
+                "certificate, except in tls-handshake, where they all serve an " + CERTS["rsa"]
+                + " one from the same CA (an RSA signature costs the server far more than its "
+                "verification costs wrk, so the servers, not wrk, are the bottleneck); the same "
+                "ECDHE+AEAD suites and groups, server preference, session tickets and cache as "
+                "each has them by default; backend plain, so no `direct` row. Negotiated with "
+                "wrk: " + (tls_info or "?")),
         ("backend", "%s (%s)" % (chosen, pick_note)),
         ("versions", "fnproxy %s; nginx %s; %s; %s" % (ver["fnproxy"], ver["nginx"], ver["haproxy"],
                                                        ver["wrk"])),
@@ -1271,7 +1388,8 @@ def main():
     write_csv(os.path.join(OUT, "results-raw.csv"), raw,
               ["scenario", "target", "rep", "failed", "alive_after", "requests", "rps", "p50_ms",
                "p90_ms", "p99_ms", "p999_ms", "max_ms", "err_connect", "err_read", "err_write",
-               "err_timeout", "non2xx", "proxy_cpu_us", "backend_cpu_us", "wrk_cpu_pct", "rss_kib", "conns",
+               "err_timeout", "non2xx", "proxy_cpu_us", "proxy_cpu_pct", "backend_cpu_us", "wrk_cpu_pct",
+               "rss_kib", "conns",
                "conn_failed", "closed_by_peer", "open_s", "rss_before_kib", "rss_idle_kib",
                "kib_per_conn", "rss_after_close_kib", "fds_before", "fds_idle", "tls_full",
                "tls_resumed", "tls_params", "access_log_bytes"])

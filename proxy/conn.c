@@ -32,6 +32,7 @@ static void conn_process(struct conn *c);
 static void conn_linger(struct conn *c);
 static void exch_pump_request(struct exch *x);
 static void exch_pump_response(struct exch *x);
+static void exch_response_written(struct exch *x);
 static void exch_connect(struct exch *x);
 static void exch_reply(struct exch *x, int status, const char *code, const char *message);
 
@@ -328,18 +329,23 @@ static void on_down_written(struct xprt *t, int status)
         exch_reply(x, x->status, x->reply_code, x->reply_msg);
         return;
     }
-    exch_touch(x);
-    if (x->u != NULL) {
-        struct upconn *u = x->u;
-        /* The bytes just written came from u->buf; the rest can move up. */
-        if (u->parsed > 0) {
-            if (u->len > u->parsed)
-                memmove(u->buf, u->buf + u->parsed, u->len - u->parsed);
-            u->len -= u->parsed;
-            u->parsed = 0;
-        }
-    }
+    exch_response_written(x);
     exch_pump_response(x);
+}
+
+/* A part of the response reached the client: the bytes it came from in
+ * u->buf are free, the rest moves up. */
+static void exch_response_written(struct exch *x)
+{
+    struct upconn *u = x->u;
+
+    exch_touch(x);
+    if (u != NULL && u->parsed > 0) {
+        if (u->len > u->parsed)
+            memmove(u->buf, u->buf + u->parsed, u->len - u->parsed);
+        u->len -= u->parsed;
+        u->parsed = 0;
+    }
 }
 
 /* One write to the client at a time, whatever it carries (100 Continue, a
@@ -351,6 +357,20 @@ static int conn_write(struct conn *c, const uv_buf_t *iov, unsigned n)
         c->x->bytes_out += iov[i].len;
 
     int rc = xprt_write(&c->xp, &c->x->wreq, iov, n, on_down_written);
+
+    if (rc == 0)
+        c->x->flags |= X_F_DOWN_WRITING;
+    return rc;
+}
+
+/* conn_write, but 1 when it all went at once (on_down_written is then not
+ * called: the caller goes on). */
+static int conn_write_now(struct conn *c, const uv_buf_t *iov, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        c->x->bytes_out += iov[i].len;
+
+    int rc = xprt_write_now(&c->xp, &c->x->wreq, iov, n, on_down_written);
 
     if (rc == 0)
         c->x->flags |= X_F_DOWN_WRITING;
@@ -851,8 +871,10 @@ static void exch_pump_response(struct exch *x)
 {
     struct conn *c = x->c;
     struct upconn *u = x->u;
-    enum h1_event ev = H1_EV_MORE;
+    enum h1_event ev;
 
+again:
+    ev = H1_EV_MORE;
     if (u == NULL || (x->flags & (X_F_DOWN_WRITING | X_F_RESP_PARSED)))
         goto check_end;
     if (u->buf == NULL) {
@@ -896,13 +918,18 @@ static void exch_pump_response(struct exch *x)
         return;
     }
     if (x->resp_out.n > 0) {
-        if (!(x->flags & X_F_RESP_PARSED))
-            upstream_read(u, false); /* the write points into u->buf */
-        if (conn_write(c, x->resp_out.iov, x->resp_out.n) < 0) {
+        int rc = conn_write_now(c, x->resp_out.iov, x->resp_out.n);
+        if (rc < 0) {
             conn_close(c);
             return;
         }
-        return;
+        if (rc == 0) { /* in flight, pointing into u->buf: no reads into it meanwhile */
+            if (!(x->flags & X_F_RESP_PARSED))
+                upstream_read(u, false);
+            return;
+        }
+        exch_response_written(x); /* all sent at once: reads go on */
+        goto again;
     }
     if (!(x->flags & X_F_RESP_PARSED)) {
         if (u->parsed == u->len)

@@ -84,7 +84,8 @@ static void plain_write_done_later(struct xprt *t);
  * nearly always does, no write request is queued. libuv 1.44 re-arms the
  * socket's epoll registration after every queued write completes, one
  * epoll_ctl per write; this avoids it. */
-static int plain_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n)
+static int plain_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
+                       bool now_ok)
 {
     uv_buf_t rest[64];
     size_t done;
@@ -108,6 +109,8 @@ static int plain_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, un
         done = 0;
     }
     if (k == 0) {
+        if (now_ok)
+            return 1;
         plain_write_done_later(t);
         return 0;
     }
@@ -508,7 +511,7 @@ int xprt_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n
 
     t->on_write = done;
     if (ts == NULL)
-        return plain_write(t, req, bufs, n);
+        return plain_write(t, req, bufs, n, false);
     if (ts->flags & (XT_F_APP_WRITING | XT_F_FAILED | XT_F_HANDSHAKING))
         return UV_EBUSY;
     ts->wiov = bufs;
@@ -518,6 +521,15 @@ int xprt_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n
     ts->flags |= XT_F_APP_WRITING;
     tls_pump_write(ts);
     return 0;
+}
+
+int xprt_write_now(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
+                   xprt_write_fn *done)
+{
+    if (t->tls != NULL)
+        return xprt_write(t, req, bufs, n, done);
+    t->on_write = done;
+    return plain_write(t, req, bufs, n, true);
 }
 
 int xprt_shutdown(struct xprt *t, uv_shutdown_t *req, uv_shutdown_cb done)

@@ -709,6 +709,7 @@ static void exch_pump_request(struct exch *x)
     struct conn *c = x->c;
     struct upconn *u = x->u;
 
+again:
     if (u == NULL || !(u->flags & UP_F_CONNECTED) || (x->flags & (X_F_UP_WRITING | X_F_REQ_SENT)))
         return;
     h1_out_reset(&x->req_out);
@@ -738,14 +739,23 @@ static void exch_pump_request(struct exch *x)
             x->flags |= X_F_REQ_PARSED;
     }
     if (x->req_out.n > 0) {
-        if (!(x->flags & X_F_REQ_PARSED))
-            conn_read(c, false); /* the write points into c->buf */
-        if (upstream_write(u, x->req_out.iov, x->req_out.n) < 0) {
+        /* Body parts the socket takes at once need no completion: reading
+         * the client goes on (as for responses, exch_pump_response). */
+        bool more = !(x->flags & X_F_REQ_PARSED);
+        int rc = more ? upstream_write_now(u, x->req_out.iov, x->req_out.n)
+                      : upstream_write(u, x->req_out.iov, x->req_out.n);
+        if (rc < 0) {
             exch_count_uperr(x, UPERR_RESET);
             x->flags |= X_F_UP_BROKEN;
             exch_reply(x, 502, "upstream_bad_response", "write to the function failed");
             return;
         }
+        if (rc == 1) {
+            exch_touch(x);
+            goto again;
+        }
+        if (more)
+            conn_read(c, false); /* the write points into c->buf */
         x->flags |= X_F_UP_WRITING;
         return;
     }

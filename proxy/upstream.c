@@ -217,6 +217,15 @@ int upstream_write(struct upconn *u, const uv_buf_t *bufs, unsigned n)
     return rc;
 }
 
+int upstream_write_now(struct upconn *u, const uv_buf_t *bufs, unsigned n)
+{
+    int rc = xprt_write_now(&u->xp, &u->wreq, bufs, n, on_write);
+
+    if (rc == 0)
+        u->flags |= UP_F_WRITING;
+    return rc;
+}
+
 void upstream_release(struct upconn *u, bool reusable)
 {
     struct endpoint *ep = u->ep;

@@ -56,6 +56,8 @@ const char *upstream_tls_error(const struct upconn *u);
 
 /* Sends bufs; exch_upstream_written() follows. */
 int upstream_write(struct upconn *u, const uv_buf_t *bufs, unsigned n);
+/* The same, but 1 when it all went at once: nothing follows then. */
+int upstream_write_now(struct upconn *u, const uv_buf_t *bufs, unsigned n);
 
 /* Starts or stops reading the response (backpressure). */
 void upstream_read(struct upconn *u, bool on);

@@ -87,19 +87,23 @@ bench-micro: all
 	@sh bench/micro/build.sh >/dev/null
 	@for b in build/micro/bench_*; do echo "== $$b"; $$b; done
 
-# libFuzzer targets (clang, ASan + UBSan): the HTTP/1.1 glue and the config
-# parser, FUZZ_SECONDS each (default 60), corpora kept in build/fuzz/.
+# libFuzzer targets (clang, ASan + UBSan): the HTTP/1.1 glue, the config
+# parser and the TLS 1.3 record layer, FUZZ_SECONDS each (default 60),
+# corpora kept in build/fuzz/.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1
 fuzz: deps
-	@mkdir -p build/fuzz/corpus-http1 build/fuzz/corpus-config
+	@mkdir -p build/fuzz/corpus-http1 build/fuzz/corpus-config build/fuzz/corpus-tls
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_http1.c proxy/http1.c \
 	    $(LLHTTP_SRC_DIR)/api.c $(LLHTTP_SRC_DIR)/http.c $(LLHTTP_SRC_DIR)/llhttp.c -luv -o build/fuzz/fuzz_http1
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_config.c policy/config.c policy/router.c \
 	    -lyaml -o build/fuzz/fuzz_config
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_tls.c proxy/tls.c proxy/tlsrec.c \
+	    -lssl -lcrypto -o build/fuzz/fuzz_tls
 	cp policy/examples/*.yaml build/fuzz/corpus-config/
 	build/fuzz/fuzz_http1 -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-http1
 	build/fuzz/fuzz_config -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-config
+	build/fuzz/fuzz_tls -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-tls
 
 certs:
 	@sh certs/make-certs.sh certs/out

@@ -1323,6 +1323,9 @@ static int rec_fail(struct tls_conn *c, int alert)
     case TLSREC_AD_DECODE_ERROR:
         why = "decode error";
         break;
+    case TLSREC_AD_ILLEGAL_PARAMETER:
+        why = "illegal parameter";
+        break;
     case TLSREC_AD_INTERNAL_ERROR:
         why = "internal error";
         break;
@@ -1344,8 +1347,10 @@ static int rec_handshake(struct tls_conn *c, const uint8_t *p, size_t len)
     static const uint8_t key_update[5] = {24, 0, 0, 1, 0}; /* update_not_requested */
     int r;
 
-    if (len != 5 || p[0] != 24 || p[1] != 0 || p[2] != 0 || p[3] != 1 || p[4] > 1)
+    if (len != 5 || p[0] != 24 || p[1] != 0 || p[2] != 0 || p[3] != 1)
         return rec_fail(c, TLSREC_AD_UNEXPECTED_MESSAGE);
+    if (p[4] > 1) /* neither update_not_requested nor update_requested (§4.6.3) */
+        return rec_fail(c, TLSREC_AD_ILLEGAL_PARAMETER);
     if (tlsrec_update(c->rec, &c->rec->rd) != 0)
         return rec_fail(c, TLSREC_AD_INTERNAL_ERROR);
     if (p[4] == 1 && !(c->flags & TLS_CF_SHUTDOWN)) { /* update_requested: answer in kind */

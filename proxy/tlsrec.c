@@ -240,16 +240,17 @@ int tlsrec_open(struct tlsrec *r, uint8_t *buf, size_t avail, uint8_t *type, siz
         EVP_DecryptFinal_ex(ctx, body + n, &out) <= 0)
         return -TLSREC_AD_BAD_RECORD_MAC;
     r->rd.seq++;
+    /* Content, type and padding together fit in 2^14 + 1 bytes (§5.4). */
+    if (n > TLSREC_MAX_PLAIN + 1)
+        return -TLSREC_AD_RECORD_OVERFLOW;
     /* The content type is the last non-zero byte; zeros after it are
-     * padding (§5.4). A record of zeros only has no type. */
+     * padding. A record of zeros only has no type. */
     while (n > 0 && body[n - 1] == 0)
         n--;
     if (n == 0)
         return -TLSREC_AD_UNEXPECTED_MESSAGE;
     *type = body[n - 1];
     *plain_len = n - 1;
-    if (*plain_len > TLSREC_MAX_PLAIN)
-        return -TLSREC_AD_RECORD_OVERFLOW;
     return (int)(TLSREC_HEADER + clen);
 }
 

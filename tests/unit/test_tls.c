@@ -29,6 +29,7 @@
 #include <openssl/ssl.h>
 
 #include "tls.h"
+#include "tlsrec.h"
 
 /* ---- counting allocators ------------------------------------------------ */
 
@@ -1476,6 +1477,83 @@ static void test_tls13_bad_records(void **state)
     tls_ctx_unref(sctx);
 }
 
+/* The application traffic secrets of the last raw client handshake, from
+ * its key log, so that a test can seal what no OpenSSL client sends. */
+static uint8_t raw_secret[2][TLSREC_MAX_SECRET]; /* [0] client, [1] server */
+static size_t raw_secret_len;
+
+static void raw_keylog(const SSL *ssl, const char *line)
+{
+    int which = strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0   ? 0
+                : strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0 ? 1
+                                                                     : -1;
+    const char *hex = strrchr(line, ' ') + 1;
+    size_t n = 0;
+
+    (void)ssl;
+    if (which < 0)
+        return;
+    for (; hex[0] != '\0' && hex[1] != '\0' && n < TLSREC_MAX_SECRET; hex += 2)
+        raw_secret[which][n++] = (uint8_t)(OPENSSL_hexchar2int((unsigned char)hex[0]) << 4 |
+                                           OPENSSL_hexchar2int((unsigned char)hex[1]));
+    raw_secret_len = n;
+}
+
+/* Seals one record with inner content `inner` (its last byte the content
+ * type) as the raw client would, and feeds it to server s. */
+static void feed_sealed(struct tlsrec *cli, struct tls_conn *s, const uint8_t *inner, size_t n)
+{
+    uint8_t rec[256];
+    int k = tlsrec_seal(cli, inner[n - 1], inner, n - 1, rec);
+
+    assert_true(k > 0);
+    assert_int_equal(tls_feed(s, (const char *)rec, (size_t)k), k);
+}
+
+/* Handshake messages a client may not send after the handshake. */
+static void test_tls13_bad_handshake_messages(void **state)
+{
+    static const struct {
+        uint8_t inner[8];
+        size_t len;
+        const char *why;
+    } cases[] = {
+        {{24, 0, 0, 1, 2, 22}, 6, "illegal parameter"},      /* KeyUpdate asking neither way */
+        {{24, 0, 0, 2, 0, 0, 22}, 7, "unexpected message"},  /* KeyUpdate of the wrong length */
+        {{4, 0, 0, 0, 22}, 5, "unexpected message"},         /* a NewSessionTicket from a client */
+        {{24, 0, 0, 1, 0, 23, 22}, 7, "unexpected message"}, /* more after a KeyUpdate */
+    };
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct raw r;
+        struct tls_conn *s;
+        struct tlsrec cli;
+        char buf[64];
+
+        raw_new(&r, NULL, 0, 0, NULL);
+        SSL_CTX_set_keylog_callback(r.ctx, raw_keylog);
+        assert_int_equal(SSL_set_ciphersuites(r.ssl, "TLS_AES_128_GCM_SHA256"), 1);
+        s = tls_conn_new(sctx, NULL);
+        assert_non_null(s);
+        raw_secret_len = 0;
+        assert_int_equal(raw_handshake(&r, s, &(int){0}), 1);
+        assert_int_equal(raw_secret_len, 32);
+        assert_int_equal(tlsrec_init(&cli, 0x1301, raw_secret[1], raw_secret[0], raw_secret_len, 0),
+                         0);
+        /* A good record first: the keys are right. */
+        feed_sealed(&cli, s, (const uint8_t *)"ok\x17", 3);
+        assert_int_equal(tls_read(s, buf, sizeof(buf)), 2);
+        feed_sealed(&cli, s, cases[i].inner, cases[i].len);
+        assert_int_equal(tls_read(s, buf, sizeof(buf)), TLS_E_PROTO);
+        assert_string_equal(tls_error(s), cases[i].why);
+        tls_conn_free(s);
+        raw_free(&r);
+    }
+    tls_ctx_unref(sctx);
+}
+
 /* A client's fatal alert ends the connection without an answer; its
  * close_notify is a clean end. */
 static void test_tls13_peer_alerts(void **state)
@@ -1616,6 +1694,7 @@ int main(void)
         cmocka_unit_test(test_tls13_key_update),
         cmocka_unit_test(test_tls13_bad_records),
         cmocka_unit_test(test_tls13_peer_alerts),
+        cmocka_unit_test(test_tls13_bad_handshake_messages),
         cmocka_unit_test(test_memory_per_connection),
     };
 

@@ -14,7 +14,8 @@
 # Results: build/bench/results.{md,csv,png}.
 #
 # Environment: BUILD (default build), BENCH_REPS, BENCH_SECONDS,
-# BENCH_BACKEND=nginx|fnbackend, BENCH_ACCESS_LOG=auto|on|off.
+# BENCH_BACKEND=nginx|fnbackend, BENCH_ACCESS_LOG=auto|on|off, BENCH_SCENARIOS
+# (scenario keys: run only those).
 set -eu
 
 cd "$(dirname "$0")/.."

@@ -350,27 +350,15 @@ static void exch_response_written(struct exch *x)
 
 /* One write to the client at a time, whatever it carries (100 Continue, a
  * response part, an answer of fnproxy's): TLS needs it, and it keeps the
- * order of bytes obvious. */
-static int conn_write(struct conn *c, const uv_buf_t *iov, unsigned n)
+ * order of bytes obvious. With now, a write that all went at once returns 1
+ * and on_down_written is not called: the caller goes on. */
+static int conn_write(struct conn *c, const uv_buf_t *iov, unsigned n, bool now)
 {
     for (unsigned i = 0; i < n; i++)
         c->x->bytes_out += iov[i].len;
 
-    int rc = xprt_write(&c->xp, &c->x->wreq, iov, n, on_down_written);
-
-    if (rc == 0)
-        c->x->flags |= X_F_DOWN_WRITING;
-    return rc;
-}
-
-/* conn_write, but 1 when it all went at once (on_down_written is then not
- * called: the caller goes on). */
-static int conn_write_now(struct conn *c, const uv_buf_t *iov, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        c->x->bytes_out += iov[i].len;
-
-    int rc = xprt_write_now(&c->xp, &c->x->wreq, iov, n, on_down_written);
+    int rc = now ? xprt_write_now(&c->xp, &c->x->wreq, iov, n, on_down_written)
+                 : xprt_write(&c->xp, &c->x->wreq, iov, n, on_down_written);
 
     if (rc == 0)
         c->x->flags |= X_F_DOWN_WRITING;
@@ -432,7 +420,7 @@ static void exch_reply(struct exch *x, int status, const char *code, const char 
     h1_out_reset(&x->resp_out);
     h1_out_raw(&x->resp_out, x->resp_head, (size_t)head_len);
     conn_arm(c, conn_header_timeout(c));
-    if (conn_write(c, x->resp_out.iov, x->resp_out.n) < 0)
+    if (conn_write(c, x->resp_out.iov, x->resp_out.n, false) < 0)
         conn_close(c);
 }
 
@@ -694,7 +682,7 @@ void exch_upstream_connected(struct exch *x, int status)
         /* Nothing else has been written to the client yet. */
         x->flags &= ~X_F_CONTINUE;
         x->cont_buf = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
-        if (conn_write(c, &x->cont_buf, 1) < 0) {
+        if (conn_write(c, &x->cont_buf, 1, false) < 0) {
             conn_close(c);
             return;
         }
@@ -742,8 +730,7 @@ again:
         /* Body parts the socket takes at once need no completion: reading
          * the client goes on (as for responses, exch_pump_response). */
         bool more = !(x->flags & X_F_REQ_PARSED);
-        int rc = more ? upstream_write_now(u, x->req_out.iov, x->req_out.n)
-                      : upstream_write(u, x->req_out.iov, x->req_out.n);
+        int rc = upstream_write(u, x->req_out.iov, x->req_out.n, more);
         if (rc < 0) {
             exch_count_uperr(x, UPERR_RESET);
             x->flags |= X_F_UP_BROKEN;
@@ -928,7 +915,7 @@ again:
         return;
     }
     if (x->resp_out.n > 0) {
-        int rc = conn_write_now(c, x->resp_out.iov, x->resp_out.n);
+        int rc = conn_write(c, x->resp_out.iov, x->resp_out.n, true);
         if (rc < 0) {
             conn_close(c);
             return;
@@ -992,7 +979,7 @@ void exch_upstream_data(struct exch *x, ssize_t nread)
         if (ev == H1_EV_DONE) {
             x->flags |= X_F_RESP_PARSED;
             if (x->resp_out.n > 0) {
-                if (conn_write(x->c, x->resp_out.iov, x->resp_out.n) < 0)
+                if (conn_write(x->c, x->resp_out.iov, x->resp_out.n, false) < 0)
                     conn_close(x->c);
                 return;
             }

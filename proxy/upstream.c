@@ -208,18 +208,10 @@ static void on_write(struct xprt *t, int status)
     exch_upstream_written(u->x, status);
 }
 
-int upstream_write(struct upconn *u, const uv_buf_t *bufs, unsigned n)
+int upstream_write(struct upconn *u, const uv_buf_t *bufs, unsigned n, bool now)
 {
-    int rc = xprt_write(&u->xp, &u->wreq, bufs, n, on_write);
-
-    if (rc == 0)
-        u->flags |= UP_F_WRITING;
-    return rc;
-}
-
-int upstream_write_now(struct upconn *u, const uv_buf_t *bufs, unsigned n)
-{
-    int rc = xprt_write_now(&u->xp, &u->wreq, bufs, n, on_write);
+    int rc = now ? xprt_write_now(&u->xp, &u->wreq, bufs, n, on_write)
+                 : xprt_write(&u->xp, &u->wreq, bufs, n, on_write);
 
     if (rc == 0)
         u->flags |= UP_F_WRITING;

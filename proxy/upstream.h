@@ -54,10 +54,9 @@ struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *
  * TLS handshake's reason. */
 const char *upstream_tls_error(const struct upconn *u);
 
-/* Sends bufs; exch_upstream_written() follows. */
-int upstream_write(struct upconn *u, const uv_buf_t *bufs, unsigned n);
-/* The same, but 1 when it all went at once: nothing follows then. */
-int upstream_write_now(struct upconn *u, const uv_buf_t *bufs, unsigned n);
+/* Sends bufs; exch_upstream_written() follows, except that with now a
+ * write that all went at once returns 1 and nothing follows. */
+int upstream_write(struct upconn *u, const uv_buf_t *bufs, unsigned n, bool now);
 
 /* Starts or stops reading the response (backpressure). */
 void upstream_read(struct upconn *u, bool on);

@@ -729,10 +729,11 @@ static void step(struct run *r, struct input *in, unsigned op)
 
     switch (kind) {
     case OP_DATA:
+    case OP_HANDSHAKE:
         len = next_len(in, op);
         len = len < TLSREC_MAX_PLAIN ? len : TLSREC_MAX_PLAIN;
         next_bytes(in, inner, len);
-        inner[len] = TLSREC_APPDATA;
+        inner[len] = kind == OP_DATA ? TLSREC_APPDATA : TLSREC_HANDSHAKE;
         seal(r, inner, len + 1);
         break;
     case OP_RECORD:
@@ -745,13 +746,6 @@ static void step(struct run *r, struct input *in, unsigned op)
         pad = pad < TLSREC_MAX_PLAIN - len ? pad : TLSREC_MAX_PLAIN - len;
         memset(inner + len + 1, 0, pad);
         seal(r, inner, len + 1 + pad);
-        break;
-    case OP_HANDSHAKE:
-        len = next_len(in, op);
-        len = len < TLSREC_MAX_PLAIN ? len : TLSREC_MAX_PLAIN;
-        next_bytes(in, inner, len);
-        inner[len] = TLSREC_HANDSHAKE;
-        seal(r, inner, len + 1);
         break;
     case OP_ALERT:
         inner[0] = (uint8_t)next_byte(in);

@@ -1477,6 +1477,43 @@ static void test_tls13_bad_records(void **state)
     tls_ctx_unref(sctx);
 }
 
+/* A client's first request often travels in the same segment as its
+ * Finished: the server reads it after handing the connection over. */
+static void test_tls13_request_with_client_finished(void **state)
+{
+    static const char req[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    struct raw r;
+    struct tls_conn *s;
+    char wire[16384], buf[128];
+    size_t n;
+
+    raw_new(&r, NULL, 0, 0, NULL);
+    s = tls_conn_new(sctx, NULL);
+    assert_non_null(s);
+    assert_true(SSL_do_handshake(r.ssl) <= 0); /* ClientHello */
+    n = raw_out(&r, wire, sizeof(wire));
+    assert_int_equal(tls_feed(s, wire, n), (int)n);
+    assert_int_equal(tls_handshake(s), TLS_E_AGAIN);
+    raw_take(&r, s);
+    assert_int_equal(SSL_do_handshake(r.ssl), 1); /* Finished, then at once: */
+    assert_int_equal(SSL_write(r.ssl, req, (int)strlen(req)), (int)strlen(req));
+    n = raw_out(&r, wire, sizeof(wire));
+    assert_int_equal(tls_feed(s, wire, n), (int)n); /* both in one piece */
+    assert_int_equal(tls_handshake(s), 0);
+    assert_string_equal(tls_version(s), "TLSv1.3");
+    assert_int_equal(read_all(s, buf, sizeof(buf), &n), 0);
+    assert_string_equal(buf, req);
+    /* and the answer, after the ticket OpenSSL sealed */
+    assert_int_equal(tls_write(s, "HTTP/1.1 204 \r\n\r\n", 17), 17);
+    raw_take(&r, s);
+    assert_int_equal(SSL_read(r.ssl, buf, sizeof(buf)), 17);
+    assert_memory_equal(buf, "HTTP/1.1 204 \r\n\r\n", 17);
+    tls_conn_free(s);
+    raw_free(&r);
+    tls_ctx_unref(sctx);
+}
+
 /* The application traffic secrets of the last raw client handshake, from
  * its key log, so that a test can seal what no OpenSSL client sends. */
 static uint8_t raw_secret[2][TLSREC_MAX_SECRET]; /* [0] client, [1] server */
@@ -1695,6 +1732,7 @@ int main(void)
         cmocka_unit_test(test_tls13_bad_records),
         cmocka_unit_test(test_tls13_peer_alerts),
         cmocka_unit_test(test_tls13_bad_handshake_messages),
+        cmocka_unit_test(test_tls13_request_with_client_finished),
         cmocka_unit_test(test_memory_per_connection),
     };
 

@@ -1671,9 +1671,24 @@ size_t tls_take(struct tls_conn *c, char *out, size_t cap)
     if (n == 0)
         return 0;
     memcpy(out, c->out.data + c->out.off, n);
+    tls_consume(c, n);
+    return n;
+}
+
+size_t tls_peek(const struct tls_conn *c, const char **data)
+{
+    size_t n = tls_pending(c);
+
+    *data = n > 0 ? c->out.data + c->out.off : NULL;
+    return n;
+}
+
+void tls_consume(struct tls_conn *c, size_t n)
+{
+    if (n > tls_pending(c))
+        n = tls_pending(c);
     c->out.off += (uint32_t)n;
     buf_trim(&c->out);
-    return n;
 }
 
 int tls_shutdown(struct tls_conn *c)

@@ -153,6 +153,12 @@ int tls_write(struct tls_conn *c, const char *plain, size_t len);
 size_t tls_pending(const struct tls_conn *c);
 size_t tls_take(struct tls_conn *c, char *out, size_t cap);
 
+/* The same without the copy: tls_peek points at all the pending ciphertext
+ * (valid until the next call on c), tls_consume drops the first n bytes of
+ * it once they are sent. */
+size_t tls_peek(const struct tls_conn *c, const char **data);
+void tls_consume(struct tls_conn *c, size_t n);
+
 /* Queues close_notify (send what is pending afterwards). 0, or <0. */
 int tls_shutdown(struct tls_conn *c);
 

@@ -28,9 +28,10 @@ enum {
     XT_F_SHUTDOWN = 1u << 4,    /* shut down once everything is sent */
     XT_F_QUEUED = 1u << 5,      /* on the loop's ready list */
     XT_F_FAILED = 1u << 6,
+    XT_F_NOW = 1u << 7,      /* in xprt_write_now: a write done at once needs no callback */
+    XT_F_DONE_NOW = 1u << 8, /* ... and it was */
 };
 
-#define CIPHER_CHUNK (16 * 1024) /* plaintext encrypted per socket write */
 
 struct xprt_tls {
     struct xprt *t;
@@ -336,51 +337,47 @@ static void tls_done_writing(struct xprt_tls *ts, int status)
 static void tls_done_writing_later(struct xprt_tls *ts)
 {
     ts->flags &= ~XT_F_APP_WRITING;
-    plain_write_done_later(ts->t);
+    if (ts->flags & XT_F_NOW)
+        ts->flags |= XT_F_DONE_NOW;
+    else
+        plain_write_done_later(ts->t);
 }
 
-/* Encrypts what the owner asked to send and writes the ciphertext. Each
- * piece is tried on the socket at once; only what does not fit waits in a
- * write request (libuv 1.44 costs an epoll_ctl per queued write). */
+/* Encrypts what the owner asked to send and writes the ciphertext straight
+ * from the engine's buffer, up to TLS_OUT_MAX at a time, so that a large
+ * response goes out in large writes and is not copied. What the socket does
+ * not take at once is copied to a pooled buffer (the engine's may move
+ * before the write completes) and waits in a write request, which libuv
+ * 1.44 makes cost an epoll_ctl. */
 static void tls_pump_write(struct xprt_tls *ts)
 {
     struct xprt *t = ts->t;
 
     for (;;) {
-        size_t chunk = 0;
+        const char *cipher;
+        size_t len;
 
         if (ts->flags & XT_F_CWRITING || ts->released)
             return;
-        while ((ts->flags & XT_F_APP_WRITING) && ts->wi < ts->wn && chunk < CIPHER_CHUNK &&
-               !(ts->flags & XT_F_FAILED)) {
+        while ((ts->flags & XT_F_APP_WRITING) && ts->wi < ts->wn && !(ts->flags & XT_F_FAILED)) {
             const uv_buf_t *b = &ts->wiov[ts->wi];
-            size_t want = b->len - ts->woff;
-            if (want > CIPHER_CHUNK - chunk)
-                want = CIPHER_CHUNK - chunk;
-            int n = tls_write(ts->c, b->base + ts->woff, want);
+            int n = b->len > ts->woff ? tls_write(ts->c, b->base + ts->woff, b->len - ts->woff) : 0;
             if (n < 0) {
                 ts->flags |= XT_F_FAILED;
                 break;
             }
-            if (n == 0)
-                break;
-            chunk += (size_t)n;
             ts->woff += (size_t)n;
             if (ts->woff == b->len) {
                 ts->wi++;
                 ts->woff = 0;
+            } else if (n == 0) {
+                break; /* TLS_OUT_MAX waits: send it first */
             }
         }
-        if (tls_pending(ts->c) == 0)
+        len = tls_peek(ts->c, &cipher);
+        if (len == 0)
             break;
-        if (ts->cbuf == NULL)
-            ts->cbuf = t->lp->buf_get(t->lp->buf_ctx);
-        if (ts->cbuf == NULL) {
-            tls_done_writing(ts, UV_ENOBUFS);
-            return;
-        }
-        size_t len = tls_take(ts->c, ts->cbuf, t->lp->buf_size);
-        uv_buf_t out = uv_buf_init(ts->cbuf, (unsigned)len);
+        uv_buf_t out = uv_buf_init((char *)cipher, (unsigned)len);
         int rc = uv_try_write(t->stream, &out, 1);
         if (rc == UV_EAGAIN)
             rc = 0;
@@ -389,9 +386,16 @@ static void tls_pump_write(struct xprt_tls *ts)
             tls_done_writing(ts, rc);
             return;
         }
+        tls_consume(ts->c, (size_t)rc);
         if ((size_t)rc == len)
             continue; /* all out: encrypt the next piece */
-        out = uv_buf_init(ts->cbuf + rc, (unsigned)(len - (size_t)rc));
+        if (ts->cbuf == NULL)
+            ts->cbuf = t->lp->buf_get(t->lp->buf_ctx);
+        if (ts->cbuf == NULL) {
+            tls_done_writing(ts, UV_ENOBUFS);
+            return;
+        }
+        out = uv_buf_init(ts->cbuf, (unsigned)tls_take(ts->c, ts->cbuf, t->lp->buf_size));
         if (uv_write(&ts->creq, t->stream, &out, 1, tls_cipher_written) < 0) {
             ts->flags |= XT_F_FAILED;
             tls_done_writing(ts, UV_EPIPE);
@@ -526,10 +530,19 @@ int xprt_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n
 int xprt_write_now(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
                    xprt_write_fn *done)
 {
-    if (t->tls != NULL)
-        return xprt_write(t, req, bufs, n, done);
-    t->on_write = done;
-    return plain_write(t, req, bufs, n, true);
+    struct xprt_tls *ts = t->tls;
+    int rc;
+
+    if (ts == NULL) {
+        t->on_write = done;
+        return plain_write(t, req, bufs, n, true);
+    }
+    ts->flags |= XT_F_NOW;
+    rc = xprt_write(t, req, bufs, n, done);
+    if (rc == 0 && (ts->flags & XT_F_DONE_NOW))
+        rc = 1;
+    ts->flags &= ~(XT_F_NOW | XT_F_DONE_NOW);
+    return rc;
 }
 
 int xprt_shutdown(struct xprt *t, uv_shutdown_t *req, uv_shutdown_cb done)

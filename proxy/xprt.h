@@ -80,11 +80,11 @@ void xprt_read_stop(struct xprt *t);
 int xprt_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
                xprt_write_fn *done);
 
-/* The same, except that a plain write that all went at once returns 1 and
- * done is not called: the caller carries on in the same callback. That
- * saves a loop iteration per write and, for a body streamed from a
- * function, stopping and restarting reads on it (epoll_ctl calls). TLS
- * writes always complete through done. */
+/* The same, except that a write that all went at once (for TLS: encrypted
+ * and all its ciphertext sent) returns 1 and done is not called: the caller
+ * carries on in the same callback. That saves a loop iteration per write
+ * and, for a body streamed from a function, stopping and restarting reads
+ * on it (epoll_ctl calls). */
 int xprt_write_now(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
                    xprt_write_fn *done);
 

@@ -588,6 +588,40 @@ static void test_close_notify(void **state)
     tls_ctx_unref(cctx);
 }
 
+/* tls_peek/tls_consume hand out the same ciphertext as tls_take, in place,
+ * a part at a time. */
+static void test_peek_and_consume(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false), *cctx = client_ctx(NULL, 0);
+    struct pair p = pair_new(sctx, cctx, "localhost");
+    const char *data;
+    char wire[4096], buf[64];
+    size_t n, half;
+
+    pair_handshake(&p);
+    expect_ok(&p);
+    assert_int_equal(tls_peek(p.s, &data), 0);
+    assert_null(data);
+    assert_int_equal(tls_write(p.s, "peeked", 6), 6);
+    n = tls_peek(p.s, &data);
+    assert_true(n > 6 && n < sizeof(wire));
+    assert_int_equal(n, tls_pending(p.s));
+    memcpy(wire, data, n);
+    half = n / 2;
+    tls_consume(p.s, half);
+    assert_int_equal(tls_pending(p.s), n - half);
+    assert_int_equal(tls_peek(p.s, &data), n - half);
+    assert_memory_equal(data, wire + half, n - half);
+    tls_consume(p.s, n); /* more than is left: all of it */
+    assert_int_equal(tls_pending(p.s), 0);
+    assert_int_equal(tls_feed(p.c, wire, n), (int)n);
+    assert_int_equal(read_all(p.c, buf, sizeof(buf), &n), 0);
+    assert_string_equal(buf, "peeked");
+    pair_free(&p);
+    tls_ctx_unref(sctx);
+    tls_ctx_unref(cctx);
+}
+
 static void test_min_version_13_refuses_tls12_client(void **state)
 {
     struct tls_ctx *sctx = server_ctx(NULL, 13, false), *cctx = client_ctx(NULL, 12);
@@ -1700,6 +1734,7 @@ int main(void)
         cmocka_unit_test(test_tls13_handshake_and_data),
         cmocka_unit_test(test_tls12_handshake_and_data),
         cmocka_unit_test(test_close_notify),
+        cmocka_unit_test(test_peek_and_consume),
         cmocka_unit_test(test_min_version_13_refuses_tls12_client),
         cmocka_unit_test(test_tls11_refused),
         cmocka_unit_test(test_resumption_tls13),

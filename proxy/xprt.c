@@ -32,7 +32,6 @@ enum {
     XT_F_DONE_NOW = 1u << 8, /* ... and it was */
 };
 
-
 struct xprt_tls {
     struct xprt *t;
     struct tls_conn *c;

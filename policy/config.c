@@ -840,8 +840,31 @@ static int map_key(struct pctx *x, const struct ynode *k, const char *const *kno
     return fail(x, k, "unknown key \"%s\"", shown);
 }
 
-#define FOR_EACH_PAIR(map, k, v)                                                                   \
-    for ((k) = (map)->first; (k) && ((v) = (k)->next) != NULL; (k) = (v)->next)
+/* Takes the value of one key of a map, by the key's index in known[]. */
+typedef int map_value_fn(struct pctx *x, int key, const struct ynode *v, void *obj);
+
+/* Checks each key of map n (map_key) and hands its value to take, with the
+ * key on the error path. seen[] then holds the known keys found. */
+static int map_walk(struct pctx *x, const struct ynode *n, const char *const *known,
+                    const char *const *later, const struct ynode **seen, map_value_fn *take,
+                    void *obj)
+{
+    const struct ynode *k, *v;
+
+    for (k = n->first; k != NULL && (v = k->next) != NULL; k = v->next) {
+        int i = map_key(x, k, known, later, seen), rc;
+        size_t mark;
+
+        if (i < 0)
+            return i;
+        mark = path_key(x, known[i]);
+        rc = take(x, i, v, obj);
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    return 0;
+}
 
 /* ---- duplicate detection ---- */
 
@@ -1018,43 +1041,88 @@ static int get_bool(struct pctx *x, const struct ynode *v, bool *out)
     return 0;
 }
 
+enum { CERT_K_CERT, CERT_K_KEY, CERT_K_N };
+
+static int cert_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_cert *c = obj;
+
+    return get_text(x, v, "a file path", key == CERT_K_CERT ? &c->cert : &c->key);
+}
+
 static int parse_cert(struct pctx *x, const struct ynode *n, struct cfg_cert *c)
 {
     static const char *const known[] = {"cert", "key", NULL};
-    enum { K_CERT, K_KEY, K_N };
-    const struct ynode *seen[K_N] = {0};
-    const struct ynode *k, *v;
+    const struct ynode *seen[CERT_K_N] = {0};
+    int rc;
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { cert: server.crt, key: server.key }");
-    FOR_EACH_PAIR(n, k, v)
-    {
-        int i = map_key(x, k, known, NULL, seen), rc;
-        size_t mark;
-
-        if (i < 0)
-            return i;
-        mark = path_key(x, known[i]);
-        rc = get_text(x, v, "a file path", i == K_CERT ? &c->cert : &c->key);
-        if (rc < 0)
-            return rc;
-        path_pop(x, mark);
-    }
-    if (!seen[K_CERT])
+    rc = map_walk(x, n, known, NULL, seen, cert_value, c);
+    if (rc < 0)
+        return rc;
+    if (!seen[CERT_K_CERT])
         return fail(x, n, "missing required key \"cert\"");
-    if (!seen[K_KEY])
+    if (!seen[CERT_K_KEY])
         return fail(x, n, "missing required key \"key\"");
     return 0;
+}
+
+enum {
+    LTLS_K_CERTS,
+    LTLS_K_CLIENT_CA,
+    LTLS_K_MIN_VERSION,
+    LTLS_K_SNI_STRICT,
+    LTLS_K_HANDSHAKE,
+    LTLS_K_N
+};
+
+static int listener_tls_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_listener_tls *t = obj;
+    const struct ynode *it;
+    size_t j = 0;
+    int rc;
+
+    switch (key) {
+    case LTLS_K_CERTS:
+        if (v->type != YN_SEQ || v->n == 0)
+            return fail(x, v, "expected a non-empty list of { cert, key }");
+        t->certificates = calloc(v->n, sizeof(*t->certificates));
+        if (t->certificates == NULL)
+            return fail_oom(x);
+        t->n_certificates = v->n;
+        for (it = v->first; it; it = it->next, j++) {
+            size_t m = path_index(x, j);
+            if ((rc = parse_cert(x, it, &t->certificates[j])) < 0)
+                return rc;
+            path_pop(x, m);
+        }
+        return 0;
+    case LTLS_K_CLIENT_CA:
+        return get_text(x, v, "a file path", &t->client_ca);
+    case LTLS_K_MIN_VERSION:
+        if (node_is_value(v) && node_eq(v, "1.2"))
+            t->min_version = 12;
+        else if (node_is_value(v) && node_eq(v, "1.3"))
+            t->min_version = 13;
+        else
+            return fail(x, v, "expected \"1.2\" or \"1.3\"");
+        return 0;
+    case LTLS_K_SNI_STRICT:
+        return get_bool(x, v, &t->sni_strict);
+    default:
+        return get_timeout(x, v, &t->handshake_timeout_ms);
+    }
 }
 
 static int parse_listener_tls(struct pctx *x, const struct ynode *n, struct cfg_listener_tls **out)
 {
     static const char *const known[] = {"certificates", "client_ca",         "min_version",
                                         "sni_strict",   "handshake_timeout", NULL};
-    enum { K_CERTS, K_CLIENT_CA, K_MIN_VERSION, K_SNI_STRICT, K_HANDSHAKE, K_N };
-    const struct ynode *seen[K_N] = {0};
-    const struct ynode *k, *v, *it;
+    const struct ynode *seen[LTLS_K_N] = {0};
     struct cfg_listener_tls *t;
+    int rc;
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map with certificates");
@@ -1064,62 +1132,25 @@ static int parse_listener_tls(struct pctx *x, const struct ynode *n, struct cfg_
     *out = t;
     t->min_version = 12;
     t->handshake_timeout_ms = 10 * 1000;
-    FOR_EACH_PAIR(n, k, v)
-    {
-        int i = map_key(x, k, known, NULL, seen), rc = 0;
-        size_t mark, j = 0;
-
-        if (i < 0)
-            return i;
-        mark = path_key(x, known[i]);
-        switch (i) {
-        case K_CERTS:
-            if (v->type != YN_SEQ || v->n == 0)
-                return fail(x, v, "expected a non-empty list of { cert, key }");
-            t->certificates = calloc(v->n, sizeof(*t->certificates));
-            if (t->certificates == NULL)
-                return fail_oom(x);
-            t->n_certificates = v->n;
-            for (it = v->first; it; it = it->next, j++) {
-                size_t m = path_index(x, j);
-                if ((rc = parse_cert(x, it, &t->certificates[j])) < 0)
-                    return rc;
-                path_pop(x, m);
-            }
-            break;
-        case K_CLIENT_CA:
-            rc = get_text(x, v, "a file path", &t->client_ca);
-            break;
-        case K_MIN_VERSION:
-            if (node_is_value(v) && node_eq(v, "1.2"))
-                t->min_version = 12;
-            else if (node_is_value(v) && node_eq(v, "1.3"))
-                t->min_version = 13;
-            else
-                rc = fail(x, v, "expected \"1.2\" or \"1.3\"");
-            break;
-        case K_SNI_STRICT:
-            rc = get_bool(x, v, &t->sni_strict);
-            break;
-        case K_HANDSHAKE:
-            rc = get_timeout(x, v, &t->handshake_timeout_ms);
-            break;
-        }
-        if (rc < 0)
-            return rc;
-        path_pop(x, mark);
-    }
-    if (!seen[K_CERTS])
+    rc = map_walk(x, n, known, NULL, seen, listener_tls_value, t);
+    if (rc < 0)
+        return rc;
+    if (!seen[LTLS_K_CERTS])
         return fail(x, n, "missing required key \"certificates\"");
     return 0;
+}
+
+static int upstream_tls_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_upstream_tls *t = obj;
+
+    return key == 0 ? get_text(x, v, "a file path", &t->ca) : get_host(x, v, &t->server_name);
 }
 
 static int parse_upstream_tls(struct pctx *x, const struct ynode *n, struct cfg_upstream_tls **out)
 {
     static const char *const known[] = {"ca", "server_name", NULL};
-    enum { K_CA, K_SERVER_NAME, K_N };
-    const struct ynode *seen[K_N] = {0};
-    const struct ynode *k, *v;
+    const struct ynode *seen[2] = {0};
     struct cfg_upstream_tls *t;
 
     if (n->type != YN_MAP)
@@ -1128,23 +1159,7 @@ static int parse_upstream_tls(struct pctx *x, const struct ynode *n, struct cfg_
     if (t == NULL)
         return fail_oom(x);
     *out = t;
-    FOR_EACH_PAIR(n, k, v)
-    {
-        int i = map_key(x, k, known, NULL, seen), rc;
-        size_t mark;
-
-        if (i < 0)
-            return i;
-        mark = path_key(x, known[i]);
-        if (i == K_CA)
-            rc = get_text(x, v, "a file path", &t->ca);
-        else
-            rc = get_host(x, v, &t->server_name);
-        if (rc < 0)
-            return rc;
-        path_pop(x, mark);
-    }
-    return 0;
+    return map_walk(x, n, known, NULL, seen, upstream_tls_value, t);
 }
 
 static int parse_allowed_clients(struct pctx *x, const struct ynode *v, struct cfg_function *f)
@@ -1172,16 +1187,49 @@ static int parse_allowed_clients(struct pctx *x, const struct ynode *v, struct c
     return 0;
 }
 
+enum {
+    LIS_K_NAME,
+    LIS_K_LISTEN,
+    LIS_K_HEADER_TIMEOUT,
+    LIS_K_KEEPALIVE,
+    LIS_K_MAX_HEADER,
+    LIS_K_TLS,
+    LIS_K_N
+};
+
+static int listener_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_listener *l = obj;
+    uint64_t bytes;
+    int rc;
+
+    switch (key) {
+    case LIS_K_NAME:
+        return get_name(x, v, &l->name);
+    case LIS_K_LISTEN:
+        return get_addr(x, v, false, &l->listen);
+    case LIS_K_HEADER_TIMEOUT:
+        return get_timeout(x, v, &l->header_timeout_ms);
+    case LIS_K_KEEPALIVE:
+        return get_timeout(x, v, &l->keepalive_timeout_ms);
+    case LIS_K_MAX_HEADER:
+        rc = get_size(x, v, &bytes);
+        if (rc == 0 && (bytes < (1u << 10) || bytes > (1u << 20)))
+            rc = fail(x, v, "must be from 1KiB to 1MiB");
+        l->max_header_bytes = (size_t)bytes;
+        return rc;
+    default:
+        return parse_listener_tls(x, v, &l->tls);
+    }
+}
+
 static int parse_listener(struct pctx *x, const struct ynode *n, struct cfg_listener *l,
                           const struct ynode **name_node)
 {
     static const char *const known[] = {
         "name", "listen", "header_timeout", "keepalive_timeout", "max_header_bytes", "tls", NULL};
-    static const char *const later[] = {NULL};
-    enum { K_NAME, K_LISTEN, K_HEADER_TIMEOUT, K_KEEPALIVE, K_MAX_HEADER, K_TLS, K_N };
-    const struct ynode *seen[K_N] = {0};
-    const struct ynode *k, *v;
-    uint64_t bytes;
+    const struct ynode *seen[LIS_K_N] = {0};
+    int rc;
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map with the listener's name and listen address");
@@ -1190,47 +1238,15 @@ static int parse_listener(struct pctx *x, const struct ynode *n, struct cfg_list
     l->header_timeout_ms = 10 * 1000;
     l->keepalive_timeout_ms = 60 * 1000;
     l->max_header_bytes = 16 << 10;
-    FOR_EACH_PAIR(n, k, v)
-    {
-        int i = map_key(x, k, known, later, seen), rc = 0;
-        size_t mark;
-
-        if (i < 0)
-            return i;
-        mark = path_key(x, known[i]);
-        switch (i) {
-        case K_NAME:
-            rc = get_name(x, v, &l->name);
-            *name_node = v;
-            break;
-        case K_LISTEN:
-            rc = get_addr(x, v, false, &l->listen);
-            break;
-        case K_HEADER_TIMEOUT:
-            rc = get_timeout(x, v, &l->header_timeout_ms);
-            break;
-        case K_KEEPALIVE:
-            rc = get_timeout(x, v, &l->keepalive_timeout_ms);
-            break;
-        case K_MAX_HEADER:
-            rc = get_size(x, v, &bytes);
-            if (rc == 0 && (bytes < (1u << 10) || bytes > (1u << 20)))
-                rc = fail(x, v, "must be from 1KiB to 1MiB");
-            l->max_header_bytes = (size_t)bytes;
-            break;
-        case K_TLS:
-            rc = parse_listener_tls(x, v, &l->tls);
-            break;
-        }
-        if (rc < 0)
-            return rc;
-        path_pop(x, mark);
-    }
-    if (!seen[K_NAME])
+    rc = map_walk(x, n, known, NULL, seen, listener_value, l);
+    if (rc < 0)
+        return rc;
+    if (!seen[LIS_K_NAME])
         return fail(x, n, "missing required key \"name\"");
-    if (!seen[K_LISTEN])
+    if (!seen[LIS_K_LISTEN])
         return fail(x, n, "missing required key \"listen\"");
-    x->listen_nodes[l - x->c->listeners] = seen[K_LISTEN]->next;
+    *name_node = seen[LIS_K_NAME]->next;
+    x->listen_nodes[l - x->c->listeners] = seen[LIS_K_LISTEN]->next;
     return 0;
 }
 
@@ -1281,30 +1297,27 @@ static int parse_listeners(struct pctx *x, const struct ynode *v)
     return 0;
 }
 
+static int admin_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    (void)key;
+    (void)obj;
+    return get_addr(x, v, false, &x->c->admin_listen);
+}
+
 static int parse_admin(struct pctx *x, const struct ynode *n)
 {
     static const char *const known[] = {"listen", NULL};
     const struct ynode *seen[1] = {0};
-    const struct ynode *k, *v;
+    int rc;
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { listen: 127.0.0.1:9901 }");
-    FOR_EACH_PAIR(n, k, v)
-    {
-        int i = map_key(x, k, known, NULL, seen), rc;
-        size_t mark;
-
-        if (i < 0)
-            return i;
-        mark = path_key(x, known[i]);
-        rc = get_addr(x, v, false, &x->c->admin_listen);
-        if (rc < 0)
-            return rc;
-        path_pop(x, mark);
-        x->admin_listen = v;
-    }
+    rc = map_walk(x, n, known, NULL, seen, admin_value, NULL);
+    if (rc < 0)
+        return rc;
     if (!seen[0])
         return fail(x, n, "missing required key \"listen\"");
+    x->admin_listen = seen[0]->next;
     x->c->has_admin = true;
     return 0;
 }
@@ -1403,44 +1416,56 @@ static int get_listener_ref(struct pctx *x, const struct ynode *v, size_t *out)
     return fail(x, v, "no listener named \"%s\"", node_shown(v, shown, sizeof(shown)));
 }
 
+enum { MATCH_K_LISTENER, MATCH_K_HOST, MATCH_K_PATH_PREFIX, MATCH_K_METHODS, MATCH_K_N };
+
+static int match_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_route *r = obj;
+
+    switch (key) {
+    case MATCH_K_LISTENER:
+        return get_listener_ref(x, v, &r->listener);
+    case MATCH_K_HOST:
+        return get_host(x, v, &r->host);
+    case MATCH_K_PATH_PREFIX:
+        return get_path_prefix(x, v, &r->path_prefix);
+    default:
+        return get_methods(x, v, &r->methods);
+    }
+}
+
 static int parse_match(struct pctx *x, const struct ynode *n, struct cfg_route *r)
 {
     static const char *const known[] = {"listener", "host", "path_prefix", "methods", NULL};
-    enum { K_LISTENER, K_HOST, K_PATH_PREFIX, K_METHODS, K_N };
-    const struct ynode *seen[K_N] = {0};
-    const struct ynode *k, *v;
+    const struct ynode *seen[MATCH_K_N] = {0};
+    int rc;
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { path_prefix: /api, methods: [GET] }");
-    FOR_EACH_PAIR(n, k, v)
-    {
-        int i = map_key(x, k, known, NULL, seen), rc = 0;
-        size_t mark;
-
-        if (i < 0)
-            return i;
-        mark = path_key(x, known[i]);
-        switch (i) {
-        case K_LISTENER:
-            rc = get_listener_ref(x, v, &r->listener);
-            break;
-        case K_HOST:
-            rc = get_host(x, v, &r->host);
-            break;
-        case K_PATH_PREFIX:
-            rc = get_path_prefix(x, v, &r->path_prefix);
-            break;
-        case K_METHODS:
-            rc = get_methods(x, v, &r->methods);
-            break;
-        }
-        if (rc < 0)
-            return rc;
-        path_pop(x, mark);
-    }
-    if (!seen[K_LISTENER])
+    rc = map_walk(x, n, known, NULL, seen, match_value, r);
+    if (rc < 0)
+        return rc;
+    if (!seen[MATCH_K_LISTENER])
         return default_listener(x, n, "listener", r);
     return 0;
+}
+
+enum { ROUTE_K_NAME, ROUTE_K_MATCH, ROUTE_K_TIMEOUT, ROUTE_K_CONNECT_TIMEOUT, ROUTE_K_N };
+
+static int route_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_route *r = obj;
+
+    switch (key) {
+    case ROUTE_K_NAME:
+        return get_name(x, v, &r->name);
+    case ROUTE_K_MATCH:
+        return parse_match(x, v, r);
+    case ROUTE_K_TIMEOUT:
+        return get_timeout(x, v, &r->timeout_ms);
+    default:
+        return get_timeout(x, v, &r->connect_timeout_ms);
+    }
 }
 
 static int parse_route(struct pctx *x, const struct ynode *n, struct cfg_route *r,
@@ -1448,9 +1473,8 @@ static int parse_route(struct pctx *x, const struct ynode *n, struct cfg_route *
 {
     static const char *const known[] = {"name", "match", "timeout", "connect_timeout", NULL};
     static const char *const later[] = {"per_try_timeout", "retries", "fault", NULL};
-    enum { K_NAME, K_MATCH, K_TIMEOUT, K_CONNECT_TIMEOUT, K_N };
-    const struct ynode *seen[K_N] = {0};
-    const struct ynode *k, *v;
+    const struct ynode *seen[ROUTE_K_N] = {0};
+    int rc;
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map with the route's name and match");
@@ -1458,38 +1482,14 @@ static int parse_route(struct pctx *x, const struct ynode *n, struct cfg_route *
     r->col = n->col;
     r->timeout_ms = 15 * 1000;
     r->connect_timeout_ms = 1000;
-    FOR_EACH_PAIR(n, k, v)
-    {
-        int i = map_key(x, k, known, later, seen), rc = 0;
-        size_t mark;
-
-        if (i < 0)
-            return i;
-        mark = path_key(x, known[i]);
-        switch (i) {
-        case K_NAME:
-            rc = get_name(x, v, &r->name);
-            *name_node = v;
-            break;
-        case K_MATCH:
-            rc = parse_match(x, v, r);
-            break;
-        case K_TIMEOUT:
-            rc = get_timeout(x, v, &r->timeout_ms);
-            break;
-        case K_CONNECT_TIMEOUT:
-            rc = get_timeout(x, v, &r->connect_timeout_ms);
-            break;
-        }
-        if (rc < 0)
-            return rc;
-        path_pop(x, mark);
-    }
-    if (!seen[K_NAME])
+    rc = map_walk(x, n, known, later, seen, route_value, r);
+    if (rc < 0)
+        return rc;
+    if (!seen[ROUTE_K_NAME])
         return fail(x, n, "missing required key \"name\"");
-    if (!seen[K_MATCH]) {
-        int rc = default_listener(x, n, "match.listener", r);
-
+    *name_node = seen[ROUTE_K_NAME]->next;
+    if (!seen[ROUTE_K_MATCH]) {
+        rc = default_listener(x, n, "match.listener", r);
         if (rc < 0)
             return rc;
     }
@@ -1536,35 +1536,31 @@ static int parse_routes(struct pctx *x, const struct ynode *v, struct cfg_functi
     return 0;
 }
 
+enum { INGRESS_K_MAX_BODY, INGRESS_K_ROUTES, INGRESS_K_ALLOWED, INGRESS_K_N };
+
+static int ingress_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_function *f = obj;
+
+    switch (key) {
+    case INGRESS_K_MAX_BODY:
+        return get_size(x, v, &f->max_body);
+    case INGRESS_K_ALLOWED:
+        return parse_allowed_clients(x, v, f);
+    default:
+        return parse_routes(x, v, f);
+    }
+}
+
 static int parse_ingress(struct pctx *x, const struct ynode *n, struct cfg_function *f)
 {
     static const char *const known[] = {"max_body", "routes", "allowed_clients", NULL};
     static const char *const later[] = {"max_concurrency", "queue", "rate_limit", NULL};
-    enum { K_MAX_BODY, K_ROUTES, K_ALLOWED, K_N };
-    const struct ynode *seen[K_N] = {0};
-    const struct ynode *k, *v;
+    const struct ynode *seen[INGRESS_K_N] = {0};
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map with max_body and routes");
-    FOR_EACH_PAIR(n, k, v)
-    {
-        int i = map_key(x, k, known, later, seen), rc = 0;
-        size_t mark;
-
-        if (i < 0)
-            return i;
-        mark = path_key(x, known[i]);
-        if (i == K_MAX_BODY)
-            rc = get_size(x, v, &f->max_body);
-        else if (i == K_ALLOWED)
-            rc = parse_allowed_clients(x, v, f);
-        else
-            rc = parse_routes(x, v, f);
-        if (rc < 0)
-            return rc;
-        path_pop(x, mark);
-    }
-    return 0;
+    return map_walk(x, n, known, later, seen, ingress_value, f);
 }
 
 static int parse_endpoints(struct pctx *x, const struct ynode *v, struct cfg_function *f)
@@ -1589,61 +1585,56 @@ static int parse_endpoints(struct pctx *x, const struct ynode *v, struct cfg_fun
     return 0;
 }
 
+enum { FN_K_NAME, FN_K_ENDPOINTS, FN_K_INGRESS, FN_K_UPSTREAM_TLS, FN_K_N };
+
+static int function_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_function *f = obj;
+
+    switch (key) {
+    case FN_K_NAME:
+        return get_name(x, v, &f->name);
+    case FN_K_ENDPOINTS:
+        return parse_endpoints(x, v, f);
+    case FN_K_INGRESS:
+        return parse_ingress(x, v, f);
+    default:
+        return parse_upstream_tls(x, v, &f->upstream_tls);
+    }
+}
+
 static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_function *f,
                           const struct ynode **name_node)
 {
     static const char *const known[] = {"name", "endpoints", "ingress", "upstream_tls", NULL};
     static const char *const later[] = {"egress", NULL};
-    enum { K_NAME, K_ENDPOINTS, K_INGRESS, K_UPSTREAM_TLS, K_N };
-    const struct ynode *seen[K_N] = {0};
-    const struct ynode *k, *v;
+    const struct ynode *seen[FN_K_N] = {0};
+    int rc;
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map with the function's name and endpoints");
     f->line = n->line;
     f->col = n->col;
-    FOR_EACH_PAIR(n, k, v)
-    {
-        int i = map_key(x, k, known, later, seen), rc = 0;
-        size_t mark;
-
-        if (i < 0)
-            return i;
-        mark = path_key(x, known[i]);
-        switch (i) {
-        case K_NAME:
-            rc = get_name(x, v, &f->name);
-            *name_node = v;
-            break;
-        case K_ENDPOINTS:
-            rc = parse_endpoints(x, v, f);
-            break;
-        case K_INGRESS:
-            rc = parse_ingress(x, v, f);
-            break;
-        case K_UPSTREAM_TLS:
-            rc = parse_upstream_tls(x, v, &f->upstream_tls);
-            break;
-        }
-        if (rc < 0)
-            return rc;
-        path_pop(x, mark);
-    }
-    if (!seen[K_NAME])
+    rc = map_walk(x, n, known, later, seen, function_value, f);
+    if (rc < 0)
+        return rc;
+    if (!seen[FN_K_NAME])
         return fail(x, n, "missing required key \"name\"");
-    if (!seen[K_ENDPOINTS])
+    *name_node = seen[FN_K_NAME]->next;
+    if (!seen[FN_K_ENDPOINTS])
         return fail(x, n, "missing required key \"endpoints\"");
     if (f->upstream_tls != NULL)
         for (size_t e = 0; e < f->n_endpoints; e++)
             if (f->endpoints[e].kind == CFG_ADDR_UNIX && f->upstream_tls->server_name == NULL)
-                return fail(x, seen[K_UPSTREAM_TLS], "server_name is required with unix endpoints");
+                return fail(x, seen[FN_K_UPSTREAM_TLS],
+                            "server_name is required with unix endpoints");
     if (f->n_allowed_clients > 0) {
         /* An identity can only be checked where client certificates are. */
         for (size_t r = 0; r < f->n_routes; r++) {
             const struct cfg_listener *l = &x->c->listeners[f->routes[r].listener];
             if (l->tls == NULL || l->tls->client_ca == NULL)
                 return fail(
-                    x, seen[K_INGRESS],
+                    x, seen[FN_K_INGRESS],
                     "ingress.allowed_clients needs tls.client_ca on listener \"%s\" (route %s)",
                     l->name, f->routes[r].name);
         }
@@ -1826,57 +1817,55 @@ static int check_shadowing(struct pctx *x)
 
 /* ---- top level ---- */
 
+enum {
+    ROOT_K_WORKERS,
+    ROOT_K_ADMIN,
+    ROOT_K_DRAIN,
+    ROOT_K_LISTENERS,
+    ROOT_K_FUNCTIONS,
+    ROOT_K_ACCESS_LOG,
+    ROOT_K_N
+};
+
+static int root_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    (void)obj;
+    switch (key) {
+    case ROOT_K_WORKERS:
+        return get_workers(x, v, &x->c->workers);
+    case ROOT_K_ADMIN:
+        return parse_admin(x, v);
+    case ROOT_K_DRAIN:
+        return get_timeout(x, v, &x->c->drain_timeout_ms);
+    case ROOT_K_LISTENERS:
+        return parse_listeners(x, v);
+    case ROOT_K_FUNCTIONS:
+        return 0; /* read last: routes refer to listeners, which may come later */
+    default:
+        return get_access_log(x, v, &x->c->access_log);
+    }
+}
+
 static int parse_root(struct pctx *x, const struct ynode *root)
 {
     static const char *const known[] = {
         "workers", "admin", "drain_timeout", "listeners", "functions", "access_log", NULL};
-    enum { K_WORKERS, K_ADMIN, K_DRAIN, K_LISTENERS, K_FUNCTIONS, K_ACCESS_LOG, K_N };
-    const struct ynode *seen[K_N] = {0};
-    const struct ynode *k, *v;
+    const struct ynode *seen[ROOT_K_N] = {0};
     size_t mark;
     int rc;
 
     if (root->type != YN_MAP)
         return fail(x, root, "expected a map of settings at the top level");
     x->c->drain_timeout_ms = 10 * 1000;
-    FOR_EACH_PAIR(root, k, v)
-    {
-        int i = map_key(x, k, known, NULL, seen);
-
-        if (i < 0)
-            return i;
-        mark = path_key(x, known[i]);
-        rc = 0;
-        switch (i) {
-        case K_WORKERS:
-            rc = get_workers(x, v, &x->c->workers);
-            break;
-        case K_ADMIN:
-            rc = parse_admin(x, v);
-            break;
-        case K_DRAIN:
-            rc = get_timeout(x, v, &x->c->drain_timeout_ms);
-            break;
-        case K_LISTENERS:
-            rc = parse_listeners(x, v);
-            break;
-        case K_FUNCTIONS:
-            /* Read last: routes refer to listeners, which may come later. */
-            break;
-        case K_ACCESS_LOG:
-            rc = get_access_log(x, v, &x->c->access_log);
-            break;
-        }
-        if (rc < 0)
-            return rc;
-        path_pop(x, mark);
-    }
+    rc = map_walk(x, root, known, NULL, seen, root_value, NULL);
+    if (rc < 0)
+        return rc;
     rc = check_admin_clash(x);
     if (rc < 0)
         return rc;
-    if (seen[K_FUNCTIONS]) {
+    if (seen[ROOT_K_FUNCTIONS]) {
         mark = path_key(x, "functions");
-        rc = parse_functions(x, seen[K_FUNCTIONS]->next);
+        rc = parse_functions(x, seen[ROOT_K_FUNCTIONS]->next);
         if (rc < 0)
             return rc;
         path_pop(x, mark);

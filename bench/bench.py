@@ -811,6 +811,22 @@ def fmt(v, spec="%.0f", none="-"):
     return none if v is None else spec % v
 
 
+def row_cells(s, idle):
+    """One summary row's cells as the printed table and results.md both show
+    them (each adds its own error columns to a load row)."""
+    if idle:
+        return [s["target"], fmt(s["kib_per_conn"], "%.2f"), fmt(s["kib_x_peer"], "%.2f"),
+                fmt(s["rss_before_kib"], "%.0f KiB"), fmt(s["rss_idle_kib"], "%.0f KiB"),
+                fmt(s["rss_after_close_kib"], "%.0f KiB"), str(s["conn_failed"]),
+                str(s["closed_by_peer"])]
+    return [s["target"], fmt(s["rps"]), fmt(s["rps_x_direct"], "%.2f"),
+            fmt(s["rps_x_peer"], "%.2f"), fmt(s["p50_ms"], "%.3f"), fmt(s["p99_ms"], "%.3f"),
+            fmt(s["p99_x_peer"], "%.2f"), fmt(s["p99_x_direct"], "%.2f"),
+            fmt(s["proxy_cpu_us"], "%.1f"), fmt(s["cpu_x_peer"], "%.2f"),
+            fmt(s["backend_cpu_us"], "%.1f"), fmt(s["wrk_cpu_pct"], "%.0f"),
+            fmt(s["rss_kib"] and s["rss_kib"] / 1024, "%.1f")]
+
+
 def table_lines(summary, titles):
     lines = []
     cur = None
@@ -828,19 +844,10 @@ def table_lines(summary, titles):
                     "target", "req/s", "x dir", "x peer", "p50 ms", "p99 ms", "p99 xp",
                     "p99 xd", "CPU us/rq", "x peer", "be us/rq", "wrk %", "RSS MiB", "errs"))
         if cur in IDLE_KINDS:
-            lines.append("%-8s %9s %9s %11s %11s %11s %6d %6d" % (
-                s["target"], fmt(s["kib_per_conn"], "%.2f"), fmt(s["kib_x_peer"], "%.2f"),
-                fmt(s["rss_before_kib"], "%.0f KiB"), fmt(s["rss_idle_kib"], "%.0f KiB"),
-                fmt(s["rss_after_close_kib"], "%.0f KiB"), s["conn_failed"], s["closed_by_peer"]))
+            lines.append("%-8s %9s %9s %11s %11s %11s %6s %6s" % tuple(row_cells(s, True)))
         else:
-            lines.append("%-8s %9s %7s %7s %8s %8s %7s %7s %9s %6s %8s %6s %8s %6s" % (
-                s["target"], fmt(s["rps"]), fmt(s["rps_x_direct"], "%.2f"),
-                fmt(s["rps_x_peer"], "%.2f"), fmt(s["p50_ms"], "%.3f"), fmt(s["p99_ms"], "%.3f"),
-                fmt(s["p99_x_peer"], "%.2f"), fmt(s["p99_x_direct"], "%.2f"),
-                fmt(s["proxy_cpu_us"], "%.1f"), fmt(s["cpu_x_peer"], "%.2f"),
-                fmt(s["backend_cpu_us"], "%.1f"), fmt(s["wrk_cpu_pct"], "%.0f"),
-                fmt(s["rss_kib"] and s["rss_kib"] / 1024, "%.1f"),
-                str(s["errors"] + s["non2xx"])))
+            lines.append("%-8s %9s %7s %7s %8s %8s %7s %7s %9s %6s %8s %6s %8s %6s"
+                         % tuple(row_cells(s, False) + [str(s["errors"] + s["non2xx"])]))
     return lines
 
 
@@ -869,20 +876,10 @@ def markdown(summary, titles, info, checks, notes):
                        "| p99 x direct | proxy CPU µs/req | CPU x peer | backend CPU µs/req "
                        "| wrk CPU % | RSS MiB | errors | non-2xx |",
                        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        if cur in IDLE_KINDS:
-            md.append("| %s | %s | %s | %s | %s | %s | %d | %d |" % (
-                s["target"], fmt(s["kib_per_conn"], "%.2f"), fmt(s["kib_x_peer"], "%.2f"),
-                fmt(s["rss_before_kib"], "%.0f KiB"), fmt(s["rss_idle_kib"], "%.0f KiB"),
-                fmt(s["rss_after_close_kib"], "%.0f KiB"), s["conn_failed"], s["closed_by_peer"]))
-        else:
-            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |" % (
-                s["target"], fmt(s["rps"]), fmt(s["rps_x_direct"], "%.2f"),
-                fmt(s["rps_x_peer"], "%.2f"), fmt(s["p50_ms"], "%.3f"), fmt(s["p99_ms"], "%.3f"),
-                fmt(s["p99_x_peer"], "%.2f"), fmt(s["p99_x_direct"], "%.2f"),
-                fmt(s["proxy_cpu_us"], "%.1f"), fmt(s["cpu_x_peer"], "%.2f"),
-                fmt(s["backend_cpu_us"], "%.1f"), fmt(s["wrk_cpu_pct"], "%.0f"),
-                fmt(s["rss_kib"] and s["rss_kib"] / 1024, "%.1f"),
-                s["errors"], s["non2xx"]))
+        cells = row_cells(s, cur in IDLE_KINDS)
+        if cur not in IDLE_KINDS:
+            cells += [str(s["errors"]), str(s["non2xx"])]
+        md.append("| " + " | ".join(cells) + " |")
     md += ["", "## fnproxy against the targets of issues 3 and 4", "",
            "| target | goal | measured | |", "|---|---|---|---|"]
     md += ["| %s | %s | %s | %s |" % c for c in checks]

@@ -9,6 +9,7 @@
 #include "metrics.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -251,6 +252,26 @@ static void render_denials(FILE *out, struct route_stats *const *all, size_t n_a
     }
 }
 
+/* A counter family by route and one more label (kind, reason): the counts
+ * at byte offset off of each route's stats, one per names[] entry; counts
+ * of zero are left out. */
+static void render_route_counts(FILE *out, const char *name, const char *help, const char *label,
+                                struct route_stats *const *all, size_t n_all, size_t off,
+                                const char *const *names, int n_names)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t i = 0; i < n_all; i++) {
+        const uint64_t *count = (const uint64_t *)((const char *)all[i] + off);
+
+        for (int k = 0; k < n_names; k++)
+            if (count[k] != 0)
+                fprintf(out,
+                        "%s{direction=\"ingress\",function=\"%s\",route=\"%s\",%s=\"%s\"} %llu\n",
+                        name, all[i]->function, all[i]->route, label, names[k],
+                        (unsigned long long)count[k]);
+    }
+}
+
 void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
 {
     static const char *const phase_labels[PHASE__N] = {",phase=\"connect\"", ",phase=\"upstream\"",
@@ -269,29 +290,11 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
                         "route=\"%s\",code=\"%d\"} %llu\n",
                         all[i]->function, all[i]->route, c, (unsigned long long)all[i]->codes[c]);
 
-    fputs("# HELP fnproxy_timeouts_total Timeouts, by kind.\n"
-          "# TYPE fnproxy_timeouts_total counter\n",
-          out);
-    for (size_t i = 0; i < n_all; i++)
-        for (int k = 0; k < TMO__N; k++)
-            if (all[i]->timeouts[k] != 0)
-                fprintf(out,
-                        "fnproxy_timeouts_total{direction=\"ingress\",function=\"%s\","
-                        "route=\"%s\",kind=\"%s\"} %llu\n",
-                        all[i]->function, all[i]->route, timeout_names[k],
-                        (unsigned long long)all[i]->timeouts[k]);
-
-    fputs("# HELP fnproxy_upstream_errors_total Failed exchanges with a function, by reason.\n"
-          "# TYPE fnproxy_upstream_errors_total counter\n",
-          out);
-    for (size_t i = 0; i < n_all; i++)
-        for (int k = 0; k < UPERR__N; k++)
-            if (all[i]->upstream_errors[k] != 0)
-                fprintf(out,
-                        "fnproxy_upstream_errors_total{direction=\"ingress\",function=\"%s\","
-                        "route=\"%s\",reason=\"%s\"} %llu\n",
-                        all[i]->function, all[i]->route, uperr_names[k],
-                        (unsigned long long)all[i]->upstream_errors[k]);
+    render_route_counts(out, "fnproxy_timeouts_total", "Timeouts, by kind.", "kind", all, n_all,
+                        offsetof(struct route_stats, timeouts), timeout_names, TMO__N);
+    render_route_counts(out, "fnproxy_upstream_errors_total",
+                        "Failed exchanges with a function, by reason.", "reason", all, n_all,
+                        offsetof(struct route_stats, upstream_errors), uperr_names, UPERR__N);
 
     fputs("# HELP fnproxy_request_duration_seconds Time from the request head to the last "
           "response byte written.\n"

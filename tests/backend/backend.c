@@ -873,36 +873,33 @@ static int on_method(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* Appends a piece of a span llhttp hands over in parts, cut at cap. */
+static void span_append(char *buf, size_t cap, size_t *len, const char *at, size_t n)
+{
+    if (n > cap - *len)
+        n = cap - *len;
+    memcpy(buf + *len, at, n);
+    *len += n;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    size_t room = sizeof c->url - c->url_len;
-    if (len > room)
-        len = room;
-    memcpy(c->url + c->url_len, at, len);
-    c->url_len += len;
+    span_append(c->url, sizeof c->url, &c->url_len, at, len);
     return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    size_t room = sizeof c->hname - c->hname_len;
-    if (len > room)
-        len = room;
-    memcpy(c->hname + c->hname_len, at, len);
-    c->hname_len += len;
+    span_append(c->hname, sizeof c->hname, &c->hname_len, at, len);
     return 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    size_t room = sizeof c->hval - c->hval_len;
-    if (len > room)
-        len = room;
-    memcpy(c->hval + c->hval_len, at, len);
-    c->hval_len += len;
+    span_append(c->hval, sizeof c->hval, &c->hval_len, at, len);
     return 0;
 }
 

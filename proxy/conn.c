@@ -1036,6 +1036,10 @@ void conn_close(struct conn *c)
 
     if (c->state == CONN_ST_CLOSING)
         return;
+    /* Between requests a TLS close is a clean one; in the middle of an
+     * answer close_notify would hide a truncated body from the client. */
+    if (c->state == CONN_ST_IDLE)
+        xprt_close_notify(&c->xp);
     c->state = CONN_ST_CLOSING;
     if (c->x != NULL) {
         struct exch *x = c->x;
@@ -1176,6 +1180,22 @@ static void on_alloc(struct xprt *t, uv_buf_t *b)
     *b = uv_buf_init(c->buf + c->len, c->cap - c->len);
 }
 
+/* A TLS connection that failed after its handshake: counted by reason, and
+ * logged at most once a second per listener and worker, since a client can
+ * make this happen as fast as it can connect. */
+static void conn_count_record_error(struct conn *c)
+{
+    struct tls_conn *tc = xprt_tls_conn(&c->xp);
+    enum tls_record_error e = tc != NULL ? tls_record_error(tc) : TLS_REC_NONE;
+
+    if (e == TLS_REC_NONE)
+        return;
+    metrics_inc(&c->l->stats->tls_record_errors[e]);
+    if (log_ratelimit(&c->l->last_tls_log_ms, 1000))
+        log_warn("listener %s: TLS connection from %s failed after the handshake: %s (%s)",
+                 c->l->stats->name, c->client_ip, tls_error(tc), tls_record_error_name(e));
+}
+
 static void on_read(struct xprt *t, ssize_t nread)
 {
     struct conn *c = t->owner;
@@ -1196,6 +1216,8 @@ static void on_read(struct xprt *t, ssize_t nread)
     }
     if (nread < 0) {
         /* The client closed or failed. Nothing useful can be sent back. */
+        if (nread == UV_EPROTO)
+            conn_count_record_error(c);
         conn_close(c);
         return;
     }

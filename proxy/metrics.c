@@ -169,6 +169,8 @@ static void each_listener(struct metrics *const *shards, size_t n,
                     sum.active += __atomic_load_n(&o->active, __ATOMIC_RELAXED);
                     for (int k = 0; k < METRICS_TLS_REASONS; k++)
                         sum.tls_errors[k] += load(&o->tls_errors[k]);
+                    for (int k = 0; k < TLS_REC__N; k++)
+                        sum.tls_record_errors[k] += load(&o->tls_record_errors[k]);
                 }
             }
             fn(out, &sum, first);
@@ -225,6 +227,16 @@ static void prom_tls_errors(FILE *out, const struct listener_stats *sum, bool fi
                     sum->name,
                     k == METRICS_TLS_TIMEOUT ? "timeout" : tls_failure_name((enum tls_failure)k),
                     (unsigned long long)sum->tls_errors[k]);
+}
+
+static void prom_tls_record_errors(FILE *out, const struct listener_stats *sum, bool first)
+{
+    (void)first;
+    for (int k = TLS_REC_NONE + 1; k < TLS_REC__N; k++)
+        if (sum->tls_record_errors[k] != 0)
+            fprintf(out, "fnproxy_tls_record_errors_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+                    sum->name, tls_record_error_name((enum tls_record_error)k),
+                    (unsigned long long)sum->tls_record_errors[k]);
 }
 
 static const char *const denial_names[DENY__N] = {"client"};
@@ -334,6 +346,12 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
           "# TYPE fnproxy_tls_handshake_errors_total counter\n",
           out);
     each_listener(shards, n, prom_tls_errors, out);
+
+    fputs("# HELP fnproxy_tls_record_errors_total TLS connections failed after the handshake, "
+          "by reason.\n"
+          "# TYPE fnproxy_tls_record_errors_total counter\n",
+          out);
+    each_listener(shards, n, prom_tls_record_errors, out);
     free_summed(all, n_all);
 }
 

@@ -93,6 +93,7 @@ struct listener_stats {
     int64_t active; /* open downstream connections */
     uint64_t accepted;
     uint64_t tls_errors[METRICS_TLS_REASONS]; /* failed handshakes, by reason */
+    uint64_t tls_record_errors[TLS_REC__N];   /* failures after the handshake, by reason */
 };
 
 struct metrics {

@@ -124,6 +124,7 @@ enum tls_conn_flags {
     TLS_CF_REC = 1u << 7,      /* TLS 1.3 server after the handshake: tlsrec, no SSL */
     TLS_CF_ALPN = 1u << 8,     /* (REC) http/1.1 was negotiated */
     TLS_CF_RESUMED = 1u << 9,  /* (REC) the handshake resumed a session */
+    TLS_CF_KU_OWED = 1u << 10, /* (REC) the peer asked for a KeyUpdate not yet sealed */
 };
 
 /* What a TLS 1.3 server handshake learns for the hand-over to tlsrec: the
@@ -159,6 +160,11 @@ struct tls_conn {
     uint8_t failure;     /* enum tls_failure */
     uint8_t n_first;     /* bytes in first */
     char first[8];       /* the peer's first bytes: plain HTTP shows there */
+    uint8_t rec_error;   /* enum tls_record_error: why it failed after the handshake */
+    uint8_t hs_len;      /* REC: bytes of a handshake message split over records ... */
+    uint8_t hs_msg[5];   /* ... so far (a KeyUpdate is 5 bytes, the only one allowed) */
+    uint8_t empty_run;   /* REC: records without content in a row */
+    uint8_t alert_run;   /* REC: warning alerts in a row */
 };
 
 static bool first_bytes_are_http(const struct tls_conn *c);
@@ -178,6 +184,20 @@ static const char *const failure_names[TLS_FAIL__N] = {
     [TLS_FAIL_CLOSED] = "closed",
     [TLS_FAIL_PROTOCOL] = "protocol",
     [TLS_FAIL_INTERNAL] = "internal",
+};
+
+static const char *const record_error_names[TLS_REC__N] = {
+    [TLS_REC_NONE] = "none",
+    [TLS_REC_BAD_RECORD_MAC] = "bad_record_mac",
+    [TLS_REC_RECORD_OVERFLOW] = "record_overflow",
+    [TLS_REC_UNEXPECTED_MESSAGE] = "unexpected_message",
+    [TLS_REC_DECODE_ERROR] = "decode_error",
+    [TLS_REC_ILLEGAL_PARAMETER] = "illegal_parameter",
+    [TLS_REC_EMPTY_RECORDS] = "empty_records",
+    [TLS_REC_WARNING_ALERTS] = "warning_alerts",
+    [TLS_REC_PEER_ALERT] = "peer_alert",
+    [TLS_REC_PROTOCOL] = "protocol",
+    [TLS_REC_INTERNAL] = "internal",
 };
 /* clang-format on */
 
@@ -590,6 +610,12 @@ static int conn_fail(struct tls_conn *c, enum tls_failure f, int rc, const char 
     c->flags |= TLS_CF_FAILED;
     c->rc = rc;
     c->failure = (uint8_t)f;
+    /* After the handshake a failure is a record error; callers that know
+     * which one set it before calling. */
+    if ((c->flags & TLS_CF_DONE) && c->rec_error == TLS_REC_NONE)
+        c->rec_error = f == TLS_FAIL_PEER_ALERT ? TLS_REC_PEER_ALERT
+                       : f == TLS_FAIL_INTERNAL ? TLS_REC_INTERNAL
+                                                : TLS_REC_PROTOCOL;
     if (c->err == NULL) { /* a callback may have said it already */
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -612,6 +638,36 @@ static void conn_note(struct tls_conn *c, enum tls_failure f, const char *msg)
 /* Forgets the cached session of a client whose handshake failed: it may be
  * what the server objected to. */
 static void session_forget(struct tls_ctx *ctx, const char *name);
+
+/* What an OpenSSL record-layer error after the handshake counts as. */
+static enum tls_record_error record_error_of(int reason)
+{
+    switch (reason) {
+    case SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC:
+        return TLS_REC_BAD_RECORD_MAC;
+    case SSL_R_DATA_LENGTH_TOO_LONG:
+    case SSL_R_ENCRYPTED_LENGTH_TOO_LONG:
+    case SSL_R_PACKET_LENGTH_TOO_LONG:
+        return TLS_REC_RECORD_OVERFLOW;
+    case SSL_R_UNEXPECTED_MESSAGE:
+    case SSL_R_UNEXPECTED_RECORD:
+    case SSL_R_NOT_ON_RECORD_BOUNDARY:
+    case SSL_R_TOO_MANY_KEY_UPDATES:
+        return TLS_REC_UNEXPECTED_MESSAGE;
+    case SSL_R_BAD_LENGTH:
+    case SSL_R_LENGTH_MISMATCH:
+        return TLS_REC_DECODE_ERROR;
+    case SSL_R_INVALID_KEY_UPDATE_TYPE:
+    case SSL_R_BAD_KEY_UPDATE:
+        return TLS_REC_ILLEGAL_PARAMETER;
+    case SSL_R_RECORD_TOO_SMALL:
+        return TLS_REC_EMPTY_RECORDS;
+    case SSL_R_TOO_MANY_WARN_ALERTS:
+        return TLS_REC_WARNING_ALERTS;
+    default:
+        return TLS_REC_PROTOCOL;
+    }
+}
 
 /* Turns OpenSSL's verdict on a failed call into a failure with a reason. */
 static int conn_fail_ssl(struct tls_conn *c, int ssl_err)
@@ -646,6 +702,8 @@ static int conn_fail_ssl(struct tls_conn *c, int ssl_err)
 
         f = alert == SSL_AD_PROTOCOL_VERSION ? TLS_FAIL_VERSION : TLS_FAIL_PEER_ALERT;
         snprintf(msg, sizeof(msg), "peer sent alert: %s", SSL_alert_desc_string_long(alert));
+    } else if (ssl_lib && (c->flags & TLS_CF_DONE)) {
+        c->rec_error = record_error_of(reason);
     } else if (ssl_lib) {
         switch (reason) {
         case SSL_R_CERTIFICATE_VERIFY_FAILED:
@@ -1258,6 +1316,7 @@ static void rec_take_over(struct tls_conn *c)
     const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
     char id[1024];
     int id_len;
+    uint8_t mfl;
 
     c->hs = NULL;
     if (hs == NULL || SSL_version(c->ssl) != TLS1_3_VERSION || cipher == NULL ||
@@ -1278,6 +1337,12 @@ static void rec_take_over(struct tls_conn *c)
         c->name = c->peer_id = NULL;
         goto out;
     }
+    /* A client that asked for max_fragment_length (RFC 6066) gets records
+     * of no more content than that; OpenSSL 3.0 negotiates no
+     * record_size_limit (RFC 8449), so there is none to honour. */
+    mfl = SSL_SESSION_get_max_fragment_length(SSL_get_session(c->ssl));
+    if (mfl >= TLSEXT_max_fragment_length_512 && mfl <= TLSEXT_max_fragment_length_4096)
+        c->rec->max_plain = (uint16_t)(512u << (mfl - TLSEXT_max_fragment_length_512));
     if (tls_alpn(c) != NULL)
         c->flags |= TLS_CF_ALPN;
     if (SSL_session_reused(c->ssl))
@@ -1306,59 +1371,97 @@ static int rec_seal(struct tls_conn *c, uint8_t type, const void *data, size_t l
     return 0;
 }
 
-/* Fails c for a protocol error of the peer's, with the fatal alert queued
- * for the caller to send. */
-static int rec_fail(struct tls_conn *c, int alert)
+/* Fails c with reason e, the fatal alert queued for the caller to send. */
+static int rec_fail_as(struct tls_conn *c, int alert, enum tls_record_error e, const char *why)
 {
     const uint8_t a[2] = {2, (uint8_t)alert};
-    const char *why;
 
-    switch (alert) {
-    case TLSREC_AD_BAD_RECORD_MAC:
-        why = "bad record mac";
-        break;
-    case TLSREC_AD_RECORD_OVERFLOW:
-        why = "record overflow";
-        break;
-    case TLSREC_AD_DECODE_ERROR:
-        why = "decode error";
-        break;
-    case TLSREC_AD_ILLEGAL_PARAMETER:
-        why = "illegal parameter";
-        break;
-    case TLSREC_AD_INTERNAL_ERROR:
-        why = "internal error";
-        break;
-    default:
-        why = "unexpected message";
-        break;
-    }
-    if (!(c->flags & TLS_CF_FAILED))
-        (void)rec_seal(c, TLSREC_ALERT, a, sizeof(a));
-    return conn_fail(c, alert == TLSREC_AD_INTERNAL_ERROR ? TLS_FAIL_INTERNAL : TLS_FAIL_PROTOCOL,
+    if (c->flags & TLS_CF_FAILED)
+        return c->rc;
+    (void)rec_seal(c, TLSREC_ALERT, a, sizeof(a));
+    c->rec_error = (uint8_t)e;
+    return conn_fail(c, e == TLS_REC_INTERNAL ? TLS_FAIL_INTERNAL : TLS_FAIL_PROTOCOL,
                      TLS_E_PROTO, "%s", why);
 }
 
-/* Handshake messages after the handshake: a client may only send KeyUpdate
- * (we ask for no certificate after the handshake), and since it changes the
- * key, it must end its record (RFC 8446 §5.1). */
+/* Fails c for a protocol error of the peer's, the alert naming it. */
+static int rec_fail(struct tls_conn *c, int alert)
+{
+    switch (alert) {
+    case TLSREC_AD_BAD_RECORD_MAC:
+        return rec_fail_as(c, alert, TLS_REC_BAD_RECORD_MAC, "bad record mac");
+    case TLSREC_AD_RECORD_OVERFLOW:
+        return rec_fail_as(c, alert, TLS_REC_RECORD_OVERFLOW, "record overflow");
+    case TLSREC_AD_DECODE_ERROR:
+        return rec_fail_as(c, alert, TLS_REC_DECODE_ERROR, "decode error");
+    case TLSREC_AD_ILLEGAL_PARAMETER:
+        return rec_fail_as(c, alert, TLS_REC_ILLEGAL_PARAMETER, "illegal parameter");
+    case TLSREC_AD_INTERNAL_ERROR:
+        return rec_fail_as(c, alert, TLS_REC_INTERNAL, "internal error");
+    default:
+        return rec_fail_as(c, TLSREC_AD_UNEXPECTED_MESSAGE, TLS_REC_UNEXPECTED_MESSAGE,
+                           "unexpected message");
+    }
+}
+
+/* Seals our KeyUpdate (update_not_requested) and moves to the next write
+ * key: the answer to a peer's request, or our own rekey. */
+static int rec_key_update(struct tls_conn *c)
+{
+    static const uint8_t key_update[5] = {24, 0, 0, 1, 0};
+    int r = rec_seal(c, TLSREC_HANDSHAKE, key_update, sizeof(key_update));
+
+    if (r < 0)
+        return r;
+    c->flags &= ~TLS_CF_KU_OWED;
+    if (tlsrec_update(c->rec, &c->rec->wr) != 0) {
+        c->rec_error = TLS_REC_INTERNAL;
+        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "cannot update the write key");
+    }
+    return 0;
+}
+
+/* A KeyUpdate the peer asked for is sealed when nothing waits to be sent;
+ * otherwise it is owed, and sealed once the output is taken or before the
+ * next application data (RFC 8446 §4.6.3), whichever is first. Requests
+ * that arrive while one is owed are all answered by it, so a peer that
+ * floods requests and never reads makes at most one answer wait. */
+static int rec_settle_owed(struct tls_conn *c)
+{
+    if (!(c->flags & TLS_CF_KU_OWED) || (c->flags & (TLS_CF_FAILED | TLS_CF_SHUTDOWN)) ||
+        tls_pending(c) > 0)
+        return 0;
+    return rec_key_update(c);
+}
+
+/* Takes the handshake bytes of one record. A client may only send KeyUpdate
+ * after the handshake (we ask for no certificate then); it may come split
+ * over records, and since it changes the key it must end its record
+ * (RFC 8446 §5.1). */
 static int rec_handshake(struct tls_conn *c, const uint8_t *p, size_t len)
 {
-    static const uint8_t key_update[5] = {24, 0, 0, 1, 0}; /* update_not_requested */
-    int r;
-
-    if (len != 5 || p[0] != 24 || p[1] != 0 || p[2] != 0 || p[3] != 1)
+    if (len == 0) /* no zero-length handshake fragments (§5.1) */
         return rec_fail(c, TLSREC_AD_UNEXPECTED_MESSAGE);
-    if (p[4] > 1) /* neither update_not_requested nor update_requested (§4.6.3) */
-        return rec_fail(c, TLSREC_AD_ILLEGAL_PARAMETER);
-    if (tlsrec_update(c->rec, &c->rec->rd) != 0)
-        return rec_fail(c, TLSREC_AD_INTERNAL_ERROR);
-    if (p[4] == 1 && !(c->flags & TLS_CF_SHUTDOWN)) { /* update_requested: answer in kind */
-        r = rec_seal(c, TLSREC_HANDSHAKE, key_update, sizeof(key_update));
-        if (r < 0)
-            return r;
-        if (tlsrec_update(c->rec, &c->rec->wr) != 0)
+    while (len > 0) {
+        c->hs_msg[c->hs_len++] = *p++;
+        len--;
+        if (c->hs_len == 1 && c->hs_msg[0] != 24)
+            return rec_fail(c, TLSREC_AD_UNEXPECTED_MESSAGE);
+        if (c->hs_len == 4 && (c->hs_msg[1] != 0 || c->hs_msg[2] != 0 || c->hs_msg[3] != 1))
+            return rec_fail(c, TLSREC_AD_DECODE_ERROR); /* a KeyUpdate body is one byte */
+        if (c->hs_len < sizeof(c->hs_msg))
+            continue;
+        c->hs_len = 0;
+        if (len > 0)
+            return rec_fail(c, TLSREC_AD_UNEXPECTED_MESSAGE);
+        if (c->hs_msg[4] > 1) /* neither update_not_requested nor update_requested */
+            return rec_fail(c, TLSREC_AD_ILLEGAL_PARAMETER);
+        if (tlsrec_update(c->rec, &c->rec->rd) != 0)
             return rec_fail(c, TLSREC_AD_INTERNAL_ERROR);
+        if (c->hs_msg[4] == 1 && !(c->flags & TLS_CF_SHUTDOWN)) {
+            c->flags |= TLS_CF_KU_OWED;
+            return rec_settle_owed(c);
+        }
     }
     return 0;
 }
@@ -1394,28 +1497,42 @@ static int rec_read(struct tls_conn *c, char *plain, size_t cap)
         if (r < 0)
             return rec_fail(c, -r);
         rec += TLSREC_HEADER;
+        c->in.off += (uint32_t)r; /* application data moves it back below */
+        /* A handshake message split over records may not be interleaved
+         * with other records (§5.1). */
+        if (type != TLSREC_HANDSHAKE && c->hs_len > 0)
+            return rec_fail(c, TLSREC_AD_UNEXPECTED_MESSAGE);
         switch (type) {
         case TLSREC_APPDATA:
+            if (len == 0) { /* allowed, and means nothing: but not without end */
+                if (++c->empty_run > TLS_MAX_EMPTY_RECORDS)
+                    return rec_fail_as(c, TLSREC_AD_UNEXPECTED_MESSAGE, TLS_REC_EMPTY_RECORDS,
+                                       "too many empty records");
+                break;
+            }
+            c->empty_run = c->alert_run = 0;
+            c->in.off -= (uint32_t)r;
             c->rec_size = (uint32_t)r;
             c->plain_off = TLSREC_HEADER;
             c->plain_left = (uint32_t)len;
-            if (len == 0) /* allowed, and means nothing */
-                c->in.off += (uint32_t)r;
             break;
         case TLSREC_ALERT:
             if (len != 2)
                 return rec_fail(c, TLSREC_AD_DECODE_ERROR);
-            c->in.off += (uint32_t)r;
             if (rec[1] == SSL_AD_CLOSE_NOTIFY) {
                 c->flags |= TLS_CF_CLOSED;
                 return TLS_E_CLOSED;
             }
-            if (rec[1] == SSL_AD_USER_CANCELLED)
-                break; /* a close_notify should follow */
+            if (rec[1] == SSL_AD_USER_CANCELLED) { /* a close_notify should follow */
+                if (++c->alert_run > TLS_MAX_WARNING_ALERTS)
+                    return rec_fail_as(c, TLSREC_AD_UNEXPECTED_MESSAGE, TLS_REC_WARNING_ALERTS,
+                                       "too many warning alerts");
+                break;
+            }
+            c->rec_error = TLS_REC_PEER_ALERT;
             return conn_fail(c, TLS_FAIL_PEER_ALERT, TLS_E_PROTO, "peer sent alert: %s",
                              SSL_alert_desc_string_long(rec[1]));
         case TLSREC_HANDSHAKE:
-            c->in.off += (uint32_t)r;
             r = rec_handshake(c, rec, len);
             if (r < 0)
                 return r;
@@ -1426,14 +1543,21 @@ static int rec_read(struct tls_conn *c, char *plain, size_t cap)
     }
 }
 
-/* tls_write for REC: seals up to len bytes (the caller checked the room). */
+/* tls_write for REC: seals up to len bytes (the caller checked the room) in
+ * records of at most max_plain bytes, after a KeyUpdate when one is owed or
+ * when the write key has sealed as many records as it should (§5.5). */
 static int rec_write(struct tls_conn *c, const char *plain, size_t len)
 {
     size_t done = 0, n;
     int r;
 
     while (done < len) {
-        n = len - done < TLSREC_MAX_PLAIN ? len - done : TLSREC_MAX_PLAIN;
+        if ((c->flags & TLS_CF_KU_OWED) || c->rec->wr.seq + 1 >= tlsrec_rekey_after(c->rec)) {
+            r = rec_key_update(c);
+            if (r < 0)
+                return r;
+        }
+        n = len - done < c->rec->max_plain ? len - done : c->rec->max_plain;
         r = rec_seal(c, TLSREC_APPDATA, plain + done, n);
         if (r < 0)
             return r;
@@ -1689,6 +1813,8 @@ void tls_consume(struct tls_conn *c, size_t n)
         n = tls_pending(c);
     c->out.off += (uint32_t)n;
     buf_trim(&c->out);
+    if (c->flags & TLS_CF_KU_OWED)
+        (void)rec_settle_owed(c); /* a failure shows at the next call */
 }
 
 int tls_shutdown(struct tls_conn *c)
@@ -1829,6 +1955,21 @@ const char *tls_error(const struct tls_conn *c)
     if (!(c->flags & TLS_CF_FAILED))
         return "";
     return c->err ? c->err : "out of memory";
+}
+
+enum tls_record_error tls_record_error(const struct tls_conn *c)
+{
+    return (c->flags & TLS_CF_FAILED) ? (enum tls_record_error)c->rec_error : TLS_REC_NONE;
+}
+
+const char *tls_record_error_name(enum tls_record_error e)
+{
+    return (unsigned)e < TLS_REC__N ? record_error_names[e] : "unknown";
+}
+
+struct tlsrec *tls_rec(struct tls_conn *c)
+{
+    return c->rec;
 }
 
 enum tls_failure tls_failure(const struct tls_conn *c)

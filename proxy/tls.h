@@ -51,9 +51,20 @@
 
 /* How much ciphertext a connection buffers at most, each way: tls_feed takes
  * no more than TLS_IN_MAX unread bytes and tls_write stops taking plaintext
- * while TLS_OUT_MAX bytes wait for tls_take. */
+ * while TLS_OUT_MAX bytes wait for tls_take. What a peer makes the engine
+ * send without being asked (KeyUpdate answers, OpenSSL's alerts) is bounded
+ * by the caller: it stops feeding while more than TLS_OUT_MAX bytes wait
+ * (xprt.c does), so a peer that sends and never reads holds at most
+ * TLS_IN_MAX + 2 * TLS_OUT_MAX bytes of a connection's buffers. */
 #define TLS_IN_MAX (64 * 1024)
 #define TLS_OUT_MAX (64 * 1024)
+
+/* Records a TLS 1.3 peer may send in a row that carry nothing (RFC 8446
+ * leaves them unbounded): application data records with no content, padded
+ * or not (OpenSSL's limit too), and user_canceled warning alerts. One more
+ * is refused with unexpected_message. A record with content resets both. */
+#define TLS_MAX_EMPTY_RECORDS 32
+#define TLS_MAX_WARNING_ALERTS 5
 
 /* Session lifetime and ticket-key rotation (server). New tickets are sealed
  * with the newest of TLS_TICKET_KEYS keys; a key is made every
@@ -83,8 +94,27 @@ enum tls_failure {
     TLS_FAIL__N
 };
 
+/* Why a connection failed after its handshake: a bounded set, fit for a
+ * metric label (tls_record_error_name()). The first five are the alert
+ * fnproxy sent; the caps above send unexpected_message but are told apart. */
+enum tls_record_error {
+    TLS_REC_NONE = 0,
+    TLS_REC_BAD_RECORD_MAC,     /* a record did not authenticate */
+    TLS_REC_RECORD_OVERFLOW,    /* a record longer than TLS allows */
+    TLS_REC_UNEXPECTED_MESSAGE, /* a record or message not allowed here */
+    TLS_REC_DECODE_ERROR,       /* a malformed message */
+    TLS_REC_ILLEGAL_PARAMETER,  /* a field with a value not allowed */
+    TLS_REC_EMPTY_RECORDS,      /* more than TLS_MAX_EMPTY_RECORDS in a row */
+    TLS_REC_WARNING_ALERTS,     /* more than TLS_MAX_WARNING_ALERTS in a row */
+    TLS_REC_PEER_ALERT,         /* the peer sent a fatal alert */
+    TLS_REC_PROTOCOL,           /* any other protocol error (OpenSSL's record layer) */
+    TLS_REC_INTERNAL,           /* out of memory, or a crypto failure */
+    TLS_REC__N
+};
+
 struct tls_ctx;
 struct tls_conn;
+struct tlsrec;
 
 struct tls_cert_file {
     const char *cert_file; /* PEM: the certificate, then its chain (no root needed) */
@@ -159,7 +189,10 @@ size_t tls_take(struct tls_conn *c, char *out, size_t cap);
 size_t tls_peek(const struct tls_conn *c, const char **data);
 void tls_consume(struct tls_conn *c, size_t n);
 
-/* Queues close_notify (send what is pending afterwards). 0, or <0. */
+/* Queues close_notify (send what is pending afterwards). 0, or <0. A peer's
+ * close_notify is not answered by the engine, since the caller may still
+ * have an answer to send (RFC 8446 §6.1 allows a half-closed connection):
+ * the caller calls this before it closes. */
 int tls_shutdown(struct tls_conn *c);
 
 bool tls_handshake_done(const struct tls_conn *c);
@@ -180,5 +213,14 @@ int tls_peer_identity(const struct tls_conn *c, char *out, size_t cap);
 const char *tls_error(const struct tls_conn *c);
 enum tls_failure tls_failure(const struct tls_conn *c);
 const char *tls_failure_name(enum tls_failure f); /* "plain_http", "verify", ... */
+
+/* Why a connection that had finished its handshake failed; TLS_REC_NONE
+ * while it has not, or when it failed during the handshake. */
+enum tls_record_error tls_record_error(const struct tls_conn *c);
+const char *tls_record_error_name(enum tls_record_error e); /* "bad_record_mac", ... */
+
+/* The record layer of a TLS 1.3 server connection after its handshake, NULL
+ * while OpenSSL has it: for tests, which set sequence numbers through it. */
+struct tlsrec *tls_rec(struct tls_conn *c);
 
 #endif

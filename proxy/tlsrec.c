@@ -22,14 +22,15 @@ struct tlsrec_suite {
     uint16_t id;
     uint8_t key_len;
     uint8_t secret_len;
+    uint64_t rekey_after; /* records per write key (tlsrec_rekey_after) */
     const char *cipher; /* fetched once: an implicit fetch per record would take a lock */
     const char *digest;
 };
 
 static const struct tlsrec_suite suites[] = {
-    {0x1301, 16, 32, "AES-128-GCM", "SHA256"},
-    {0x1302, 32, 48, "AES-256-GCM", "SHA384"},
-    {0x1303, 32, 32, "ChaCha20-Poly1305", "SHA256"},
+    {0x1301, 16, 32, 1ull << 23, "AES-128-GCM", "SHA256"},
+    {0x1302, 32, 48, 1ull << 23, "AES-256-GCM", "SHA384"},
+    {0x1303, 32, 32, 1ull << 60, "ChaCha20-Poly1305", "SHA256"},
 };
 #define N_SUITES (sizeof(suites) / sizeof(suites[0]))
 
@@ -118,6 +119,7 @@ int tlsrec_init(struct tlsrec *r, uint16_t suite_id, const uint8_t *read_secret,
     if (s < 0 || secret_len != suites[s].secret_len)
         return -EINVAL;
     r->suite = (uint8_t)s;
+    r->max_plain = TLSREC_MAX_PLAIN;
     memcpy(r->rd.secret, read_secret, secret_len);
     memcpy(r->wr.secret, write_secret, secret_len);
     r->wr.seq = write_seq;
@@ -128,9 +130,38 @@ int tlsrec_init(struct tlsrec *r, uint16_t suite_id, const uint8_t *read_secret,
     return 0;
 }
 
+/* Forgets the key a thread's context holds by keying it with zeros, which
+ * overwrites the key schedule (and GCM's hash key) in place: cheaper than
+ * freeing the context and making it again for the next connection. */
+static void slot_forget(struct aead_slot *slot, uint64_t key_id)
+{
+    static const uint8_t zeros[32];
+
+    if (slot->ctx == NULL || slot->key_id != key_id || key_id == 0)
+        return;
+    if (!EVP_CipherInit_ex(slot->ctx, NULL, NULL, zeros, zeros, -1))
+        EVP_CIPHER_CTX_reset(slot->ctx); /* frees it with a cleanse instead */
+    slot->key_id = 0;
+}
+
 void tlsrec_release(struct tlsrec *r)
 {
+    /* Only this thread's contexts: a connection lives on one worker, and
+     * another thread's copy is overwritten by its next record. */
+    slot_forget(&seal_slot, r->wr.key_id);
+    slot_forget(&open_slot, r->rd.key_id);
     OPENSSL_cleanse(r, sizeof(*r));
+}
+
+uint64_t tlsrec_rekey_after(const struct tlsrec *r)
+{
+    return suites[r->suite].rekey_after;
+}
+
+bool tlsrec_thread_holds(const struct tlsrec *r)
+{
+    return (seal_slot.key_id != 0 && seal_slot.key_id == r->wr.key_id) ||
+           (open_slot.key_id != 0 && open_slot.key_id == r->rd.key_id);
 }
 
 int tlsrec_update(struct tlsrec *r, struct tlsrec_dir *d)

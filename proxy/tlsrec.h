@@ -18,6 +18,7 @@
 #ifndef FNPROXY_TLSREC_H
 #define FNPROXY_TLSREC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,7 +54,9 @@ struct tlsrec_dir {
 };
 
 struct tlsrec {
-    uint8_t suite; /* index into tlsrec.c's table of the three TLS 1.3 suites */
+    uint8_t suite;      /* index into tlsrec.c's table of the three TLS 1.3 suites */
+    uint16_t max_plain; /* the most content one sealed record may carry: TLSREC_MAX_PLAIN,
+                         * or less when the peer asked for max_fragment_length */
     struct tlsrec_dir rd, wr;
 };
 
@@ -67,8 +70,18 @@ size_t tlsrec_secret_len(uint16_t suite_id);
 int tlsrec_init(struct tlsrec *r, uint16_t suite_id, const uint8_t *read_secret,
                 const uint8_t *write_secret, size_t secret_len, uint64_t write_seq);
 
-/* Wipes the keys. */
+/* Wipes the keys, the calling thread's cipher contexts' copies included. */
 void tlsrec_release(struct tlsrec *r);
+
+/* How many records one write key may seal before it must be updated
+ * (RFC 8446 §5.5): 2^23 for AES-GCM, well below its limit of about 2^24.5
+ * full records; 2^60 for ChaCha20-Poly1305, whose limit is beyond what a
+ * sequence number reaches. */
+uint64_t tlsrec_rekey_after(const struct tlsrec *r);
+
+/* Whether the calling thread's cipher contexts still hold r's keys (tests:
+ * after tlsrec_release, of a copy taken before it, they must not). */
+bool tlsrec_thread_holds(const struct tlsrec *r);
 
 /* Seals len (<= TLSREC_MAX_PLAIN) bytes of content type `type` into out,
  * which has room for len + TLSREC_OVERHEAD bytes. Returns the record's size,

@@ -48,8 +48,10 @@ static void up_close(struct upconn *u)
     if (u->flags & UP_F_CLOSING)
         return;
     u->flags |= UP_F_CLOSING;
-    if (u->x == NULL)
+    if (u->x == NULL) { /* idle: a clean close (never mid-exchange: see conn_close) */
         idle_unlink(u);
+        xprt_close_notify(&u->xp);
+    }
     u->x = NULL;
     uv_close(&u->io.handle, on_close);
 }

@@ -70,6 +70,7 @@ struct wlistener {
     int pending_closes;
     struct listener_stats *stats;
     uint64_t last_error_log_ms;
+    uint64_t last_tls_log_ms; /* TLS record errors: logged at most once a second */
 };
 
 struct worker {

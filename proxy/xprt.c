@@ -30,6 +30,7 @@ enum {
     XT_F_FAILED = 1u << 6,
     XT_F_NOW = 1u << 7,      /* in xprt_write_now: a write done at once needs no callback */
     XT_F_DONE_NOW = 1u << 8, /* ... and it was */
+    XT_F_OUT_FULL = 1u << 9, /* socket reads wait for the engine's output to drain */
 };
 
 struct xprt_tls {
@@ -239,10 +240,17 @@ static void tls_sock_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     tls_pump_read(ts);
 }
 
+/* Reads the socket, unless more than TLS_OUT_MAX bytes of ciphertext wait
+ * for it: a peer that sends and does not read (KeyUpdate requests, say,
+ * which the engine must answer) is read again only once it has taken them. */
 static void tls_sock_read_start(struct xprt_tls *ts)
 {
     if (ts->flags & (XT_F_SOCK_READING | XT_F_FAILED))
         return;
+    if (tls_pending(ts->c) > TLS_OUT_MAX) {
+        ts->flags |= XT_F_OUT_FULL;
+        return;
+    }
     if (uv_read_start(ts->t->stream, tls_sock_alloc, tls_sock_read) == 0)
         ts->flags |= XT_F_SOCK_READING;
 }
@@ -435,6 +443,10 @@ static void tls_cipher_written(uv_write_t *req, int status)
         return;
     }
     tls_pump_write(ts);
+    if (!ts->released && (ts->flags & XT_F_OUT_FULL) && tls_pending(ts->c) <= TLS_OUT_MAX) {
+        ts->flags &= ~XT_F_OUT_FULL;
+        tls_queue(ts); /* reads resume where they stopped */
+    }
 }
 
 /* --- the interface ------------------------------------------------------------ */
@@ -542,6 +554,24 @@ int xprt_write_now(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsign
         rc = 1;
     ts->flags &= ~(XT_F_NOW | XT_F_DONE_NOW);
     return rc;
+}
+
+void xprt_close_notify(struct xprt *t)
+{
+    struct xprt_tls *ts = t->tls;
+    const char *cipher;
+    size_t len;
+
+    if (ts == NULL || (ts->flags & (XT_F_HANDSHAKING | XT_F_FAILED | XT_F_CWRITING)) ||
+        tls_pending(ts->c) > 0 || tls_shutdown(ts->c) < 0)
+        return;
+    len = tls_peek(ts->c, &cipher);
+    if (len > 0) {
+        uv_buf_t b = uv_buf_init((char *)cipher, (unsigned)len);
+        int rc = uv_try_write(t->stream, &b, 1);
+        if (rc > 0)
+            tls_consume(ts->c, (size_t)rc);
+    }
 }
 
 int xprt_shutdown(struct xprt *t, uv_shutdown_t *req, uv_shutdown_cb done)

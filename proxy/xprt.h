@@ -88,6 +88,12 @@ int xprt_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n
 int xprt_write_now(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
                    xprt_write_fn *done);
 
+/* Just before the owner closes the stream: a TLS connection that is still
+ * sound and has nothing else waiting to be sent says close_notify (RFC 8446
+ * §6.1), in a write the socket takes at once or not at all. A plain stream
+ * needs nothing. */
+void xprt_close_notify(struct xprt *t);
+
 /* Shuts down writing (after a TLS close_notify). */
 int xprt_shutdown(struct xprt *t, uv_shutdown_t *req, uv_shutdown_cb done);
 

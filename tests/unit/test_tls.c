@@ -1590,7 +1590,7 @@ static void test_tls13_bad_handshake_messages(void **state)
         const char *why;
     } cases[] = {
         {{24, 0, 0, 1, 2, 22}, 6, "illegal parameter"},      /* KeyUpdate asking neither way */
-        {{24, 0, 0, 2, 0, 0, 22}, 7, "unexpected message"},  /* KeyUpdate of the wrong length */
+        {{24, 0, 0, 2, 0, 0, 22}, 7, "decode error"},        /* KeyUpdate of the wrong length */
         {{4, 0, 0, 0, 22}, 5, "unexpected message"},         /* a NewSessionTicket from a client */
         {{24, 0, 0, 1, 0, 23, 22}, 7, "unexpected message"}, /* more after a KeyUpdate */
     };

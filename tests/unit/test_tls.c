@@ -1581,6 +1581,98 @@ static void feed_sealed(struct tlsrec *cli, struct tls_conn *s, const uint8_t *i
     assert_int_equal(tls_feed(s, (const char *)rec, (size_t)k), k);
 }
 
+/* A raw TLS 1.3 client (AES-128-GCM) handshaken with a new server *s, and
+ * cli keyed as that client's record layer from its key log: cli seals what
+ * the client sends (wr) and opens what the server sends (rd), past the
+ * session tickets, which the raw client has read. */
+static void keyed_tls13(struct raw *r, struct tls_ctx *sctx, struct tls_conn **s,
+                        struct tlsrec *cli)
+{
+    char buf[64];
+
+    raw_new(r, NULL, 0, 0, NULL);
+    SSL_CTX_set_keylog_callback(r->ctx, raw_keylog);
+    assert_int_equal(SSL_set_ciphersuites(r->ssl, "TLS_AES_128_GCM_SHA256"), 1);
+    *s = tls_conn_new(sctx, NULL);
+    assert_non_null(*s);
+    raw_secret_len = 0;
+    assert_int_equal(raw_handshake(r, *s, &(int){0}), 1);
+    assert_int_equal(raw_secret_len, 32);
+    assert_int_equal(tlsrec_init(cli, 0x1301, raw_secret[1], raw_secret[0], raw_secret_len, 0), 0);
+    /* The tickets: the raw client reads them, and cli's read sequence
+     * number continues after them. */
+    assert_true(SSL_read(r->ssl, buf, sizeof(buf)) <= 0);
+    ERR_clear_error();
+    cli->rd.seq = tls_rec(*s)->wr.seq;
+}
+
+/* Seals a record whose inner plaintext is content || type || pad zeros. */
+static void feed_padded(struct tlsrec *cli, struct tls_conn *s, uint8_t type, const void *content,
+                        size_t len, size_t pad)
+{
+    uint8_t *inner = calloc(1, len + 1 + pad), *rec = malloc(len + 1 + pad + TLSREC_OVERHEAD);
+    int k;
+
+    assert_non_null(inner);
+    assert_non_null(rec);
+    if (len > 0)
+        memcpy(inner, content, len);
+    inner[len] = type;
+    /* tlsrec_seal appends its type byte: a zero one is padding too. */
+    k = tlsrec_seal(cli, 0, inner, len + 1 + pad, rec);
+    assert_true(k > 0);
+    assert_int_equal(tls_feed(s, (const char *)rec, (size_t)k), k);
+    free(inner);
+    free(rec);
+}
+
+/* What the server sent, opened record by record as the client: the type
+ * and content of each, up to max records (KeyUpdates move cli's read key,
+ * as a client's would). Returns how many there were. */
+struct opened {
+    uint8_t type;
+    size_t len;
+    uint8_t data[64];
+};
+
+static size_t open_server_records(struct tlsrec *cli, struct tls_conn *s, struct opened *out,
+                                  size_t max)
+{
+    static const uint8_t key_update[5] = {24, 0, 0, 1, 0};
+    uint8_t wire[4096];
+    size_t n = tls_take(s, (char *)wire, sizeof(wire)), off = 0, k = 0;
+
+    while (off < n) {
+        uint8_t type;
+        size_t len;
+        int r = tlsrec_open(cli, wire + off, n - off, &type, &len);
+
+        assert_true(r > 0);
+        assert_true(k < max);
+        out[k].type = type;
+        out[k].len = len;
+        memcpy(out[k].data, wire + off + TLSREC_HEADER, len < 64 ? len : 64);
+        if (type == TLSREC_HANDSHAKE) {
+            assert_int_equal(len, sizeof(key_update));
+            assert_memory_equal(wire + off + TLSREC_HEADER, key_update, sizeof(key_update));
+            assert_int_equal(tlsrec_update(cli, &cli->rd), 0);
+        }
+        off += (size_t)r;
+        k++;
+    }
+    return k;
+}
+
+/* The client asks for a key update: its KeyUpdate sealed under its current
+ * key, then it moves to the next one. */
+static void client_key_update(struct tlsrec *cli, struct tls_conn *s, bool request)
+{
+    const uint8_t ku[6] = {24, 0, 0, 1, request ? 1 : 0, TLSREC_HANDSHAKE};
+
+    feed_sealed(cli, s, ku, sizeof(ku));
+    assert_int_equal(tlsrec_update(cli, &cli->wr), 0);
+}
+
 /* Handshake messages a client may not send after the handshake. */
 static void test_tls13_bad_handshake_messages(void **state)
 {
@@ -1603,16 +1695,7 @@ static void test_tls13_bad_handshake_messages(void **state)
         struct tlsrec cli;
         char buf[64];
 
-        raw_new(&r, NULL, 0, 0, NULL);
-        SSL_CTX_set_keylog_callback(r.ctx, raw_keylog);
-        assert_int_equal(SSL_set_ciphersuites(r.ssl, "TLS_AES_128_GCM_SHA256"), 1);
-        s = tls_conn_new(sctx, NULL);
-        assert_non_null(s);
-        raw_secret_len = 0;
-        assert_int_equal(raw_handshake(&r, s, &(int){0}), 1);
-        assert_int_equal(raw_secret_len, 32);
-        assert_int_equal(tlsrec_init(&cli, 0x1301, raw_secret[1], raw_secret[0], raw_secret_len, 0),
-                         0);
+        keyed_tls13(&r, sctx, &s, &cli);
         /* A good record first: the keys are right. */
         feed_sealed(&cli, s, (const uint8_t *)"ok\x17", 3);
         assert_int_equal(tls_read(s, buf, sizeof(buf)), 2);
@@ -1649,6 +1732,372 @@ static void test_tls13_peer_alerts(void **state)
     tls_conn_free(s);
     raw_free(&r);
     tls_ctx_unref(sctx);
+}
+
+/* RFC 8446 §4.6.3: update_requested is answered before the server's next
+ * application data; a client that floods requests and never reads makes at
+ * most one answer wait (27 bytes), not one per request. */
+static void test_tls13_key_update_flood(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    struct opened rec[4];
+    struct tlsrec cli;
+    struct raw r;
+    struct tls_conn *s;
+    char buf[64];
+    size_t most = 0, n;
+    int i;
+
+    keyed_tls13(&r, sctx, &s, &cli);
+    for (i = 0; i < 100000; i++) {
+        client_key_update(&cli, s, true);
+        assert_int_equal(tls_read(s, buf, sizeof(buf)), 0);
+        if (tls_pending(s) > most)
+            most = tls_pending(s);
+    }
+    assert_int_equal(most, TLSREC_OVERHEAD + 5); /* one sealed KeyUpdate */
+    /* The first request was answered at once; taking that answer lets the
+     * one owed for all the others out. */
+    assert_int_equal(open_server_records(&cli, s, rec, 4), 1);
+    assert_int_equal(rec[0].type, TLSREC_HANDSHAKE);
+    assert_int_equal(open_server_records(&cli, s, rec, 4), 1);
+    assert_int_equal(rec[0].type, TLSREC_HANDSHAKE);
+    assert_int_equal(tls_pending(s), 0);
+    /* Both sides are on their new keys. */
+    feed_sealed(&cli, s, (const uint8_t *)"ping\x17", 5);
+    assert_int_equal(read_all(s, buf, sizeof(buf), &n), 0);
+    assert_string_equal(buf, "ping");
+    assert_int_equal(tls_write(s, "pong", 4), 4);
+    assert_int_equal(open_server_records(&cli, s, rec, 4), 1);
+    assert_int_equal(rec[0].type, TLSREC_APPDATA);
+    assert_memory_equal(rec[0].data, "pong", 4);
+
+    /* An answer owed while output waits goes before the next data. */
+    assert_int_equal(tls_write(s, "one", 3), 3);
+    client_key_update(&cli, s, true);
+    assert_int_equal(tls_read(s, buf, sizeof(buf)), 0);
+    assert_int_equal(tls_write(s, "two", 3), 3);
+    assert_int_equal(open_server_records(&cli, s, rec, 4), 3);
+    assert_int_equal(rec[0].type, TLSREC_APPDATA);
+    assert_int_equal(rec[1].type, TLSREC_HANDSHAKE);
+    assert_int_equal(rec[2].type, TLSREC_APPDATA);
+    assert_memory_equal(rec[2].data, "two", 3);
+    /* update_not_requested is followed, not answered. */
+    client_key_update(&cli, s, false);
+    assert_int_equal(tls_read(s, buf, sizeof(buf)), 0);
+    assert_int_equal(tls_pending(s), 0);
+    tls_conn_free(s);
+    raw_free(&r);
+    tls_ctx_unref(sctx);
+}
+
+/* RFC 8446 §5.5: the server moves to a new write key of its own before the
+ * AEAD's usage limit (set close to it through the test hook). */
+static void test_tls13_rekeys_on_its_own(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    struct opened rec[8];
+    struct tlsrec cli;
+    struct raw r;
+    struct tls_conn *s;
+    uint64_t limit;
+
+    keyed_tls13(&r, sctx, &s, &cli);
+    limit = tlsrec_rekey_after(tls_rec(s));
+    assert_true(limit <= 1ull << 24); /* AES-GCM: below 2^24.5 records */
+    tls_rec(s)->wr.seq = cli.rd.seq = limit - 3;
+    assert_int_equal(tls_write(s, "a", 1), 1);
+    assert_int_equal(tls_write(s, "b", 1), 1);
+    assert_int_equal(tls_write(s, "c", 1), 1);
+    assert_int_equal(open_server_records(&cli, s, rec, 8), 4);
+    assert_int_equal(rec[0].type, TLSREC_APPDATA);
+    assert_int_equal(rec[1].type, TLSREC_APPDATA);
+    assert_int_equal(rec[2].type, TLSREC_HANDSHAKE); /* the last record under the old key */
+    assert_int_equal(rec[3].type, TLSREC_APPDATA);
+    assert_memory_equal(rec[3].data, "c", 1);
+    assert_int_equal(tls_rec(s)->wr.seq, 1);
+    assert_int_equal(cli.rd.seq, 1);
+    tls_conn_free(s);
+    raw_free(&r);
+    tls_ctx_unref(sctx);
+}
+
+/* The alert a failed server sent, as the client opens it. */
+static void expect_alert(struct tlsrec *cli, struct tls_conn *s, uint8_t description)
+{
+    struct opened rec[2];
+
+    assert_int_equal(open_server_records(cli, s, rec, 2), 1);
+    assert_int_equal(rec[0].type, TLSREC_ALERT);
+    assert_int_equal(rec[0].len, 2);
+    assert_int_equal(rec[0].data[0], 2);
+    assert_int_equal(rec[0].data[1], description);
+}
+
+/* Records without content are bounded: TLS_MAX_EMPTY_RECORDS in a row,
+ * padded or not, and TLS_MAX_WARNING_ALERTS user_canceled alerts; a record
+ * with content starts the count again. */
+static void test_tls13_caps_on_empty_records_and_alerts(void **state)
+{
+    static const struct {
+        int limit;
+        uint8_t type;
+        size_t pad;
+        const char *why;
+        enum tls_record_error e;
+    } cases[] = {
+        {TLS_MAX_EMPTY_RECORDS, TLSREC_APPDATA, 0, "too many empty records", TLS_REC_EMPTY_RECORDS},
+        {TLS_MAX_EMPTY_RECORDS, TLSREC_APPDATA, 16000, "too many empty records",
+         TLS_REC_EMPTY_RECORDS},
+        {TLS_MAX_WARNING_ALERTS, TLSREC_ALERT, 0, "too many warning alerts",
+         TLS_REC_WARNING_ALERTS},
+    };
+    static const uint8_t user_canceled[2] = {1, 90};
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    size_t k;
+
+    for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct tlsrec cli;
+        struct raw r;
+        struct tls_conn *s;
+        char buf[64];
+        int round, i;
+
+        keyed_tls13(&r, sctx, &s, &cli);
+        for (round = 0; round < 2; round++) {
+            for (i = 0; i < cases[k].limit; i++) {
+                if (cases[k].type == TLSREC_ALERT)
+                    feed_padded(&cli, s, TLSREC_ALERT, user_canceled, 2, cases[k].pad);
+                else
+                    feed_padded(&cli, s, TLSREC_APPDATA, NULL, 0, cases[k].pad);
+                assert_int_equal(tls_read(s, buf, sizeof(buf)), 0);
+            }
+            if (round == 0) { /* content resets the count */
+                feed_padded(&cli, s, TLSREC_APPDATA, "x", 1, 0);
+                assert_int_equal(tls_read(s, buf, sizeof(buf)), 1);
+            }
+        }
+        if (cases[k].type == TLSREC_ALERT)
+            feed_padded(&cli, s, TLSREC_ALERT, user_canceled, 2, 0);
+        else
+            feed_padded(&cli, s, TLSREC_APPDATA, NULL, 0, cases[k].pad);
+        assert_int_equal(tls_read(s, buf, sizeof(buf)), TLS_E_PROTO);
+        assert_string_equal(tls_error(s), cases[k].why);
+        assert_int_equal(tls_record_error(s), cases[k].e);
+        expect_alert(&cli, s, TLSREC_AD_UNEXPECTED_MESSAGE);
+        tls_conn_free(s);
+        raw_free(&r);
+    }
+    tls_ctx_unref(sctx);
+}
+
+/* RFC 8446 §5.1: a handshake message may span records; a KeyUpdate split
+ * is taken, and the rules on what may come between are kept. */
+static void test_tls13_split_key_update(void **state)
+{
+    static const uint8_t ku[5] = {24, 0, 0, 1, 1};
+    static const struct {
+        size_t cut[4]; /* fragment lengths, 0-terminated */
+        uint8_t between; /* a record type fed after the first fragment, or 0 */
+        const char *why; /* NULL: accepted */
+        enum tls_record_error e;
+    } cases[] = {
+        {{2, 3}, 0, NULL, TLS_REC_NONE},
+        {{1, 1, 1, 2}, 0, NULL, TLS_REC_NONE},
+        {{4, 1}, 0, NULL, TLS_REC_NONE},
+        {{2, 3}, TLSREC_APPDATA, "unexpected message", TLS_REC_UNEXPECTED_MESSAGE},
+        {{2, 3}, TLSREC_ALERT, "unexpected message", TLS_REC_UNEXPECTED_MESSAGE},
+        {{0}, TLSREC_HANDSHAKE, "unexpected message", TLS_REC_UNEXPECTED_MESSAGE}, /* empty */
+    };
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    size_t k;
+
+    for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct opened rec[2];
+        struct tlsrec cli;
+        struct raw r;
+        struct tls_conn *s;
+        char buf[64];
+        size_t off = 0, i, n;
+        int rc = 0;
+
+        keyed_tls13(&r, sctx, &s, &cli);
+        for (i = 0; i < 4 && cases[k].cut[i] != 0; i++) {
+            feed_padded(&cli, s, TLSREC_HANDSHAKE, ku + off, cases[k].cut[i], 0);
+            off += cases[k].cut[i];
+            if (i == 0 && cases[k].between == TLSREC_APPDATA)
+                feed_padded(&cli, s, TLSREC_APPDATA, "x", 1, 0);
+            if (i == 0 && cases[k].between == TLSREC_ALERT)
+                feed_padded(&cli, s, TLSREC_ALERT, "\x01\x5a", 2, 0);
+            rc = tls_read(s, buf, sizeof(buf));
+            if (rc < 0)
+                break;
+            assert_int_equal(rc, 0);
+        }
+        if (cases[k].cut[0] == 0) {
+            feed_padded(&cli, s, TLSREC_HANDSHAKE, NULL, 0, 0);
+            rc = tls_read(s, buf, sizeof(buf));
+        }
+        if (cases[k].why != NULL) {
+            assert_int_equal(rc, TLS_E_PROTO);
+            assert_string_equal(tls_error(s), cases[k].why);
+            assert_int_equal(tls_record_error(s), cases[k].e);
+            expect_alert(&cli, s, TLSREC_AD_UNEXPECTED_MESSAGE);
+        } else {
+            /* Followed and answered; the client's next record is under its
+             * new key. */
+            assert_int_equal(open_server_records(&cli, s, rec, 2), 1);
+            assert_int_equal(rec[0].type, TLSREC_HANDSHAKE);
+            assert_int_equal(tlsrec_update(&cli, &cli.wr), 0);
+            feed_sealed(&cli, s, (const uint8_t *)"new\x17", 4);
+            assert_int_equal(read_all(s, buf, sizeof(buf), &n), 0);
+            assert_string_equal(buf, "new");
+        }
+        tls_conn_free(s);
+        raw_free(&r);
+    }
+    tls_ctx_unref(sctx);
+}
+
+/* What a failed connection reports: the reason for the metric, the alert
+ * for the client. A client's own fatal alert gets no alert back. */
+static void test_tls13_record_error_reasons(void **state)
+{
+    static const uint8_t zeros[12];
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    struct tlsrec cli;
+    struct raw r;
+    struct tls_conn *s;
+    char buf[64];
+
+    /* Plaintext ChangeCipherSpec after the handshake. */
+    keyed_tls13(&r, sctx, &s, &cli);
+    assert_int_equal(tls_record_error(s), TLS_REC_NONE);
+    assert_int_equal(tls_feed(s, "\x14\x03\x03\x00\x01\x01", 6), 6);
+    assert_int_equal(tls_read(s, buf, sizeof(buf)), TLS_E_PROTO);
+    assert_int_equal(tls_record_error(s), TLS_REC_UNEXPECTED_MESSAGE);
+    expect_alert(&cli, s, TLSREC_AD_UNEXPECTED_MESSAGE);
+    tls_conn_free(s);
+    raw_free(&r);
+
+    /* An inner plaintext of zeros only: no content type. */
+    keyed_tls13(&r, sctx, &s, &cli);
+    feed_padded(&cli, s, 0, zeros, 0, sizeof(zeros));
+    assert_int_equal(tls_read(s, buf, sizeof(buf)), TLS_E_PROTO);
+    assert_string_equal(tls_error(s), "unexpected message");
+    assert_int_equal(tls_record_error(s), TLS_REC_UNEXPECTED_MESSAGE);
+    expect_alert(&cli, s, TLSREC_AD_UNEXPECTED_MESSAGE);
+    tls_conn_free(s);
+    raw_free(&r);
+
+    /* A tampered record. */
+    keyed_tls13(&r, sctx, &s, &cli);
+    {
+        uint8_t rec[64];
+        int k = tlsrec_seal(&cli, TLSREC_APPDATA, "hello", 5, rec);
+        rec[8] ^= 0x40;
+        assert_int_equal(tls_feed(s, (const char *)rec, (size_t)k), k);
+    }
+    assert_int_equal(tls_read(s, buf, sizeof(buf)), TLS_E_PROTO);
+    assert_int_equal(tls_record_error(s), TLS_REC_BAD_RECORD_MAC);
+    assert_string_equal(tls_record_error_name(tls_record_error(s)), "bad_record_mac");
+    expect_alert(&cli, s, TLSREC_AD_BAD_RECORD_MAC);
+    tls_conn_free(s);
+    raw_free(&r);
+
+    /* The client's fatal alert. */
+    keyed_tls13(&r, sctx, &s, &cli);
+    feed_padded(&cli, s, TLSREC_ALERT, "\x02\x28", 2, 0); /* handshake_failure */
+    assert_int_equal(tls_read(s, buf, sizeof(buf)), TLS_E_PROTO);
+    assert_int_equal(tls_failure(s), TLS_FAIL_PEER_ALERT);
+    assert_int_equal(tls_record_error(s), TLS_REC_PEER_ALERT);
+    assert_int_equal(tls_pending(s), 0);
+    tls_conn_free(s);
+    raw_free(&r);
+
+    /* A handshake failure is not a record error. */
+    s = tls_conn_new(sctx, NULL);
+    assert_non_null(s);
+    assert_int_equal(tls_feed(s, "\x16\x03\x01\x00\x05hello", 10), 10);
+    assert_true(tls_handshake(s) < 0 && tls_handshake(s) != TLS_E_AGAIN);
+    assert_int_equal(tls_record_error(s), TLS_REC_NONE);
+    tls_conn_free(s);
+    tls_ctx_unref(sctx);
+}
+
+/* A client that asked for max_fragment_length 512 (RFC 6066) gets records
+ * it can take, on the tlsrec path and on OpenSSL's alike. */
+static void test_max_fragment_length_honoured(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(NULL, 12, false);
+    size_t len = 5000, got, n;
+    char *big = malloc(len), *back = malloc(len);
+    int version;
+
+    assert_non_null(big);
+    assert_non_null(back);
+    for (n = 0; n < len; n++)
+        big[n] = (char)('a' + n % 26);
+    for (version = 0; version < 2; version++) {
+        struct raw r;
+        struct tls_conn *s;
+        int rc_s, k;
+
+        raw_new(&r, NULL, 0, version == 0 ? 0 : TLS1_2_VERSION, NULL);
+        assert_int_equal(SSL_set_tlsext_max_fragment_length(r.ssl, TLSEXT_max_fragment_length_512),
+                         1);
+        s = tls_conn_new(sctx, NULL);
+        assert_non_null(s);
+        assert_int_equal(raw_handshake(&r, s, &rc_s), 1);
+        assert_int_equal(rc_s, 0);
+        assert_string_equal(tls_version(s), version == 0 ? "TLSv1.3" : "TLSv1.2");
+        if (version == 0)
+            assert_int_equal(tls_rec(s)->max_plain, 512);
+        for (n = 0; n < len; n += (size_t)k) {
+            k = tls_write(s, big + n, len - n);
+            assert_true(k > 0);
+        }
+        raw_take(&r, s);
+        for (got = 0; got < len; got += (size_t)k) {
+            k = SSL_read(r.ssl, back + got, (int)(len - got));
+            assert_true(k > 0);
+            assert_true(k <= 512);
+        }
+        assert_memory_equal(big, back, len);
+        tls_conn_free(s);
+        raw_free(&r);
+    }
+    free(big);
+    free(back);
+    tls_ctx_unref(sctx);
+}
+
+/* The thread's cipher contexts do not keep a released connection's keys. */
+static void test_tlsrec_release_wipes_thread_contexts(void **state)
+{
+    uint8_t a[32], b[32], rec[64], type;
+    struct tlsrec srv, peer, copy;
+    size_t len;
+    int k;
+
+    memset(a, 0xa5, sizeof(a));
+    memset(b, 0x5a, sizeof(b));
+    assert_int_equal(tlsrec_init(&srv, 0x1301, a, b, sizeof(a), 0), 0);
+    assert_int_equal(tlsrec_init(&peer, 0x1301, b, a, sizeof(a), 0), 0);
+    /* srv opens one of peer's records and seals one of its own. */
+    k = tlsrec_seal(&peer, TLSREC_APPDATA, "in", 2, rec);
+    assert_int_equal(tlsrec_open(&srv, rec, (size_t)k, &type, &len), k);
+    k = tlsrec_seal(&srv, TLSREC_APPDATA, "out", 3, rec);
+    assert_true(k > 0);
+    assert_true(tlsrec_thread_holds(&srv));
+    copy = srv;
+    tlsrec_release(&srv);
+    assert_false(tlsrec_thread_holds(&copy));
+    /* The contexts still work for the next connection. */
+    assert_int_equal(tlsrec_open(&peer, rec, (size_t)k, &type, &len), k);
+    assert_memory_equal(rec + TLSREC_HEADER, "out", 3);
+    tlsrec_release(&peer);
+    OPENSSL_cleanse(&copy, sizeof(copy));
 }
 
 /* ---- footprint ---------------------------------------------------------- */
@@ -1768,6 +2217,13 @@ int main(void)
         cmocka_unit_test(test_tls13_peer_alerts),
         cmocka_unit_test(test_tls13_bad_handshake_messages),
         cmocka_unit_test(test_tls13_request_with_client_finished),
+        cmocka_unit_test(test_tls13_key_update_flood),
+        cmocka_unit_test(test_tls13_rekeys_on_its_own),
+        cmocka_unit_test(test_tls13_caps_on_empty_records_and_alerts),
+        cmocka_unit_test(test_tls13_split_key_update),
+        cmocka_unit_test(test_tls13_record_error_reasons),
+        cmocka_unit_test(test_max_fragment_length_honoured),
+        cmocka_unit_test(test_tlsrec_release_wipes_thread_contexts),
         cmocka_unit_test(test_memory_per_connection),
     };
 

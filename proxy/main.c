@@ -41,6 +41,7 @@ struct server {
     const char *config_path;
     uv_loop_t *loop;
     uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
+    uv_async_t workers_exited; /* a worker's loop ended: the admin closes after the last */
     struct accesslog *alog;
     struct snapshot *snap;
     unsigned n_workers;
@@ -248,17 +249,29 @@ static void shutdown_begin(struct server *sv, int signum)
     sv->stopping = true;
     log_info("%s: no longer accepting; draining requests in flight (up to %llu ms)",
              signum == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)drain_ms);
+    /* The admin keeps serving through the drain, /ready saying 503, and
+     * closes when the last worker has exited (on_workers_exited). */
     admin_set_ready(sv->admin, false);
     for (unsigned w = 0; w < sv->n_workers; w++)
         worker_stop(&sv->workers[w], drain_ms);
-    /* The main loop ends once its handles are closed; main() then joins the
-     * workers, which exit when drained. */
-    admin_stop(sv->admin);
-    sv->admin = NULL;
     uv_close((uv_handle_t *)&sv->sig_hup, on_signal_closed);
     uv_close((uv_handle_t *)&sv->sig_term, on_signal_closed);
     uv_close((uv_handle_t *)&sv->sig_int, on_signal_closed);
     uv_close((uv_handle_t *)&sv->sig_usr1, on_signal_closed);
+}
+
+static void on_workers_exited(uv_async_t *a)
+{
+    struct server *sv = a->data;
+
+    for (unsigned w = 0; w < sv->n_workers; w++)
+        if (!worker_exited(&sv->workers[w]))
+            return;
+    /* The main loop ends once its handles are closed; main() then joins
+     * the workers. */
+    admin_stop(sv->admin);
+    sv->admin = NULL;
+    uv_close((uv_handle_t *)a, on_signal_closed);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -313,8 +326,10 @@ static int run(struct server *sv)
         log_error("out of memory");
         goto out_sockets;
     }
-    for (unsigned w = 0; w < sv->n_workers; w++)
+    for (unsigned w = 0; w < sv->n_workers; w++) {
         sv->shards[w] = &sv->workers[w].metrics;
+        sv->workers[w].exit_notify = &sv->workers_exited;
+    }
     if (cfg->has_admin) {
         sv->admin =
             admin_start(sv->loop, &cfg->admin_listen, sv->shards, sv->n_workers, err, sizeof(err));
@@ -323,6 +338,13 @@ static int run(struct server *sv)
             goto out_sockets;
         }
     }
+    if (uv_async_init(sv->loop, &sv->workers_exited, on_workers_exited) < 0) {
+        log_error("cannot make the main loop's async handle");
+        admin_stop(sv->admin);
+        sv->admin = NULL;
+        goto out_sockets;
+    }
+    sv->workers_exited.data = sv;
     for (; started < sv->n_workers; started++) {
         worker_fds(sv->lsocks, cfg->n_listeners, started, fds);
         int wrc = worker_start(&sv->workers[started], started, sv->snap, fds, sv->alog);
@@ -355,6 +377,7 @@ static int run(struct server *sv)
             worker_stop(&sv->workers[w], 0);
         admin_stop(sv->admin);
         sv->admin = NULL;
+        uv_close((uv_handle_t *)&sv->workers_exited, on_signal_closed);
     }
     uv_run(sv->loop, UV_RUN_DEFAULT);
     for (unsigned w = 0; w < started; w++)

@@ -508,6 +508,14 @@ static void worker_main(void *arg)
     tlsrec_thread_done();
     if (uv_loop_close(&w->loop) != 0)
         log_error("worker %u: handles left open at exit", w->id);
+    __atomic_store_n(&w->exited, true, __ATOMIC_RELEASE);
+    if (w->exit_notify != NULL)
+        uv_async_send(w->exit_notify);
+}
+
+bool worker_exited(struct worker *w)
+{
+    return __atomic_load_n(&w->exited, __ATOMIC_ACQUIRE);
 }
 
 int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *fds,

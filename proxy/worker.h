@@ -103,6 +103,8 @@ struct worker {
     unsigned n_free_exch;
 
     uint64_t rng[2];
+    uv_async_t *exit_notify; /* the main loop's, told when this loop has ended (may be NULL) */
+    bool exited;             /* atomic: the loop has ended; read by the main thread */
     uint64_t drain_deadline_ms; /* 0 when not draining */
     bool draining;
     bool exiting; /* handles are being closed; loop ends */
@@ -120,6 +122,9 @@ void worker_reload(struct worker *w, struct snapshot *s, const int *fds);
  * drain_ms, and exit its loop. */
 void worker_stop(struct worker *w, uint64_t drain_ms);
 void worker_join(struct worker *w);
+
+/* Whether the worker's loop has ended (from any thread). */
+bool worker_exited(struct worker *w);
 
 void *worker_buf_get(struct worker *w);
 void worker_buf_put(struct worker *w, void *buf);

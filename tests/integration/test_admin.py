@@ -91,3 +91,32 @@ def answered_before_routing_counts_empty_labels(ctx):
     v = metric_value(text, "fnproxy_requests_total",
                      {"direction": "ingress", "function": "echo", "route": "all", "code": "200"})
     check_eq(v, 1.0, "the routed request")
+
+
+@case()
+def admin_serves_while_draining(ctx):
+    """After SIGTERM the admin listener keeps answering until the process
+    exits: /ready says 503 so a load balancer stops sending, while /metrics
+    and /stats still show the drain."""
+    import signal
+
+    from harness import build_request, wait_for
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(std_config([b.addr], timeout="5s"))
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/delay/1500"))
+    check(wait_for(lambda: b"GET /delay/1500 " in b.record(), 5), "request reached the backend")
+    fp.send_signal(signal.SIGTERM)
+    check(wait_for(lambda: "draining" in fp.stderr_text(), 5), "fnproxy logged the drain")
+    r = request(fp.admin_port, "GET", "/ready")
+    check_eq((r.status, r.body.strip()), (503, b"draining"), "/ready while draining")
+    r = request(fp.admin_port, "GET", "/metrics")
+    check_eq(r.status, 200, "/metrics while draining")
+    check(b"fnproxy_connections_active" in r.body, "/metrics has the connection gauge")
+    r = request(fp.admin_port, "GET", "/stats")
+    check_eq(r.status, 200, "/stats while draining")
+    r = c.read_response(timeout=10)
+    check_eq((r.status, r.body), (200, b"delayed\n"), "the request in flight")
+    rc = fp.wait(15)
+    fp.stopped = True
+    check_eq(rc, 0, "exit status after the drain")

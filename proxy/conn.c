@@ -621,7 +621,8 @@ static void exch_connect(struct exch *x)
         x->attempts++;
         x->ep = ep;
         ep->outstanding++;
-        x->u = upstream_get(x->c->w, ep, x, x->ws->snap->upstream_tls[x->fn_idx], &err);
+        x->u = upstream_get(x->c->w, ep, x, x->ws->snap->upstream_tls[x->fn_idx],
+                            (x->flags & X_F_FRESH) != 0, &err);
         if (x->u != NULL)
             break;
         ep->outstanding--;
@@ -755,21 +756,24 @@ again:
     conn_read(c, true);
 }
 
-/* A stale pooled connection failed before the function saw anything: try
- * once more on a fresh one. Only for requests without a body, which are
- * still whole in req_head. */
+/* A pooled connection failed before the function sent anything: it may
+ * have been closed by the function while idle (stale). Try exactly once
+ * more, on a new connection, never on another pooled one, which could be
+ * as stale. Only for requests without a body, which are still whole in
+ * req_head. */
 static bool exch_retry_stale(struct exch *x, int err)
 {
     struct upconn *u = x->u;
 
-    if (u == NULL || !(u->flags & UP_F_REUSED) || (x->flags & (X_F_GOT_BYTES | X_F_HAS_BODY)) ||
-        x->attempts > x->fs->n_eps + 1)
+    if (u == NULL || !(u->flags & UP_F_REUSED) ||
+        (x->flags & (X_F_GOT_BYTES | X_F_HAS_BODY | X_F_STALE_RETRIED)))
         return false;
     if (err != UV_EOF && err != UV_ECONNRESET && err != UV_EPIPE)
         return false;
     x->flags |= X_F_UP_BROKEN;
     exch_drop_upstream(x, false);
     x->flags &= ~(X_F_UP_BROKEN | X_F_REQ_SENT | X_F_UP_WRITING);
+    x->flags |= X_F_STALE_RETRIED | X_F_FRESH;
     x->tried = 0; /* the endpoint is fine; the connection was old */
     exch_connect(x);
     return true;

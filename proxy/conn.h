@@ -74,6 +74,8 @@ enum exch_flags {
     X_F_INTERIM = 1u << 11,   /* the response being parsed is a 1xx */
     X_F_HAS_BODY = 1u << 12,  /* the request has a body */
     X_F_CONTINUE = 1u << 13,  /* 100 Continue owed to the client */
+    X_F_FRESH = 1u << 14,     /* the next attempt takes a new connection, not a pooled one */
+    X_F_STALE_RETRIED = 1u << 15, /* the one retry after a stale pooled connection was made */
 };
 
 struct exch {

@@ -151,9 +151,9 @@ static struct upconn *pool_take(struct endpoint *ep)
 }
 
 struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *x,
-                            struct tls_ctx *tls, int *err)
+                            struct tls_ctx *tls, bool fresh, int *err)
 {
-    struct upconn *u = pool_take(ep);
+    struct upconn *u = fresh ? NULL : pool_take(ep);
     int rc;
 
     if (u != NULL) {

@@ -43,12 +43,12 @@ struct upconn {
     unsigned flags;
 };
 
-/* An idle pooled connection to ep, or a new one being connected (with TLS
+/* An idle pooled connection to ep (unless fresh), or a new one being connected (with TLS
  * over tls when it is not NULL: ep->tls_name is sent and verified); the
  * exchange hears of it through exch_upstream_connected(). NULL when a socket
  * could not even be made (the error is in *err). */
 struct upconn *upstream_get(struct worker *w, struct endpoint *ep, struct exch *x,
-                            struct tls_ctx *tls, int *err);
+                            struct tls_ctx *tls, bool fresh, int *err);
 
 /* Why the connection failed when exch_upstream_connected() got UV_EPROTO: the
  * TLS handshake's reason. */

@@ -154,3 +154,35 @@ def unix_socket_endpoint(ctx):
         check_eq((r.status, r.header("x-backend")), (200, "ux"), "request %d over unix" % i)
         _, hdrs, _ = parse_echo(r.body)
         check_eq(hget(hdrs, "x-forwarded-for"), ["127.0.0.1"], "x-forwarded-for")
+
+
+@case()
+def stale_pooled_retry_exactly_once_on_new_connection(ctx):
+    """A pooled connection that fails before the function answered a request
+    without a body is retried once, on a new connection: not on another
+    pooled one, and not again."""
+
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(std_config([b.addr], timeout="3s"), workers=1)
+    # Three connections in the pool: three requests at once, each held a bit.
+    conns = [ctx.connect(fp.port) for _ in range(3)]
+    for i, c in enumerate(conns):
+        c.send(build_request("GET", "/delay/300?warm=%d" % i))
+    seen = set()
+    for c in conns:
+        r = c.read_response(timeout=10)
+        check_eq(r.status, 200, "warm-up")
+        seen.add(r.header("x-backend-conn"))
+    check_eq(len(seen), 3, "warm-up used three backend connections")
+    # /close-now: the backend reads the request and closes without answering,
+    # which is what a stale pooled connection looks like.
+    r = request(fp.port, "GET", "/close-now")
+    check_fnproxy_error(r, 502, "upstream_bad_response")
+    arrivals = b.record().count(b"GET /close-now ")
+    check_eq(arrivals, 2, "times the request reached the function (the first try and one retry)")
+    # The retry went over a new connection: the pool still has two.
+    r = request(fp.port, "GET", "/echo?after=1")
+    check_eq(r.status, 200, "a request after")
+    check(r.header("x-backend-conn") in seen,
+          "the two untouched pooled connections are still there to reuse (got conn %r, pooled %r)"
+          % (r.header("x-backend-conn"), sorted(seen)))

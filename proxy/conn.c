@@ -1126,12 +1126,12 @@ static void on_timer(uv_timer_t *t)
             return;
         }
         if (!(x->flags & (X_F_REQ_PARSED | X_F_UP_WRITING)) && x->u != NULL) {
-            exch_count_timeout(x, TMO_HEADER);
+            exch_count_timeout(x, TMO_BODY);
             x->flags |= X_F_UP_BROKEN;
             exch_reply(x, 408, "request_timeout", "request body not received in time");
             return;
         }
-        exch_count_timeout(x, TMO_TOTAL);
+        exch_count_timeout(x, TMO_UPSTREAM);
         exch_count_uperr(x, UPERR_TIMEOUT);
         x->flags |= X_F_UP_BROKEN;
         exch_reply(x, 504, "upstream_timeout", "the function did not answer in time");

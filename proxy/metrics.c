@@ -13,9 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const timeout_names[TMO__N] = {"connect", "per_try", "total", "header", "idle"};
-static const char *const uperr_names[UPERR__N] = {"refused", "reset",   "dns",
-                                                  "tls",     "timeout", "protocol"};
+static const char *const timeout_names[TMO__N] = {"connect", "header", "body", "upstream",
+                                                  "idle"};
+static const char *const uperr_names[UPERR__N] = {"refused", "reset", "tls", "timeout",
+                                                  "protocol"};
 
 struct route_stats *metrics_route(struct metrics *m, const char *function, const char *route)
 {
@@ -352,6 +353,16 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
           "# TYPE fnproxy_tls_record_errors_total counter\n",
           out);
     each_listener(shards, n, prom_tls_record_errors, out);
+
+    uint64_t dropped = 0;
+    for (size_t i = 0; i < n; i++)
+        dropped += load(&shards[i]->accesslog_dropped);
+    fprintf(out,
+            "# HELP fnproxy_access_log_dropped_lines_total Access-log lines lost to write "
+            "errors.\n"
+            "# TYPE fnproxy_access_log_dropped_lines_total counter\n"
+            "fnproxy_access_log_dropped_lines_total %llu\n",
+            (unsigned long long)dropped);
     free_summed(all, n_all);
 }
 

@@ -55,11 +55,20 @@
 
 #define METRICS_NAME_MAX 72
 
-enum metrics_timeout { TMO_CONNECT = 0, TMO_PER_TRY, TMO_TOTAL, TMO_HEADER, TMO_IDLE, TMO__N };
+/* fnproxy_timeouts_total{kind=...}: what stalled. per_try and total come
+ * with retries, dns with name resolution: not declared before they can be
+ * counted. */
+enum metrics_timeout {
+    TMO_CONNECT = 0, /* connecting to the function (connect_timeout) */
+    TMO_HEADER,      /* the client's request head (header_timeout) */
+    TMO_BODY,        /* the client's request body, no progress for the route's timeout */
+    TMO_UPSTREAM,    /* the function: no response head, or not taking the body, in time */
+    TMO_IDLE,        /* the response body, no progress either way, once it started */
+    TMO__N
+};
 enum metrics_uperr {
     UPERR_REFUSED = 0,
     UPERR_RESET,
-    UPERR_DNS,
     UPERR_TLS,
     UPERR_TIMEOUT,
     UPERR_PROTOCOL,
@@ -99,6 +108,7 @@ struct listener_stats {
 struct metrics {
     struct route_stats *routes;
     struct listener_stats *listeners;
+    uint64_t accesslog_dropped; /* access-log lines lost to write errors (a copy, per flush) */
 };
 
 /* The series for a function and route, made on first use. NULL only when out
@@ -109,6 +119,12 @@ struct listener_stats *metrics_listener(struct metrics *m, const char *name);
 static inline void metrics_inc(uint64_t *c)
 {
     __atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
+}
+
+/* A counter the worker keeps elsewhere, copied for the scraper. */
+static inline void metrics_store(uint64_t *c, uint64_t v)
+{
+    __atomic_store_n(c, v, __ATOMIC_RELAXED);
 }
 
 static inline void metrics_gauge_add(int64_t *g, int64_t d)

@@ -425,6 +425,7 @@ static void on_sweep(uv_timer_t *t)
     struct worker *w = t->data;
 
     accesslog_flush(&w->alog);
+    metrics_store(&w->metrics.accesslog_dropped, w->alog.dropped);
     if (!w->draining) {
         if (++w->sweep_ticks % 10 == 0)
             upstream_sweep(w, false);

@@ -120,3 +120,22 @@ def admin_serves_while_draining(ctx):
     rc = fp.wait(15)
     fp.stopped = True
     check_eq(rc, 0, "exit status after the drain")
+
+
+@case()
+def access_log_dropped_lines_exported(ctx):
+    """Access-log lines lost to write errors are counted on /metrics (a log on
+    a full disk: /dev/full fails every write with ENOSPC), and requests are
+    not affected."""
+    from harness import wait_for
+    b = ctx.start_backend()
+    cfg = std_config([b.addr]).replace("admin:", "access_log: /dev/full\nadmin:", 1)
+    fp = ctx.start_fnproxy(cfg)
+    check_eq(metric_value(fp.metrics(), "fnproxy_access_log_dropped_lines_total", {}), 0.0,
+             "dropped lines before any request")
+    for i in range(3):
+        check_eq(request(fp.port, "GET", "/status/200?i=%d" % i).status, 200, "request %d" % i)
+    check(wait_for(lambda: metric_value(fp.metrics(), "fnproxy_access_log_dropped_lines_total",
+                                        {}) == 3.0, 5),
+          "dropped lines after 3 requests: %r"
+          % metric_value(fp.metrics(), "fnproxy_access_log_dropped_lines_total", {}))

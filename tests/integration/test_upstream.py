@@ -186,3 +186,42 @@ def stale_pooled_retry_exactly_once_on_new_connection(ctx):
     check(r.header("x-backend-conn") in seen,
           "the two untouched pooled connections are still there to reuse (got conn %r, pooled %r)"
           % (r.header("x-backend-conn"), sorted(seen)))
+
+
+def _timeouts(fp, route_labels=True):
+    """fnproxy_timeouts_total by kind, once the scrape shows them all."""
+    from harness import metric_value
+    text = fp.metrics()
+    kinds = {}
+    for k in ("connect", "header", "body", "upstream", "idle", "total", "per_try"):
+        v = metric_value(text, "fnproxy_timeouts_total", {"kind": k})
+        if v is not None:
+            kinds[k] = v
+    return kinds
+
+
+@case()
+def timeout_kinds_name_what_stalled(ctx):
+    """Each timeout is counted under the kind that names what stalled: the
+    client's head (header), the client's body (body), the function's answer
+    (upstream)."""
+    from harness import wait_for
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(std_config([b.addr], timeout="500ms", header_timeout="500ms"))
+    # The client's head stalls.
+    c = ctx.connect(fp.port)
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    check_fnproxy_error(c.read_response(timeout=5), 408, "request_timeout")
+    check(wait_for(lambda: _timeouts(fp) == {"header": 1.0}, 3),
+          "after a stalled head: %r" % _timeouts(fp))
+    # The client's body stalls after 3 of 10 bytes.
+    c = ctx.connect(fp.port)
+    c.send(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    check_fnproxy_error(c.read_response(timeout=5), 408, "request_timeout")
+    check(wait_for(lambda: _timeouts(fp) == {"header": 1.0, "body": 1.0}, 3),
+          "after a stalled body: %r" % _timeouts(fp))
+    # The function does not answer.
+    r = request(fp.port, "GET", "/hang", timeout=5)
+    check_fnproxy_error(r, 504, "upstream_timeout")
+    check(wait_for(lambda: _timeouts(fp) == {"header": 1.0, "body": 1.0, "upstream": 1.0}, 3),
+          "after a function that does not answer: %r" % _timeouts(fp))

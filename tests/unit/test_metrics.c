@@ -311,7 +311,7 @@ static void test_render(void **state)
     metrics_count_status(r1, 200);
     metrics_count_status(r1, 503);
     metrics_count_status(none, 404);
-    metrics_inc(&r0->timeouts[TMO_PER_TRY]);
+    metrics_inc(&r0->timeouts[TMO_UPSTREAM]);
     metrics_inc(&r1->upstream_errors[UPERR_REFUSED]);
     metrics_gauge_add(&l0->active, 2);
     metrics_gauge_add(&l1->active, 1);
@@ -341,7 +341,7 @@ static void test_render(void **state)
     assert_has_line(text, "fnproxy_requests_total{direction=\"ingress\",function=\"\","
                           "route=\"\",code=\"404\"} 1");
     assert_has_line(text, "fnproxy_timeouts_total{direction=\"ingress\",function=\"fn\","
-                          "route=\"r\",kind=\"per_try\"} 1");
+                          "route=\"r\",kind=\"upstream\"} 1");
     assert_has_line(text, "fnproxy_upstream_errors_total{direction=\"ingress\",function=\"fn\","
                           "route=\"r\",reason=\"refused\"} 1");
     assert_has_line(text, "fnproxy_connections_active{listener=\"public\"} 3");

@@ -43,7 +43,7 @@ struct cfg_addr {
     enum cfg_addr_kind kind;
     struct sockaddr_storage sa; /* AF_INET/AF_INET6/AF_UNIX, ready to bind/connect */
     socklen_t sa_len;
-    char text[128]; /* as written, for logs and /config */
+    char text[128]; /* as written, for logs */
 };
 
 struct cfg_cert {

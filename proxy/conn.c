@@ -1177,10 +1177,6 @@ static void on_alloc(struct xprt *t, uv_buf_t *b)
         *b = uv_buf_init(c->w->scratch, WORKER_BUF_SIZE);
         return;
     }
-    if (c->buf == NULL && !conn_buf_alloc(c)) {
-        *b = uv_buf_init(NULL, 0);
-        return;
-    }
     *b = uv_buf_init(c->buf + c->len, c->cap - c->len);
 }
 

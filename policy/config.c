@@ -40,7 +40,6 @@
 #define CONFIG_DEPTH_MAX 64        /* our schema nests 6 deep; this only stops abuse */
 #define NAME_LEN_MAX 64
 #define HOST_LEN_MAX 253
-#define WORKERS_MAX 64
 /* Durations are capped at one day: nothing in fnproxy waits longer, and a
  * bound keeps deadline arithmetic (now + timeout) far from overflowing. */
 #define DURATION_MAX_MS (24ull * 60 * 60 * 1000)
@@ -1261,6 +1260,8 @@ static int parse_listeners(struct pctx *x, const struct ynode *v)
         return fail(x, v, "expected a list of listeners");
     if (v->n == 0)
         return 0;
+    if (v->n > CFG_MAX_LISTENERS)
+        return fail(x, v, "at most %d listeners", CFG_MAX_LISTENERS);
     c->listeners = calloc(v->n, sizeof(*c->listeners));
     name_nodes = arena_alloc(&x->arena, v->n * sizeof(*name_nodes));
     x->listen_nodes = arena_alloc(&x->arena, v->n * sizeof(*x->listen_nodes));
@@ -1376,8 +1377,8 @@ static int get_workers(struct pctx *x, const struct ynode *v, unsigned *out)
         return 0;
     }
     if (!node_is_value(v) || scan_uint(v->str, v->len, &n, &big) != v->len || big || n < 1 ||
-        n > WORKERS_MAX)
-        return fail(x, v, "expected auto or a number from 1 to %d", WORKERS_MAX);
+        n > CFG_MAX_WORKERS)
+        return fail(x, v, "expected auto or a number from 1 to %d", CFG_MAX_WORKERS);
     *out = (unsigned)n;
     return 0;
 }
@@ -1570,6 +1571,8 @@ static int parse_endpoints(struct pctx *x, const struct ynode *v, struct cfg_fun
 
     if (v->type != YN_SEQ || v->n == 0)
         return fail(x, v, "expected a non-empty list of endpoints, like [127.0.0.1:9001]");
+    if (v->n > CFG_MAX_ENDPOINTS)
+        return fail(x, v, "at most %d endpoints per function", CFG_MAX_ENDPOINTS);
     f->endpoints = calloc(v->n, sizeof(*f->endpoints));
     if (!f->endpoints)
         return fail_oom(x);

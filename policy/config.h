@@ -19,6 +19,12 @@
 
 #define CFG_ERR_MAX 512 /* size callers give for error messages */
 
+/* What fnproxy serves at most; a config beyond is refused with an error
+ * naming the list (--check refuses what start would). */
+#define CFG_MAX_WORKERS 64   /* worker threads */
+#define CFG_MAX_LISTENERS 64 /* listeners */
+#define CFG_MAX_ENDPOINTS 64 /* endpoints of one function */
+
 /* Request methods a route can match on, as bits of cfg_route.methods. */
 enum cfg_method {
     CFG_M_GET = 1u << 0,

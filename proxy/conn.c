@@ -25,6 +25,7 @@
 #include "upstream.h"
 
 #define EXCH_FREE_MAX 256
+_Static_assert(CFG_MAX_ENDPOINTS <= 64, "exch.tried has a bit per endpoint");
 #define LINGER_MS 2000          /* reading what a client still sends after our answer */
 #define LINGER_MAX (256 * 1024) /* ... at most this much */
 
@@ -572,10 +573,10 @@ static void exch_begin(struct exch *x)
 static struct endpoint *exch_pick_endpoint(struct exch *x, size_t *idx)
 {
     struct fn_state *fs = x->fs;
-    size_t cand[64], n = 0;
+    size_t cand[CFG_MAX_ENDPOINTS], n = 0;
 
-    for (size_t i = 0; i < fs->n_eps && n < 64; i++)
-        if (!(x->tried & (1ULL << (i % 64))))
+    for (size_t i = 0; i < fs->n_eps; i++) /* n_eps <= CFG_MAX_ENDPOINTS = 64 bits of tried */
+        if (!(x->tried & (1ULL << i)))
             cand[n++] = i;
     if (n == 0)
         return NULL;
@@ -617,7 +618,7 @@ static void exch_connect(struct exch *x)
                            "no endpoint of the function accepted a connection");
             return;
         }
-        x->tried |= 1ULL << (idx % 64);
+        x->tried |= 1ULL << idx;
         x->attempts++;
         x->ep = ep;
         ep->outstanding++;

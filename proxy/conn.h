@@ -97,7 +97,7 @@ struct exch {
     uint32_t req_head_cap;
     char *resp_head; /* the head sent downstream (pooled buffer) */
     uint32_t resp_head_len;
-    uint64_t tried; /* endpoints tried, by index mod 64 */
+    uint64_t tried; /* endpoints tried, by index (at most CFG_MAX_ENDPOINTS) */
     unsigned attempts;
     unsigned flags; /* X_F_* */
     int status;     /* sent to the client */

@@ -34,7 +34,7 @@
 /* The sockets of one listen address, one per worker (SO_REUSEPORT). */
 struct lsock {
     struct cfg_addr addr;
-    int fds[WORKER_MAX];
+    int fds[CFG_MAX_WORKERS];
 };
 
 struct server {
@@ -46,7 +46,7 @@ struct server {
     struct snapshot *snap;
     unsigned n_workers;
     struct worker *workers;
-    struct metrics *shards[WORKER_MAX];
+    struct metrics *shards[CFG_MAX_WORKERS];
     struct admin *admin;
     struct lsock *lsocks; /* by listener index of the current snapshot */
     size_t n_lsocks;
@@ -153,7 +153,7 @@ static int lsocks_for(struct server *sv, const struct config *cfg, struct lsock 
             memcpy(ls[i].fds, old->fds, sizeof(ls[i].fds));
             continue;
         }
-        for (unsigned w = 0; w < WORKER_MAX; w++)
+        for (unsigned w = 0; w < CFG_MAX_WORKERS; w++)
             ls[i].fds[w] = -1;
         if (listen_probe(a, err, errlen) < 0)
             goto out_undo;
@@ -191,16 +191,11 @@ static void reload(struct server *sv)
     struct config *cfg;
     struct snapshot *s;
     struct lsock *ls;
-    int fds[WORKER_MAX];
+    int fds[CFG_MAX_LISTENERS];
 
     log_info("SIGHUP: reloading %s", sv->config_path);
     if (config_load(sv->config_path, &cfg, err, sizeof(err)) < 0) {
         log_error("reload refused, keeping the running config: %s", err);
-        return;
-    }
-    if (cfg->n_listeners > WORKER_MAX) {
-        log_error("reload refused: more than %d listeners", WORKER_MAX);
-        config_free(cfg);
         return;
     }
     /* Certificates first, then sockets: either failing leaves all as it was. */
@@ -300,22 +295,18 @@ static unsigned worker_count(const struct config *cfg)
         if (n == 0)
             n = 1;
     }
-    return n > WORKER_MAX ? WORKER_MAX : n;
+    return n > CFG_MAX_WORKERS ? CFG_MAX_WORKERS : n;
 }
 
 static int run(struct server *sv)
 {
     char err[CFG_ERR_MAX];
-    int fds[WORKER_MAX];
+    int fds[CFG_MAX_LISTENERS];
     const struct config *cfg = sv->snap->cfg;
     unsigned started = 0;
     int rc = 1;
 
     sv->n_workers = worker_count(cfg);
-    if (cfg->n_listeners > WORKER_MAX) {
-        log_error("more than %d listeners", WORKER_MAX);
-        return 1;
-    }
     if (lsocks_for(sv, cfg, &sv->lsocks, err, sizeof(err)) < 0) {
         log_error("%s", err);
         return 1;

@@ -461,7 +461,7 @@ static void on_wake(uv_async_t *a)
 {
     struct worker *w = a->data;
     struct snapshot *s;
-    int fds[WORKER_MAX];
+    int fds[CFG_MAX_LISTENERS];
     bool stop;
     uint64_t drain_ms;
 

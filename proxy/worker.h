@@ -19,7 +19,6 @@
 #include "xprt.h"
 
 #define WORKER_BUF_SIZE (32 * 1024) /* pooled I/O buffer */
-#define WORKER_MAX 64
 #define POOL_IDLE_MS                                                                               \
     4000 /* pooled upstream connection kept at most; under typical server idle limits (Node: 5 s)  \
           */
@@ -82,7 +81,7 @@ struct worker {
 
     uv_mutex_t lock;            /* guards the mailbox */
     struct snapshot *mbox_snap; /* adopt this config next */
-    int mbox_fds[WORKER_MAX];   /* its listeners' sockets, by listener index */
+    int mbox_fds[CFG_MAX_LISTENERS]; /* its listeners' sockets, by listener index */
     bool mbox_stop;             /* drain and exit */
     uint64_t mbox_drain_ms;     /* ... within this long */
 

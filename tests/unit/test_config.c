@@ -382,9 +382,57 @@ static void test_workers(void **state)
         snprintf(yaml, sizeof(yaml), "workers: %s\n", bad[i]);
         snprintf(want, sizeof(want),
                  "t.yaml:1:10: workers: expected auto or a number from 1 "
-                 "to 64");
+                 "to %d", CFG_MAX_WORKERS);
         check_error(yaml, want);
     }
+}
+
+/* Limits are said, not silent: one more listener or endpoint than fnproxy
+ * can serve is a config error naming the list, so --check refuses what
+ * start would. */
+static void test_list_limits(void **state)
+{
+    size_t cap = 64 * 1024, len, i;
+    char *yaml = malloc(cap), want[CFG_ERR_MAX];
+    struct config *c;
+    int n;
+
+    assert_non_null(yaml);
+    for (n = CFG_MAX_LISTENERS; n <= CFG_MAX_LISTENERS + 1; n++) {
+        len = (size_t)snprintf(yaml, cap, "listeners:\n");
+        for (i = 0; i < (size_t)n; i++)
+            len += (size_t)snprintf(yaml + len, cap - len,
+                                    "  - { name: l%zu, listen: 127.0.0.1:%zu }\n", i, 10000 + i);
+        len += (size_t)snprintf(yaml + len, cap - len,
+                                "functions:\n  - name: f\n    endpoints: [127.0.0.1:9]\n");
+        if (n == CFG_MAX_LISTENERS) {
+            c = parse_ok(yaml);
+            assert_int_equal(c->n_listeners, CFG_MAX_LISTENERS);
+            config_free(c);
+        } else {
+            snprintf(want, sizeof(want), "t.yaml:2:3: listeners: at most %d listeners",
+                     CFG_MAX_LISTENERS);
+            check_error(yaml, want);
+        }
+    }
+    for (n = CFG_MAX_ENDPOINTS; n <= CFG_MAX_ENDPOINTS + 1; n++) {
+        len = (size_t)snprintf(yaml, cap, "functions:\n  - name: f\n    endpoints: [");
+        for (i = 0; i < (size_t)n; i++)
+            len += (size_t)snprintf(yaml + len, cap - len, "%s127.0.0.1:%zu", i ? ", " : "",
+                                    10000 + i);
+        len += (size_t)snprintf(yaml + len, cap - len, "]\n");
+        if (n == CFG_MAX_ENDPOINTS) {
+            c = parse_ok(yaml);
+            assert_int_equal(c->functions[0].n_endpoints, CFG_MAX_ENDPOINTS);
+            config_free(c);
+        } else {
+            snprintf(want, sizeof(want),
+                     "t.yaml:3:16: functions[0].endpoints: at most %d endpoints per function",
+                     CFG_MAX_ENDPOINTS);
+            check_error(yaml, want);
+        }
+    }
+    free(yaml);
 }
 
 static void test_durations(void **state)
@@ -1351,6 +1399,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_document_errors),
         cmocka_unit_test(test_nesting_limit),
+        cmocka_unit_test(test_list_limits),
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_unknown_keys),
         cmocka_unit_test(test_unsupported_keys),

@@ -384,7 +384,9 @@ static void test_render(void **state)
     assert_int_equal(count_prefix(text, "fnproxy_upstream_attempt_duration_seconds_count"), 1);
 #undef DUR
 #undef LBL
-    /* Every line is a comment or "name{labels} value". */
+    /* A counter without labels is always there. */
+    assert_has_line(text, "fnproxy_access_log_dropped_lines_total 0");
+    /* Every line is a comment, "name{labels} value" or "name value". */
     for (char *line = text, *end; *line != '\0'; line = end + 1) {
         end = strchr(line, '\n');
         assert_non_null(end);
@@ -392,7 +394,7 @@ static void test_render(void **state)
             continue;
         char *sp = memchr(line, ' ', (size_t)(end - line));
         assert_non_null(sp);
-        assert_true(sp[-1] == '}');
+        assert_true(sp[-1] == '}' || memchr(line, '{', (size_t)(sp - line)) == NULL);
         assert_true(sp + 1 < end);
     }
     free(text);

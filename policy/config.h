@@ -74,8 +74,18 @@ struct cfg_upstream_tls {
     char *server_name; /* SNI and the name checked; NULL: the endpoint's IP */
 };
 
+/* What a listener does with what it accepts (DESIGN.md: listener kinds).
+ * The top-level listeners are ingress; egress listeners (a function's
+ * HTTP_PROXY, from functions[].egress.listen) and capture listeners come
+ * later as kinds of their own, in the same list. */
+enum cfg_listener_kind {
+    CFG_LISTENER_INGRESS = 0, /* reverse proxy to the functions its routes name */
+    CFG_LISTENER__N
+};
+
 struct cfg_listener {
     char *name;
+    enum cfg_listener_kind kind;
     struct cfg_addr listen;        /* inet only */
     uint64_t header_timeout_ms;    /* request head must arrive within; default 10s */
     uint64_t keepalive_timeout_ms; /* idle between requests; default 60s */

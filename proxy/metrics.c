@@ -18,16 +18,33 @@ static const char *const timeout_names[TMO__N] = {"connect", "header", "body", "
 static const char *const uperr_names[UPERR__N] = {"refused", "reset", "tls", "timeout",
                                                   "protocol"};
 
-struct route_stats *metrics_route(struct metrics *m, const char *function, const char *route)
+static const char *const direction_names[DIR__N] = {"ingress", "egress"};
+
+const char *metrics_direction_name(enum metrics_direction d)
+{
+    return (unsigned)d < DIR__N ? direction_names[d] : "ingress";
+}
+
+/* A series is a direction, a function and a route. */
+static bool same_series(const struct route_stats *a, enum metrics_direction direction,
+                        const char *function, const char *route)
+{
+    return a->direction == direction && strcmp(a->function, function) == 0 &&
+           strcmp(a->route, route) == 0;
+}
+
+struct route_stats *metrics_route(struct metrics *m, enum metrics_direction direction,
+                                  const char *function, const char *route)
 {
     struct route_stats *s;
 
     for (s = m->routes; s != NULL; s = s->next)
-        if (strcmp(s->function, function) == 0 && strcmp(s->route, route) == 0)
+        if (same_series(s, direction, function, route))
             return s;
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
+    s->direction = direction;
     snprintf(s->function, sizeof(s->function), "%s", function);
     snprintf(s->route, sizeof(s->route), "%s", route);
     s->next = m->routes;
@@ -77,7 +94,7 @@ static bool route_seen(struct metrics *const *shards, size_t upto, const struct 
 {
     for (size_t i = 0; i < upto; i++)
         for (struct route_stats *s = first_route(shards[i]); s != NULL; s = s->next)
-            if (strcmp(s->function, r->function) == 0 && strcmp(s->route, r->route) == 0)
+            if (same_series(s, r->direction, r->function, r->route))
                 return true;
     return false;
 }
@@ -87,11 +104,12 @@ static void route_sum(struct metrics *const *shards, size_t n, const struct rout
                       struct route_stats *sum)
 {
     memset(sum, 0, sizeof(*sum));
+    sum->direction = r->direction;
     memcpy(sum->function, r->function, sizeof(sum->function));
     memcpy(sum->route, r->route, sizeof(sum->route));
     for (size_t i = 0; i < n; i++) {
         for (struct route_stats *s = first_route(shards[i]); s != NULL; s = s->next) {
-            if (strcmp(s->function, r->function) != 0 || strcmp(s->route, r->route) != 0)
+            if (!same_series(s, r->direction, r->function, r->route))
                 continue;
             for (int c = 0; c < 600; c++)
                 sum->codes[c] += load(&s->codes[c]);
@@ -199,17 +217,19 @@ static void render_histogram(FILE *out, const char *name, const struct route_sta
         return;
     for (unsigned k = 0; k < HIST_N_LE; k++)
         fprintf(out,
-                "%s_bucket{direction=\"ingress\",function=\"%s\",route=\"%s\"%s,le=\"%s\"} %llu\n",
-                name, r->function, r->route, extra, hist_le_text[k],
+                "%s_bucket{direction=\"%s\",function=\"%s\",route=\"%s\"%s,le=\"%s\"} %llu\n",
+                name, direction_names[r->direction], r->function, r->route, extra, hist_le_text[k],
                 (unsigned long long)histogram_le_count(h, k));
     fprintf(out,
-            "%s_bucket{direction=\"ingress\",function=\"%s\",route=\"%s\"%s,le=\"+Inf\"} %llu\n",
-            name, r->function, r->route, extra, (unsigned long long)count);
-    fprintf(out, "%s_sum{direction=\"ingress\",function=\"%s\",route=\"%s\"%s} ", name, r->function,
-            r->route, extra);
+            "%s_bucket{direction=\"%s\",function=\"%s\",route=\"%s\"%s,le=\"+Inf\"} %llu\n",
+            name, direction_names[r->direction], r->function, r->route, extra,
+            (unsigned long long)count);
+    fprintf(out, "%s_sum{direction=\"%s\",function=\"%s\",route=\"%s\"%s} ", name,
+            direction_names[r->direction], r->function, r->route, extra);
     put_seconds(out, h->sum);
-    fprintf(out, "\n%s_count{direction=\"ingress\",function=\"%s\",route=\"%s\"%s} %llu\n", name,
-            r->function, r->route, extra, (unsigned long long)count);
+    fprintf(out, "\n%s_count{direction=\"%s\",function=\"%s\",route=\"%s\"%s} %llu\n", name,
+            direction_names[r->direction], r->function, r->route, extra,
+            (unsigned long long)count);
 }
 
 static void prom_listener(FILE *out, const struct listener_stats *sum, bool first)
@@ -248,19 +268,22 @@ static void render_denials(FILE *out, struct route_stats *const *all, size_t n_a
     for (size_t i = 0; i < n_all; i++) {
         bool seen = false;
         for (size_t j = 0; j < i && !seen; j++)
-            seen = strcmp(all[j]->function, all[i]->function) == 0;
+            seen = all[j]->direction == all[i]->direction &&
+                   strcmp(all[j]->function, all[i]->function) == 0;
         if (seen)
             continue;
         for (int k = 0; k < DENY__N; k++) {
             uint64_t sum = 0;
             for (size_t j = i; j < n_all; j++)
-                if (strcmp(all[j]->function, all[i]->function) == 0)
+                if (all[j]->direction == all[i]->direction &&
+                    strcmp(all[j]->function, all[i]->function) == 0)
                     sum += all[j]->denials[k];
             if (sum != 0)
                 fprintf(out,
-                        "fnproxy_policy_denials_total{direction=\"ingress\",function=\"%s\","
+                        "fnproxy_policy_denials_total{direction=\"%s\",function=\"%s\","
                         "reason=\"%s\"} %llu\n",
-                        all[i]->function, denial_names[k], (unsigned long long)sum);
+                        direction_names[all[i]->direction], all[i]->function, denial_names[k],
+                        (unsigned long long)sum);
         }
     }
 }
@@ -278,10 +301,9 @@ static void render_route_counts(FILE *out, const char *name, const char *help, c
 
         for (int k = 0; k < n_names; k++)
             if (count[k] != 0)
-                fprintf(out,
-                        "%s{direction=\"ingress\",function=\"%s\",route=\"%s\",%s=\"%s\"} %llu\n",
-                        name, all[i]->function, all[i]->route, label, names[k],
-                        (unsigned long long)count[k]);
+                fprintf(out, "%s{direction=\"%s\",function=\"%s\",route=\"%s\",%s=\"%s\"} %llu\n",
+                        name, direction_names[all[i]->direction], all[i]->function,
+                        all[i]->route, label, names[k], (unsigned long long)count[k]);
     }
 }
 
@@ -299,9 +321,10 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
         for (int c = 100; c < 600; c++)
             if (all[i]->codes[c] != 0)
                 fprintf(out,
-                        "fnproxy_requests_total{direction=\"ingress\",function=\"%s\","
+                        "fnproxy_requests_total{direction=\"%s\",function=\"%s\","
                         "route=\"%s\",code=\"%d\"} %llu\n",
-                        all[i]->function, all[i]->route, c, (unsigned long long)all[i]->codes[c]);
+                        direction_names[all[i]->direction], all[i]->function, all[i]->route, c,
+                        (unsigned long long)all[i]->codes[c]);
 
     render_route_counts(out, "fnproxy_timeouts_total", "Timeouts, by kind.", "kind", all, n_all,
                         offsetof(struct route_stats, timeouts), timeout_names, TMO__N);
@@ -413,7 +436,8 @@ void metrics_render_json(FILE *out, struct metrics *const *shards, size_t n)
 
         for (int c = 0; c < 600; c++)
             requests += r->codes[c];
-        fputs(i == 0 ? "{\"function\":" : ",{\"function\":", out);
+        fprintf(out, "%s{\"direction\":\"%s\",\"function\":", i == 0 ? "" : ",",
+                direction_names[r->direction]);
         json_string(out, r->function);
         fputs(",\"route\":", out);
         json_string(out, r->route);

@@ -83,8 +83,12 @@ enum metrics_denial { DENY_CLIENT = 0, DENY__N };
 /* fnproxy_phase_duration_seconds{phase=...}; queue and tls come later. */
 enum metrics_phase { PHASE_CONNECT = 0, PHASE_UPSTREAM, PHASE_PROXY, PHASE__N };
 
+/* The direction label: which side of the function a series counts. */
+enum metrics_direction { DIR_INGRESS = 0, DIR_EGRESS, DIR__N };
+
 struct route_stats {
     struct route_stats *next;        /* registry list; published with a release store */
+    enum metrics_direction direction;
     char function[METRICS_NAME_MAX]; /* "" before a route was chosen */
     char route[METRICS_NAME_MAX];
     uint64_t codes[600]; /* requests answered, by status code */
@@ -113,7 +117,11 @@ struct metrics {
 
 /* The series for a function and route, made on first use. NULL only when out
  * of memory. Called on config adoption, not per request. */
-struct route_stats *metrics_route(struct metrics *m, const char *function, const char *route);
+struct route_stats *metrics_route(struct metrics *m, enum metrics_direction direction,
+                                  const char *function, const char *route);
+
+/* "ingress" or "egress". */
+const char *metrics_direction_name(enum metrics_direction d);
 struct listener_stats *metrics_listener(struct metrics *m, const char *name);
 
 static inline void metrics_inc(uint64_t *c)

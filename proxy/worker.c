@@ -189,7 +189,7 @@ static struct wsnap *wsnap_new(struct worker *w, struct snapshot *s)
     ws->w = w;
     ws->refs = 1;
     ws->fns = calloc(cfg->n_functions ? cfg->n_functions : 1, sizeof(*ws->fns));
-    ws->noroute = metrics_route(&w->metrics, "", "");
+    ws->noroute = metrics_route(&w->metrics, DIR_INGRESS, "", "");
     if (ws->fns == NULL || ws->noroute == NULL)
         goto out_free;
     for (size_t i = 0; i < cfg->n_functions; i++) {
@@ -205,7 +205,7 @@ static struct wsnap *wsnap_new(struct worker *w, struct snapshot *s)
             if ((fs->eps[e] = endpoint_find(w, &fn->endpoints[e], fn->upstream_tls)) == NULL)
                 goto out_free;
         for (size_t r = 0; r < fn->n_routes; r++)
-            if ((fs->routes[r] = metrics_route(&w->metrics, fn->name, fn->routes[r].name)) == NULL)
+            if ((fs->routes[r] = metrics_route(&w->metrics, DIR_INGRESS, fn->name, fn->routes[r].name)) == NULL)
                 goto out_free;
     }
     return ws;
@@ -285,7 +285,7 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
         socklen_t len = sizeof(peer);
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            conn_accept(l, fd, (struct sockaddr *)&peer);
+            l->accept(l, fd, (struct sockaddr *)&peer);
             if (l->closed)
                 return;
             continue;
@@ -314,12 +314,20 @@ static void wlistener_start(struct wlistener *l)
         l->listening = true;
 }
 
-static struct wlistener *wlistener_new(struct worker *w, int fd, size_t idx, const char *name)
+/* What each kind of listener does with a connection. */
+static wlistener_accept_fn *const accept_by_kind[CFG_LISTENER__N] = {
+    [CFG_LISTENER_INGRESS] = conn_accept,
+};
+
+static struct wlistener *wlistener_new(struct worker *w, int fd, size_t idx,
+                                       const struct cfg_listener *lc)
 {
     struct wlistener *l = calloc(1, sizeof(*l));
+    const char *name = lc->name;
 
     if (l == NULL)
         return NULL;
+    l->accept = accept_by_kind[lc->kind];
     l->w = w;
     l->fd = fd;
     l->idx = idx;
@@ -352,9 +360,10 @@ static void worker_set_listeners(struct worker *w, const struct config *cfg, con
                 break;
         if (l != NULL) {
             l->idx = i;
+            l->accept = accept_by_kind[cfg->listeners[i].kind]; /* a socket may change kind */
             continue;
         }
-        if (wlistener_new(w, fds[i], i, cfg->listeners[i].name) == NULL) {
+        if (wlistener_new(w, fds[i], i, &cfg->listeners[i]) == NULL) {
             log_error("listener %s: cannot start: out of memory", cfg->listeners[i].name);
             close(fds[i]);
         }

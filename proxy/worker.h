@@ -56,9 +56,15 @@ struct wsnap {
     struct route_stats *noroute; /* answered before a route was chosen */
 };
 
+struct wlistener;
+
+/* Takes an accepted socket (closing it on failure): one per listener kind. */
+typedef void wlistener_accept_fn(struct wlistener *l, int fd, const struct sockaddr *peer);
+
 struct wlistener {
     struct wlistener *next;
     struct worker *w;
+    wlistener_accept_fn *accept; /* by the listener's kind */
     uv_poll_t poll;
     uv_timer_t backoff; /* accepting paused after EMFILE and the like */
     int fd;

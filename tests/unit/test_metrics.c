@@ -296,9 +296,9 @@ static void test_render(void **state)
 {
     struct metrics m[2] = {{0}};
     struct metrics *shards[2] = {&m[0], &m[1]};
-    struct route_stats *r0 = metrics_route(&m[0], "fn", "r");
-    struct route_stats *r1 = metrics_route(&m[1], "fn", "r");
-    struct route_stats *none = metrics_route(&m[0], "", "");
+    struct route_stats *r0 = metrics_route(&m[0], DIR_INGRESS, "fn", "r");
+    struct route_stats *r1 = metrics_route(&m[1], DIR_INGRESS, "fn", "r");
+    struct route_stats *none = metrics_route(&m[0], DIR_INGRESS, "", "");
     struct listener_stats *l0 = metrics_listener(&m[0], "public");
     struct listener_stats *l1 = metrics_listener(&m[1], "public");
 
@@ -404,15 +404,45 @@ static void test_render(void **state)
      * {300, 2000}: rank 1, the bucket of 300 µs [288, 320), so 0.304 ms. */
     assert_string_equal(
         text, "{\"routes\":["
-              "{\"function\":\"\",\"route\":\"\",\"requests\":1,\"codes\":{\"404\":1},"
+              "{\"direction\":\"ingress\",\"function\":\"\",\"route\":\"\",\"requests\":1,\"codes\":{\"404\":1},"
               "\"latency_ms\":{\"p50\":0.042,\"p90\":0.042,\"p99\":0.042,\"p999\":0.042}},"
-              "{\"function\":\"fn\",\"route\":\"r\",\"requests\":3,\"codes\":{\"200\":2,"
+              "{\"direction\":\"ingress\",\"function\":\"fn\",\"route\":\"r\",\"requests\":3,\"codes\":{\"200\":2,"
               "\"503\":1},"
               "\"latency_ms\":{\"p50\":0.304,\"p90\":1.984,\"p99\":1.984,\"p999\":1.984}}],"
               "\"listeners\":[{\"name\":\"public\",\"active\":3}]}\n");
     free(text);
     metrics_release(&m[0]);
     metrics_release(&m[1]);
+}
+
+/* direction is data of the series: an egress route and an ingress route
+ * with the same names are two series, each with its own label. */
+static void test_direction_is_data(void **state)
+{
+    struct metrics m = {0};
+    struct metrics *shards[1] = {&m};
+    struct route_stats *in = metrics_route(&m, DIR_INGRESS, "fn", "r");
+    struct route_stats *out = metrics_route(&m, DIR_EGRESS, "fn", "r");
+    char *text;
+
+    assert_non_null(in);
+    assert_non_null(out);
+    assert_ptr_not_equal(in, out);
+    assert_ptr_equal(metrics_route(&m, DIR_EGRESS, "fn", "r"), out);
+    metrics_count_status(in, 200);
+    metrics_count_status(out, 200);
+    metrics_count_status(out, 200);
+    metrics_inc(&out->denials[DENY_CLIENT]);
+    text = render(metrics_render, shards, 1);
+    assert_has_line(text, "fnproxy_requests_total{direction=\"ingress\",function=\"fn\","
+                          "route=\"r\",code=\"200\"} 1");
+    assert_has_line(text, "fnproxy_requests_total{direction=\"egress\",function=\"fn\","
+                          "route=\"r\",code=\"200\"} 2");
+    assert_has_line(text, "fnproxy_policy_denials_total{direction=\"egress\",function=\"fn\","
+                          "reason=\"client\"} 1");
+    assert_int_equal(count_prefix(text, "fnproxy_policy_denials_total{"), 1);
+    free(text);
+    metrics_release(&m);
 }
 
 static void test_render_empty(void **state)
@@ -424,10 +454,10 @@ static void test_render_empty(void **state)
     assert_string_equal(text, "{\"routes\":[],\"listeners\":[]}\n");
     free(text);
     /* A series without requests: zeros, no codes. */
-    assert_non_null(metrics_route(&m, "f", "r\"x"));
+    assert_non_null(metrics_route(&m, DIR_INGRESS, "f", "r\"x"));
     text = render(metrics_render_json, shards, 1);
     assert_string_equal(text,
-                        "{\"routes\":[{\"function\":\"f\",\"route\":\"r\\\"x\",\"requests\":0,"
+                        "{\"routes\":[{\"direction\":\"ingress\",\"function\":\"f\",\"route\":\"r\\\"x\",\"requests\":0,"
                         "\"codes\":{},\"latency_ms\":{\"p50\":0.000,\"p90\":0.000,"
                         "\"p99\":0.000,\"p999\":0.000}}],\"listeners\":[]}\n");
     free(text);
@@ -443,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_index_map),    cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_record_merge), cmocka_unit_test(test_percentiles),
         cmocka_unit_test(test_le_exact),     cmocka_unit_test(test_render),
+        cmocka_unit_test(test_direction_is_data),
         cmocka_unit_test(test_render_empty),
     };
 

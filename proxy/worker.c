@@ -23,7 +23,6 @@
 #include "conn.h"
 #include "log.h"
 #include "tlsrec.h"
-#include "upstream.h"
 
 /* Connections taken per wake-up of a listener. One, as nginx does by
  * default: the connections already open are served before more are let
@@ -101,11 +100,6 @@ uint64_t worker_now_ms(struct worker *w)
 
 /* --- config snapshots as this worker sees them ------------------------------- */
 
-static bool str_same(const char *a, const char *b)
-{
-    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
 /* The IP of an inet endpoint, as the name its certificate must carry when no
  * server_name is configured. */
 static char *endpoint_ip(const struct cfg_addr *a)
@@ -119,17 +113,10 @@ static char *endpoint_ip(const struct cfg_addr *a)
     return strdup(ip);
 }
 
-static void endpoint_free(struct endpoint *ep)
-{
-    free(ep->tls_name);
-    free(ep->tls_ca);
-    free(ep);
-}
-
-/* Endpoints are shared by every function and config that name the same
- * address with the same TLS settings, so that their pools are too. */
-static struct endpoint *endpoint_find(struct worker *w, const struct cfg_addr *a,
-                                      const struct cfg_upstream_tls *t)
+/* A function's endpoint, shared by every function and config that name the
+ * same address with the same TLS settings, so that their pools are too. */
+static struct endpoint *fn_endpoint(struct worker *w, const struct cfg_addr *a,
+                                    const struct cfg_upstream_tls *t)
 {
     struct endpoint *ep;
     char *name = NULL;
@@ -139,35 +126,17 @@ static struct endpoint *endpoint_find(struct worker *w, const struct cfg_addr *a
         if (name == NULL)
             return NULL;
     }
-    for (ep = w->endpoints; ep != NULL; ep = ep->next) {
-        if (ep->addr.sa_len == a->sa_len && memcmp(&ep->addr.sa, &a->sa, a->sa_len) == 0 &&
-            str_same(ep->tls_name, name) && str_same(ep->tls_ca, t != NULL ? t->ca : NULL)) {
-            free(name);
-            return ep;
-        }
-    }
-    ep = calloc(1, sizeof(*ep));
-    if (ep == NULL)
-        goto out_free;
-    ep->addr = *a;
-    ep->tls_name = name;
-    if (t != NULL && t->ca != NULL && (ep->tls_ca = strdup(t->ca)) == NULL) {
-        endpoint_free(ep);
-        return NULL;
-    }
-    ep->next = w->endpoints;
-    w->endpoints = ep;
-    return ep;
-
-out_free:
+    ep = endpoint_get(&w->pool, a, name, t != NULL ? t->ca : NULL);
     free(name);
-    return NULL;
+    return ep;
 }
 
 static void wsnap_free(struct wsnap *ws)
 {
     if (ws->fns != NULL) {
         for (size_t i = 0; i < ws->snap->cfg->n_functions; i++) {
+            for (size_t e = 0; e < ws->fns[i].n_eps; e++)
+                endpoint_put(ws->fns[i].eps[e]);
             free(ws->fns[i].eps);
             free(ws->fns[i].routes);
         }
@@ -200,9 +169,8 @@ static struct wsnap *wsnap_new(struct worker *w, struct snapshot *s)
         fs->routes = calloc(fn->n_routes ? fn->n_routes : 1, sizeof(*fs->routes));
         if (fs->eps == NULL || fs->routes == NULL)
             goto out_free;
-        fs->n_eps = fn->n_endpoints;
-        for (size_t e = 0; e < fn->n_endpoints; e++)
-            if ((fs->eps[e] = endpoint_find(w, &fn->endpoints[e], fn->upstream_tls)) == NULL)
+        for (size_t e = 0; e < fn->n_endpoints; e++, fs->n_eps++)
+            if ((fs->eps[e] = fn_endpoint(w, &fn->endpoints[e], fn->upstream_tls)) == NULL)
                 goto out_free;
         for (size_t r = 0; r < fn->n_routes; r++)
             if ((fs->routes[r] = metrics_route(&w->metrics, DIR_INGRESS, fn->name, fn->routes[r].name)) == NULL)
@@ -423,7 +391,8 @@ static void worker_exit(struct worker *w)
         wlistener_close(l);
     while (w->conns != NULL)
         conn_close(w->conns);
-    upstream_sweep(w, true);
+    w->pool.draining = true;
+    pool_sweep(&w->pool, 0);
     uv_close((uv_handle_t *)&w->wake, on_handle_closed);
     uv_close((uv_handle_t *)&w->sweep, on_handle_closed);
     xprt_loop_close(&w->xlp);
@@ -437,10 +406,10 @@ static void on_sweep(uv_timer_t *t)
     metrics_store(&w->metrics.accesslog_dropped, w->alog.dropped);
     if (!w->draining) {
         if (++w->sweep_ticks % 10 == 0)
-            upstream_sweep(w, false);
+            pool_sweep(&w->pool, POOL_IDLE_MS);
         return;
     }
-    upstream_sweep(w, true);
+    pool_sweep(&w->pool, 0);
     if (w->n_conns == 0 || worker_now_ms(w) >= w->drain_deadline_ms) {
         if (w->n_conns > 0)
             log_warn("drain timeout: closing %u connections with requests in flight", w->n_conns);
@@ -455,6 +424,7 @@ static void worker_drain(struct worker *w, uint64_t drain_ms)
     if (w->draining)
         return;
     w->draining = true;
+    w->pool.draining = true;
     w->drain_deadline_ms = worker_now_ms(w) + drain_ms;
     while (w->listeners != NULL)
         wlistener_close(w->listeners);
@@ -462,7 +432,7 @@ static void worker_drain(struct worker *w, uint64_t drain_ms)
         next = c->next;
         conn_drain(c);
     }
-    upstream_sweep(w, true);
+    pool_sweep(&w->pool, 0);
     uv_timer_start(&w->sweep, on_sweep, 0, DRAIN_CHECK_MS);
 }
 
@@ -504,11 +474,9 @@ static void worker_main(void *arg)
     /* Every handle is closed: free what the loop used. */
     wsnap_unref(w->cur);
     w->cur = NULL;
-    while (w->endpoints != NULL) {
-        struct endpoint *ep = w->endpoints;
-        w->endpoints = ep->next;
-        endpoint_free(ep);
-    }
+    /* Snapshots and connections held every endpoint: none is left. */
+    if (w->pool.n_endpoints != 0)
+        log_error("worker %u: %u endpoints left at exit", w->id, w->pool.n_endpoints);
     exch_free_all(w);
     worker_free_bufs(w);
     accesslog_flush(&w->alog);
@@ -558,6 +526,7 @@ int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *f
     w->xlp.buf_put = xprt_buf_put;
     w->xlp.buf_ctx = w;
     w->xlp.buf_size = WORKER_BUF_SIZE;
+    pool_init(&w->pool, &w->loop, &w->xlp, w->scratch);
     uv_async_init(&w->loop, &w->wake, on_wake);
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->sweep);

@@ -15,6 +15,7 @@
 
 #include "accesslog.h"
 #include "metrics.h"
+#include "pool.h"
 #include "snapshot.h"
 #include "xprt.h"
 
@@ -23,25 +24,12 @@
     4000 /* pooled upstream connection kept at most; under typical server idle limits (Node: 5 s)  \
           */
 
-struct upconn;
 struct conn;
 struct exch;
 
-/* One upstream address as one worker sees it: load and idle connections. */
-struct endpoint {
-    struct endpoint *next;
-    struct cfg_addr addr;
-    char *tls_name;             /* TLS to it: the name sent and verified; NULL: plain */
-    char *tls_ca;               /* ... and the CA file it is verified with, for pool identity */
-    uint64_t last_error_log_ms; /* failures are logged at most once a second */
-    unsigned outstanding;       /* exchanges in flight, for least-outstanding balancing */
-    struct upconn *idle;        /* pooled connections, most recently used first */
-    unsigned n_idle;
-};
-
 /* A function under one snapshot, resolved to this worker's endpoints. */
 struct fn_state {
-    struct endpoint **eps;
+    struct endpoint **eps; /* referenced */
     size_t n_eps;
     struct route_stats **routes; /* one per route, same order as the config */
 };
@@ -96,7 +84,7 @@ struct worker {
     struct wlistener *listeners;
     struct conn *conns; /* every downstream connection */
     unsigned n_conns;
-    struct endpoint *endpoints;
+    struct pool pool; /* endpoints and upstream connections */
     struct metrics metrics;
     struct accesslog_buf alog; /* this worker's lines, flushed every SWEEP_MS */
     unsigned sweep_ticks;

@@ -1,0 +1,1048 @@
+/*
+ * exch.c - the exchange: one request proxied to a function and its response
+ * back (see exch.h for the phases, the failure path and the client side).
+ *
+ * Bodies stream without copies: iovecs point into the read buffer of the
+ * side they came from, and that side is not read again until the write that
+ * uses them completes. One write in flight per direction is the
+ * backpressure: a fast sender waits for the slow receiver.
+ */
+#include "exch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "accesslog.h"
+#include "log.h"
+
+#define EXCH_FREE_MAX 256
+_Static_assert(CFG_MAX_ENDPOINTS <= 64, "exch.tried has a bit per endpoint");
+
+static void exch_pump_request(struct exch *x);
+static void exch_pump_response(struct exch *x);
+static void exch_connect(struct exch *x);
+static void exch_reply(struct exch *x, int status, const char *code, const char *message);
+
+/* --- phases and decisions (pure) ------------------------------------------------ */
+
+static const char *const phase_names[EXCH_PH__N] = {
+    [EXCH_PH_HEAD] = "head",     [EXCH_PH_ROUTE] = "route",         [EXCH_PH_CONNECT] = "connect",
+    [EXCH_PH_BODY] = "body",     [EXCH_PH_SEND] = "send",           [EXCH_PH_WAIT_HEAD] = "wait_head",
+    [EXCH_PH_STREAM] = "stream", [EXCH_PH_REPLY] = "reply",         [EXCH_PH_DONE] = "done",
+};
+
+const char *exch_phase_name(enum exch_phase ph)
+{
+    return (unsigned)ph < EXCH_PH__N ? phase_names[ph] : "?";
+}
+
+uint64_t exch_phase_timeout(enum exch_phase ph, const struct exch_timeouts *t,
+                            enum metrics_timeout *kind)
+{
+    switch (ph) {
+    case EXCH_PH_HEAD:
+        *kind = TMO_HEADER;
+        return t->header_ms;
+    case EXCH_PH_CONNECT:
+        *kind = TMO_CONNECT;
+        return t->connect_ms;
+    case EXCH_PH_BODY:
+        *kind = TMO_BODY;
+        return t->timeout_ms;
+    case EXCH_PH_SEND:
+    case EXCH_PH_WAIT_HEAD:
+        *kind = TMO_UPSTREAM;
+        return t->timeout_ms;
+    case EXCH_PH_STREAM:
+        *kind = TMO_IDLE;
+        return t->timeout_ms;
+    default: /* route (no wait), reply (the client not reading it), done */
+        *kind = TMO__N;
+        return t->header_ms;
+    }
+}
+
+enum exch_next exch_decide(enum exch_failure f, int err, const struct exch_attempt *a)
+{
+    if (a->resp_started)
+        return EXCH_NEXT_ABORT; /* no clean answer is possible any more */
+    switch (f) {
+    case EXCH_FAIL_REFUSED:
+    case EXCH_FAIL_CONNECT_TIMEOUT:
+    case EXCH_FAIL_TLS:
+        return EXCH_NEXT_ENDPOINT; /* nothing reached the function */
+    case EXCH_FAIL_RESET:
+        if (a->reused && !a->got_bytes && !a->has_body && !a->stale_retried &&
+            (err == UV_EOF || err == UV_ECONNRESET || err == UV_EPIPE))
+            return EXCH_NEXT_FRESH;
+        return EXCH_NEXT_REPLY;
+    default:
+        return EXCH_NEXT_REPLY;
+    }
+}
+
+/* --- small helpers ------------------------------------------------------------ */
+
+/* The listener the request came on, NULL when a reload removed it. */
+static const struct cfg_listener *exch_listener(const struct exch *x)
+{
+    const struct config *cfg = (x->ws != NULL ? x->ws : x->cl->w->cur)->snap->cfg;
+
+    size_t i = *x->cl->listener;
+
+    return i < cfg->n_listeners ? &cfg->listeners[i] : NULL;
+}
+
+/* Arms the deadline of the current phase, from now: every bit of progress
+ * calls this. */
+static void exch_touch(struct exch *x)
+{
+    const struct cfg_listener *lc = exch_listener(x);
+    struct exch_timeouts t = {.header_ms = lc != NULL ? lc->header_timeout_ms : 10000};
+    enum metrics_timeout kind;
+
+    t.connect_ms = x->route != NULL ? x->route->connect_timeout_ms : t.header_ms;
+    t.timeout_ms = x->route != NULL ? x->route->timeout_ms : t.header_ms;
+    x->cl->ops->arm(x, exch_phase_timeout(x->phase, &t, &kind));
+}
+
+static void exch_enter(struct exch *x, enum exch_phase ph)
+{
+    x->phase = ph;
+    exch_touch(x);
+}
+
+/* --- exchanges ------------------------------------------------------------ */
+
+struct exch *exch_new(struct exch_client *cl)
+{
+    struct worker *w = cl->w;
+    struct exch *x = w->free_exch;
+
+    if (x != NULL) {
+        w->free_exch = x->next_free;
+        w->n_free_exch--;
+    } else {
+        x = malloc(sizeof(*x));
+        if (x == NULL)
+            return NULL;
+    }
+    /* Everything before the parsers and buffers; they are set up where
+     * they are used. */
+    memset(x, 0, offsetof(struct exch, req));
+    x->req_out.n = x->resp_out.n = 0;
+    x->request_id[0] = '\0';
+    x->cl = cl;
+    h1_parser_init(&x->req, HTTP_REQUEST);
+    /* The head has header_timeout in all, not per read (slow clients). */
+    exch_enter(x, EXCH_PH_HEAD);
+    return x;
+}
+
+void exch_free(struct worker *w, struct exch *x)
+{
+    if (x->req_head != NULL) {
+        if (x->req_head_cap == WORKER_BUF_SIZE)
+            worker_buf_put(w, x->req_head);
+        else
+            free(x->req_head);
+    }
+    if (x->resp_head != NULL)
+        worker_buf_put(w, x->resp_head);
+    if (w->n_free_exch >= EXCH_FREE_MAX || w->exiting) {
+        free(x);
+        return;
+    }
+    x->next_free = w->free_exch;
+    w->free_exch = x;
+    w->n_free_exch++;
+}
+
+void exch_free_all(struct worker *w)
+{
+    while (w->free_exch != NULL) {
+        struct exch *x = w->free_exch;
+        w->free_exch = x->next_free;
+        free(x);
+    }
+    w->n_free_exch = 0;
+}
+
+/* The method and target as received: from the head forwarded upstream when
+ * there is one (the client buffer may have moved on), else from the head
+ * spans, which are still in place when no head was forwarded. */
+static void exch_request_line(const struct exch *x, struct h1_span *method, struct h1_span *target)
+{
+    *method = x->req.head.method;
+    *target = x->req.head.target;
+    if (x->req_head != NULL && x->req_head_len > method->len + 1) {
+        method->p = x->req_head;
+        target->p = x->req_head + method->len + 1;
+    }
+}
+
+/* Counts the finished request: status, latency and phases, access log. */
+static void exch_count(struct exch *x)
+{
+    struct route_stats *s = x->stats != NULL ? x->stats : x->ws->noroute;
+    struct worker *w = x->cl->w;
+    uint64_t now = metrics_now_us();
+    uint64_t duration = x->t0 != 0 ? now - x->t0 : 0;
+
+    metrics_count_status(s, x->status);
+    metrics_observe_request(s, &(struct metrics_request_time){
+                                   .duration_us = duration,
+                                   .connect_us = x->connect_us,
+                                   .upstream_us = x->upstream_us,
+                                   .connected = x->connected,
+                                   .sent = x->sent,
+                               });
+    if (w->alog.buf == NULL)
+        return; /* access log off */
+    struct h1_span method, target;
+    const struct cfg_listener *lc = exch_listener(x);
+    exch_request_line(x, &method, &target);
+    accesslog_record(&w->alog, &(struct accesslog_entry){
+                                   .ts_ms = x->ts_ms,
+                                   .request_id = x->request_id,
+                                   .client = x->cl->ip,
+                                   .listener = lc != NULL ? lc->name : "",
+                                   .method = method.p,
+                                   .method_len = method.len,
+                                   .target = target.p,
+                                   .target_len = target.len,
+                                   .status = x->status,
+                                   .function = x->fn != NULL ? x->fn->name : "",
+                                   .route = x->route != NULL ? x->route->name : "",
+                                   .upstream = x->ep != NULL ? x->ep->addr.text : "",
+                                   .bytes_in = x->req_bytes + x->req.body_bytes,
+                                   .bytes_out = x->bytes_out,
+                                   .duration_us = duration,
+                                   .upstream_us = x->upstream_us,
+                               });
+}
+
+static void exch_count_uperr(struct exch *x, enum metrics_uperr reason)
+{
+    if (x->stats != NULL)
+        metrics_inc(&x->stats->upstream_errors[reason]);
+}
+
+static void exch_count_timeout(struct exch *x, enum metrics_timeout kind)
+{
+    struct route_stats *s = x->stats != NULL ? x->stats : x->ws->noroute;
+
+    if (kind < TMO__N)
+        metrics_inc(&s->timeouts[kind]);
+}
+
+/* A request's time starts when its head is parsed (or found bad): reading
+ * the head is the client's time, not fnproxy's (metrics.h). */
+static void exch_start_clock(struct exch *x)
+{
+    x->t0 = metrics_now_us();
+    if (x->cl->w->alog.buf != NULL)
+        x->ts_ms = accesslog_now_ms(); /* the wall clock is only for the log */
+}
+
+/* An attempt ended (response head, or failure): its time and, if a head was
+ * sent, its upstream phase. */
+static void exch_attempt_done(struct exch *x)
+{
+    uint64_t now;
+
+    if (x->t_attempt == 0)
+        return;
+    now = metrics_now_us();
+    if (x->flags & X_F_HEAD_SENT)
+        x->upstream_us += now - x->t_sent;
+    metrics_observe_attempt(x->stats, now - x->t_attempt);
+    x->t_attempt = 0;
+}
+
+/* A connect attempt ended (connected, refused or timed out). */
+static void exch_connect_done(struct exch *x)
+{
+    if (x->t_connect != 0) {
+        x->connect_us += metrics_now_us() - x->t_connect;
+        x->t_connect = 0;
+    }
+}
+
+/* Lets go of the upstream connection, to the pool when it is clean. */
+static void exch_drop_upstream(struct exch *x, bool reusable)
+{
+    if (x->u == NULL)
+        return;
+    exch_attempt_done(x);
+    pool_put(x->u, reusable && !(x->flags & X_F_UP_BROKEN));
+    x->u = NULL;
+    x->ep->outstanding--;
+}
+
+/* The exchange is over (answer written, or abandoned): the client side
+ * goes on with its next request, or closes. */
+static void exch_end(struct exch *x)
+{
+    bool reusable = (x->flags & X_F_REQ_SENT) && (x->flags & X_F_RESP_PARSED) &&
+                    (x->resp.head.flags & H1_F_KEEP_ALIVE);
+
+    exch_count(x);
+    exch_drop_upstream(x, reusable);
+    if (!(x->flags & X_F_REQ_PARSED))
+        x->flags |= X_F_CLOSE; /* the rest of its body is still coming */
+    wsnap_unref(x->ws);
+    x->ws = NULL;
+    x->phase = EXCH_PH_DONE;
+    x->cl->ops->end(x);
+}
+
+/* Closes the client: for failures after the answer's head was sent, when
+ * no clean answer is possible any more. The status counted stays the one
+ * the client got in the head; the failure shows in
+ * fnproxy_upstream_errors_total / fnproxy_timeouts_total. */
+static void exch_abort(struct exch *x)
+{
+    x->flags |= X_F_UP_BROKEN;
+    x->cl->ops->abort(x);
+}
+
+void exch_client_gone(struct exch *x)
+{
+    if (x->ws == NULL)
+        return; /* ended already, or never started */
+    if (x->status == 0)
+        x->status = 499; /* the client went away before an answer; counted as such */
+    exch_count(x);
+    x->flags |= X_F_UP_BROKEN;
+    exch_drop_upstream(x, false);
+    wsnap_unref(x->ws);
+    x->ws = NULL;
+    x->phase = EXCH_PH_DONE;
+}
+
+/* --- writing to the client ------------------------------------------------ */
+
+/* Sends what resp_out holds; with now, 1 means it all went at once. */
+static int exch_send(struct exch *x, bool now)
+{
+    int rc;
+
+    for (unsigned i = 0; i < x->resp_out.n; i++)
+        x->bytes_out += x->resp_out.iov[i].len;
+    rc = x->cl->ops->send(x, now);
+    if (rc == 0)
+        x->flags |= X_F_DOWN_WRITING;
+    return rc;
+}
+
+/* A part of the response reached the client: the bytes it came from in
+ * u->buf are free, the rest moves up. */
+static void exch_response_written(struct exch *x)
+{
+    struct upconn *u = x->u;
+
+    exch_touch(x);
+    if (u != NULL && u->parsed > 0) {
+        if (u->len > u->parsed)
+            memmove(u->buf, u->buf + u->parsed, u->len - u->parsed);
+        u->len -= u->parsed;
+        u->parsed = 0;
+    }
+}
+
+void exch_client_sent(struct exch *x, int status)
+{
+    x->flags &= ~X_F_DOWN_WRITING;
+    if (status < 0) {
+        x->cl->ops->abort(x);
+        return;
+    }
+    if (x->flags & X_F_LOCAL) {
+        exch_end(x);
+        return;
+    }
+    if (x->reply_code != NULL) {
+        exch_reply(x, x->status, x->reply_code, x->reply_msg);
+        return;
+    }
+    exch_response_written(x);
+    exch_pump_response(x);
+}
+
+/* Answers the request itself. The exchange ends when the answer is sent. */
+static void exch_reply(struct exch *x, int status, const char *code, const char *message)
+{
+    char body[256];
+    int body_len;
+
+    if (x->flags & X_F_RESP_STARTED) {
+        exch_abort(x);
+        return;
+    }
+    exch_drop_upstream(x, false);
+    x->phase = EXCH_PH_REPLY;
+    if (x->flags & X_F_DOWN_WRITING) {
+        /* "100 Continue" is still being sent: answer right after it. */
+        x->status = status;
+        x->reply_code = code;
+        x->reply_msg = message;
+        x->flags |= X_F_CLOSE;
+        return;
+    }
+    x->flags |= X_F_LOCAL;
+    x->status = status;
+    if (status == 400 || status == 408 || status == 431 || !(x->flags & X_F_REQ_PARSED) ||
+        (x->req.head.flags & H1_F_KEEP_ALIVE) == 0)
+        x->flags |= X_F_CLOSE;
+    x->cl->ops->read(x, false);
+    /* Messages are fnproxy's own constants, llhttp's reasons or a TLS
+     * reason with quotes and controls replaced: nothing needs escaping. */
+    body_len =
+        snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, message);
+    if (body_len < 0 || (size_t)body_len >= sizeof(body))
+        body_len = (int)strlen(body);
+    h1_out_reset(&x->resp_out);
+    if (x->cl->ops->send_head(x, &(struct exch_head){.status = status,
+                                                      .error_code = code,
+                                                      .body_len = (size_t)body_len}) < 0) {
+        x->cl->ops->abort(x);
+        return;
+    }
+    /* An answer to HEAD has the length of the body, not the body. The body
+     * goes after the head in its buffer, which outlives the send. */
+    if (!(x->flags & X_F_HEAD_METHOD) &&
+        (size_t)x->resp_head_len + (size_t)body_len <= WORKER_BUF_SIZE) {
+        memcpy(x->resp_head + x->resp_head_len, body, (size_t)body_len);
+        h1_out_raw(&x->resp_out, x->resp_head + x->resp_head_len, (size_t)body_len);
+    }
+    exch_touch(x);
+    if (exch_send(x, false) < 0)
+        x->cl->ops->abort(x);
+}
+
+/* --- the request side ------------------------------------------------------- */
+
+static void make_request_id(struct exch *x)
+{
+    struct h1_head *h = &x->req.head;
+    uint64_t a, b;
+
+    if (h->request_id >= 0) {
+        struct h1_span v = h->hdr[h->request_id].value;
+        if (v.len > 0 && v.len < sizeof(x->request_id)) {
+            memcpy(x->request_id, v.p, v.len);
+            x->request_id[v.len] = '\0';
+            return;
+        }
+    }
+    a = worker_rand(x->cl->w);
+    b = worker_rand(x->cl->w);
+    /* UUID version 4, variant 1: 8-4-4-4-12 hex digits. */
+    a = (a & ~0xf000ULL) | 0x4000ULL;
+    b = (b & ~(3ULL << 62)) | (2ULL << 62);
+    static const char hex[] = "0123456789abcdef";
+    char *o = x->request_id;
+    for (int i = 0; i < 16; i++) {
+        uint64_t v = i < 8 ? a : b;
+        int shift = 60 - 8 * (i % 8);
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[(v >> shift) & 0xf];
+        *o++ = hex[(v >> (shift - 4)) & 0xf];
+    }
+    *o = '\0';
+}
+
+void exch_refuse_head(struct exch *x, int status, const char *code, const char *why)
+{
+    x->ws = x->cl->w->cur;
+    wsnap_ref(x->ws);
+    exch_start_clock(x);
+    make_request_id(x);
+    if (status == 408)
+        exch_count_timeout(x, TMO_HEADER);
+    exch_reply(x, status, code, why);
+}
+
+static bool client_allowed(const struct cfg_function *fn, const char *id)
+{
+    if (id == NULL)
+        return false;
+    for (size_t i = 0; i < fn->n_allowed_clients; i++)
+        if (strcmp(fn->allowed_clients[i], id) == 0)
+            return true;
+    return false;
+}
+
+void exch_begin(struct exch *x)
+{
+    struct exch_client *cl = x->cl;
+    struct h1_head *h = &x->req.head;
+    const struct cfg_listener *lc;
+    const char *why = NULL;
+    struct route_match m;
+    int status;
+
+    x->ws = cl->w->cur;
+    wsnap_ref(x->ws);
+    x->phase = EXCH_PH_ROUTE;
+    exch_start_clock(x);
+    if (!(h->flags & H1_F_KEEP_ALIVE))
+        x->flags |= X_F_CLOSE;
+    if ((h->flags & H1_F_CHUNKED) || ((h->flags & H1_F_CONTENT_LENGTH) && h->content_length > 0)) {
+        x->flags |= X_F_HAS_BODY;
+        /* The body is read only when the function can take it. Without a
+         * body, reading goes on (pipelined requests just wait in the
+         * buffer): stopping and restarting would cost two syscalls. */
+        cl->ops->read(x, false);
+    } else
+        x->flags |= X_F_REQ_PARSED; /* nothing follows the head */
+
+    if (h1_span_is(h->method, "head"))
+        x->flags |= X_F_HEAD_METHOD;
+    status = h1_check_request(h, &why);
+    make_request_id(x);
+    if (status != 0) {
+        exch_reply(x, status, status == 417 ? "expectation_failed" : "bad_request", why);
+        return;
+    }
+
+    struct h1_span host = h->host >= 0 ? h->hdr[h->host].value : (struct h1_span){"", 0};
+    size_t path_len = 0;
+    while (path_len < h->target.len && h->target.p[path_len] != '?')
+        path_len++;
+    lc = exch_listener(x);
+    if (lc == NULL ||
+        router_match(x->ws->snap->router, *cl->listener, host.p, host.len, h->target.p, path_len,
+                     h->method.p, h->method.len, &m) != 0) {
+        exch_reply(x, 404, "no_route", "no route matches this request");
+        return;
+    }
+    x->fn = m.fn;
+    x->fn_idx = m.fn_idx;
+    x->route = m.route;
+    x->fs = &x->ws->fns[m.fn_idx];
+    x->stats = x->fs->routes[m.route_idx];
+    if (x->fn->n_allowed_clients > 0 && !client_allowed(x->fn, cl->id)) {
+        metrics_inc(&x->stats->denials[DENY_CLIENT]);
+        exch_reply(x, 403, "client_not_allowed",
+                   cl->id != NULL ? "this client may not call this function"
+                                  : "a client certificate is required");
+        return;
+    }
+
+    if (x->fn->max_body > 0 && (h->flags & H1_F_CONTENT_LENGTH) &&
+        h->content_length > x->fn->max_body) {
+        exch_reply(x, 413, "body_too_large", "request body is larger than max_body");
+        return;
+    }
+    if ((h->flags & H1_F_EXPECT_CONTINUE) && (x->flags & X_F_HAS_BODY) && h->minor >= 1)
+        x->flags |= X_F_CONTINUE;
+
+    /* The head sent upstream. Its size is bounded by the head received plus
+     * what fnproxy adds. */
+    size_t cap = (size_t)x->req_bytes + 1024 + sizeof(x->request_id) + INET6_ADDRSTRLEN;
+    for (unsigned i = 0; i < h->n_hdr; i++)
+        if (h1_span_eq(h->hdr[i].name, "x-forwarded-for"))
+            cap += 2;
+    if (cap <= WORKER_BUF_SIZE) {
+        x->req_head = worker_buf_get(cl->w);
+        x->req_head_cap = WORKER_BUF_SIZE;
+    } else {
+        x->req_head = malloc(cap);
+        x->req_head_cap = (uint32_t)cap;
+    }
+    if (x->req_head == NULL) {
+        exch_reply(x, 503, "overloaded", "out of memory");
+        return;
+    }
+    struct h1_forward f = {
+        .client_ip = cl->ip,
+        .proto = cl->tls ? "https" : "http",
+        .request_id = x->request_id,
+        /* HTTP/1.0 may omit Host; HTTP/1.1, which fnproxy speaks upstream,
+         * may not: name the address the client reached. */
+        .host = lc->listen.text,
+        .client_id = cl->id,
+    };
+    x->req_head_len = (uint32_t)h1_write_request_head(x->req_head, x->req_head_cap, h, &f);
+    if (x->req_head_len == 0) {
+        exch_reply(x, 431, "header_too_large", "request head too large");
+        return;
+    }
+    x->req_out.chunked = (h->flags & H1_F_CHUNKED) != 0;
+    exch_connect(x);
+}
+
+/* Picks the endpoint: the less loaded of two random untried ones. */
+static struct endpoint *exch_pick_endpoint(struct exch *x, size_t *idx)
+{
+    struct fn_state *fs = x->fs;
+    size_t cand[CFG_MAX_ENDPOINTS], n = 0;
+
+    for (size_t i = 0; i < fs->n_eps; i++)
+        if (!(x->tried & (1ULL << i)))
+            cand[n++] = i;
+    if (n == 0)
+        return NULL;
+    if (n == 1) {
+        *idx = cand[0];
+        return fs->eps[cand[0]];
+    }
+    size_t i = worker_rand(x->cl->w) % n;
+    size_t j = worker_rand(x->cl->w) % (n - 1);
+    if (j >= i)
+        j++; /* two distinct candidates */
+    size_t a = cand[i], b = cand[j];
+    *idx = fs->eps[b]->outstanding < fs->eps[a]->outstanding ? b : a;
+    return fs->eps[*idx];
+}
+
+static void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const char *msg);
+static void on_up_connected(void *owner, int status);
+static void on_up_data(void *owner, ssize_t nread);
+static void on_up_written(void *owner, int status);
+
+static const struct pool_owner_ops exch_pool_ops = {
+    .connected = on_up_connected,
+    .data = on_up_data,
+    .written = on_up_written,
+};
+
+/* The next attempt: a connection to an untried endpoint (or a new one to
+ * the same, after a stale pooled connection). */
+static void exch_connect(struct exch *x)
+{
+    struct endpoint *ep;
+    size_t idx = 0;
+    int err = 0;
+
+    ep = exch_pick_endpoint(x, &idx);
+    if (ep == NULL) {
+        if (x->up_error[0] != '\0')
+            exch_reply(x, 502, "upstream_tls_failed", x->up_error);
+        else
+            exch_reply(x, 502, "upstream_unreachable",
+                       "no endpoint of the function accepted a connection");
+        return;
+    }
+    x->tried |= 1ULL << idx;
+    x->attempts++;
+    x->ep = ep;
+    ep->outstanding++;
+    x->flags &= ~(X_F_GOT_BYTES | X_F_HEAD_SENT);
+    x->t_attempt = metrics_now_us();
+    x->u = pool_get(&x->cl->w->pool, ep, x->ws->snap->upstream_tls[x->fn_idx],
+                    (x->flags & X_F_FRESH) != 0, &exch_pool_ops, x, &err);
+    if (x->u == NULL) {
+        ep->outstanding--;
+        x->t_attempt = 0;
+        exch_attempt_failed(x, EXCH_FAIL_REFUSED, err, NULL);
+        return;
+    }
+    if (x->u->flags & UP_F_CONNECTED) {
+        on_up_connected(x, 0);
+        return;
+    }
+    x->t_connect = x->t_attempt;
+    x->connected = true;
+    exch_enter(x, EXCH_PH_CONNECT);
+}
+
+/* Every failed attempt comes here: it is counted, and what follows is
+ * decided in one place (exch_decide). */
+static void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const char *msg)
+{
+    struct exch_attempt a = {
+        .reused = x->u != NULL && (x->u->flags & UP_F_REUSED),
+        .got_bytes = (x->flags & X_F_GOT_BYTES) != 0,
+        .has_body = (x->flags & X_F_HAS_BODY) != 0,
+        .stale_retried = (x->flags & X_F_STALE_RETRIED) != 0,
+        .resp_started = (x->flags & X_F_RESP_STARTED) != 0,
+    };
+    enum exch_next next = exch_decide(f, err, &a);
+    enum metrics_timeout kind;
+
+    switch (f) {
+    case EXCH_FAIL_REFUSED:
+        exch_connect_done(x);
+        exch_count_uperr(x, UPERR_REFUSED);
+        log_debug("connect to %s failed: %s", x->ep->addr.text, uv_strerror(err));
+        break;
+    case EXCH_FAIL_CONNECT_TIMEOUT:
+        exch_connect_done(x);
+        exch_count_timeout(x, TMO_CONNECT);
+        exch_count_uperr(x, UPERR_TIMEOUT);
+        break;
+    case EXCH_FAIL_TLS:
+        exch_connect_done(x);
+        /* Said in the answer if no other endpoint does better. Quotes
+         * would break the JSON answer. */
+        snprintf(x->up_error, sizeof(x->up_error), "TLS to the function failed: %s",
+                 upconn_tls_error(x->u));
+        for (char *p = x->up_error; *p != '\0'; p++)
+            if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+                *p = '\'';
+        if (log_ratelimit(&x->ep->last_error_log_ms, 1000))
+            log_warn("function %s: TLS to %s failed: %s", x->fn->name, x->ep->addr.text,
+                     upconn_tls_error(x->u));
+        exch_count_uperr(x, UPERR_TLS);
+        break;
+    case EXCH_FAIL_RESET:
+        /* A stale pooled connection is the pool's, not the function's. */
+        if (next != EXCH_NEXT_FRESH)
+            exch_count_uperr(x, err == UV_EOF ? UPERR_PROTOCOL : UPERR_RESET);
+        break;
+    case EXCH_FAIL_PROTOCOL:
+        exch_count_uperr(x, UPERR_PROTOCOL);
+        break;
+    case EXCH_FAIL_TIMEOUT:
+        exch_phase_timeout(x->phase, &(struct exch_timeouts){0}, &kind);
+        exch_count_timeout(x, kind);
+        if (!a.resp_started)
+            exch_count_uperr(x, UPERR_TIMEOUT);
+        break;
+    default:
+        break;
+    }
+
+    switch (next) {
+    case EXCH_NEXT_ENDPOINT:
+        exch_drop_upstream(x, false);
+        exch_connect(x);
+        return;
+    case EXCH_NEXT_FRESH:
+        /* Exactly once, on a new connection: another pooled one could be
+         * as stale. The request has no body, so it is whole in req_head. */
+        x->flags |= X_F_UP_BROKEN;
+        exch_drop_upstream(x, false);
+        x->flags &= ~(X_F_UP_BROKEN | X_F_REQ_SENT | X_F_UP_WRITING);
+        x->flags |= X_F_STALE_RETRIED | X_F_FRESH;
+        x->tried = 0; /* the endpoint is fine; the connection was old */
+        exch_connect(x);
+        return;
+    case EXCH_NEXT_REPLY:
+        x->flags |= X_F_UP_BROKEN;
+        if (f == EXCH_FAIL_TIMEOUT)
+            exch_reply(x, 504, "upstream_timeout", "the function did not answer in time");
+        else
+            exch_reply(x, 502, "upstream_bad_response", msg);
+        return;
+    case EXCH_NEXT_ABORT:
+        if (msg != NULL)
+            log_debug("function %s: answer cut short: %s", x->fn->name, msg);
+        exch_abort(x);
+        return;
+    }
+}
+
+
+static void on_up_connected(void *owner, int status)
+{
+    struct exch *x = owner;
+
+    if (status == UV_EPROTO) {
+        exch_attempt_failed(x, EXCH_FAIL_TLS, status, NULL);
+        return;
+    }
+    if (status < 0) {
+        exch_attempt_failed(x, EXCH_FAIL_REFUSED, status, NULL);
+        return;
+    }
+    exch_connect_done(x);
+    h1_parser_init(&x->resp, HTTP_RESPONSE);
+    x->resp.skip_body = (x->flags & X_F_HEAD_METHOD) != 0;
+    upconn_read(x->u, true);
+    x->phase = EXCH_PH_SEND;
+    exch_touch(x);
+    if (x->flags & X_F_CONTINUE) {
+        /* Nothing else has been sent to the client yet. */
+        x->flags &= ~X_F_CONTINUE;
+        if (x->cl->ops->send_continue(x) < 0) {
+            x->cl->ops->abort(x);
+            return;
+        }
+        x->flags |= X_F_DOWN_WRITING;
+    }
+    exch_pump_request(x);
+}
+
+void exch_input(struct exch *x)
+{
+    exch_touch(x);
+    exch_pump_request(x);
+}
+
+/* Moves request bytes to the function: the head first, then the body as it
+ * is read from the client. */
+static void exch_pump_request(struct exch *x)
+{
+    const struct exch_client_ops *ops = x->cl->ops;
+    struct upconn *u = x->u;
+
+again:
+    if (u == NULL || !(u->flags & UP_F_CONNECTED) || (x->flags & (X_F_UP_WRITING | X_F_REQ_SENT)))
+        return;
+    h1_out_reset(&x->req_out);
+    if (!(x->flags & X_F_HEAD_SENT)) {
+        h1_out_raw(&x->req_out, x->req_head, x->req_head_len);
+        x->flags |= X_F_HEAD_SENT;
+        x->t_sent = metrics_now_us();
+        x->sent = true;
+    }
+    if (!(x->flags & X_F_REQ_PARSED)) {
+        const char *p;
+        size_t n, used = 0;
+
+        ops->input(x, &p, &n);
+        x->req.out = &x->req_out;
+        enum h1_event ev = h1_feed(&x->req, p, n, &used);
+        x->req.out = NULL;
+        ops->consume(x, used);
+        if (ev == H1_EV_ERROR) {
+            x->flags |= X_F_UP_BROKEN;
+            exch_reply(x, 400, "bad_request", x->req.error);
+            return;
+        }
+        if (x->fn->max_body > 0 && x->req.body_bytes > x->fn->max_body) {
+            x->flags |= X_F_UP_BROKEN;
+            exch_reply(x, 413, "body_too_large", "request body is larger than max_body");
+            return;
+        }
+        if (ev == H1_EV_DONE)
+            x->flags |= X_F_REQ_PARSED;
+    }
+    if (x->req_out.n > 0) {
+        /* Body parts the socket takes at once need no completion: reading
+         * the client goes on (as for responses, exch_pump_response). */
+        bool more = !(x->flags & X_F_REQ_PARSED);
+        int rc = upconn_write(u, x->req_out.iov, x->req_out.n, more);
+        if (rc < 0) {
+            exch_attempt_failed(x, EXCH_FAIL_RESET, rc, "write to the function failed");
+            return;
+        }
+        if (rc == 1) {
+            exch_touch(x);
+            goto again;
+        }
+        if (more)
+            ops->read(x, false); /* the write points into the client's buffer */
+        x->flags |= X_F_UP_WRITING;
+        if (x->phase != EXCH_PH_STREAM)
+            exch_enter(x, EXCH_PH_SEND);
+        return;
+    }
+    if (x->flags & X_F_REQ_PARSED) {
+        x->flags |= X_F_REQ_SENT;
+        if (x->phase != EXCH_PH_STREAM)
+            exch_enter(x, EXCH_PH_WAIT_HEAD);
+        return;
+    }
+    /* Everything read so far is sent: read more of the body. */
+    ops->reclaim(x);
+    ops->read(x, true);
+    if (x->phase != EXCH_PH_STREAM)
+        exch_enter(x, EXCH_PH_BODY);
+}
+
+static void on_up_written(void *owner, int status)
+{
+    struct exch *x = owner;
+
+    x->flags &= ~X_F_UP_WRITING;
+    if (status < 0) {
+        exch_attempt_failed(x, EXCH_FAIL_RESET, status, "the function closed the connection");
+        return;
+    }
+    exch_touch(x);
+    x->cl->ops->reclaim(x);
+    if (x->flags & X_F_REQ_PARSED)
+        x->flags |= X_F_REQ_SENT;
+    if (!(x->flags & X_F_REQ_SENT)) {
+        exch_pump_request(x);
+        return;
+    }
+    if (x->phase != EXCH_PH_STREAM)
+        exch_enter(x, EXCH_PH_WAIT_HEAD);
+    if ((x->flags & X_F_RESP_PARSED) && !(x->flags & X_F_DOWN_WRITING))
+        exch_end(x);
+}
+
+/* --- the response side ------------------------------------------------------ */
+
+/* The response head arrived: the client side frames it and it is queued.
+ * Returns false when the exchange went another way. */
+static bool exch_response_head(struct exch *x)
+{
+    struct h1_head *rh = &x->resp.head;
+    const char *why = NULL;
+
+    if (h1_check_response(rh, &why) < 0 || rh->status == 101) {
+        exch_attempt_failed(x, EXCH_FAIL_PROTOCOL, 0,
+                            why != NULL ? why : "unexpected protocol switch");
+        return false;
+    }
+    if (rh->status < 200) {
+        x->flags |= X_F_INTERIM; /* 1xx: dropped; the final response follows */
+        return true;
+    }
+    if (x->cl->ops->send_head(x, &(struct exch_head){.status = rh->status, .rh = rh}) < 0) {
+        exch_attempt_failed(x, EXCH_FAIL_PROTOCOL, 0, "response head too large");
+        return false;
+    }
+    exch_attempt_done(x);
+    x->status = rh->status;
+    x->flags |= X_F_RESP_STARTED;
+    exch_enter(x, EXCH_PH_STREAM);
+    return true;
+}
+
+static void exch_pump_response(struct exch *x)
+{
+    struct upconn *u = x->u;
+    enum h1_event ev;
+
+again:
+    ev = H1_EV_MORE;
+    if (u == NULL || (x->flags & (X_F_DOWN_WRITING | X_F_RESP_PARSED)))
+        goto check_end;
+    if (u->buf == NULL) {
+        upconn_read(u, true); /* nothing from the function yet */
+        return;
+    }
+    h1_out_reset(&x->resp_out);
+    for (;;) {
+        size_t used = 0;
+        x->resp.out = (x->flags & X_F_RESP_STARTED) ? &x->resp_out : NULL;
+        ev = h1_feed(&x->resp, u->buf + u->parsed, u->len - u->parsed, &used);
+        u->parsed += (uint32_t)used;
+        if (ev == H1_EV_HEAD) {
+            if (!exch_response_head(x))
+                return;
+            continue;
+        }
+        if (ev == H1_EV_DONE && (x->flags & X_F_INTERIM)) {
+            x->flags &= ~X_F_INTERIM;
+            h1_parser_next(&x->resp);
+            continue;
+        }
+        break;
+    }
+    x->resp.out = NULL;
+    if (ev == H1_EV_ERROR) {
+        exch_attempt_failed(x, EXCH_FAIL_PROTOCOL, 0, "malformed response from the function");
+        return;
+    }
+    if (ev == H1_EV_DONE) {
+        x->flags |= X_F_RESP_PARSED;
+        if (u->parsed != u->len)
+            x->flags |= X_F_UP_BROKEN; /* more bytes than the response said */
+    }
+    if (ev == H1_EV_MORE && !(x->flags & X_F_RESP_STARTED) && u->len == WORKER_BUF_SIZE) {
+        exch_attempt_failed(x, EXCH_FAIL_PROTOCOL, 0, "response head too large");
+        return;
+    }
+    if (x->resp_out.n > 0) {
+        int rc = exch_send(x, true);
+        if (rc < 0) {
+            x->cl->ops->abort(x);
+            return;
+        }
+        if (rc == 0) { /* in flight, pointing into u->buf: no reads into it meanwhile */
+            if (!(x->flags & X_F_RESP_PARSED))
+                upconn_read(u, false);
+            return;
+        }
+        exch_response_written(x); /* all sent at once: reads go on */
+        goto again;
+    }
+    if (!(x->flags & X_F_RESP_PARSED)) {
+        if (u->parsed == u->len)
+            u->parsed = u->len = 0;
+        upconn_read(u, true);
+        return;
+    }
+check_end:
+    if ((x->flags & X_F_RESP_PARSED) && !(x->flags & X_F_DOWN_WRITING)) {
+        if (x->flags & X_F_REQ_SENT) {
+            exch_end(x);
+        } else if (!(x->flags & X_F_UP_WRITING)) {
+            /* The function answered before taking the whole body. */
+            x->flags |= X_F_UP_BROKEN;
+            exch_end(x);
+        }
+    }
+}
+
+static void on_up_data(void *owner, ssize_t nread)
+{
+    struct exch *x = owner;
+
+    if (x->flags & X_F_RESP_PARSED) {
+        /* Bytes or a close after a complete response spoil the connection,
+         * not the exchange. */
+        x->flags |= X_F_UP_BROKEN;
+        upconn_read(x->u, false);
+        return;
+    }
+    if (nread > 0) {
+        x->flags |= X_F_GOT_BYTES;
+        exch_touch(x);
+        exch_pump_response(x);
+        return;
+    }
+    if (nread == UV_ENOBUFS) {
+        exch_reply(x, 503, "overloaded", "out of buffers");
+        return;
+    }
+    if (nread == UV_EOF && (x->flags & X_F_RESP_STARTED) && h1_needs_eof(&x->resp) &&
+        !(x->flags & X_F_DOWN_WRITING) && x->u->parsed == x->u->len) {
+        /* A body delimited by close ends here: not a failure. */
+        h1_out_reset(&x->resp_out);
+        x->resp.out = &x->resp_out;
+        enum h1_event ev = h1_finish(&x->resp);
+        x->resp.out = NULL;
+        x->flags |= X_F_UP_BROKEN;
+        if (ev == H1_EV_DONE) {
+            x->flags |= X_F_RESP_PARSED;
+            if (x->resp_out.n > 0) {
+                if (exch_send(x, false) < 0)
+                    x->cl->ops->abort(x);
+                return;
+            }
+            exch_pump_response(x);
+            return;
+        }
+    }
+    exch_attempt_failed(x, EXCH_FAIL_RESET, (int)nread,
+                        "the function closed the connection without a complete response");
+}
+
+/* --- deadlines ------------------------------------------------------------------ */
+
+void exch_on_deadline(struct exch *x)
+{
+    switch (x->phase) {
+    case EXCH_PH_HEAD:
+        exch_refuse_head(x, 408, "request_timeout", "request head not received in time");
+        return;
+    case EXCH_PH_CONNECT:
+        exch_attempt_failed(x, EXCH_FAIL_CONNECT_TIMEOUT, UV_ETIMEDOUT, NULL);
+        return;
+    case EXCH_PH_BODY:
+        exch_count_timeout(x, TMO_BODY);
+        x->flags |= X_F_UP_BROKEN;
+        exch_reply(x, 408, "request_timeout", "request body not received in time");
+        return;
+    case EXCH_PH_SEND:
+    case EXCH_PH_WAIT_HEAD:
+    case EXCH_PH_STREAM:
+        exch_attempt_failed(x, EXCH_FAIL_TIMEOUT, UV_ETIMEDOUT, "the function did not answer in time");
+        return;
+    default: /* fnproxy's own answer is not being read */
+        x->cl->ops->abort(x);
+        return;
+    }
+}

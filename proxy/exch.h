@@ -1,0 +1,254 @@
+/*
+ * exch.h - one exchange: a request and its response, from the request head
+ * to the last byte of the answer.
+ *
+ * An exchange moves through explicit phases. Each phase has one deadline,
+ * armed on its client side's one timer whenever the exchange makes progress
+ * (exch_phase_timeout), and what a timeout in that phase means follows from
+ * the phase alone (exch_on_deadline):
+ *
+ *     HEAD      the request head is arriving          header_timeout, 408
+ *     ROUTE     matched, checked against policy       (no wait)
+ *     CONNECT   a connection to an endpoint is made   connect_timeout, next endpoint
+ *     BODY      waiting for the client's body         timeout, 408
+ *     SEND      waiting for the function to take it   timeout, 504
+ *     WAIT_HEAD the request is sent; no answer yet    timeout, 504
+ *     STREAM    the answer's head went out; its body  timeout, close
+ *     REPLY     fnproxy's own answer is written       header_timeout, close
+ *     DONE
+ *
+ * QUEUE (admission), RESOLVE (egress names), BACKOFF (between retries) and
+ * TUNNEL (CONNECT) are the phases the next pieces add.
+ *
+ * Every failed attempt (a refused or slow connect, a TLS failure, a reset,
+ * a bad or missing answer) goes through one function, exch_attempt_failed,
+ * which counts it and decides what follows (exch_decide): another
+ * endpoint, the same request once more on a new connection, an answer
+ * (502, 504), or closing the client when its answer had already started.
+ * That is where retries will be decided.
+ *
+ * The exchange reaches its client side only through struct exch_client_ops
+ * (send the head, send body bytes, pause and resume reading, end), which an
+ * HTTP/1.1 connection implements (conn.c) and an HTTP/2 stream can too. It
+ * reaches the function through the pool's owner interface (pool.h).
+ */
+#ifndef FNPROXY_EXCH_H
+#define FNPROXY_EXCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "http1.h"
+#include "metrics.h"
+#include "pool.h"
+#include "worker.h"
+
+enum exch_phase {
+    EXCH_PH_HEAD = 0,
+    EXCH_PH_ROUTE,
+    EXCH_PH_CONNECT,
+    EXCH_PH_BODY,
+    EXCH_PH_SEND,
+    EXCH_PH_WAIT_HEAD,
+    EXCH_PH_STREAM,
+    EXCH_PH_REPLY,
+    EXCH_PH_DONE,
+    EXCH_PH__N
+};
+
+/* The limits a phase's deadline comes from: the listener's and the
+ * route's (before a route is chosen, the listener's only). */
+struct exch_timeouts {
+    uint64_t header_ms;  /* listener header_timeout */
+    uint64_t connect_ms; /* route connect_timeout */
+    uint64_t timeout_ms; /* route timeout: no progress from either side */
+};
+
+/* How long an exchange may stay in phase ph without progress, and the
+ * fnproxy_timeouts_total kind a timeout there counts as (TMO__N: none, the
+ * client is just not reading fnproxy's own answer). */
+uint64_t exch_phase_timeout(enum exch_phase ph, const struct exch_timeouts *t,
+                            enum metrics_timeout *kind);
+
+const char *exch_phase_name(enum exch_phase ph);
+
+/* Why an attempt failed. */
+enum exch_failure {
+    EXCH_FAIL_REFUSED = 0,     /* the connect failed */
+    EXCH_FAIL_CONNECT_TIMEOUT, /* ... or did not finish in time */
+    EXCH_FAIL_TLS,             /* the TLS handshake with the function failed */
+    EXCH_FAIL_RESET,           /* the connection broke before the answer was whole */
+    EXCH_FAIL_PROTOCOL,        /* the answer was malformed, too large or cut short */
+    EXCH_FAIL_TIMEOUT,         /* the function made no progress within timeout */
+    EXCH_FAIL__N
+};
+
+/* What happens after a failed attempt. */
+enum exch_next {
+    EXCH_NEXT_ENDPOINT = 0, /* try another endpoint (nothing reached the function) */
+    EXCH_NEXT_FRESH,        /* the same request once more, on a new connection */
+    EXCH_NEXT_REPLY,        /* answer the client (502 or 504) */
+    EXCH_NEXT_ABORT,        /* the answer had started: close the client */
+};
+
+/* What decides it, besides the failure. */
+struct exch_attempt {
+    bool reused;        /* the connection came from the pool */
+    bool got_bytes;     /* the function sent something in this attempt */
+    bool has_body;      /* the request has a body (not replayable yet) */
+    bool stale_retried; /* the one retry on a new connection was made */
+    bool resp_started;  /* the answer's head went to the client */
+};
+
+/* The decision, as a pure function (unit-tested). A pooled connection that
+ * breaks before the function said anything may have been closed by the
+ * function while idle: the request, if it has no body, is made once more on
+ * a new connection. */
+enum exch_next exch_decide(enum exch_failure f, int err, const struct exch_attempt *a);
+
+/* The head of the answer, for the client side to frame: the function's
+ * (rh), or fnproxy's own (rh NULL: status, x-fnproxy-error code, and a body
+ * of body_len bytes). */
+struct exch_head {
+    int status;
+    const struct h1_head *rh;
+    const char *error_code;
+    size_t body_len;
+};
+
+struct exch;
+
+/* The client side of an exchange. Sends are one at a time; a send that
+ * returns 0 completes with exch_client_sent(). */
+struct exch_client_ops {
+    /* Frames the head into x->resp_out (and sets resp_out.chunked for the
+     * body); it goes out with the next send. 0, or <0 when it is too large. */
+    int (*send_head)(struct exch *x, const struct exch_head *h);
+    /* Sends x->resp_out: head and body bytes. 0 in flight; 1 (only with now)
+     * all went at once; <0 failed. */
+    int (*send)(struct exch *x, bool now);
+    /* Tells the client to send its body (HTTP/1.1: 100 Continue). */
+    int (*send_continue)(struct exch *x);
+    /* Pauses or resumes reading the request. */
+    void (*read)(struct exch *x, bool on);
+    /* Request bytes read and not yet taken, and taking n of them. */
+    void (*input)(struct exch *x, const char **p, size_t *n);
+    void (*consume)(struct exch *x, size_t n);
+    /* Nothing the exchange sends points into the bytes it took any more:
+     * the client side may reuse their room. */
+    void (*reclaim)(struct exch *x);
+    /* The one deadline: ms from now. */
+    void (*arm)(struct exch *x, uint64_t ms);
+    /* The exchange is over (X_F_CLOSE: the client side must close); the
+     * client side frees it. */
+    void (*end)(struct exch *x);
+    /* Closes the client side now (an answer cut short). */
+    void (*abort)(struct exch *x);
+};
+
+/* Who the client is, for routing, forwarding headers and logs. */
+struct exch_client {
+    const struct exch_client_ops *ops;
+    struct worker *w;
+    const size_t *listener; /* index in the current snapshot's listeners (a reload moves it) */
+    const char *ip;        /* the client's address */
+    const char *id;        /* its verified mTLS identity, or NULL */
+    bool tls;              /* it came over TLS ("https") */
+};
+
+enum exch_flags {
+    X_F_HEAD_SENT = 1u << 0,    /* request head queued to the function */
+    X_F_REQ_PARSED = 1u << 1,   /* the whole request was read */
+    X_F_REQ_SENT = 1u << 2,     /* ... and written to the function */
+    X_F_UP_WRITING = 1u << 3,   /* a write to the function is pending */
+    X_F_DOWN_WRITING = 1u << 4, /* a send to the client is pending */
+    X_F_RESP_STARTED = 1u << 5, /* the answer's head went to the client */
+    X_F_RESP_PARSED = 1u << 6,  /* the whole response was read */
+    X_F_UP_BROKEN = 1u << 7,    /* the upstream connection must not be reused */
+    X_F_HEAD_METHOD = 1u << 8,
+    X_F_LOCAL = 1u << 9,          /* fnproxy answered itself */
+    X_F_GOT_BYTES = 1u << 10,     /* the function sent something in this attempt */
+    X_F_INTERIM = 1u << 11,       /* the response being parsed is a 1xx */
+    X_F_HAS_BODY = 1u << 12,      /* the request has a body */
+    X_F_CONTINUE = 1u << 13,      /* 100 Continue owed to the client */
+    X_F_FRESH = 1u << 14,         /* the next attempt takes a new connection */
+    X_F_STALE_RETRIED = 1u << 15, /* the one retry on a new connection was made */
+    X_F_CLOSE = 1u << 16,         /* the client side closes after this exchange */
+};
+
+struct exch {
+    struct exch *next_free;
+    struct exch_client *cl;
+    enum exch_phase phase;
+    struct wsnap *ws;
+    const struct cfg_function *fn;
+    const struct cfg_route *route;
+    struct fn_state *fs;
+    struct route_stats *stats;
+    struct endpoint *ep;
+    struct upconn *u;
+    uv_write_t wreq;   /* bytes to the client (the client side's send) */
+    uv_buf_t cont_buf; /* "100 Continue" */
+    char *req_head;    /* the head sent upstream */
+    uint32_t req_head_len;
+    uint32_t req_head_cap;
+    char *resp_head; /* the head sent downstream (pooled buffer) */
+    uint32_t resp_head_len;
+    uint32_t req_bytes; /* request head bytes */
+    uint64_t tried;     /* endpoints tried, by index (at most CFG_MAX_ENDPOINTS) */
+    unsigned attempts;
+    unsigned flags; /* X_F_* */
+    int status;     /* sent to the client */
+    /* Timing and sizes, for metrics and the access log (metrics.h). */
+    uint64_t t0;            /* request head parsed, metrics_now_us() */
+    uint64_t ts_ms;         /* the same, wall clock */
+    uint64_t t_attempt;     /* this attempt started */
+    uint64_t t_connect;     /* a new connection was started; 0 when none is pending */
+    uint64_t t_sent;        /* the request head was handed to the function */
+    uint64_t connect_us;    /* summed over new connections */
+    uint64_t upstream_us;   /* summed over attempts that sent a head */
+    uint64_t bytes_out;     /* written to the client */
+    bool connected;         /* a new connection was tried */
+    bool sent;              /* a request head was sent */
+    size_t fn_idx;          /* fn's index in the config */
+    char up_error[160];     /* why the last TLS connection to the function failed */
+    const char *reply_code; /* an answer waiting for the send in flight */
+    const char *reply_msg;
+    /* Large members last: exch_new clears everything before them. */
+    struct h1_parser req;
+    struct h1_parser resp;
+    struct h1_out req_out;
+    struct h1_out resp_out;
+    char request_id[129];
+};
+
+/* A new exchange for a request whose head is about to arrive (phase HEAD);
+ * NULL when out of memory. The client side frees it when it ends. */
+struct exch *exch_new(struct exch_client *cl);
+void exch_free(struct worker *w, struct exch *x);
+void exch_free_all(struct worker *w);
+
+/* The client side parsed the head (x->req): route it and start. */
+void exch_begin(struct exch *x);
+
+/* The head could not be taken: 400 (malformed), 431 (too large) or 408
+ * (late), counted and logged like any request. */
+void exch_refuse_head(struct exch *x, int status, const char *code, const char *why);
+
+/* More request bytes arrived. */
+void exch_input(struct exch *x);
+
+/* A send to the client completed. */
+void exch_client_sent(struct exch *x, int status);
+
+/* The deadline of the current phase passed. */
+void exch_on_deadline(struct exch *x);
+
+/* The client side is going away: the exchange is counted (499 when nothing
+ * was answered) and lets go of its upstream connection. The client side
+ * frees it once no send points into it. */
+void exch_client_gone(struct exch *x);
+
+#endif

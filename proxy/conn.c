@@ -185,6 +185,7 @@ static int h1c_send_continue(struct exch *x)
     struct conn *c = conn_of(x);
 
     x->cont_buf = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
+    x->bytes_out += x->cont_buf.len;
     return xprt_write(&c->xp, &x->wreq, &x->cont_buf, 1, on_down_written);
 }
 

@@ -7,13 +7,14 @@
 # cmocka binary (tests counted from cmocka's "[  PASSED  ] N test(s)." and
 # "[  FAILED  ] N test(s)" lines; a binary that dies without its summary
 # counts as one failure), then the integration suite against
-# BUILD_DIR/fnproxy and BUILD_DIR/fnbackend. A directory whose name ends in
+# BUILD_DIR/fnproxy and BUILD_DIR/fnbackend (its "N passed, N failed,
+# N skipped" line). A directory whose name ends in
 # "san" is a sanitizer build: the suite runs with FNPROXY_TEST_SAN=1 (smaller
 # transfers, larger memory limits) and ASan/UBSan options that report leaks
 # and stop on undefined behaviour.
 #
-# Ends with exactly one line "N passed, N failed" summing everything, and
-# exits non-zero if anything failed.
+# Ends with exactly one line "N passed, N failed, N skipped" summing
+# everything, and exits non-zero if anything failed.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,6 +47,7 @@ case "$ONLY" in "" | unit | integration) ;; *) usage ;; esac
 
 PASSED=0
 FAILED=0
+SKIPPED=0
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fnproxy-run.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT INT TERM
 
@@ -98,7 +100,7 @@ run_integration() {
     out="$TMP/integration.out"
     (cd "$ROOT" && python3 tests/integration/run.py --fnproxy "$dir/fnproxy" \
         --backend "$dir/fnbackend") 2>&1 | tee "$out"
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$out" | tail -n 1)
     if [ -z "$line" ]; then
         echo "FAIL integration: the runner ended without a summary"
         FAILED=$((FAILED + 1))
@@ -107,8 +109,11 @@ run_integration() {
     p=${line%% passed*}
     f=${line#*passed, }
     f=${f%% failed*}
+    s=${line#*failed, }
+    s=${s%% skipped*}
     PASSED=$((PASSED + p))
     FAILED=$((FAILED + f))
+    SKIPPED=$((SKIPPED + s))
 }
 
 for dir in "$@"; do
@@ -137,5 +142,5 @@ for dir in "$@"; do
     fi
 done
 
-echo "$PASSED passed, $FAILED failed"
+echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]

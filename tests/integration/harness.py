@@ -34,6 +34,11 @@ class CaseFailure(AssertionError):
     pass
 
 
+class Skip(Exception):
+    """Raised by skip(): the case did not run its checks. run.py reports it
+    as "skip NAME: reason" and counts it apart, never as a pass."""
+
+
 def case(timeout=60, exclusive=False):
     """Registers a case. exclusive: run it alone (heavy on CPU or timing)."""
 
@@ -49,6 +54,11 @@ def case(timeout=60, exclusive=False):
 
 def fail(msg):
     raise CaseFailure(msg)
+
+
+def skip(reason):
+    """Ends the case as skipped (not passed), giving the reason."""
+    raise Skip(reason)
 
 
 def check(cond, msg):

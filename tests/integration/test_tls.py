@@ -1019,10 +1019,9 @@ def upstream_tls_to_a_tls_function(ctx):
         return request(outer.port, "GET", "/echo?fn=%s&n=%d" % (name, n), host=name + ".test")
 
     r = get("good")
-    if r.status == 400 and r.header("x-fnproxy-error") == "plain_http_to_tls_port":
-        skip(ctx, "upstream_tls is accepted but not implemented: fnproxy spoke plain "
-             "HTTP to the TLS function (it answered 400 plain_http_to_tls_port)")
-        return
+    check(not (r.status == 400 and r.header("x-fnproxy-error") == "plain_http_to_tls_port"),
+          "fnproxy spoke plain HTTP to the TLS function despite upstream_tls (the function "
+          "answered 400 plain_http_to_tls_port): %r" % r)
     check_eq(r.status, 200, "through upstream_tls (%r)" % r)
     line, hdrs, _ = parse_echo(r.body)
     check_eq(hget(hdrs, "x-forwarded-proto"), ["https"],
@@ -1057,6 +1056,10 @@ def upstream_tls_to_a_tls_function(ctx):
     errs = tls_errors(inner, "fn")
     check(set(errs) <= TLS_REASONS and sum(errs.values()) >= 2,
           "inner handshake errors %r" % errs)
+    # Nothing fnproxy sent over upstream_tls was plain HTTP.
+    check(errs.get("plain_http", 0) == 0,
+          "fnproxy spoke plain HTTP to the TLS function despite upstream_tls: the function "
+          "counted %d plain_http handshake errors (%r)" % (errs.get("plain_http", 0), errs))
     ctx.note("; ".join(codes) + "; inner counted %r" % errs)
 
 

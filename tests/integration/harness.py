@@ -101,6 +101,20 @@ def wait_for(pred, timeout, interval=0.02):
         time.sleep(interval)
 
 
+def wait_until(cond, timeout, what, interval=0.02, detail=None):
+    """Polls cond() until it returns a true value, which it returns; fails
+    the case if timeout seconds pass first, saying it timed out waiting for
+    `what` (and adding detail(), if given, e.g. a stderr tail). For waiting
+    on an event instead of sleeping a guessed time."""
+    v = wait_for(cond, timeout, interval)
+    if not v:
+        msg = "timed out after %gs waiting for %s" % (timeout, what)
+        if detail is not None:
+            msg += ": %s" % detail()
+        fail(msg)
+    return v
+
+
 def proc_status(pid, key):
     """A field of /proc/PID/status in kB (e.g. VmHWM), or None."""
     try:

@@ -34,6 +34,11 @@ class CaseFailure(AssertionError):
     pass
 
 
+class Skip(Exception):
+    """Raised by skip(): the case did not run its checks. run.py reports it
+    as "skip NAME: reason" and counts it apart, never as a pass."""
+
+
 def case(timeout=60, exclusive=False):
     """Registers a case. exclusive: run it alone (heavy on CPU or timing)."""
 
@@ -49,6 +54,11 @@ def case(timeout=60, exclusive=False):
 
 def fail(msg):
     raise CaseFailure(msg)
+
+
+def skip(reason):
+    """Ends the case as skipped (not passed), giving the reason."""
+    raise Skip(reason)
 
 
 def check(cond, msg):
@@ -89,6 +99,20 @@ def wait_for(pred, timeout, interval=0.02):
         if time.monotonic() >= end:
             return v
         time.sleep(interval)
+
+
+def wait_until(cond, timeout, what, interval=0.02, detail=None):
+    """Polls cond() until it returns a true value, which it returns; fails
+    the case if timeout seconds pass first, saying it timed out waiting for
+    `what` (and adding detail(), if given, e.g. a stderr tail). For waiting
+    on an event instead of sleeping a guessed time."""
+    v = wait_for(cond, timeout, interval)
+    if not v:
+        msg = "timed out after %gs waiting for %s" % (timeout, what)
+        if detail is not None:
+            msg += ": %s" % detail()
+        fail(msg)
+    return v
 
 
 def proc_status(pid, key):

@@ -8,8 +8,11 @@ Each case runs in a child process of its own (this script with --run-one)
 in a new process group, with a private temp directory; when the case's
 time is up the whole group is killed, so nothing it started survives. At
 most -j cases run at once (2 by default, the machine has 2 cores); cases
-marked exclusive run alone afterwards. One line per case, then
-"N passed, N failed"; exit status 1 if anything failed.
+marked exclusive run alone afterwards. One line per case ("ok NAME",
+"FAIL NAME: reason" or "skip NAME: reason"), then "N passed, N failed,
+N skipped"; exit status 1 if anything failed. A case skips by raising
+harness.Skip (harness.skip(reason)); a skip is never counted as a pass,
+and a skipped case whose teardown finds a problem fails.
 """
 
 import argparse
@@ -39,29 +42,33 @@ def load_cases():
 
 
 def run_one(args):
-    """Child mode: run one case, print one RESULT line of JSON."""
+    """Child mode: run one case, print one RESULT line of JSON whose
+    "outcome" is "pass", "fail" or "skip"."""
     cases = {c.case_name: c for c in load_cases()}
     fn = cases[args.run_one]
     ctx = harness.Ctx(os.path.abspath(args.fnproxy), os.path.abspath(args.backend), args.tmp)
-    result = {"ok": True, "reason": "", "detail": ""}
+    result = {"outcome": "pass", "reason": "", "detail": ""}
     started = time.monotonic()
     try:
         fn(ctx)
+    except harness.Skip as e:
+        result = {"outcome": "skip", "reason": str(e) or "(no reason given)", "detail": ""}
     except harness.CaseFailure as e:
-        result = {"ok": False, "reason": str(e), "detail": ""}
+        result = {"outcome": "fail", "reason": str(e), "detail": ""}
     except Exception as e:  # a bug in the case, or an unexpected socket error
-        result = {"ok": False, "reason": "%s: %s" % (type(e).__name__, e),
+        result = {"outcome": "fail", "reason": "%s: %s" % (type(e).__name__, e),
                   "detail": traceback.format_exc()}
     try:
         problems = ctx.teardown()
     except Exception as e:
         problems = ["teardown: %s: %s" % (type(e).__name__, e)]
     if problems:
-        if result["ok"]:
-            result = {"ok": False, "reason": "; ".join(problems), "detail": ""}
+        if result["outcome"] != "fail":
+            # A sanitizer report or an unclean exit fails a skipped case too.
+            result = {"outcome": "fail", "reason": "; ".join(problems), "detail": ""}
         else:
             result["detail"] += "\nteardown: " + "; ".join(problems)
-    if not result["ok"]:
+    if result["outcome"] == "fail":
         tails = []
         for p in ctx.procs:
             t = p.stderr_text().strip()
@@ -84,13 +91,18 @@ class Runner:
         self.lock = threading.Lock()
         self.passed = 0
         self.failed = 0
+        self.skipped = 0
         self.failures = []
 
-    def report(self, name, ok, reason, detail, secs, notes=()):
+    def report(self, name, outcome, reason, detail, secs, notes=()):
         with self.lock:
-            if ok:
-                self.passed += 1
-                line = "ok %s" % name
+            if outcome in ("pass", "skip"):
+                if outcome == "pass":
+                    self.passed += 1
+                    line = "ok %s" % name
+                else:
+                    self.skipped += 1
+                    line = "skip %s: %s" % (name, " ".join(reason.split()))
                 if self.args.verbose:
                     line += " (%.1fs)" % secs
                     for n in notes:
@@ -128,7 +140,7 @@ class Runner:
         shutil.rmtree(tmp, ignore_errors=True)
         secs = time.monotonic() - started
         if timed_out:
-            self.report(name, False, "timed out after %ds (all its processes killed)"
+            self.report(name, "fail", "timed out after %ds (all its processes killed)"
                         % fn.case_timeout, err.decode("utf-8", "replace")[-3000:], secs)
             return
         result = None
@@ -136,10 +148,14 @@ class Runner:
             if line.startswith("RESULT "):
                 result = json.loads(line[7:])
         if result is None:
-            self.report(name, False, "case process exited %s without a result"
+            self.report(name, "fail", "case process exited %s without a result"
                         % child.returncode, err.decode("utf-8", "replace")[-3000:], secs)
             return
-        self.report(name, result["ok"], result["reason"], result.get("detail", ""), secs,
+        outcome = result.get("outcome")
+        if outcome not in ("pass", "fail", "skip"):
+            self.report(name, "fail", "case process gave no known outcome: %r" % result, "", secs)
+            return
+        self.report(name, outcome, result["reason"], result.get("detail", ""), secs,
                     result.get("notes", ()))
 
     @staticmethod
@@ -199,14 +215,14 @@ def main():
     for b in (args.fnproxy, args.backend):
         if not os.access(b, os.X_OK):
             print("FAIL setup: %s is not an executable" % b)
-            print("0 passed, 1 failed")
+            print("0 passed, 1 failed, 0 skipped")
             return 1
     started = time.monotonic()
     r = Runner(args, cases)
     r.run()
     if args.verbose:
         print("(%.1fs)" % (time.monotonic() - started))
-    print("%d passed, %d failed" % (r.passed, r.failed))
+    print("%d passed, %d failed, %d skipped" % (r.passed, r.failed, r.skipped))
     return 1 if r.failed or not cases else 0
 
 

@@ -2,7 +2,9 @@
 SIGUSR1), GET /stats and the latency histograms of /metrics.
 
 Access log lines are written by each worker from a buffer flushed every
-100 ms, so every check of the log polls for a while before deciding.
+100 ms, so every check of the log polls for a while before deciding. That
+no extra line turns up (a duplicate, say) is checked once fnproxy has
+exited: a clean exit flushes every worker's buffer, so the files are final.
 """
 
 import calendar
@@ -17,7 +19,7 @@ import threading
 import time
 
 from harness import (HOST, Client, Fnproxy, Proc, build_request, case, check, check_eq, fail,
-                     free_port, metric_value, request, wait_for)
+                     free_port, metric_value, request, wait_for, wait_until)
 
 FIELDS = ("ts", "request_id", "client", "listener", "method", "path", "status", "function",
           "route", "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms")
@@ -141,18 +143,27 @@ def log_lines(path):
     return [ln + b"\n" for ln in lines[:-1]]
 
 
-def wait_lines(path, n, exact=True):
-    """Polls until path has n lines; with exact, waits a little more and
-    checks that no further line turns up. Returns the lines."""
+def wait_lines(path, n):
+    """Polls until path has n lines and checks it has no more (a line
+    written twice in the same flush shows here). Returns the lines. A line
+    that a worker would write again later is caught by final_lines()."""
     lines = wait_for(lambda: (lambda ls: ls if len(ls) >= n else None)(log_lines(path)),
                      LOG_WAIT) or log_lines(path)
     check(len(lines) >= n, "access log %s has %d lines after %.1fs, want %d: %r"
           % (os.path.basename(path), len(lines), LOG_WAIT, n, lines[-3:]))
-    if exact:
-        time.sleep(0.3)  # three flush periods: a duplicate would show up
-        lines = log_lines(path)
-        check_eq(len(lines), n, "lines in %s" % os.path.basename(path))
+    check_eq(len(lines), n, "lines in %s" % os.path.basename(path))
     return lines
+
+
+def final_lines(fp, want):
+    """Stops fp and checks that each path in want ({path: n}) holds exactly
+    n lines. fnproxy flushes every worker's buffer before a clean exit, so
+    whatever it would ever have logged is in the files now: this is the
+    event to wait for before saying no duplicate or late line exists."""
+    fp.stop()
+    for path, n in want.items():
+        lines = log_lines(path)
+        check_eq(len(lines), n, "lines in %s after fnproxy exited" % os.path.basename(path))
 
 
 def parse_line(raw):
@@ -345,6 +356,7 @@ def access_log_file_fields(ctx):
     check(delayed["duration_ms"] < 2000, "duration_ms of /delay/200: %r" % delayed)
     fast = entries[done[0][0].request_id]
     check(fast["duration_ms"] < 1000, "duration_ms of a plain /echo: %r" % fast)
+    final_lines(fp, {log: len(plans)})
 
 
 @case()
@@ -389,6 +401,7 @@ def access_log_hostile_bytes(ctx):
             check_eq(e["path"].encode("latin-1"), path, "path logged for %r" % got.sent[:60])
     e = entries[rid]
     check_eq(e["request_id"].encode("latin-1"), rid, "request_id decoded back to bytes")
+    final_lines(fp, {log: len(gots)})
 
 
 @case()
@@ -402,16 +415,21 @@ def client_gone_logged_and_counted_as_499(ctx):
     c = ctx.connect(fp.port)
     t0 = time.time()
     c.send(get("/delay/2000", headers=b"X-Request-Id: obs-gone-1\r\n"))
-    time.sleep(0.2)  # the request is with the function by now
+    wait_until(lambda: b"obs-gone-1" in b.record(), 5, "the request to reach the function")
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    t_reset = time.time()
     c.close()  # with SO_LINGER 0: a reset
     e = by_request_id(wait_lines(log, 1)).get(b"obs-gone-1")
     check(e is not None, "no line for the abandoned request: %r" % log_lines(log))
     check_eq((e["status"], e["bytes_out"], e["function"], e["route"], e["upstream"]),
              (499, 0, "echo", "delay", b.addr), "status, bytes_out, function, route, upstream")
     check(e["bytes_in"] > 0, "bytes_in of the abandoned request: %r" % e)
-    # Counted when fnproxy saw the close, well before the function's 2 s.
-    check(150 <= e["duration_ms"] < 1500, "duration_ms of the abandoned request: %r" % e)
+    # Counted when fnproxy saw the reset: not before it (ts is cut to the
+    # millisecond), and well before the function's 2 s.
+    end = e["_ts"] + e["duration_ms"] / 1000.0
+    check(t_reset - 0.005 <= end and e["duration_ms"] < 1500,
+          "duration_ms of the abandoned request: %r (reset sent %.3fs after ts)"
+          % (e, t_reset - e["_ts"]))
     check(t0 - 0.002 <= e["_ts"] <= t0 + 0.5, "ts of the abandoned request: %r" % e)
     text = wait_for(lambda: (lambda t: t if metric_value(
         t, "fnproxy_requests_total", {"route": "delay", "code": "499"}) else None)(fp.metrics()),
@@ -422,6 +440,7 @@ def client_gone_logged_and_counted_as_499(ctx):
     st = stats_route(r.json(), "echo", "delay")
     check(st is not None and st["codes"] == {"499": 1} and st["requests"] == 1,
           "/stats of the delay route: %r" % st)
+    final_lines(fp, {log: 1})
 
 
 @case()
@@ -462,6 +481,14 @@ def access_log_sigusr1_reopen(ctx):
     check_eq(sorted(by_request_id(log_lines(ctx.path("access.log.2")))), [after],
              "ids in access.log.2")
     check(fp.alive(), "fnproxy still running")
+    final_lines(fp, {rotated: 4, ctx.path("access.log.2"): 1, log: 1})
+
+
+def wait_sigusr1_handled(fp):
+    """Waits for fnproxy's log line saying it handled SIGUSR1 (it logs one
+    even when there is no file to reopen)."""
+    wait_until(lambda: "SIGUSR1: access log reopened" in fp.stderr_text() or not fp.alive(),
+               5, "fnproxy to handle SIGUSR1", detail=lambda: fp.stderr_text()[-500:])
 
 
 @case()
@@ -479,11 +506,12 @@ def access_log_stdout(ctx):
     check(b'"request_id"' not in fp.stderr_text().encode(), "access log lines on stderr")
 
     fp.send_signal(signal.SIGUSR1)
-    time.sleep(0.2)
+    wait_sigusr1_handled(fp)
     check(fp.alive(), "fnproxy exited on SIGUSR1 with access_log: stdout")
     rid = exchange(fp.port, get("/status/203")).request_id
     entries = by_request_id(wait_lines(out, 4))
     check_eq(entries[rid]["status"], 203, "a line after SIGUSR1")
+    final_lines(fp, {out: 4})
 
 
 @case()
@@ -494,7 +522,7 @@ def access_log_off_sigusr1_harmless(ctx):
     fp = ctx.start_fnproxy(obs_config(b.addr, free_port()))
     before = set(os.listdir(ctx.tmpdir))
     fp.send_signal(signal.SIGUSR1)
-    time.sleep(0.3)
+    wait_sigusr1_handled(fp)
     check(fp.alive(), "fnproxy exited on SIGUSR1 without an access log")
     check_eq(exchange(fp.port, get("/echo")).status, 200, "a request after SIGUSR1")
     made = set(os.listdir(ctx.tmpdir)) - before
@@ -524,15 +552,12 @@ def scrape_stats(fp, want):
             j = r.json()
         except ValueError:
             fail("/stats is not JSON: %r" % r.body[:300])
-        done = all((stats_route(j, f, rt) or {}).get("requests") == n
+        last[0] = j
+        return all((stats_route(j, f, rt) or {}).get("requests") == n
                    for (f, rt), n in want.items())
-        return (done, j)
-    end = time.monotonic() + 3
-    while True:
-        done, j = ok()
-        if done or time.monotonic() >= end:
-            return j
-        time.sleep(0.05)
+    last = [None]
+    wait_for(ok, 3, 0.05)
+    return last[0]
 
 
 def spread_requests(port, paths, conns=4):

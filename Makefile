@@ -1,7 +1,8 @@
 # fnproxy build. `make` installs missing Debian packages (scripts/deps.sh,
 # a no-op when all are present), then builds build/fnproxy.
 #   make run     demo function + fnproxy in front of it
-#   make test    unit + integration suites, then again under ASan+UBSan
+#   make test    unit + integration suites, then again under ASan+UBSan, then a
+#                20 s fuzz_tls run
 #   make bench   throughput against direct, nginx and HAProxy
 # SAN=1 builds the sanitizer variant (into build/san by default).
 
@@ -95,21 +96,36 @@ bench-micro: all
 
 # libFuzzer targets (clang, ASan + UBSan): the HTTP/1.1 glue, the config
 # parser and the TLS 1.3 record layer, FUZZ_SECONDS each (default 60),
-# corpora kept in build/fuzz/.
+# corpora kept in build/fuzz/ and crash inputs written there. The binaries
+# are file targets so that tests/run.sh builds fuzz_tls with these very
+# flags for the short run in `make test` (and a second run reuses it).
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1
+FUZZ_BIN := build/fuzz/fuzz_http1 build/fuzz/fuzz_config build/fuzz/fuzz_tls
+FUZZ_RUN := -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/
 fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
 	@mkdir -p build/fuzz/corpus-http1 build/fuzz/corpus-config build/fuzz/corpus-tls
-	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_http1.c proxy/http1.c \
-	    $(LLHTTP_SRC_DIR)/api.c $(LLHTTP_SRC_DIR)/http.c $(LLHTTP_SRC_DIR)/llhttp.c -luv -o build/fuzz/fuzz_http1
-	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_config.c policy/config.c policy/router.c \
-	    -lyaml -o build/fuzz/fuzz_config
-	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_tls.c proxy/tls.c proxy/tlsrec.c \
-	    -lssl -lcrypto -o build/fuzz/fuzz_tls
 	cp policy/examples/*.yaml build/fuzz/corpus-config/
-	build/fuzz/fuzz_http1 -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-http1
-	build/fuzz/fuzz_config -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-config
-	build/fuzz/fuzz_tls -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-tls
+	build/fuzz/fuzz_http1 $(FUZZ_RUN) build/fuzz/corpus-http1
+	build/fuzz/fuzz_config $(FUZZ_RUN) build/fuzz/corpus-config
+	build/fuzz/fuzz_tls $(FUZZ_RUN) build/fuzz/corpus-tls
+
+build/fuzz/fuzz_http1: tests/fuzz/fuzz_http1.c proxy/http1.c proxy/http1.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_http1.c proxy/http1.c \
+	    $(LLHTTP_SRC_DIR)/api.c $(LLHTTP_SRC_DIR)/http.c $(LLHTTP_SRC_DIR)/llhttp.c -luv -o $@
+
+build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c policy/config.c policy/router.c policy/config.h \
+                        policy/router.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_config.c policy/config.c policy/router.c \
+	    -lyaml -o $@
+
+build/fuzz/fuzz_tls: tests/fuzz/fuzz_tls.c proxy/tls.c proxy/tlsrec.c proxy/tls.h proxy/tlsrec.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_tls.c proxy/tls.c proxy/tlsrec.c \
+	    -lssl -lcrypto -o $@
 
 certs:
 	@sh certs/make-certs.sh certs/out

@@ -669,10 +669,13 @@ static enum tls_record_error record_error_of(int reason)
     }
 }
 
-/* Turns OpenSSL's verdict on a failed call into a failure with a reason. */
+/* Turns OpenSSL's verdict on a failed call into a failure with a reason.
+ * During the handshake the oldest error says why; after it, OpenSSL 3.0
+ * queues the cipher's own failure ("cipher operation failed") before the
+ * record layer's verdict (bad record mac), so the newest one says why. */
 static int conn_fail_ssl(struct tls_conn *c, int ssl_err)
 {
-    unsigned long e = ERR_peek_error();
+    unsigned long e = (c->flags & TLS_CF_DONE) ? ERR_peek_last_error() : ERR_peek_error();
     int reason = ERR_GET_REASON(e);
     bool ssl_lib = e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL;
     enum tls_failure f = TLS_FAIL_PROTOCOL;

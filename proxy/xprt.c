@@ -245,12 +245,15 @@ static void tls_sock_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
  * which the engine must answer) is read again only once it has taken them. */
 static void tls_sock_read_start(struct xprt_tls *ts)
 {
-    if (ts->flags & (XT_F_SOCK_READING | XT_F_FAILED))
+    if (ts->flags & XT_F_FAILED)
         return;
     if (tls_pending(ts->c) > TLS_OUT_MAX) {
+        tls_sock_read_stop(ts);
         ts->flags |= XT_F_OUT_FULL;
         return;
     }
+    if (ts->flags & XT_F_SOCK_READING)
+        return;
     if (uv_read_start(ts->t->stream, tls_sock_alloc, tls_sock_read) == 0)
         ts->flags |= XT_F_SOCK_READING;
 }
@@ -277,8 +280,13 @@ static void tls_pump_read(struct xprt_tls *ts)
 {
     struct xprt *t = ts->t;
 
-    if (ts->flags & XT_F_FAILED)
+    if (ts->flags & XT_F_FAILED) {
+        /* A write failed while the owner was not reading: it hears of it
+         * when it reads again. */
+        if (t->reading && !(ts->flags & XT_F_HANDSHAKING))
+            t->on_read(t, UV_EPIPE);
         return;
+    }
     if (ts->flags & XT_F_HANDSHAKING) {
         int rc = tls_handshake(ts->c);
         tls_pump_write(ts);
@@ -439,7 +447,10 @@ static void tls_cipher_written(uv_write_t *req, int status)
         return;
     if (status < 0) {
         ts->flags |= XT_F_FAILED;
-        tls_done_writing(ts, status);
+        if (ts->flags & XT_F_APP_WRITING)
+            tls_done_writing(ts, status);
+        else if (ts->t->reading && (ts->flags & XT_F_OUT_FULL))
+            ts->t->on_read(ts->t, status); /* reads were braked: nobody else will say */
         return;
     }
     tls_pump_write(ts);

@@ -90,8 +90,9 @@ int xprt_write_now(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsign
 
 /* Just before the owner closes the stream: a TLS connection that is still
  * sound and has nothing else waiting to be sent says close_notify (RFC 8446
- * §6.1), in a write the socket takes at once or not at all. A plain stream
- * needs nothing. */
+ * §6.1), as much of it as the socket takes at once (24 bytes: in practice
+ * all of it; a peer whose buffer is full gets an abrupt close, as without
+ * it). A plain stream needs nothing. */
 void xprt_close_notify(struct xprt *t);
 
 /* Shuts down writing (after a TLS close_notify). */

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs fnproxy's test suites for one or more build directories.
 #
-#   sh tests/run.sh [--only unit|integration] BUILD_DIR...
+#   sh tests/run.sh [--only unit|integration|fuzz] BUILD_DIR...
 #
 # For each BUILD_DIR (e.g. build, then build/san): every BUILD_DIR/tests/test_*
 # cmocka binary (tests counted from cmocka's "[  PASSED  ] N test(s).",
@@ -14,6 +14,14 @@
 # transfers, larger memory limits) and ASan/UBSan options that report leaks
 # and stop on undefined behaviour.
 #
+# Then, once however many directories were given, a bounded run of the TLS
+# record-layer fuzzer: `make build/fuzz/fuzz_tls` (clang with the flags of
+# `make fuzz`), then FUZZ_TEST_SECONDS (default 20) of fuzzing on the corpus
+# in build/fuzz/corpus-tls. It counts as one test: passed when libFuzzer
+# exits 0; failed, with its report, when it finds anything, when it cannot
+# be built (no clang, no libclang-rt) or when it overruns FUZZ_TEST_TIMEOUT.
+# Only with --only fuzz may BUILD_DIR be left out.
+#
 # Ends with exactly one line "N passed, N failed, N skipped" summing
 # everything, and exits non-zero if anything failed. A skipped test is
 # counted as skipped only, never as passed: cmocka 1.1.5 leaves skipped
@@ -25,9 +33,11 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ONLY=""
 UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}
+FUZZ_TEST_SECONDS=${FUZZ_TEST_SECONDS:-20}
+FUZZ_TEST_TIMEOUT=${FUZZ_TEST_TIMEOUT:-300}
 
 usage() {
-    echo "usage: sh tests/run.sh [--only unit|integration] BUILD_DIR..." >&2
+    echo "usage: sh tests/run.sh [--only unit|integration|fuzz] BUILD_DIR..." >&2
     exit 2
 }
 
@@ -47,8 +57,8 @@ while [ $# -gt 0 ]; do
     *) break ;;
     esac
 done
-case "$ONLY" in "" | unit | integration) ;; *) usage ;; esac
-[ $# -ge 1 ] || usage
+case "$ONLY" in "" | unit | integration | fuzz) ;; *) usage ;; esac
+[ $# -ge 1 ] || [ "$ONLY" = fuzz ] || usage
 
 PASSED=0
 FAILED=0
@@ -144,6 +154,55 @@ run_integration() {
     SKIPPED=$((SKIPPED + s))
 }
 
+# The bounded fuzz_tls run: one test. libFuzzer's own output is long and
+# says nothing when all is well, so it is shown only on a failure, from the
+# first line of the report on (or its last lines if there is none).
+fuzz_fail() {
+    echo "FAIL fuzz_tls: $1"
+    FAILED=$((FAILED + 1))
+}
+
+run_fuzz_tls() {
+    out="$TMP/fuzz_tls.out"
+    if ! command -v clang >/dev/null 2>&1; then
+        fuzz_fail "clang not found (scripts/deps.sh installs clang and libclang-rt-14-dev)"
+        return
+    fi
+    if ! (cd "$ROOT" && make --no-print-directory build/fuzz/fuzz_tls) >"$out" 2>&1; then
+        cat "$out"
+        fuzz_fail "could not be built"
+        return
+    fi
+    if ! (cd "$ROOT" && sh certs/make-certs.sh build/fuzz/certs) >"$out" 2>&1; then
+        cat "$out"
+        fuzz_fail "certs/make-certs.sh build/fuzz/certs failed"
+        return
+    fi
+    mkdir -p "$ROOT/build/fuzz/corpus-tls"
+    # From the root (the target finds its certificates there), crash inputs
+    # in build/fuzz/, and the sanitizer options of `make fuzz`, not those
+    # of the last build directory.
+    (cd "$ROOT" && env -u ASAN_OPTIONS -u UBSAN_OPTIONS timeout -k 10 "$FUZZ_TEST_TIMEOUT" \
+        build/fuzz/fuzz_tls -max_total_time="$FUZZ_TEST_SECONDS" -print_final_stats=1 \
+        -artifact_prefix=build/fuzz/ build/fuzz/corpus-tls) >"$out" 2>&1
+    rc=$?
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out")
+    speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out")
+    if [ "$rc" -eq 0 ]; then
+        echo "ok fuzz_tls: ${runs:-?} runs, ${speed:-?} exec/s, corpus build/fuzz/corpus-tls"
+        PASSED=$((PASSED + 1))
+        return
+    fi
+    if grep -qE 'ERROR|oracle violation|runtime error|deadly signal' "$out"; then
+        sed -n '/ERROR\|oracle violation\|runtime error\|deadly signal/,$p' "$out"
+    else
+        tail -n 40 "$out"
+    fi
+    [ "$rc" -eq 124 ] && echo "(killed after ${FUZZ_TEST_TIMEOUT}s)"
+    unit=$(sed -n 's/.*Test unit written to //p' "$out" | tail -n 1)
+    fuzz_fail "libFuzzer exited with status $rc${unit:+ (again: build/fuzz/fuzz_tls $unit)}"
+}
+
 for dir in "$@"; do
     case "$dir" in
     /*) ;;
@@ -160,15 +219,20 @@ for dir in "$@"; do
     else
         unset FNPROXY_TEST_SAN ASAN_OPTIONS UBSAN_OPTIONS 2>/dev/null || true
     fi
-    if [ "$ONLY" != integration ]; then
+    if [ "$ONLY" = "" ] || [ "$ONLY" = unit ]; then
         echo "== unit tests ($dir)"
         run_unit "$dir"
     fi
-    if [ "$ONLY" != unit ]; then
+    if [ "$ONLY" = "" ] || [ "$ONLY" = integration ]; then
         echo "== integration tests ($dir)"
         run_integration "$dir"
     fi
 done
+
+if [ "$ONLY" = "" ] || [ "$ONLY" = fuzz ]; then
+    echo "== fuzz_tls (${FUZZ_TEST_SECONDS}s)"
+    run_fuzz_tls
+fi
 
 echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]

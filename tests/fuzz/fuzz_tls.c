@@ -7,25 +7,65 @@
  * a server tls_conn. The client's key log gives the application traffic
  * secrets, which key a client-side tlsrec: from then on the input is a
  * script of records that the client seals (any inner content type, padding,
- * alerts, key updates, records longer than TLS allows), corrupts (tampered,
+ * alerts, key updates whole or split over records, runs of records that
+ * carry nothing, records longer than TLS allows), corrupts (tampered,
  * replayed, dropped) or sends unsealed, fed to the server in pieces; the
- * server echoes some of what it reads and may write or close on its own.
+ * server echoes some of what it reads, may write or close on its own, and
+ * its caller may stop taking its output for a while.
  *
- * A model predicts, record by record, what the server must do (RFC 8446
- * §5.1-5.4, §6, §4.6.3, with the alerts tls.c documents), so that findings
- * are not only crashes, sanitizer reports and leaks: the target abort()s
- * when the plaintext tls_read returns is not exactly the application data
- * sealed before the first bad record, when the server closes or fails at the
- * wrong record, with the wrong alert or failure, or stops failing, and when
- * anything it sends does not open under the client's keys or was not asked
- * for (only application data it was given, alerts and KeyUpdate answers).
- * `make fuzz`; run from the repository root (certificates go to
- * build/fuzz/certs).
+ * A model predicts what the server must do (RFC 8446 §5.1-5.5, §6, §4.6.3,
+ * with the alerts and limits tls.c documents), so that findings are not only
+ * crashes, sanitizer reports and leaks. Its rules:
  *
- * Input: byte 0 picks the suite, the tls_read and tls_take buffer sizes and
- * the echo; the rest is ops, [op][arguments], listed at OP_* below. A
- * missing byte reads as 0, a missing payload byte as a fixed pattern, so a
- * short input can still ask for a long record.
+ *   - Records are judged in wire order by a view of the client's stream
+ *     that keeps what the server must remember between records: a KeyUpdate
+ *     may be split over handshake records (a zero-length one, a first byte
+ *     other than 24, or any other record type while a message is partial:
+ *     unexpected_message; a length other than 1 once the 4-byte header is
+ *     whole: decode_error; bytes after the 5-byte message in its record:
+ *     unexpected_message; request_update > 1: illegal_parameter); at most
+ *     TLS_MAX_EMPTY_RECORDS application data records without content and
+ *     TLS_MAX_WARNING_ALERTS user_canceled alerts in a row (one more:
+ *     unexpected_message), both counts reset only by a record with content.
+ *   - The server's output is predicted record by record, in order, and
+ *     every record it sends must be the next one predicted: application data
+ *     in records of at most max_plain bytes (16384; 512 when the client asked
+ *     for max_fragment_length), alerts, close_notify, and KeyUpdates. Those
+ *     follow tls.c's rules: a client's update_requested makes the server owe
+ *     one KeyUpdate(update_not_requested); it is sealed at once when nothing
+ *     waits in the server's output, else when a tls_take/tls_consume empties
+ *     it or before the next application data record, whichever is first;
+ *     requests that arrive while one is owed are covered by it, and none is
+ *     sealed after the server's own close_notify or its failure. The server
+ *     also rekeys on its own: before an application data record, when its
+ *     write sequence number + 1 reaches 2^23 (AES-GCM) or 2^60 (ChaCha20).
+ *     So at most one answer is owed at a time, and one is sealed only into
+ *     an empty output or just before application data: a client that floods
+ *     requests and never reads makes one answer wait, not one per request.
+ *     Independently of that prediction, the KeyUpdates the client opens
+ *     (those not at the rekey limit) are never more than the requests the
+ *     server read, and after a request no application data comes before a
+ *     KeyUpdate sealed after it (§4.6.3).
+ *   - Since answers depend on when the server reads a request, the model
+ *     applies a record when the server has read it: after a tls_read that
+ *     returned 0 or less, every record fed; after one that returned
+ *     plaintext, the records up to the one that plaintext came from.
+ *
+ * The target abort()s when the plaintext tls_read returns is not exactly the
+ * application data sealed before the first bad record, when the server
+ * closes or fails at the wrong record, with the wrong alert, tls_failure,
+ * tls_record_error or tls_error, or stops failing, when anything it sends
+ * does not open under the client's keys or is not the record predicted,
+ * when tls_pending or tls_write's count differs from the prediction, and
+ * when its write sequence number (tls_rec) drifts from the model's.
+ * `make fuzz`, and a short run in `make test`; run from the repository root
+ * (certificates go to build/fuzz/certs).
+ *
+ * Input: byte 0 picks the suite (3: AES-128-GCM with max_fragment_length
+ * 512), the tls_read and tls_take buffer sizes and the echo; the rest is
+ * ops, [op][arguments], listed at OP_* below. A missing byte reads as 0, a
+ * missing payload byte as a fixed pattern, so a short input can still ask
+ * for a long record.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -48,16 +88,20 @@
 #define FEED_MAX (64 * 1024)   /* held records are fed beyond this */
 #define TOTAL_MAX (256 * 1024) /* client bytes per input: keeps an input fast */
 #define SENT_MAX (512 * 1024)  /* server plaintext written per input */
-#define FX_MAX 8192            /* ops per input */
+#define FX_MAX 8192            /* effects per input (an op makes at most RUN_MAX) */
 #define ECHO_MAX (128 * 1024)
+#define OUT_QUEUE 4096 /* server records predicted, not opened: TLS_OUT_MAX / 23, and some */
+#define RUN_MAX 63     /* records an OP_RUN makes */
 
-/* Ops: the low four bits pick one (13-15 repeat 0-2), the flags are for ops
- * that add to the wire. Lengths are one byte, two (big-endian) with BIG. */
+/* Ops: the low four bits pick one, the flags are for ops that add to the
+ * wire. Lengths are one byte, two (big-endian) with BIG. */
 enum {
     OP_DATA,      /* [len][payload]: sealed application data */
     OP_RECORD,    /* [type][len][payload][pad]: sealed payload || type || pad zeros */
     OP_ALERT,     /* [level][description]: sealed alert */
-    OP_KEYUPDATE, /* [request]: sealed KeyUpdate, update_requested when odd */
+    OP_KEYUPDATE, /* [arg]: sealed KeyUpdate, update_requested when arg & 1, cut into records
+                   * after its byte k (1-4) for each bit k of arg; arg & 0x20: the last piece
+                   * is not sent (the message stays partial) */
     OP_CLOSE,     /* sealed close_notify */
     OP_LONG,      /* [extra][type][pad]: 16376 + extra % 16 bytes of content, padded past
                    * what tlsrec_seal takes */
@@ -68,7 +112,12 @@ enum {
     OP_WRITE,     /* [len]: the server writes len * 257 bytes */
     OP_SHUTDOWN,  /* the server sends close_notify */
     OP_HANDSHAKE, /* [len][payload]: sealed handshake message(s), any bytes */
-    OP__N
+    OP_RUN,       /* [count][mode]: count % 64 records that carry nothing: mode & 3 picks empty
+                   * application data, user_canceled, both in turn, or empty application data
+                   * with a KeyUpdate (not requested) every fourth; mode >> 2 pads them */
+    OP_REKEY,     /* [k]: the server's write and the client's read sequence numbers jump to
+                   * 1 + k % 8 records short of the suite's rekey limit (when nothing waits) */
+    OP_STALL,     /* the caller stops taking the server's output, or takes it again */
 };
 #define F_HOLD 0x10  /* keep the record: feed it with the next one */
 #define F_SPLIT 0x20 /* [split]: feed what is held in two pieces, cut at split/256 */
@@ -79,21 +128,22 @@ static const struct suite {
     const char *name;
     uint16_t id;
     const char *cipher;
+    uint64_t rekey_after; /* records per write key (§5.5): the server rekeys at this count */
 } suites[3] = {
-    {"TLS_AES_128_GCM_SHA256", 0x1301, "AES-128-GCM"},
-    {"TLS_AES_256_GCM_SHA384", 0x1302, "AES-256-GCM"},
-    {"TLS_CHACHA20_POLY1305_SHA256", 0x1303, "ChaCha20-Poly1305"},
+    {"TLS_AES_128_GCM_SHA256", 0x1301, "AES-128-GCM", 1ull << 23},
+    {"TLS_AES_256_GCM_SHA384", 0x1302, "AES-256-GCM", 1ull << 23},
+    {"TLS_CHACHA20_POLY1305_SHA256", 0x1303, "ChaCha20-Poly1305", 1ull << 60},
 };
 
 /* What the server must do once it has a record whole (or, for a header it
  * must refuse, its first five bytes). */
 enum fx_kind {
     FX_DATA,    /* deliver its plaintext: stream[..stream_end) */
-    FX_NOTHING, /* empty application data, user_canceled */
+    FX_NOTHING, /* a record that carries nothing, or part of a KeyUpdate */
     FX_UPDATE,  /* KeyUpdate, update_not_requested */
     FX_UPDATE_REQ,
     FX_CLOSE,     /* close_notify */
-    FX_FAIL,      /* fatal, with our alert `alert` */
+    FX_FAIL,      /* fatal, with our alert `alert` and tls_record_error `rec_err` */
     FX_PEER_FAIL, /* the client's fatal alert: no alert back */
     FX_POISON,    /* unsealed bytes: from here on, no plaintext, no close */
 };
@@ -101,15 +151,34 @@ enum fx_kind {
 struct effect {
     uint64_t pos; /* wire offset at which it happens */
     size_t stream_end;
-    uint8_t kind, alert;
+    uint8_t kind, alert, rec_err;
 };
 
 enum { ST_ALIVE, ST_CLOSED, ST_FAILED, ST_POISONED };
+
+/* What the server must remember of the client's records between them, as
+ * the model sees it (§5.1: a handshake message may span records). */
+struct peer_view {
+    uint8_t hs[5];   /* the KeyUpdate message so far */
+    uint8_t hs_len;  /* bytes in hs */
+    unsigned empty;  /* application data records without content in a row */
+    unsigned cancel; /* user_canceled alerts in a row */
+};
+
+/* One record the server must send, in order. */
+enum { OUT_ANSWER, OUT_REKEY }; /* why a KeyUpdate */
+#define OUT_ANY_ALERT 0xff      /* a fatal alert whose description the model cannot know */
+struct out_rec {
+    uint8_t type; /* TLSREC_APPDATA, _ALERT (fatal), _HANDSHAKE (KeyUpdate), or 0: close_notify */
+    uint8_t what; /* the alert, or OUT_ANSWER / OUT_REKEY */
+    uint16_t len; /* content bytes */
+};
 
 struct run {
     struct tls_conn *s;
     struct tlsrec cli; /* the client's keys: rd opens the server's records */
     const struct suite *suite;
+    size_t max_plain; /* the most content a server record may carry */
     size_t read_cap, take_cap;
     int echo;
     bool handshaking;
@@ -122,16 +191,33 @@ struct run {
     bool last_header_bad;
     bool desync;       /* a sealed record was dropped */
     size_t stream_len; /* application data of every sealed record fed, in order */
+    struct peer_view view;
 
-    /* the model */
+    /* the model: what the server read */
     struct effect fx[FX_MAX];
-    size_t n_fx, fx_next;
+    size_t n_fx, fx_next; /* fx[..fx_next) the server has read */
     int state;
-    uint8_t want_alert;
+    uint8_t want_alert, want_rec;
     bool peer_failed;
-    size_t accepted;           /* plaintext the server must have returned */
-    unsigned updates_expected; /* KeyUpdates the server owes */
-    bool shutdown;             /* tls_shutdown succeeded */
+    size_t accepted; /* plaintext the server must have returned */
+    bool shutdown;   /* tls_shutdown succeeded */
+    bool stalled;    /* OP_STALL: the caller takes nothing */
+
+    /* the model: what the server sends */
+    struct out_rec q[OUT_QUEUE];
+    size_t q_head, q_tail; /* q[q_head, q_tail): sealed, not opened by the client yet */
+    size_t q_bytes;        /* their size on the wire */
+    uint64_t out_total;    /* bytes the server sealed since the hand-over */
+    uint64_t wseq;         /* the server's write sequence number */
+    bool owed;             /* a KeyUpdate answer not sealed yet */
+    bool any_alert;        /* the alert after unsealed bytes is in q */
+
+    /* checks that do not rely on that prediction */
+    unsigned requests;  /* update_requested the server read, while it was alive */
+    unsigned answers;   /* KeyUpdates opened that were not at the rekey limit */
+    int64_t request_at; /* out_total when the server read the last request, -1: none */
+    int64_t update_at;  /* where the last KeyUpdate opened started, -1: none */
+    uint64_t opened;    /* server bytes the client opened */
 
     /* what the server did */
     size_t rx; /* plaintext tls_read returned */
@@ -141,7 +227,7 @@ struct run {
     size_t back_len; /* ciphertext taken, not opened yet */
     size_t sent_len; /* plaintext tls_write took */
     size_t got;      /* of which the client opened */
-    unsigned updates_seen;
+    unsigned pieces; /* tls_take calls and tls_peek/tls_consume pairs, in turn */
     bool fatal_seen, close_seen;
     uint8_t fatal_desc;
 };
@@ -243,65 +329,187 @@ static void keylog_cb(const SSL *ssl, const char *line)
         k->server_len = unhex(secret + 1, k->server);
 }
 
+/* ---- the model of what the server sends --------------------------------- */
+
+static const char *out_name(const struct out_rec *o)
+{
+    static char buf[64];
+
+    switch (o->type) {
+    case TLSREC_APPDATA:
+        snprintf(buf, sizeof(buf), "application data (%u bytes)", o->len);
+        return buf;
+    case TLSREC_HANDSHAKE:
+        return o->what == OUT_ANSWER ? "a KeyUpdate answer" : "a KeyUpdate (rekey)";
+    case TLSREC_ALERT:
+        snprintf(buf, sizeof(buf), "fatal alert %u", o->what);
+        return buf;
+    default:
+        return "close_notify";
+    }
+}
+
+/* Bytes the server has sealed and the caller not taken, as predicted. */
+static size_t srv_pending(const struct run *r)
+{
+    return r->q_bytes - r->back_len;
+}
+
+/* The server seals a record: it joins what the client must open next. */
+static void srv_seal(struct run *r, uint8_t type, uint8_t what, size_t len)
+{
+    struct out_rec *o;
+
+    CHECK(r->q_tail < OUT_QUEUE, "the model predicts more than %d records waiting", OUT_QUEUE);
+    o = &r->q[r->q_tail++];
+    o->type = type;
+    o->what = what;
+    o->len = (uint16_t)len;
+    r->q_bytes += len + TLSREC_OVERHEAD;
+    r->out_total += len + TLSREC_OVERHEAD;
+    /* A KeyUpdate is the last record under its key (§4.6.3). */
+    r->wseq = type == TLSREC_HANDSHAKE ? 0 : r->wseq + 1;
+}
+
+static void srv_key_update(struct run *r, uint8_t why)
+{
+    srv_seal(r, TLSREC_HANDSHAKE, why, 5);
+    r->owed = false;
+}
+
+/* Whether the server, which owes an answer, may seal it now: not after its
+ * failure or its close_notify. */
+static bool srv_may_answer(const struct run *r)
+{
+    return r->state != ST_FAILED && !(r->state == ST_POISONED && r->failed) && !r->shutdown;
+}
+
+/* tls_write took n bytes: the records it seals. */
+static void srv_write(struct run *r, size_t n)
+{
+    size_t off, chunk;
+
+    for (off = 0; off < n; off += chunk) {
+        if (r->owed || r->wseq + 1 >= r->suite->rekey_after)
+            srv_key_update(r, r->owed ? OUT_ANSWER : OUT_REKEY);
+        chunk = n - off < r->max_plain ? n - off : r->max_plain;
+        srv_seal(r, TLSREC_APPDATA, 0, chunk);
+    }
+}
+
 /* ---- what the server sends ---------------------------------------------- */
 
 static void server_record(struct run *r, uint8_t type, const uint8_t *p, size_t len)
 {
     static const uint8_t key_update[5] = {24, 0, 0, 1, 0};
+    const struct out_rec *o;
+    uint64_t at = r->opened;
+    size_t size = len + TLSREC_OVERHEAD;
 
     CHECK(!r->fatal_seen, "the server sent a record (type %u) after its fatal alert", type);
+    if (r->handshaking) { /* the session ticket OpenSSL sent */
+        CHECK(type == TLSREC_HANDSHAKE && len >= 4 && p[0] == 4 &&
+                  ((size_t)p[1] << 16 | p[2] << 8 | p[3]) == len - 4,
+              "a record other than NewSessionTicket at the end of the handshake");
+        return;
+    }
+    CHECK(r->q_head < r->q_tail, "the server sent a record (type %u, %zu bytes) not predicted",
+          type, len);
+    o = &r->q[r->q_head];
+    r->q_head++;
+    r->q_bytes -= o->len + TLSREC_OVERHEAD;
+    r->opened += size;
     switch (type) {
     case TLSREC_APPDATA:
+        CHECK(o->type == TLSREC_APPDATA && o->len == len,
+              "application data of %zu bytes from the server, %s expected", len, out_name(o));
         CHECK(!r->close_seen, "application data after the server's close_notify");
         CHECK(r->got + len <= r->sent_len && memcmp(sent + r->got, p, len) == 0,
               "the client opened %zu bytes of application data at %zu that the server was not "
               "given (%zu written)",
               len, r->got, r->sent_len);
+        CHECK(len <= r->max_plain, "a record of %zu bytes, over the %zu negotiated", len,
+              r->max_plain);
+        /* §4.6.3: after a request, a KeyUpdate before any application data. */
+        CHECK(r->request_at < 0 || (int64_t)at < r->request_at || r->update_at >= r->request_at,
+              "application data at %llu before a KeyUpdate answering the request read at %lld",
+              (unsigned long long)at, (long long)r->request_at);
         r->got += len;
         break;
     case TLSREC_ALERT:
         CHECK(len == 2, "an alert of %zu bytes from the server", len);
         if (p[0] == 1 && p[1] == 0) {
+            CHECK(o->type == 0, "close_notify from the server, %s expected", out_name(o));
             CHECK(r->shutdown && !r->close_seen, "close_notify the server was not asked for");
             r->close_seen = true;
         } else {
             CHECK(p[0] == 2, "a non-fatal alert (%u, %u) from the server", p[0], p[1]);
+            CHECK(o->type == TLSREC_ALERT && (o->what == p[1] || o->what == OUT_ANY_ALERT),
+                  "fatal alert %u from the server, %s expected", p[1], out_name(o));
             r->fatal_seen = true;
             r->fatal_desc = p[1];
         }
         break;
-    case TLSREC_HANDSHAKE:
-        if (r->handshaking) { /* the session ticket OpenSSL sent */
-            CHECK(len >= 4 && p[0] == 4 && ((size_t)p[1] << 16 | p[2] << 8 | p[3]) == len - 4,
-                  "a handshake record other than NewSessionTicket after the handshake");
-            break;
-        }
+    case TLSREC_HANDSHAKE: {
+        uint64_t seq = r->cli.rd.seq - 1; /* the one it was sealed under */
+
         CHECK(len == sizeof(key_update) && memcmp(p, key_update, len) == 0,
               "a handshake record of %zu bytes (type %u) other than KeyUpdate", len,
               len > 0 ? p[0] : 0);
+        CHECK(o->type == TLSREC_HANDSHAKE, "a KeyUpdate from the server, %s expected", out_name(o));
         CHECK(!r->close_seen, "KeyUpdate after the server's close_notify");
-        CHECK(r->updates_seen < r->updates_expected, "a KeyUpdate nobody asked for");
-        r->updates_seen++;
+        if (seq + 1 < r->suite->rekey_after) { /* not its own rekey: an answer */
+            r->answers++;
+            CHECK(r->answers <= r->requests, "%u KeyUpdates for %u requests", r->answers,
+                  r->requests);
+        }
+        r->update_at = (int64_t)at;
         /* Its later records are under the next server secret. */
         CHECK(tlsrec_update(&r->cli, &r->cli.rd) == 0, "tlsrec_update");
         break;
+    }
     default:
         violation("a record of content type %u from the server", type);
     }
 }
 
+/* One piece of the server's output: tls_take and tls_peek + tls_consume in
+ * turn, as callers use both. */
+static size_t take_piece(struct run *r, uint8_t *dst, size_t cap)
+{
+    const char *p;
+    size_t n;
+
+    if (!(r->pieces++ & 1))
+        return tls_take(r->s, (char *)dst, cap);
+    n = tls_peek(r->s, &p);
+    if (n > cap)
+        n = cap;
+    if (n > 0) {
+        memcpy(dst, p, n);
+        tls_consume(r->s, n);
+    }
+    return n;
+}
+
 /* Takes what the server has to send, in take_cap pieces, and opens it as
- * the client would: all of it must open, in whole records. */
+ * the client would: all of it must open, in whole records, and be what the
+ * model predicted. */
 static void take(struct run *r)
 {
     size_t n, off;
     uint8_t type;
     int k;
 
+    if (r->stalled)
+        return;
+    /* The take that empties the output seals an owed answer after it. */
+    if (r->owed && srv_pending(r) > 0 && srv_may_answer(r))
+        srv_key_update(r, OUT_ANSWER);
     for (;;) {
         size_t cap = sizeof(back) - r->back_len;
 
-        n = tls_take(r->s, (char *)back + r->back_len, cap < r->take_cap ? cap : r->take_cap);
+        n = take_piece(r, back + r->back_len, cap < r->take_cap ? cap : r->take_cap);
         if (n == 0)
             break;
         r->back_len += n;
@@ -319,16 +527,26 @@ static void take(struct run *r)
     }
     CHECK(r->back_len == 0, "the server's output ends in %zu bytes of a partial record",
           r->back_len);
+    CHECK(r->q_head == r->q_tail, "the server did not send %s (and %zu more records)",
+          out_name(&r->q[r->q_head]), r->q_tail - r->q_head - 1);
+    r->q_head = r->q_tail = 0;
 }
 
-/* tls_write until all of p is taken, or the failure the model expects. */
+/* tls_write until all of p is taken, the output is full (stalled), or the
+ * failure the model expects. */
 static void server_write(struct run *r, const uint8_t *p, size_t len)
 {
+    size_t pending, room, want;
     int n;
 
     if (len > SENT_MAX - r->sent_len)
         len = SENT_MAX - r->sent_len;
     while (len > 0) {
+        pending = tls_pending(r->s);
+        CHECK(pending == srv_pending(r), "%zu bytes wait in the server, %zu predicted", pending,
+              srv_pending(r));
+        room = pending < TLS_OUT_MAX ? TLS_OUT_MAX - pending : 0;
+        want = len < room ? len : room;
         n = tls_write(r->s, (const char *)p, len);
         if (r->failed) {
             CHECK(n == TLS_E_PROTO, "tls_write after a failure: %d", n);
@@ -338,8 +556,11 @@ static void server_write(struct run *r, const uint8_t *p, size_t len)
             CHECK(n == TLS_E_SHUTDOWN, "tls_write after tls_shutdown: %d", n);
             return;
         }
-        /* take() empties the output after each call: there is room. */
-        CHECK(n > 0 && (size_t)n <= len, "tls_write(%zu) = %d", len, n);
+        CHECK(n >= 0 && (size_t)n == want, "tls_write(%zu) = %d with %zu bytes waiting", len, n,
+              pending);
+        if (n == 0) /* only when stalled: take() empties the output */
+            return;
+        srv_write(r, (size_t)n);
         memcpy(sent + r->sent_len, p, (size_t)n);
         r->sent_len += (size_t)n;
         p += n;
@@ -348,95 +569,213 @@ static void server_write(struct run *r, const uint8_t *p, size_t len)
     }
 }
 
-/* ---- the model ---------------------------------------------------------- */
-
-/* What a server must make of a record whose decrypted TLSInnerPlaintext is
- * in[0, n): the content type is its last non-zero byte (§5.4). */
-static struct effect predict(const uint8_t *in, size_t n)
+static void server_shutdown(struct run *r)
 {
-    struct effect e = {.kind = FX_FAIL, .alert = TLSREC_AD_UNEXPECTED_MESSAGE};
+    if (r->failed) {
+        CHECK(tls_shutdown(r->s) == TLS_E_PROTO, "tls_shutdown after failing");
+        return;
+    }
+    CHECK(tls_shutdown(r->s) == 0, "tls_shutdown");
+    if (!r->shutdown) /* a second one sends nothing */
+        srv_seal(r, 0, 0, 2);
+    r->shutdown = true;
+}
+
+/* ---- the model of what the server reads --------------------------------- */
+
+static struct effect fail_fx(uint8_t alert, uint8_t rec_err)
+{
+    return (struct effect){.kind = FX_FAIL, .alert = alert, .rec_err = rec_err};
+}
+
+static uint8_t rec_error_of(uint8_t alert)
+{
+    switch (alert) {
+    case TLSREC_AD_BAD_RECORD_MAC:
+        return TLS_REC_BAD_RECORD_MAC;
+    case TLSREC_AD_RECORD_OVERFLOW:
+        return TLS_REC_RECORD_OVERFLOW;
+    case TLSREC_AD_DECODE_ERROR:
+        return TLS_REC_DECODE_ERROR;
+    case TLSREC_AD_ILLEGAL_PARAMETER:
+        return TLS_REC_ILLEGAL_PARAMETER;
+    case TLSREC_AD_UNEXPECTED_MESSAGE:
+        return TLS_REC_UNEXPECTED_MESSAGE;
+    default:
+        return TLS_REC__N; /* matches no record error */
+    }
+}
+
+static struct effect fail_alert(uint8_t alert)
+{
+    return fail_fx(alert, rec_error_of(alert));
+}
+
+/* A KeyUpdate's handshake bytes, one at a time (§4, §4.6.3): type 24, a
+ * 3-byte length of 1, request_update; the message must end its record. */
+static struct effect view_handshake(struct peer_view *v, const uint8_t *p, size_t len)
+{
+    struct effect e = {.kind = FX_NOTHING};
+    size_t i;
+
+    if (len == 0) /* no zero-length handshake fragments (§5.1) */
+        return fail_alert(TLSREC_AD_UNEXPECTED_MESSAGE);
+    for (i = 0; i < len && e.kind == FX_NOTHING; i++) {
+        v->hs[v->hs_len++] = p[i];
+        if (v->hs[0] != 24) /* seen at its first byte */
+            e = fail_alert(TLSREC_AD_UNEXPECTED_MESSAGE);
+        else if (v->hs_len == 4 && !(v->hs[1] == 0 && v->hs[2] == 0 && v->hs[3] == 1))
+            e = fail_alert(TLSREC_AD_DECODE_ERROR);
+        else if (v->hs_len < 5)
+            continue;
+        else if (i + 1 < len) /* a key change ends its record (§5.1) */
+            e = fail_alert(TLSREC_AD_UNEXPECTED_MESSAGE);
+        else if (v->hs[4] > 1)
+            e = fail_alert(TLSREC_AD_ILLEGAL_PARAMETER);
+        else
+            e.kind = v->hs[4] ? FX_UPDATE_REQ : FX_UPDATE;
+        v->hs_len = 0; /* a whole message, or a fatal error: nothing comes after it */
+    }
+    return e;
+}
+
+/* What a server must make of the next record the client sends, whose
+ * decrypted TLSInnerPlaintext is in[0, n): the content type is its last
+ * non-zero byte (§5.4). */
+static struct effect predict(struct run *r, const uint8_t *in, size_t n)
+{
+    struct peer_view *v = &r->view;
+    struct effect e = {.kind = FX_NOTHING};
     size_t len;
 
-    if (n > TLSREC_MAX_PLAIN + 1) { /* content, type and padding: 2^14 + 1 at most */
-        e.alert = TLSREC_AD_RECORD_OVERFLOW;
-        return e;
-    }
+    if (n > TLSREC_MAX_PLAIN + 1) /* content, type and padding: 2^14 + 1 at most */
+        return fail_alert(TLSREC_AD_RECORD_OVERFLOW);
     while (n > 0 && in[n - 1] == 0)
         n--;
-    if (n == 0)
-        return e; /* no content type at all */
+    if (n == 0) /* no content type at all */
+        return fail_alert(TLSREC_AD_UNEXPECTED_MESSAGE);
     len = n - 1;
+    /* A handshake message split over records may not be interleaved with
+     * other records (§5.1). */
+    if (in[len] != TLSREC_HANDSHAKE && v->hs_len > 0)
+        return fail_alert(TLSREC_AD_UNEXPECTED_MESSAGE);
     switch (in[len]) {
     case TLSREC_APPDATA:
-        e.kind = len > 0 ? FX_DATA : FX_NOTHING;
+        if (len > 0) {
+            v->empty = v->cancel = 0;
+            e.kind = FX_DATA;
+        } else if (++v->empty > TLS_MAX_EMPTY_RECORDS) {
+            e = fail_fx(TLSREC_AD_UNEXPECTED_MESSAGE, TLS_REC_EMPTY_RECORDS);
+        }
         break;
     case TLSREC_ALERT:
         if (len != 2)
-            e.alert = TLSREC_AD_DECODE_ERROR;
+            e = fail_alert(TLSREC_AD_DECODE_ERROR);
         else if (in[1] == 0)
             e.kind = FX_CLOSE;
-        else if (in[1] == 90)
-            e.kind = FX_NOTHING; /* user_canceled */
-        else
+        else if (in[1] != 90)
             e.kind = FX_PEER_FAIL;
+        else if (++v->cancel > TLS_MAX_WARNING_ALERTS) /* user_canceled */
+            e = fail_fx(TLSREC_AD_UNEXPECTED_MESSAGE, TLS_REC_WARNING_ALERTS);
         break;
     case TLSREC_HANDSHAKE:
-        /* Only a whole KeyUpdate, alone in its record (anything else gets
-         * unexpected_message), asking for update or not (else
-         * illegal_parameter, §4.6.3). */
-        if (len == 5 && in[0] == 24 && in[1] == 0 && in[2] == 0 && in[3] == 1) {
-            if (in[4] > 1)
-                e.alert = TLSREC_AD_ILLEGAL_PARAMETER;
-            else
-                e.kind = in[4] ? FX_UPDATE_REQ : FX_UPDATE;
-        }
+        e = view_handshake(v, in, len);
         break;
     default:
+        e = fail_alert(TLSREC_AD_UNEXPECTED_MESSAGE);
         break;
     }
     return e;
 }
 
-/* Applies the effects of everything fed so far, in wire order. */
-static void model_apply(struct run *r)
+static void apply(struct run *r, const struct effect *e)
 {
-    for (; r->fx_next < r->n_fx && r->fx[r->fx_next].pos <= r->fed; r->fx_next++) {
-        const struct effect *e = &r->fx[r->fx_next];
-
-        if (r->state != ST_ALIVE)
-            continue;
-        switch (e->kind) {
-        case FX_DATA:
-            r->accepted = e->stream_end;
+    if (r->state != ST_ALIVE)
+        return;
+    switch (e->kind) {
+    case FX_DATA:
+        r->accepted = e->stream_end;
+        break;
+    case FX_UPDATE_REQ:
+        r->requests++;
+        if (r->shutdown)
             break;
-        case FX_UPDATE_REQ:
-            if (!r->shutdown)
-                r->updates_expected++;
-            break;
-        case FX_CLOSE:
-            r->state = ST_CLOSED;
-            break;
-        case FX_FAIL:
-            r->state = ST_FAILED;
-            r->want_alert = e->alert;
-            break;
-        case FX_PEER_FAIL:
-            r->state = ST_FAILED;
-            r->peer_failed = true;
-            break;
-        case FX_POISON:
-            r->state = ST_POISONED;
-            break;
-        default:
-            break;
-        }
+        r->request_at = (int64_t)r->out_total;
+        r->owed = true; /* covers any request still owed */
+        if (srv_pending(r) == 0)
+            srv_key_update(r, OUT_ANSWER);
+        break;
+    case FX_CLOSE:
+        r->state = ST_CLOSED;
+        break;
+    case FX_FAIL:
+        r->state = ST_FAILED;
+        r->want_alert = e->alert;
+        r->want_rec = e->rec_err;
+        srv_seal(r, TLSREC_ALERT, e->alert, 2);
+        break;
+    case FX_PEER_FAIL:
+        r->state = ST_FAILED;
+        r->peer_failed = true;
+        r->want_rec = TLS_REC_PEER_ALERT;
+        break;
+    case FX_POISON:
+        r->state = ST_POISONED;
+        break;
+    default:
+        break;
     }
+}
+
+/* Applies the effects of the records the server has read, in wire order:
+ * after a tls_read that returned 0 or less, every record fed; after one that
+ * returned plaintext, those up to the record that plaintext came from. */
+static void model_apply(struct run *r, bool all)
+{
+    while (r->fx_next < r->n_fx && r->fx[r->fx_next].pos <= r->fed && (all || r->accepted < r->rx))
+        apply(r, &r->fx[r->fx_next++]);
+    CHECK(r->accepted >= r->rx, "the server returned %zu bytes of plaintext, %zu expected", r->rx,
+          r->accepted);
+    /* Unsealed bytes: it may have failed, with an alert the model cannot
+     * know, sealed after what it sent before. */
+    if (r->state == ST_POISONED && r->failed && !r->any_alert) {
+        srv_seal(r, TLSREC_ALERT, OUT_ANY_ALERT, 2);
+        r->any_alert = true;
+    }
+}
+
+static const char *const rec_error_text[TLS_REC__N] = {
+    [TLS_REC_BAD_RECORD_MAC] = "bad record mac",
+    [TLS_REC_RECORD_OVERFLOW] = "record overflow",
+    [TLS_REC_UNEXPECTED_MESSAGE] = "unexpected message",
+    [TLS_REC_DECODE_ERROR] = "decode error",
+    [TLS_REC_ILLEGAL_PARAMETER] = "illegal parameter",
+    [TLS_REC_EMPTY_RECORDS] = "too many empty records",
+    [TLS_REC_WARNING_ALERTS] = "too many warning alerts",
+    [TLS_REC_PEER_ALERT] = "peer sent alert: ",
+};
+
+/* tls_record_error and tls_error after a failure for reason `want`. */
+static void check_failure(struct run *r, unsigned want)
+{
+    unsigned got = tls_record_error(r->s);
+    const char *text = tls_error(r->s);
+
+    CHECK(got == want, "tls_record_error %u (%s), %u expected", got, tls_record_error_name(got),
+          want);
+    if (want == TLS_REC_PEER_ALERT)
+        CHECK(strncmp(text, rec_error_text[want], strlen(rec_error_text[want])) == 0,
+              "tls_error \"%s\" after the client's fatal alert", text);
+    else
+        CHECK(strcmp(text, rec_error_text[want]) == 0, "tls_error \"%s\", \"%s\" expected", text,
+              rec_error_text[want]);
 }
 
 /* The server's state and output against the model, after a full drain. */
 static void compare(struct run *r)
 {
     enum tls_failure f = tls_failure(r->s);
+    size_t pending = tls_pending(r->s);
 
     switch (r->state) {
     case ST_ALIVE:
@@ -451,16 +790,26 @@ static void compare(struct run *r)
                   f == (r->peer_failed ? TLS_FAIL_PEER_ALERT : TLS_FAIL_PROTOCOL),
               "tls_read = %d (failure %d) after a bad record (alert %u expected)", r->rc, f,
               r->want_alert);
+        check_failure(r, r->want_rec);
         break;
     case ST_POISONED: /* unsealed bytes: it may wait for more or fail */
         CHECK(r->rc == 0 || (r->rc == TLS_E_PROTO && f == TLS_FAIL_PROTOCOL),
               "tls_read = %d (failure %d) after unsealed bytes", r->rc, f);
+        if (r->rc == TLS_E_PROTO && r->fatal_seen)
+            check_failure(r, rec_error_of(r->fatal_desc));
         break;
     }
+    if (!r->failed)
+        CHECK(tls_record_error(r->s) == TLS_REC_NONE, "tls_record_error %u without a failure",
+              tls_record_error(r->s));
     CHECK(r->rx == r->accepted, "the server returned %zu bytes of plaintext, %zu expected", r->rx,
           r->accepted);
-    CHECK(r->updates_seen == r->updates_expected, "the server answered %u of %u KeyUpdate requests",
-          r->updates_seen, r->updates_expected);
+    CHECK(pending == srv_pending(r), "%zu bytes wait in the server, %zu predicted", pending,
+          srv_pending(r));
+    CHECK(tls_rec(r->s)->wr.seq == r->wseq, "the server's write sequence number is %llu, not %llu",
+          (unsigned long long)tls_rec(r->s)->wr.seq, (unsigned long long)r->wseq);
+    if (r->stalled) /* the rest is still in the server */
+        return;
     CHECK(r->got == r->sent_len, "the client opened %zu of the %zu bytes the server wrote", r->got,
           r->sent_len);
     CHECK(r->close_seen == r->shutdown, "close_notify %s after tls_shutdown",
@@ -497,7 +846,7 @@ static void drain(struct run *r, bool lazy)
     } while (!lazy);
     if (n > 0) { /* the rest waits in the server; no verdict yet */
         r->lazy = true;
-        model_apply(r); /* for the KeyUpdates it may have answered already */
+        model_apply(r, false); /* for the KeyUpdates it may have answered already */
         take(r);
         return;
     }
@@ -518,7 +867,7 @@ static void drain(struct run *r, bool lazy)
         r->closed = true;
         CHECK(tls_read(r->s, rbuf, r->read_cap) == TLS_E_CLOSED, "tls_read after close_notify");
     }
-    model_apply(r);
+    model_apply(r, true);
     take(r);
     if (r->echo_len > 0) {
         switch (r->echo) {
@@ -610,13 +959,17 @@ static size_t to_stream(struct run *r, const uint8_t *in, size_t n)
     return r->stream_len;
 }
 
-static const struct effect bad_mac = {.kind = FX_FAIL, .alert = TLSREC_AD_BAD_RECORD_MAC},
-                           overflow = {.kind = FX_FAIL, .alert = TLSREC_AD_RECORD_OVERFLOW};
+static const struct effect bad_mac = {.kind = FX_FAIL,
+                                      .alert = TLSREC_AD_BAD_RECORD_MAC,
+                                      .rec_err = TLS_REC_BAD_RECORD_MAC},
+                           overflow = {.kind = FX_FAIL,
+                                       .alert = TLSREC_AD_RECORD_OVERFLOW,
+                                       .rec_err = TLS_REC_RECORD_OVERFLOW};
 
 /* Seals in[0, n) (payload || content type || padding) as the client would. */
 static void seal(struct run *r, const uint8_t *in, size_t n)
 {
-    struct effect e = predict(in, n);
+    struct effect e = predict(r, in, n);
     uint8_t *out = wire + r->wire_len;
     int k = tlsrec_seal(&r->cli, in[n - 1], in, n - 1, out);
 
@@ -640,7 +993,7 @@ static void seal_long(struct run *r, const uint8_t *in, size_t n)
     size_t clen = n + TLSREC_TAG;
     uint8_t *out = wire + r->wire_len, nonce[12];
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    struct effect e = predict(in, n);
+    struct effect e = predict(r, in, n);
     bool early = clen > TLSREC_MAX_CIPHER;
     int len, ok, i;
 
@@ -672,12 +1025,13 @@ static void seal_long(struct run *r, const uint8_t *in, size_t n)
 
 /* ---- the handshake ------------------------------------------------------ */
 
-static void handshake(struct run *r)
+static void handshake(struct run *r, bool mfl)
 {
     struct secrets k = {0};
     SSL *ssl = SSL_new(cctx);
     BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
     const SSL_CIPHER *cipher;
+    struct tlsrec *rec;
     char buf[16384];
     int i, n, rc = 0, rs = TLS_E_AGAIN;
 
@@ -686,6 +1040,10 @@ static void handshake(struct run *r)
     SSL_set_bio(ssl, rbio, wbio);
     SSL_set_app_data(ssl, &k);
     CHECK(SSL_set_ciphersuites(ssl, r->suite->name) == 1, "SSL_set_ciphersuites");
+    if (mfl) /* RFC 6066: the server's records carry 512 bytes at most */
+        CHECK(SSL_set_tlsext_max_fragment_length(ssl, TLSEXT_max_fragment_length_512) == 1,
+              "SSL_set_tlsext_max_fragment_length");
+    r->max_plain = mfl ? 512 : TLSREC_MAX_PLAIN;
     SSL_set_connect_state(ssl);
     for (i = 0; i < 8; i++) {
         rc = SSL_do_handshake(ssl);
@@ -717,13 +1075,93 @@ static void handshake(struct run *r)
     r->handshaking = true;
     take(r);
     r->handshaking = false;
+    rec = tls_rec(r->s);
+    CHECK(rec != NULL, "no record layer after a TLS 1.3 handshake");
+    CHECK(rec->max_plain == r->max_plain, "max_plain %u, %zu negotiated", rec->max_plain,
+          r->max_plain);
+    CHECK(rec->wr.seq == r->cli.rd.seq, "the server sealed %llu records, the client opened %llu",
+          (unsigned long long)rec->wr.seq, (unsigned long long)r->cli.rd.seq);
+    r->wseq = rec->wr.seq;
+    r->request_at = r->update_at = -1;
 }
 
 /* ---- ops ---------------------------------------------------------------- */
 
+/* A KeyUpdate cut into records after byte k (1-4) for each bit k of arg,
+ * the last piece left out when arg & 0x20. */
+static void key_update(struct run *r, unsigned arg)
+{
+    uint8_t msg[5] = {24, 0, 0, 1, (uint8_t)(arg & 1)};
+    unsigned cuts = (arg >> 1) & 15;
+    size_t from = 0, to;
+
+    if ((arg & 0x20) && cuts == 0)
+        cuts = 8; /* all but request_update */
+    for (to = 1; to <= 5; to++) {
+        if (to < 5 && !(cuts & (1u << (to - 1))))
+            continue;
+        if (to == 5 && (arg & 0x20))
+            break;
+        memcpy(inner, msg + from, to - from);
+        inner[to - from] = TLSREC_HANDSHAKE;
+        seal(r, inner, to - from + 1);
+        from = to;
+    }
+}
+
+/* count records that carry nothing (OP_RUN). */
+static void nothing_run(struct run *r, unsigned count, unsigned mode)
+{
+    size_t pad, n;
+    unsigned i;
+
+    for (i = 0; i < count; i++) {
+        pad = (mode >> 2) ? ((mode >> 2) * 5 + i) % 300 : 0;
+        n = 0;
+        switch (mode & 3) {
+        case 3:
+            if (i % 4 == 3) {
+                memcpy(inner, "\x18\x00\x00\x01\x00", 5);
+                n = 5;
+                inner[n++] = TLSREC_HANDSHAKE;
+                break;
+            }
+            /* fall through */
+        case 0:
+            inner[n++] = TLSREC_APPDATA;
+            break;
+        case 2:
+            if (i & 1) {
+                inner[n++] = TLSREC_APPDATA;
+                break;
+            }
+            /* fall through */
+        case 1:
+            memcpy(inner, "\x01\x5a\x15", 3); /* warning, user_canceled */
+            n = 3;
+            break;
+        }
+        memset(inner + n, 0, pad);
+        seal(r, inner, n + pad);
+    }
+}
+
+/* OP_REKEY: the server's write sequence number (and the client's read one,
+ * which follows it) to 1 + k records short of the rekey limit. */
+static void near_limit(struct run *r, unsigned k)
+{
+    uint64_t seq = r->suite->rekey_after - 1 - k;
+
+    if (srv_pending(r) > 0) /* records sealed under the old numbers wait */
+        return;
+    tls_rec(r->s)->wr.seq = seq;
+    r->cli.rd.seq = seq;
+    r->wseq = seq;
+}
+
 static void step(struct run *r, struct input *in, unsigned op)
 {
-    unsigned kind = (op & 0x0f) < OP__N ? (op & 0x0f) : (op & 0x0f) - OP__N;
+    unsigned kind = op & 0x0f;
     size_t len, pad, pos;
     uint8_t x;
 
@@ -754,10 +1192,7 @@ static void step(struct run *r, struct input *in, unsigned op)
         seal(r, inner, 3);
         break;
     case OP_KEYUPDATE:
-        memcpy(inner, "\x18\x00\x00\x01", 4);
-        inner[4] = next_byte(in) & 1;
-        inner[5] = TLSREC_HANDSHAKE;
-        seal(r, inner, 6);
+        key_update(r, next_byte(in));
         break;
     case OP_CLOSE:
         memcpy(inner, "\x01\x00\x15", 3);
@@ -813,7 +1248,7 @@ static void step(struct run *r, struct input *in, unsigned op)
         break;
     }
     case OP_WRITE:
-        if (r->lazy) /* the model needs every record read before the server acts */
+        if (r->lazy) /* compare() needs every record read */
             drain(r, false);
         len = next_byte(in) * (size_t)257;
         for (size_t i = 0; i < len; i++)
@@ -824,12 +1259,21 @@ static void step(struct run *r, struct input *in, unsigned op)
     case OP_SHUTDOWN:
         if (r->lazy)
             drain(r, false);
-        if (r->failed) {
-            CHECK(tls_shutdown(r->s) == TLS_E_PROTO, "tls_shutdown after failing");
-        } else {
-            CHECK(tls_shutdown(r->s) == 0, "tls_shutdown");
-            r->shutdown = true;
-        }
+        server_shutdown(r);
+        take(r);
+        compare(r);
+        return;
+    case OP_RUN:
+        len = next_byte(in) % (RUN_MAX + 1);
+        nothing_run(r, (unsigned)len, next_byte(in));
+        break;
+    case OP_REKEY:
+        near_limit(r, next_byte(in) % 8);
+        return;
+    case OP_STALL:
+        if (r->lazy)
+            drain(r, false);
+        r->stalled = !r->stalled;
         take(r);
         compare(r);
         return;
@@ -892,16 +1336,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     r->read_cap = read_caps[(b0 >> 2) & 3];
     r->echo = (b0 >> 4) & 3;
     r->take_cap = take_caps[(b0 >> 6) & 3];
-    handshake(r);
+    handshake(r, (b0 & 3) == 3);
 
-    while (in.n > 0 && r->n_fx < FX_MAX && r->total < TOTAL_MAX)
+    while (in.n > 0 && r->n_fx + RUN_MAX < FX_MAX && r->total < TOTAL_MAX)
         step(r, &in, next_byte(&in));
     flush(r, -1, false);
     drain(r, false);
+    r->stalled = false;
+    take(r);
+    compare(r);
     /* fnproxy closes with close_notify: it must open too. */
     if (!r->failed) {
-        CHECK(tls_shutdown(r->s) == 0, "tls_shutdown");
-        r->shutdown = true;
+        server_shutdown(r);
         take(r);
         compare(r);
     }

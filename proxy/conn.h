@@ -43,16 +43,16 @@ struct conn {
     struct worker *w;
     struct wlistener *l;
     uv_tcp_t tcp;
-    struct xprt xp;     /* plain or TLS, over tcp */
-    uv_timer_t timer;   /* the one deadline this connection waits on */
-    uint64_t deadline;  /* loop time it expires at */
-    uint64_t timer_due; /* loop time the timer is set for: <= deadline */
-    uv_shutdown_t sreq; /* lingering close */
-    char *buf;          /* request bytes; NULL while idle */
-    uint32_t cap, len;  /* buf size, bytes in buf */
-    uint32_t parsed;    /* bytes of buf taken by the parser */
-    uint32_t discarded; /* bytes thrown away while lingering */
-    struct exch *x;     /* the exchange in progress */
+    struct xprt xp;        /* plain or TLS, over tcp */
+    uv_timer_t timer;      /* the one deadline this connection waits on */
+    uint64_t deadline;     /* loop time it expires at */
+    uint64_t timer_due;    /* loop time the timer is set for: <= deadline */
+    uv_shutdown_t sreq;    /* lingering close */
+    char *buf;             /* request bytes; NULL while idle */
+    uint32_t cap, len;     /* buf size, bytes in buf */
+    uint32_t parsed;       /* bytes of buf taken by the parser */
+    uint32_t discarded;    /* bytes thrown away while lingering */
+    struct exch *x;        /* the exchange in progress */
     struct exch_client cl; /* what the exchange sees of this connection */
     uint8_t state;
     unsigned flags;

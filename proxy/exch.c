@@ -27,9 +27,9 @@ static void exch_reply(struct exch *x, int status, const char *code, const char 
 /* --- phases and decisions (pure) ------------------------------------------------ */
 
 static const char *const phase_names[EXCH_PH__N] = {
-    [EXCH_PH_HEAD] = "head",     [EXCH_PH_ROUTE] = "route",         [EXCH_PH_CONNECT] = "connect",
-    [EXCH_PH_BODY] = "body",     [EXCH_PH_SEND] = "send",           [EXCH_PH_WAIT_HEAD] = "wait_head",
-    [EXCH_PH_STREAM] = "stream", [EXCH_PH_REPLY] = "reply",         [EXCH_PH_DONE] = "done",
+    [EXCH_PH_HEAD] = "head",     [EXCH_PH_ROUTE] = "route", [EXCH_PH_CONNECT] = "connect",
+    [EXCH_PH_BODY] = "body",     [EXCH_PH_SEND] = "send",   [EXCH_PH_WAIT_HEAD] = "wait_head",
+    [EXCH_PH_STREAM] = "stream", [EXCH_PH_REPLY] = "reply", [EXCH_PH_DONE] = "done",
 };
 
 const char *exch_phase_name(enum exch_phase ph)
@@ -405,8 +405,8 @@ static void exch_reply(struct exch *x, int status, const char *code, const char 
         body_len = (int)strlen(body);
     h1_out_reset(&x->resp_out);
     if (x->cl->ops->send_head(x, &(struct exch_head){.status = status,
-                                                      .error_code = code,
-                                                      .body_len = (size_t)body_len}) < 0) {
+                                                     .error_code = code,
+                                                     .body_len = (size_t)body_len}) < 0) {
         x->cl->ops->abort(x);
         return;
     }
@@ -514,9 +514,8 @@ void exch_begin(struct exch *x)
     while (path_len < h->target.len && h->target.p[path_len] != '?')
         path_len++;
     lc = exch_listener(x);
-    if (lc == NULL ||
-        router_match(x->ws->snap->router, *cl->listener, host.p, host.len, h->target.p, path_len,
-                     h->method.p, h->method.len, &m) != 0) {
+    if (lc == NULL || router_match(x->ws->snap->router, *cl->listener, host.p, host.len,
+                                   h->target.p, path_len, h->method.p, h->method.len, &m) != 0) {
         exch_reply(x, 404, "no_route", "no route matches this request");
         return;
     }
@@ -737,7 +736,6 @@ static void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, co
         return;
     }
 }
-
 
 static void on_up_connected(void *owner, int status)
 {
@@ -1039,7 +1037,8 @@ void exch_on_deadline(struct exch *x)
     case EXCH_PH_SEND:
     case EXCH_PH_WAIT_HEAD:
     case EXCH_PH_STREAM:
-        exch_attempt_failed(x, EXCH_FAIL_TIMEOUT, UV_ETIMEDOUT, "the function did not answer in time");
+        exch_attempt_failed(x, EXCH_FAIL_TIMEOUT, UV_ETIMEDOUT,
+                            "the function did not answer in time");
         return;
     default: /* fnproxy's own answer is not being read */
         x->cl->ops->abort(x);

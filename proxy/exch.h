@@ -153,9 +153,9 @@ struct exch_client {
     const struct exch_client_ops *ops;
     struct worker *w;
     const size_t *listener; /* index in the current snapshot's listeners (a reload moves it) */
-    const char *ip;        /* the client's address */
-    const char *id;        /* its verified mTLS identity, or NULL */
-    bool tls;              /* it came over TLS ("https") */
+    const char *ip;         /* the client's address */
+    const char *id;         /* its verified mTLS identity, or NULL */
+    bool tls;               /* it came over TLS ("https") */
 };
 
 enum exch_flags {

@@ -13,10 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const timeout_names[TMO__N] = {"connect", "header", "body", "upstream",
-                                                  "idle"};
-static const char *const uperr_names[UPERR__N] = {"refused", "reset", "tls", "timeout",
-                                                  "protocol"};
+static const char *const timeout_names[TMO__N] = {"connect", "header", "body", "upstream", "idle"};
+static const char *const uperr_names[UPERR__N] = {"refused", "reset", "tls", "timeout", "protocol"};
 
 static const char *const direction_names[DIR__N] = {"ingress", "egress"};
 
@@ -216,20 +214,17 @@ static void render_histogram(FILE *out, const char *name, const struct route_sta
     if (count == 0)
         return;
     for (unsigned k = 0; k < HIST_N_LE; k++)
-        fprintf(out,
-                "%s_bucket{direction=\"%s\",function=\"%s\",route=\"%s\"%s,le=\"%s\"} %llu\n",
+        fprintf(out, "%s_bucket{direction=\"%s\",function=\"%s\",route=\"%s\"%s,le=\"%s\"} %llu\n",
                 name, direction_names[r->direction], r->function, r->route, extra, hist_le_text[k],
                 (unsigned long long)histogram_le_count(h, k));
-    fprintf(out,
-            "%s_bucket{direction=\"%s\",function=\"%s\",route=\"%s\"%s,le=\"+Inf\"} %llu\n",
+    fprintf(out, "%s_bucket{direction=\"%s\",function=\"%s\",route=\"%s\"%s,le=\"+Inf\"} %llu\n",
             name, direction_names[r->direction], r->function, r->route, extra,
             (unsigned long long)count);
     fprintf(out, "%s_sum{direction=\"%s\",function=\"%s\",route=\"%s\"%s} ", name,
             direction_names[r->direction], r->function, r->route, extra);
     put_seconds(out, h->sum);
     fprintf(out, "\n%s_count{direction=\"%s\",function=\"%s\",route=\"%s\"%s} %llu\n", name,
-            direction_names[r->direction], r->function, r->route, extra,
-            (unsigned long long)count);
+            direction_names[r->direction], r->function, r->route, extra, (unsigned long long)count);
 }
 
 static void prom_listener(FILE *out, const struct listener_stats *sum, bool first)
@@ -302,8 +297,8 @@ static void render_route_counts(FILE *out, const char *name, const char *help, c
         for (int k = 0; k < n_names; k++)
             if (count[k] != 0)
                 fprintf(out, "%s{direction=\"%s\",function=\"%s\",route=\"%s\",%s=\"%s\"} %llu\n",
-                        name, direction_names[all[i]->direction], all[i]->function,
-                        all[i]->route, label, names[k], (unsigned long long)count[k]);
+                        name, direction_names[all[i]->direction], all[i]->function, all[i]->route,
+                        label, names[k], (unsigned long long)count[k]);
     }
 }
 

@@ -87,7 +87,7 @@ enum metrics_phase { PHASE_CONNECT = 0, PHASE_UPSTREAM, PHASE_PROXY, PHASE__N };
 enum metrics_direction { DIR_INGRESS = 0, DIR_EGRESS, DIR__N };
 
 struct route_stats {
-    struct route_stats *next;        /* registry list; published with a release store */
+    struct route_stats *next; /* registry list; published with a release store */
     enum metrics_direction direction;
     char function[METRICS_NAME_MAX]; /* "" before a route was chosen */
     char route[METRICS_NAME_MAX];

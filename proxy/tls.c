@@ -597,10 +597,10 @@ static int cert_for_name(const struct tls_ctx *ctx, const char *sni)
 /* ---- connection failures ------------------------------------------------ */
 
 /* Records the first failure of c; later ones are consequences. */
-static int conn_fail(struct tls_conn *c, enum tls_failure f, int rc, const char *fmt, ...)
+static int tc_fail(struct tls_conn *c, enum tls_failure f, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static int conn_fail(struct tls_conn *c, enum tls_failure f, int rc, const char *fmt, ...)
+static int tc_fail(struct tls_conn *c, enum tls_failure f, int rc, const char *fmt, ...)
 {
     char msg[256];
     va_list ap;
@@ -627,7 +627,7 @@ static int conn_fail(struct tls_conn *c, enum tls_failure f, int rc, const char 
 
 /* Notes a failure a callback decided, before OpenSSL reports it as a mere
  * "callback failed". */
-static void conn_note(struct tls_conn *c, enum tls_failure f, const char *msg)
+static void tc_note(struct tls_conn *c, enum tls_failure f, const char *msg)
 {
     if (c->err != NULL)
         return;
@@ -673,7 +673,7 @@ static enum tls_record_error record_error_of(int reason)
  * During the handshake the oldest error says why; after it, OpenSSL 3.0
  * queues the cipher's own failure ("cipher operation failed") before the
  * record layer's verdict (bad record mac), so the newest one says why. */
-static int conn_fail_ssl(struct tls_conn *c, int ssl_err)
+static int tc_fail_ssl(struct tls_conn *c, int ssl_err)
 {
     unsigned long e = (c->flags & TLS_CF_DONE) ? ERR_peek_last_error() : ERR_peek_error();
     int reason = ERR_GET_REASON(e);
@@ -689,15 +689,15 @@ static int conn_fail_ssl(struct tls_conn *c, int ssl_err)
         session_forget(c->ctx, c->name);
     if (c->failure != TLS_FAIL_NONE) { /* decided by our callback */
         ERR_clear_error();
-        return conn_fail(c, (enum tls_failure)c->failure, TLS_E_PROTO, "%s", "");
+        return tc_fail(c, (enum tls_failure)c->failure, TLS_E_PROTO, "%s", "");
     }
     if (c->flags & TLS_CF_OOM) {
         ERR_clear_error();
-        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_NOMEM, "out of memory");
+        return tc_fail(c, TLS_FAIL_INTERNAL, TLS_E_NOMEM, "out of memory");
     }
     if (e == 0) {
         ERR_clear_error();
-        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "TLS failure (SSL error %d)", ssl_err);
+        return tc_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "TLS failure (SSL error %d)", ssl_err);
     }
     snprintf(msg, sizeof(msg), "%s", what);
     if (ssl_lib && reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
@@ -763,11 +763,11 @@ static int conn_fail_ssl(struct tls_conn *c, int ssl_err)
         }
     }
     ERR_clear_error();
-    return conn_fail(c, f, TLS_E_PROTO, "%s", msg);
+    return tc_fail(c, f, TLS_E_PROTO, "%s", msg);
 }
 
 /* The result of an SSL_* I/O call that returned ok (<= 0 on failure). */
-static int conn_settle(struct tls_conn *c, int ok)
+static int tc_settle(struct tls_conn *c, int ok)
 {
     int e = SSL_get_error(c->ssl, ok);
 
@@ -782,11 +782,11 @@ static int conn_settle(struct tls_conn *c, int ok)
         ERR_clear_error();
         c->flags |= TLS_CF_CLOSED;
         if (!(c->flags & TLS_CF_DONE))
-            return conn_fail(c, TLS_FAIL_CLOSED, TLS_E_CLOSED,
-                             "peer closed the connection during the handshake");
+            return tc_fail(c, TLS_FAIL_CLOSED, TLS_E_CLOSED,
+                           "peer closed the connection during the handshake");
         return TLS_E_CLOSED;
     default:
-        return conn_fail_ssl(c, e);
+        return tc_fail_ssl(c, e);
     }
 }
 
@@ -804,7 +804,7 @@ static int servername_cb(SSL *ssl, int *alert, void *arg)
         return SSL_TLSEXT_ERR_NOACK;
     i = cert_for_name(ctx, name);
     if (i < 0 && ctx->sni_strict) {
-        conn_note(c, TLS_FAIL_SNI, "unknown server name");
+        tc_note(c, TLS_FAIL_SNI, "unknown server name");
         *alert = SSL_AD_UNRECOGNIZED_NAME;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     }
@@ -813,7 +813,7 @@ static int servername_cb(SSL *ssl, int *alert, void *arg)
     if (i > 0) {
         cert = &ctx->certs[i];
         if (!SSL_use_cert_and_key(ssl, cert->x509, cert->pkey, cert->chain, 1)) {
-            conn_note(c, TLS_FAIL_INTERNAL, "could not use the certificate chosen by SNI");
+            tc_note(c, TLS_FAIL_INTERNAL, "could not use the certificate chosen by SNI");
             *alert = SSL_AD_INTERNAL_ERROR;
             return SSL_TLSEXT_ERR_ALERT_FATAL;
         }
@@ -837,9 +837,9 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
         *out = sel;
         return SSL_TLSEXT_ERR_OK;
     }
-    conn_note(c, TLS_FAIL_ALPN,
-              "no application protocol in common (the client does not offer "
-              "http/1.1)");
+    tc_note(c, TLS_FAIL_ALPN,
+            "no application protocol in common (the client does not offer "
+            "http/1.1)");
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
@@ -1366,10 +1366,10 @@ static int rec_seal(struct tls_conn *c, uint8_t type, const void *data, size_t l
     int n;
 
     if (!buf_reserve(&c->out, len + TLSREC_OVERHEAD, UINT32_MAX / 2))
-        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_NOMEM, "out of memory");
+        return tc_fail(c, TLS_FAIL_INTERNAL, TLS_E_NOMEM, "out of memory");
     n = tlsrec_seal(c->rec, type, data, len, (uint8_t *)c->out.data + c->out.len);
     if (n < 0)
-        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "cannot seal a TLS record");
+        return tc_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "cannot seal a TLS record");
     c->out.len += (uint32_t)n;
     return 0;
 }
@@ -1383,8 +1383,8 @@ static int rec_fail_as(struct tls_conn *c, int alert, enum tls_record_error e, c
         return c->rc;
     (void)rec_seal(c, TLSREC_ALERT, a, sizeof(a));
     c->rec_error = (uint8_t)e;
-    return conn_fail(c, e == TLS_REC_INTERNAL ? TLS_FAIL_INTERNAL : TLS_FAIL_PROTOCOL,
-                     TLS_E_PROTO, "%s", why);
+    return tc_fail(c, e == TLS_REC_INTERNAL ? TLS_FAIL_INTERNAL : TLS_FAIL_PROTOCOL, TLS_E_PROTO,
+                   "%s", why);
 }
 
 /* Fails c for a protocol error of the peer's, the alert naming it. */
@@ -1419,7 +1419,7 @@ static int rec_key_update(struct tls_conn *c)
     c->flags &= ~TLS_CF_KU_OWED;
     if (tlsrec_update(c->rec, &c->rec->wr) != 0) {
         c->rec_error = TLS_REC_INTERNAL;
-        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "cannot update the write key");
+        return tc_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "cannot update the write key");
     }
     return 0;
 }
@@ -1533,8 +1533,8 @@ static int rec_read(struct tls_conn *c, char *plain, size_t cap)
                 break;
             }
             c->rec_error = TLS_REC_PEER_ALERT;
-            return conn_fail(c, TLS_FAIL_PEER_ALERT, TLS_E_PROTO, "peer sent alert: %s",
-                             SSL_alert_desc_string_long(rec[1]));
+            return tc_fail(c, TLS_FAIL_PEER_ALERT, TLS_E_PROTO, "peer sent alert: %s",
+                           SSL_alert_desc_string_long(rec[1]));
         case TLSREC_HANDSHAKE:
             r = rec_handshake(c, rec, len);
             if (r < 0)
@@ -1676,7 +1676,7 @@ int tls_feed(struct tls_conn *c, const char *cipher, size_t len)
         return 0;
     n = len < TLS_IN_MAX - unread ? len : TLS_IN_MAX - unread;
     if (!buf_reserve(&c->in, n, TLS_IN_MAX))
-        return conn_fail(c, TLS_FAIL_INTERNAL, TLS_E_NOMEM, "out of memory");
+        return tc_fail(c, TLS_FAIL_INTERNAL, TLS_E_NOMEM, "out of memory");
     memcpy(c->in.data + c->in.len, cipher, n);
     c->in.len += (uint32_t)n;
     while (c->n_first < sizeof(c->first) && c->n_first < c->in.len)
@@ -1712,7 +1712,7 @@ int tls_handshake(struct tls_conn *c)
             rec_take_over(c);
         r = 0;
     } else {
-        r = conn_settle(c, r);
+        r = tc_settle(c, r);
     }
     buf_trim(&c->in);
     return r;
@@ -1744,7 +1744,7 @@ int tls_read(struct tls_conn *c, char *plain, size_t cap)
         buf_trim(&c->in);
         return (int)n;
     }
-    r = conn_settle(c, r);
+    r = tc_settle(c, r);
     buf_trim(&c->in);
     if (r != TLS_E_AGAIN)
         return r;
@@ -1780,7 +1780,7 @@ int tls_write(struct tls_conn *c, const char *plain, size_t len)
     r = SSL_write_ex(c->ssl, plain, len, &n);
     if (r == 1)
         return (int)n;
-    r = conn_settle(c, r);
+    r = tc_settle(c, r);
     return r == TLS_E_AGAIN ? 0 : r;
 }
 
@@ -1840,7 +1840,7 @@ int tls_shutdown(struct tls_conn *c)
     r = SSL_shutdown(c->ssl);
     if (r >= 0)
         return 0;
-    r = conn_settle(c, r);
+    r = tc_settle(c, r);
     return r == TLS_E_AGAIN ? 0 : r;
 }
 

@@ -23,7 +23,7 @@ struct tlsrec_suite {
     uint8_t key_len;
     uint8_t secret_len;
     uint64_t rekey_after; /* records per write key (tlsrec_rekey_after) */
-    const char *cipher; /* fetched once: an implicit fetch per record would take a lock */
+    const char *cipher;   /* fetched once: an implicit fetch per record would take a lock */
     const char *digest;
 };
 

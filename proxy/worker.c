@@ -173,7 +173,8 @@ static struct wsnap *wsnap_new(struct worker *w, struct snapshot *s)
             if ((fs->eps[e] = fn_endpoint(w, &fn->endpoints[e], fn->upstream_tls)) == NULL)
                 goto out_free;
         for (size_t r = 0; r < fn->n_routes; r++)
-            if ((fs->routes[r] = metrics_route(&w->metrics, DIR_INGRESS, fn->name, fn->routes[r].name)) == NULL)
+            if ((fs->routes[r] =
+                     metrics_route(&w->metrics, DIR_INGRESS, fn->name, fn->routes[r].name)) == NULL)
                 goto out_free;
     }
     return ws;

@@ -73,11 +73,11 @@ struct worker {
     uv_async_t wake;  /* the mailbox has something */
     uv_timer_t sweep; /* closes pooled connections idle too long; drain deadline */
 
-    uv_mutex_t lock;            /* guards the mailbox */
-    struct snapshot *mbox_snap; /* adopt this config next */
+    uv_mutex_t lock;                 /* guards the mailbox */
+    struct snapshot *mbox_snap;      /* adopt this config next */
     int mbox_fds[CFG_MAX_LISTENERS]; /* its listeners' sockets, by listener index */
-    bool mbox_stop;             /* drain and exit */
-    uint64_t mbox_drain_ms;     /* ... within this long */
+    bool mbox_stop;                  /* drain and exit */
+    uint64_t mbox_drain_ms;          /* ... within this long */
 
     struct xprt_loop xlp; /* TLS transports' deferred reads */
     struct wsnap *cur;
@@ -96,8 +96,8 @@ struct worker {
     unsigned n_free_exch;
 
     uint64_t rng[2];
-    uv_async_t *exit_notify; /* the main loop's, told when this loop has ended (may be NULL) */
-    bool exited;             /* atomic: the loop has ended; read by the main thread */
+    uv_async_t *exit_notify;    /* the main loop's, told when this loop has ended (may be NULL) */
+    bool exited;                /* atomic: the loop has ended; read by the main thread */
     uint64_t drain_deadline_ms; /* 0 when not draining */
     bool draining;
     bool exiting; /* handles are being closed; loop ends */

@@ -50,8 +50,8 @@ struct xprt_tls {
     bool released; /* the owner is gone: callbacks in flight do nothing */
 };
 
-static void tls_pump_read(struct xprt_tls *ts);
-static void tls_pump_write(struct xprt_tls *ts);
+static void xt_pump_read(struct xprt_tls *ts);
+static void xt_pump_write(struct xprt_tls *ts);
 
 /* --- plain streams ------------------------------------------------------------ */
 
@@ -140,7 +140,7 @@ static void on_idle(uv_idle_t *idle)
         list = ts->next_ready;
         ts->flags &= ~XT_F_QUEUED;
         if (!ts->released)
-            tls_pump_read(ts);
+            xt_pump_read(ts);
     }
 }
 
@@ -171,7 +171,7 @@ void xprt_loop_close(struct xprt_loop *lp)
     uv_close((uv_handle_t *)&lp->idle, NULL);
 }
 
-static void tls_queue(struct xprt_tls *ts)
+static void xt_queue(struct xprt_tls *ts)
 {
     struct xprt_loop *lp = ts->t->lp;
 
@@ -185,7 +185,7 @@ static void tls_queue(struct xprt_tls *ts)
 
 /* --- TLS ---------------------------------------------------------------------- */
 
-static void tls_sock_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+static void xt_sock_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     struct xprt *t = h->data;
     struct xprt_tls *ts = t->tls;
@@ -200,7 +200,7 @@ static void tls_sock_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(ts->rbuf, (unsigned)t->lp->buf_size);
 }
 
-static void tls_sock_read_stop(struct xprt_tls *ts)
+static void xt_sock_read_stop(struct xprt_tls *ts)
 {
     if (ts->flags & XT_F_SOCK_READING) {
         uv_read_stop(ts->t->stream);
@@ -208,9 +208,9 @@ static void tls_sock_read_stop(struct xprt_tls *ts)
     }
 }
 
-static void tls_fail(struct xprt_tls *ts, int err);
+static void xt_fail(struct xprt_tls *ts, int err);
 
-static void tls_sock_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+static void xt_sock_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     struct xprt *t = s->data;
     struct xprt_tls *ts = t->tls;
@@ -219,7 +219,7 @@ static void tls_sock_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (nread == 0 || ts->released)
         return;
     if (nread < 0) {
-        tls_sock_read_stop(ts);
+        xt_sock_read_stop(ts);
         if (ts->flags & XT_F_HANDSHAKING) {
             ts->flags &= ~XT_F_HANDSHAKING;
             ts->on_handshake(t, (int)nread);
@@ -231,40 +231,40 @@ static void tls_sock_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     int took = tls_feed(ts->c, ts->rbuf, (size_t)nread);
     if (took < 0 || (size_t)took != (size_t)nread) {
         /* Cannot happen while reads wait for the engine to drain. */
-        tls_fail(ts, UV_EPROTO);
+        xt_fail(ts, UV_EPROTO);
         return;
     }
     /* The buffer is free again: an idle connection keeps none. */
     t->lp->buf_put(t->lp->buf_ctx, ts->rbuf);
     ts->rbuf = NULL;
-    tls_pump_read(ts);
+    xt_pump_read(ts);
 }
 
 /* Reads the socket, unless more than TLS_OUT_MAX bytes of ciphertext wait
  * for it: a peer that sends and does not read (KeyUpdate requests, say,
  * which the engine must answer) is read again only once it has taken them. */
-static void tls_sock_read_start(struct xprt_tls *ts)
+static void xt_sock_read_start(struct xprt_tls *ts)
 {
     if (ts->flags & XT_F_FAILED)
         return;
     if (tls_pending(ts->c) > TLS_OUT_MAX) {
-        tls_sock_read_stop(ts);
+        xt_sock_read_stop(ts);
         ts->flags |= XT_F_OUT_FULL;
         return;
     }
     if (ts->flags & XT_F_SOCK_READING)
         return;
-    if (uv_read_start(ts->t->stream, tls_sock_alloc, tls_sock_read) == 0)
+    if (uv_read_start(ts->t->stream, xt_sock_alloc, xt_sock_read) == 0)
         ts->flags |= XT_F_SOCK_READING;
 }
 
-static void tls_fail(struct xprt_tls *ts, int err)
+static void xt_fail(struct xprt_tls *ts, int err)
 {
     struct xprt *t = ts->t;
 
     ts->flags |= XT_F_FAILED;
-    tls_sock_read_stop(ts);
-    tls_pump_write(ts); /* the alert tells the peer why */
+    xt_sock_read_stop(ts);
+    xt_pump_write(ts); /* the alert tells the peer why */
     if (ts->flags & XT_F_HANDSHAKING) {
         ts->flags &= ~XT_F_HANDSHAKING;
         ts->on_handshake(t, err);
@@ -276,7 +276,7 @@ static void tls_fail(struct xprt_tls *ts, int err)
 
 /* Moves plaintext from the engine to the owner while it wants some; reads
  * the socket when the engine needs more. */
-static void tls_pump_read(struct xprt_tls *ts)
+static void xt_pump_read(struct xprt_tls *ts)
 {
     struct xprt *t = ts->t;
 
@@ -289,17 +289,17 @@ static void tls_pump_read(struct xprt_tls *ts)
     }
     if (ts->flags & XT_F_HANDSHAKING) {
         int rc = tls_handshake(ts->c);
-        tls_pump_write(ts);
+        xt_pump_write(ts);
         if (rc == TLS_E_AGAIN) {
-            tls_sock_read_start(ts);
+            xt_sock_read_start(ts);
             return;
         }
         if (rc < 0) {
-            tls_fail(ts, UV_EPROTO);
+            xt_fail(ts, UV_EPROTO);
             return;
         }
         ts->flags &= ~XT_F_HANDSHAKING;
-        tls_sock_read_stop(ts);
+        xt_sock_read_stop(ts);
         ts->on_handshake(t, 0);
         if (ts->released)
             return;
@@ -308,36 +308,36 @@ static void tls_pump_read(struct xprt_tls *ts)
         uv_buf_t b;
         t->on_alloc(t, &b);
         if (b.len == 0) {
-            tls_sock_read_stop(ts);
+            xt_sock_read_stop(ts);
             t->on_read(t, UV_ENOBUFS);
             return;
         }
         int n = tls_read(ts->c, b.base, b.len);
         if (tls_pending(ts->c) > 0)
-            tls_pump_write(ts); /* tickets, key updates, alerts */
+            xt_pump_write(ts); /* tickets, key updates, alerts */
         if (n > 0) {
             t->on_read(t, n);
             continue;
         }
         if (n == 0) {
-            tls_sock_read_start(ts);
+            xt_sock_read_start(ts);
             return;
         }
-        tls_sock_read_stop(ts);
+        xt_sock_read_stop(ts);
         if (n == TLS_E_CLOSED) {
             t->on_read(t, UV_EOF);
             return;
         }
-        tls_fail(ts, UV_EPROTO);
+        xt_fail(ts, UV_EPROTO);
         return;
     }
     if (!t->reading)
-        tls_sock_read_stop(ts);
+        xt_sock_read_stop(ts);
 }
 
-static void tls_cipher_written(uv_write_t *req, int status);
+static void xt_cipher_written(uv_write_t *req, int status);
 
-static void tls_done_writing(struct xprt_tls *ts, int status)
+static void xt_done_writing(struct xprt_tls *ts, int status)
 {
     struct xprt *t = ts->t;
 
@@ -349,7 +349,7 @@ static void tls_done_writing(struct xprt_tls *ts, int status)
 
 /* The owner's write is all on the socket: tell it on the next loop
  * iteration, never inside its own call. */
-static void tls_done_writing_later(struct xprt_tls *ts)
+static void xt_done_writing_later(struct xprt_tls *ts)
 {
     ts->flags &= ~XT_F_APP_WRITING;
     if (ts->flags & XT_F_NOW)
@@ -364,7 +364,7 @@ static void tls_done_writing_later(struct xprt_tls *ts)
  * not take at once is copied to a pooled buffer (the engine's may move
  * before the write completes) and waits in a write request, which libuv
  * 1.44 makes cost an epoll_ctl. */
-static void tls_pump_write(struct xprt_tls *ts)
+static void xt_pump_write(struct xprt_tls *ts)
 {
     struct xprt *t = ts->t;
 
@@ -398,7 +398,7 @@ static void tls_pump_write(struct xprt_tls *ts)
             rc = 0;
         if (rc < 0) {
             ts->flags |= XT_F_FAILED;
-            tls_done_writing(ts, rc);
+            xt_done_writing(ts, rc);
             return;
         }
         tls_consume(ts->c, (size_t)rc);
@@ -407,13 +407,13 @@ static void tls_pump_write(struct xprt_tls *ts)
         if (ts->cbuf == NULL)
             ts->cbuf = t->lp->buf_get(t->lp->buf_ctx);
         if (ts->cbuf == NULL) {
-            tls_done_writing(ts, UV_ENOBUFS);
+            xt_done_writing(ts, UV_ENOBUFS);
             return;
         }
         out = uv_buf_init(ts->cbuf, (unsigned)tls_take(ts->c, ts->cbuf, t->lp->buf_size));
-        if (uv_write(&ts->creq, t->stream, &out, 1, tls_cipher_written) < 0) {
+        if (uv_write(&ts->creq, t->stream, &out, 1, xt_cipher_written) < 0) {
             ts->flags |= XT_F_FAILED;
-            tls_done_writing(ts, UV_EPIPE);
+            xt_done_writing(ts, UV_EPIPE);
             return;
         }
         ts->flags |= XT_F_CWRITING;
@@ -424,11 +424,11 @@ static void tls_pump_write(struct xprt_tls *ts)
         ts->cbuf = NULL;
     }
     if (ts->flags & XT_F_FAILED) {
-        tls_done_writing(ts, UV_EPROTO);
+        xt_done_writing(ts, UV_EPROTO);
         return;
     }
     if ((ts->flags & XT_F_APP_WRITING) && ts->wi == ts->wn) {
-        tls_done_writing_later(ts);
+        xt_done_writing_later(ts);
         return;
     }
     if ((ts->flags & XT_F_SHUTDOWN) && !(ts->flags & XT_F_APP_WRITING)) {
@@ -438,7 +438,7 @@ static void tls_pump_write(struct xprt_tls *ts)
     }
 }
 
-static void tls_cipher_written(uv_write_t *req, int status)
+static void xt_cipher_written(uv_write_t *req, int status)
 {
     struct xprt_tls *ts = req->data;
 
@@ -448,15 +448,15 @@ static void tls_cipher_written(uv_write_t *req, int status)
     if (status < 0) {
         ts->flags |= XT_F_FAILED;
         if (ts->flags & XT_F_APP_WRITING)
-            tls_done_writing(ts, status);
+            xt_done_writing(ts, status);
         else if (ts->t->reading && (ts->flags & XT_F_OUT_FULL))
             ts->t->on_read(ts->t, status); /* reads were braked: nobody else will say */
         return;
     }
-    tls_pump_write(ts);
+    xt_pump_write(ts);
     if (!ts->released && (ts->flags & XT_F_OUT_FULL) && tls_pending(ts->c) <= TLS_OUT_MAX) {
         ts->flags &= ~XT_F_OUT_FULL;
-        tls_queue(ts); /* reads resume where they stopped */
+        xt_queue(ts); /* reads resume where they stopped */
     }
 }
 
@@ -489,9 +489,9 @@ int xprt_tls_start(struct xprt *t, struct tls_ctx *ctx, const char *server_name,
     ts->flags = XT_F_HANDSHAKING;
     t->tls = ts;
     if (server_name != NULL) {
-        tls_pump_read(ts); /* the client speaks first */
+        xt_pump_read(ts); /* the client speaks first */
     } else {
-        tls_sock_read_start(ts);
+        xt_sock_read_start(ts);
     }
     return 0;
 }
@@ -515,7 +515,7 @@ int xprt_read_start(struct xprt *t, xprt_alloc_fn *alloc, xprt_read_fn *read)
         return rc;
     }
     if (!(t->tls->flags & XT_F_HANDSHAKING))
-        tls_queue(t->tls); /* the engine may hold plaintext already */
+        xt_queue(t->tls); /* the engine may hold plaintext already */
     return 0;
 }
 
@@ -527,7 +527,7 @@ void xprt_read_stop(struct xprt *t)
     if (t->tls == NULL)
         uv_read_stop(t->stream);
     else if (!(t->tls->flags & XT_F_HANDSHAKING))
-        tls_sock_read_stop(t->tls);
+        xt_sock_read_stop(t->tls);
 }
 
 int xprt_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
@@ -545,7 +545,7 @@ int xprt_write(struct xprt *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n
     ts->wi = 0;
     ts->woff = 0;
     ts->flags |= XT_F_APP_WRITING;
-    tls_pump_write(ts);
+    xt_pump_write(ts);
     return 0;
 }
 
@@ -596,7 +596,7 @@ int xprt_shutdown(struct xprt *t, uv_shutdown_t *req, uv_shutdown_cb done)
     ts->sreq = req;
     ts->sdone = done;
     ts->flags |= XT_F_SHUTDOWN;
-    tls_pump_write(ts);
+    xt_pump_write(ts);
     return 0;
 }
 

@@ -382,7 +382,8 @@ static void test_workers(void **state)
         snprintf(yaml, sizeof(yaml), "workers: %s\n", bad[i]);
         snprintf(want, sizeof(want),
                  "t.yaml:1:10: workers: expected auto or a number from 1 "
-                 "to %d", CFG_MAX_WORKERS);
+                 "to %d",
+                 CFG_MAX_WORKERS);
         check_error(yaml, want);
     }
 }

@@ -22,13 +22,13 @@ static void test_phase_deadlines(void **state)
         uint64_t ms;
         enum metrics_timeout kind;
     } want[] = {
-        {EXCH_PH_HEAD, 111, TMO_HEADER},      /* the client's head: header_timeout */
-        {EXCH_PH_CONNECT, 222, TMO_CONNECT},  /* connect_timeout */
-        {EXCH_PH_BODY, 333, TMO_BODY},        /* the client's body: timeout */
-        {EXCH_PH_SEND, 333, TMO_UPSTREAM},    /* the function taking the request */
+        {EXCH_PH_HEAD, 111, TMO_HEADER},        /* the client's head: header_timeout */
+        {EXCH_PH_CONNECT, 222, TMO_CONNECT},    /* connect_timeout */
+        {EXCH_PH_BODY, 333, TMO_BODY},          /* the client's body: timeout */
+        {EXCH_PH_SEND, 333, TMO_UPSTREAM},      /* the function taking the request */
         {EXCH_PH_WAIT_HEAD, 333, TMO_UPSTREAM}, /* the function's answer */
-        {EXCH_PH_STREAM, 333, TMO_IDLE},      /* the answer's body, either side */
-        {EXCH_PH_REPLY, 111, TMO__N},         /* fnproxy's own answer: not counted */
+        {EXCH_PH_STREAM, 333, TMO_IDLE},        /* the answer's body, either side */
+        {EXCH_PH_REPLY, 111, TMO__N},           /* fnproxy's own answer: not counted */
     };
     bool seen[EXCH_PH__N] = {0};
 

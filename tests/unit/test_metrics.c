@@ -404,9 +404,11 @@ static void test_render(void **state)
      * {300, 2000}: rank 1, the bucket of 300 µs [288, 320), so 0.304 ms. */
     assert_string_equal(
         text, "{\"routes\":["
-              "{\"direction\":\"ingress\",\"function\":\"\",\"route\":\"\",\"requests\":1,\"codes\":{\"404\":1},"
+              "{\"direction\":\"ingress\",\"function\":\"\",\"route\":\"\",\"requests\":1,"
+              "\"codes\":{\"404\":1},"
               "\"latency_ms\":{\"p50\":0.042,\"p90\":0.042,\"p99\":0.042,\"p999\":0.042}},"
-              "{\"direction\":\"ingress\",\"function\":\"fn\",\"route\":\"r\",\"requests\":3,\"codes\":{\"200\":2,"
+              "{\"direction\":\"ingress\",\"function\":\"fn\",\"route\":\"r\",\"requests\":3,"
+              "\"codes\":{\"200\":2,"
               "\"503\":1},"
               "\"latency_ms\":{\"p50\":0.304,\"p90\":1.984,\"p99\":1.984,\"p999\":1.984}}],"
               "\"listeners\":[{\"name\":\"public\",\"active\":3}]}\n");
@@ -456,10 +458,10 @@ static void test_render_empty(void **state)
     /* A series without requests: zeros, no codes. */
     assert_non_null(metrics_route(&m, DIR_INGRESS, "f", "r\"x"));
     text = render(metrics_render_json, shards, 1);
-    assert_string_equal(text,
-                        "{\"routes\":[{\"direction\":\"ingress\",\"function\":\"f\",\"route\":\"r\\\"x\",\"requests\":0,"
-                        "\"codes\":{},\"latency_ms\":{\"p50\":0.000,\"p90\":0.000,"
-                        "\"p99\":0.000,\"p999\":0.000}}],\"listeners\":[]}\n");
+    assert_string_equal(text, "{\"routes\":[{\"direction\":\"ingress\",\"function\":\"f\","
+                              "\"route\":\"r\\\"x\",\"requests\":0,"
+                              "\"codes\":{},\"latency_ms\":{\"p50\":0.000,\"p90\":0.000,"
+                              "\"p99\":0.000,\"p999\":0.000}}],\"listeners\":[]}\n");
     free(text);
     text = render(metrics_render, shards, 1);
     assert_null(strstr(text, "_bucket"));
@@ -470,11 +472,10 @@ static void test_render_empty(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_index_map),    cmocka_unit_test(test_bounds),
-        cmocka_unit_test(test_record_merge), cmocka_unit_test(test_percentiles),
-        cmocka_unit_test(test_le_exact),     cmocka_unit_test(test_render),
-        cmocka_unit_test(test_direction_is_data),
-        cmocka_unit_test(test_render_empty),
+        cmocka_unit_test(test_index_map),         cmocka_unit_test(test_bounds),
+        cmocka_unit_test(test_record_merge),      cmocka_unit_test(test_percentiles),
+        cmocka_unit_test(test_le_exact),          cmocka_unit_test(test_render),
+        cmocka_unit_test(test_direction_is_data), cmocka_unit_test(test_render_empty),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

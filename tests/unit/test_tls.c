@@ -1897,7 +1897,7 @@ static void test_tls13_split_key_update(void **state)
 {
     static const uint8_t ku[5] = {24, 0, 0, 1, 1};
     static const struct {
-        size_t cut[4]; /* fragment lengths, 0-terminated */
+        size_t cut[4];   /* fragment lengths, 0-terminated */
         uint8_t between; /* a record type fed after the first fragment, or 0 */
         const char *why; /* NULL: accepted */
         enum tls_record_error e;

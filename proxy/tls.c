@@ -155,6 +155,7 @@ struct tls_conn {
     uint32_t rec_size;   /* REC: size of the opened record at in.off, */
     uint32_t plain_off;  /* ... where its unread plaintext starts (from in.off) */
     uint32_t plain_left; /* ... and how much of it is left */
+    uint32_t ku_unsent;  /* REC: bytes of out up to the end of our last KeyUpdate not taken */
     int rc;              /* the code a failed connection keeps returning */
     uint16_t flags;      /* TLS_CF_* */
     uint8_t failure;     /* enum tls_failure */
@@ -1417,6 +1418,7 @@ static int rec_key_update(struct tls_conn *c)
     if (r < 0)
         return r;
     c->flags &= ~TLS_CF_KU_OWED;
+    c->ku_unsent = (uint32_t)tls_pending(c);
     if (tlsrec_update(c->rec, &c->rec->wr) != 0) {
         c->rec_error = TLS_REC_INTERNAL;
         return tc_fail(c, TLS_FAIL_INTERNAL, TLS_E_PROTO, "cannot update the write key");
@@ -1426,8 +1428,10 @@ static int rec_key_update(struct tls_conn *c)
 
 /* A KeyUpdate the peer asked for is sealed when nothing waits to be sent;
  * otherwise it is owed, and sealed once the output is taken or before the
- * next application data (RFC 8446 §4.6.3), whichever is first. Requests
- * that arrive while one is owed are all answered by it, so a peer that
+ * next application data (RFC 8446 §4.6.3), whichever is first. A request
+ * that arrives while one of our KeyUpdates still waits unsent is answered
+ * by it (§4.6.3: one update for many requests received while silent), and
+ * requests that arrive while one is owed by the one owed: a peer that
  * floods requests and never reads makes at most one answer wait. */
 static int rec_settle_owed(struct tls_conn *c)
 {
@@ -1461,7 +1465,7 @@ static int rec_handshake(struct tls_conn *c, const uint8_t *p, size_t len)
             return rec_fail(c, TLSREC_AD_ILLEGAL_PARAMETER);
         if (tlsrec_update(c->rec, &c->rec->rd) != 0)
             return rec_fail(c, TLSREC_AD_INTERNAL_ERROR);
-        if (c->hs_msg[4] == 1 && !(c->flags & TLS_CF_SHUTDOWN)) {
+        if (c->hs_msg[4] == 1 && !(c->flags & TLS_CF_SHUTDOWN) && c->ku_unsent == 0) {
             c->flags |= TLS_CF_KU_OWED;
             return rec_settle_owed(c);
         }
@@ -1815,6 +1819,7 @@ void tls_consume(struct tls_conn *c, size_t n)
     if (n > tls_pending(c))
         n = tls_pending(c);
     c->out.off += (uint32_t)n;
+    c->ku_unsent = c->ku_unsent > n ? c->ku_unsent - (uint32_t)n : 0;
     buf_trim(&c->out);
     if (c->flags & TLS_CF_KU_OWED)
         (void)rec_settle_owed(c); /* a failure shows at the next call */

@@ -35,17 +35,18 @@
  *     one KeyUpdate(update_not_requested); it is sealed at once when nothing
  *     waits in the server's output, else when a tls_take/tls_consume empties
  *     it or before the next application data record, whichever is first;
- *     requests that arrive while one is owed are covered by it, and none is
- *     sealed after the server's own close_notify or its failure. The server
- *     also rekeys on its own: before an application data record, when its
- *     write sequence number + 1 reaches 2^23 (AES-GCM) or 2^60 (ChaCha20).
- *     So at most one answer is owed at a time, and one is sealed only into
- *     an empty output or just before application data: a client that floods
- *     requests and never reads makes one answer wait, not one per request.
- *     Independently of that prediction, the KeyUpdates the client opens
- *     (those not at the rekey limit) are never more than the requests the
- *     server read, and after a request no application data comes before a
- *     KeyUpdate sealed after it (§4.6.3).
+ *     requests that arrive while one is owed are covered by it, as are
+ *     those that arrive while a KeyUpdate of the server's waits untaken in
+ *     its output; none is sealed after the server's own close_notify or its
+ *     failure. The server also rekeys on its own: before an application data
+ *     record, when its write sequence number + 1 reaches 2^23 (AES-GCM) or
+ *     2^60 (ChaCha20). So at most one answer waits at a time: a client that
+ *     floods requests and never reads makes one answer wait, not one per
+ *     request. Independently of that prediction, the KeyUpdates the client
+ *     opens (those not at the rekey limit) are never more than the requests
+ *     the server read, and after a request no application data sealed later
+ *     comes before a KeyUpdate the caller had not taken when the request was
+ *     read (§4.6.3).
  *   - Since answers depend on when the server reads a request, the model
  *     applies a record when the server has read it: after a tls_read that
  *     returned 0 or less, every record fed; after one that returned
@@ -210,12 +211,14 @@ struct run {
     uint64_t out_total;    /* bytes the server sealed since the hand-over */
     uint64_t wseq;         /* the server's write sequence number */
     bool owed;             /* a KeyUpdate answer not sealed yet */
+    uint64_t ku_end;       /* out_total at the end of the server's last KeyUpdate */
     bool any_alert;        /* the alert after unsealed bytes is in q */
 
     /* checks that do not rely on that prediction */
     unsigned requests;  /* update_requested the server read, while it was alive */
     unsigned answers;   /* KeyUpdates opened that were not at the rekey limit */
     int64_t request_at; /* out_total when the server read the last request, -1: none */
+    uint64_t request_taken; /* ... and the bytes the caller had taken by then */
     int64_t update_at;  /* where the last KeyUpdate opened started, -1: none */
     uint64_t opened;    /* server bytes the client opened */
 
@@ -375,6 +378,7 @@ static void srv_key_update(struct run *r, uint8_t why)
 {
     srv_seal(r, TLSREC_HANDSHAKE, why, 5);
     r->owed = false;
+    r->ku_end = r->out_total;
 }
 
 /* Whether the server, which owes an answer, may seal it now: not after its
@@ -430,8 +434,12 @@ static void server_record(struct run *r, uint8_t type, const uint8_t *p, size_t 
               len, r->got, r->sent_len);
         CHECK(len <= r->max_plain, "a record of %zu bytes, over the %zu negotiated", len,
               r->max_plain);
-        /* §4.6.3: after a request, a KeyUpdate before any application data. */
-        CHECK(r->request_at < 0 || (int64_t)at < r->request_at || r->update_at >= r->request_at,
+        /* §4.6.3: after a request, a KeyUpdate before any application data
+         * sealed later: one the caller had not taken when the request was
+         * read (the server was silent since). */
+        CHECK(r->request_at < 0 || (int64_t)at < r->request_at ||
+                  (r->update_at >= 0 &&
+                   (uint64_t)r->update_at + TLSREC_OVERHEAD + 5 > r->request_taken),
               "application data at %llu before a KeyUpdate answering the request read at %lld",
               (unsigned long long)at, (long long)r->request_at);
         r->got += len;
@@ -701,6 +709,9 @@ static void apply(struct run *r, const struct effect *e)
         if (r->shutdown)
             break;
         r->request_at = (int64_t)r->out_total;
+        r->request_taken = r->out_total - srv_pending(r);
+        if (r->ku_end > r->request_taken)
+            break; /* a KeyUpdate of the server's still waits unsent: it answers this one */
         r->owed = true; /* covers any request still owed */
         if (srv_pending(r) == 0)
             srv_key_update(r, OUT_ANSWER);

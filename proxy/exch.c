@@ -1022,6 +1022,7 @@ static void on_up_data(void *owner, ssize_t nread)
 
 void exch_on_deadline(struct exch *x)
 {
+    log_debug("request %s: deadline of phase %s passed", x->request_id, exch_phase_name(x->phase));
     switch (x->phase) {
     case EXCH_PH_HEAD:
         exch_refuse_head(x, 408, "request_timeout", "request head not received in time");

@@ -248,26 +248,23 @@ struct upconn *pool_get(struct pool *p, struct endpoint *ep, struct tls_ctx *tls
     u->owner = owner;
     u->tls = ep->tls_name != NULL ? tls : NULL;
     u->creq.data = u;
-    if (ep->addr.kind == CFG_ADDR_UNIX) {
-        const struct sockaddr_un *sun = (const struct sockaddr_un *)&ep->addr.sa;
-
-        rc = uv_pipe_init(p->loop, &u->io.pipe, 0);
-        if (rc < 0)
-            goto out_free;
-        u->ep = ep;
-        ep->refs++;
-        p->n_conns++;
-        xprt_init(&u->xp, p->xlp, &u->io.stream, u);
-        uv_pipe_connect(&u->creq, &u->io.pipe, sun->sun_path, on_connect);
-        return u;
+    rc = ep->addr.kind == CFG_ADDR_UNIX ? uv_pipe_init(p->loop, &u->io.pipe, 0)
+                                        : uv_tcp_init(p->loop, &u->io.tcp);
+    if (rc < 0) {
+        free(u);
+        *err = rc;
+        return NULL;
     }
-    rc = uv_tcp_init(p->loop, &u->io.tcp);
-    if (rc < 0)
-        goto out_free;
     u->ep = ep;
     ep->refs++;
     p->n_conns++;
     xprt_init(&u->xp, p->xlp, &u->io.stream, u);
+    if (ep->addr.kind == CFG_ADDR_UNIX) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)&ep->addr.sa;
+
+        uv_pipe_connect(&u->creq, &u->io.pipe, sun->sun_path, on_connect);
+        return u;
+    }
     uv_tcp_nodelay(&u->io.tcp, 1);
     rc = uv_tcp_connect(&u->creq, &u->io.tcp, (const struct sockaddr *)&ep->addr.sa, on_connect);
     if (rc < 0) {
@@ -278,11 +275,6 @@ struct upconn *pool_get(struct pool *p, struct endpoint *ep, struct tls_ctx *tls
         return NULL;
     }
     return u;
-
-out_free:
-    free(u);
-    *err = rc;
-    return NULL;
 }
 
 static void on_write(struct xprt *t, int status)

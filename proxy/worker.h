@@ -20,9 +20,9 @@
 #include "xprt.h"
 
 #define WORKER_BUF_SIZE (32 * 1024) /* pooled I/O buffer */
-#define POOL_IDLE_MS                                                                               \
-    4000 /* pooled upstream connection kept at most; under typical server idle limits (Node: 5 s)  \
-          */
+/* How long a pooled upstream connection is kept idle: under typical server
+ * idle limits (Node: 5 s). */
+#define POOL_IDLE_MS 4000
 
 struct conn;
 struct exch;

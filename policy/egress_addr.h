@@ -23,7 +23,12 @@
  *    and such names are what lenient IPv4 parsers turn into addresses.
  *  - "." alone (only the root) is EGRESS_T_EMPTY; "[]" is EGRESS_T_EMPTY.
  *  - An unbracketed IPv6 literal ("::1", "fe80::1:443") is EGRESS_T_BAD_IPV6:
- *    without brackets its port cannot be told apart.
+ *    without brackets its port cannot be told apart. "Looks like one" means
+ *    two or more ':' and nothing but hex digits, ':' and '.' ("a:80:90"
+ *    too); "host:80:90" is EGRESS_T_BAD_PORT.
+ *  - The bytes listed under EGRESS_T_BAD_CHAR are refused wherever they
+ *    are; other punctuation ('+', '*', ';' ...) is EGRESS_T_BAD_CHAR in a
+ *    host name and EGRESS_T_BAD_PORT in a port.
  *  - What follows "]" must be ":port" or nothing, else EGRESS_T_BAD_PORT.
  *  - A trailing dot after an IPv4 literal is removed like any other
  *    ("127.0.0.1." is the IP 127.0.0.1, as browsers read it).

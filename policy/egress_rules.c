@@ -20,15 +20,18 @@
  *   than a label trie and touches fewer cache lines (one slot per probed
  *   boundary, not a node per label plus a table per node).
  *
- * - CIDRs: a binary prefix tree per family, one node per bit, nodes in one
- *   array addressed by index. Rules hang on the node of their prefix. First
- *   match is by config order, not longest prefix, so every node on the
- *   address's path may hold the answer; each node keeps the lowest rule
- *   index in its subtree, and the walk stops as soon as that cannot beat
- *   the best found. At most 33 (IPv4) or 129 (IPv6) nodes, and a walk ends
- *   where the tree ends, which for a miss is usually after a few levels.
- *   A per-prefix-length hash would probe every length present even for a
- *   miss; the tree needs no hashing and the pruning makes hits short.
+ * - CIDRs: a binary prefix tree per family, path-compressed: a node is a
+ *   branch or holds rules, and keeps its depth and full prefix, so a walk
+ *   takes one step per branch instead of one per bit (with 10,000 IPv6
+ *   rules the one-bit tree had ~400,000 nodes and twice the hit cost).
+ *   Rules hang on the node of their prefix. First match is by config
+ *   order, not longest prefix, so every node on the address's path may
+ *   hold the answer; each node keeps the lowest rule index in its subtree,
+ *   and the walk stops as soon as that cannot beat the best found. A
+ *   per-prefix-length hash would probe every length present, even for a
+ *   miss; the tree needs no hashing and a miss ends where the tree does.
+ *   It is built one bit per node first (simple to fill in rule order), then
+ *   compressed.
  *
  * Across tables the lowest index wins, and candidate lists are scanned only
  * while their indices are below the best so far.
@@ -77,6 +80,7 @@ struct htab {
     int32_t *cand; /* rule indices, ascending per key */
 };
 
+/* While building: one node per bit of every prefix. */
 struct tnode {
     int32_t child[2]; /* 0 = none: the root is never a child */
     int32_t min_idx;  /* lowest rule index in this subtree */
@@ -84,8 +88,27 @@ struct tnode {
     uint32_t cand_off;
 };
 
-struct trie {
+struct tbuild {
     struct tnode *nodes;
+    size_t n_nodes, cap;
+};
+
+/* Once built: the same tree with its chains of one-child nodes that hold no
+ * rule squeezed out, so a node is a branch or holds rules. Each node's full
+ * prefix is kept in keys[] (apart, so that the nodes stay small for the
+ * dense levels near the root), which a walk checks when it arrives over
+ * skipped bits. */
+struct cnode {
+    int32_t child[2]; /* 0 = none */
+    int32_t min_idx;
+    uint32_t n_cand;
+    uint32_t cand_off;
+    uint32_t depth; /* prefix length */
+};
+
+struct trie {
+    struct cnode *nodes;
+    uint8_t (*keys)[16];
     size_t n_nodes, cap;
     int32_t *cand;
 };
@@ -386,7 +409,7 @@ static int htab_build(struct htab *t, const struct rule *rules, size_t n, enum r
     return 0;
 }
 
-static int32_t trie_node(struct trie *t)
+static int32_t trie_node(struct tbuild *t)
 {
     if (t->n_nodes == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 64;
@@ -405,18 +428,82 @@ static unsigned addr_bit(const uint8_t *a, unsigned i)
     return (a[i >> 3] >> (7 - (i & 7))) & 1u;
 }
 
-/* Same two passes as htab_build, over the nodes of each rule's prefix. */
+static void set_bit(uint8_t *a, unsigned i, unsigned b)
+{
+    uint8_t m = (uint8_t)(0x80u >> (i & 7));
+
+    a[i >> 3] = (uint8_t)(b ? a[i >> 3] | m : a[i >> 3] & ~m);
+}
+
+/* Whether a and k agree on their first depth bits. */
+static bool prefix_eq(const uint8_t *a, const uint8_t *k, unsigned depth)
+{
+    unsigned full = depth >> 3, rest = depth & 7;
+
+    if (memcmp(a, k, full) != 0)
+        return false;
+    return rest == 0 || ((a[full] ^ k[full]) & (uint8_t)(0xff00u >> rest)) == 0;
+}
+
+/* Copies the subtree of src node s (at depth, its prefix in key) into t,
+ * skipping chains; returns the new node's index or -1. Pre-order, so the
+ * root lands at index 0. Recursion is at most 129 deep. */
+static int32_t trie_compress(struct trie *t, const struct tnode *src, int32_t s, unsigned depth,
+                             uint8_t *key, bool root)
+{
+    while (!root && src[s].n_cand == 0 && (src[s].child[0] == 0) != (src[s].child[1] == 0)) {
+        unsigned b = src[s].child[1] != 0;
+        set_bit(key, depth++, b);
+        s = src[s].child[b];
+    }
+    if (t->n_nodes == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        struct cnode *nodes = realloc(t->nodes, cap * sizeof(*nodes));
+        if (nodes == NULL)
+            return -1;
+        t->nodes = nodes;
+        uint8_t(*keys)[16] = realloc(t->keys, cap * sizeof(*keys));
+        if (keys == NULL)
+            return -1;
+        t->keys = keys;
+        t->cap = cap;
+    }
+    int32_t idx = (int32_t)t->n_nodes++;
+    t->nodes[idx] = (struct cnode){.min_idx = src[s].min_idx,
+                                   .n_cand = src[s].n_cand,
+                                   .cand_off = src[s].cand_off,
+                                   .depth = depth};
+    memcpy(t->keys[idx], key, 16);
+    for (unsigned k = depth; k < 128; k++)
+        set_bit(t->keys[idx], k, 0);
+    for (unsigned b = 0; b < 2; b++) {
+        if (src[s].child[b] == 0)
+            continue;
+        set_bit(key, depth, b);
+        int32_t ci = trie_compress(t, src, src[s].child[b], depth + 1, key, false);
+        if (ci < 0)
+            return -1;
+        t->nodes[idx].child[b] = ci;
+    }
+    return idx;
+}
+
+/* Builds the one-bit tree in the same two passes as htab_build (so each
+ * node's rules are ascending), then compresses it into t. */
 static int trie_build(struct trie *t, const struct rule *rules, size_t n, enum rule_kind kind)
 {
+    struct tbuild bt = {0};
     size_t count = 0, total = 0;
+    uint8_t key[16] = {0};
+    int rc = -1;
 
     for (size_t i = 0; i < n; i++)
         count += rules[i].kind == kind;
     if (count == 0)
         return 0;
     t->cand = malloc(count * sizeof(*t->cand));
-    if (t->cand == NULL || trie_node(t) < 0)
-        return -1;
+    if (t->cand == NULL || trie_node(&bt) < 0)
+        goto out_free_bt;
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < n; i++) {
             if (rules[i].kind != kind)
@@ -424,32 +511,36 @@ static int trie_build(struct trie *t, const struct rule *rules, size_t n, enum r
             int32_t cur = 0;
             for (unsigned d = 0;; d++) {
                 /* Rules come in ascending order: the first to pass by is the minimum. */
-                if (t->nodes[cur].min_idx == INT32_MAX)
-                    t->nodes[cur].min_idx = (int32_t)i;
+                if (bt.nodes[cur].min_idx == INT32_MAX)
+                    bt.nodes[cur].min_idx = (int32_t)i;
                 if (d == rules[i].plen)
                     break;
                 unsigned b = addr_bit(rules[i].addr, d);
-                if (t->nodes[cur].child[b] == 0) {
-                    int32_t nn = trie_node(t);
+                if (bt.nodes[cur].child[b] == 0) {
+                    int32_t nn = trie_node(&bt);
                     if (nn < 0)
-                        return -1;
-                    t->nodes[cur].child[b] = nn;
+                        goto out_free_bt;
+                    bt.nodes[cur].child[b] = nn;
                 }
-                cur = t->nodes[cur].child[b];
+                cur = bt.nodes[cur].child[b];
             }
             if (pass == 1)
-                t->cand[t->nodes[cur].cand_off + t->nodes[cur].n_cand] = (int32_t)i;
-            t->nodes[cur].n_cand++;
+                t->cand[bt.nodes[cur].cand_off + bt.nodes[cur].n_cand] = (int32_t)i;
+            bt.nodes[cur].n_cand++;
         }
         if (pass == 1)
             break;
-        for (size_t j = 0; j < t->n_nodes; j++) {
-            t->nodes[j].cand_off = (uint32_t)total;
-            total += t->nodes[j].n_cand;
-            t->nodes[j].n_cand = 0;
+        for (size_t j = 0; j < bt.n_nodes; j++) {
+            bt.nodes[j].cand_off = (uint32_t)total;
+            total += bt.nodes[j].n_cand;
+            bt.nodes[j].n_cand = 0;
         }
     }
-    return 0;
+    if (trie_compress(t, bt.nodes, 0, 0, key, true) == 0)
+        rc = 0;
+out_free_bt:
+    free(bt.nodes);
+    return rc;
 }
 
 struct egress_rules *egress_rules_compile(const struct egress_rule_spec *rules, size_t n, char *err,
@@ -522,8 +613,10 @@ void egress_rules_free(struct egress_rules *r)
     free(r->wild.slots);
     free(r->wild.cand);
     free(r->v4.nodes);
+    free(r->v4.keys);
     free(r->v4.cand);
     free(r->v6.nodes);
+    free(r->v6.keys);
     free(r->v6.cand);
     free(r);
 }
@@ -626,17 +719,22 @@ int egress_rules_match_addr(const struct egress_rules *r, int family, const uint
     }
     if (t->n_nodes == 0)
         return -1;
-    for (unsigned d = 0;; d++) {
-        const struct tnode *nd = &t->nodes[cur];
+    for (;;) {
+        const struct cnode *nd = &t->nodes[cur];
         /* Nothing below here can come before what was found. */
         if (nd->min_idx >= best)
             break;
         if (nd->n_cand > 0)
             best = first_allowed(r, t->cand + nd->cand_off, nd->n_cand, best, &q);
-        if (d == bits)
+        if (nd->depth == bits)
             break;
-        cur = nd->child[addr_bit(addr, d)];
+        cur = nd->child[addr_bit(addr, nd->depth)];
         if (cur == 0)
+            break;
+        /* The bits skipped on the way down must agree too; a child one bit
+         * deeper skipped none, which is the common case near the root. */
+        const struct cnode *c = &t->nodes[cur];
+        if (c->depth > nd->depth + 1 && !prefix_eq(addr, t->keys[cur], c->depth))
             break;
     }
     return best == INT32_MAX ? -1 : best;

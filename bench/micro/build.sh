@@ -37,4 +37,5 @@ build bench_accesslog "$ROOT/proxy/accesslog.c"
 build bench_http1 "$ROOT/proxy/http1.c" "$OUT/llhttp/api.o" "$OUT/llhttp/http.o" "$OUT/llhttp/llhttp.o"
 build bench_router "$ROOT/policy/router.c" "$ROOT/policy/config.c" -lyaml
 build bench_tlsrec "$ROOT/proxy/tlsrec.c" -lcrypto
-echo "built: $OUT/bench_histogram $OUT/bench_accesslog $OUT/bench_http1 $OUT/bench_router $OUT/bench_tlsrec"
+build bench_egress "$ROOT/policy/egress_rules.c"
+echo "built: $OUT/bench_histogram $OUT/bench_accesslog $OUT/bench_http1 $OUT/bench_router $OUT/bench_tlsrec $OUT/bench_egress"

@@ -29,7 +29,7 @@ CPPFLAGS := -D_GNU_SOURCE -I. -Iproxy -Ipolicy -I$(LLHTTP_INC_DIR) -DLLHTTP_STRI
 POLICY_CPPFLAGS := -D_GNU_SOURCE -Ipolicy
 CFLAGS   := -std=c11 $(OPT) -g -pthread $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS  := -pthread $(SANFLAGS)
-LDLIBS   := -luv -lssl -lcrypto -lyaml
+LDLIBS   := -luv -lssl -lcrypto -lyaml -lcares
 
 POLICY_SRC := $(sort $(wildcard policy/*.c))
 PROXY_SRC  := $(filter-out proxy/main.c,$(sort $(wildcard proxy/*.c)))

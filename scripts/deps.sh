@@ -7,7 +7,7 @@ set -eu
 # Build: gcc make, the -dev libraries, node-llhttp (llhttp's C sources).
 # Tests: curl, openssl, python3, clang + its sanitizer runtime, sslscan.
 PKGS="gcc make libuv1-dev libssl-dev libcmocka-dev libyaml-dev node-llhttp
-curl openssl python3 clang libclang-rt-14-dev sslscan"
+curl openssl python3 clang libclang-rt-14-dev sslscan libc-ares-dev"
 
 missing=""
 for p in $PKGS "$@"; do

@@ -197,6 +197,7 @@ static void resolve__park(struct resolver *r, struct resolve_req *q, int status)
 {
     q->status = status;
     q->queued = true;
+    q->gen = r->deliver_gen;
     q->next_ready = NULL;
     if (r->ready_tail)
         r->ready_tail->next_ready = q;
@@ -222,14 +223,19 @@ static struct resolve_req *resolve__unpark_first(struct resolver *r)
 }
 
 /* One request at a time off the head: a callback may cancel or start
- * others, which changes the list under us. */
+ * others, which changes the list under us. Requests parked by these very
+ * callbacks wait for the next run (the timer is restarted for them), so a
+ * caller that retries from its callback cannot keep the loop here. */
 static void on_deliver(uv_timer_t *t)
 {
     struct resolver *r = t->data;
+    uint64_t gen = r->deliver_gen++;
     struct resolve_req *q;
 
-    while (!r->closing && (q = resolve__unpark_first(r)) != NULL)
+    while (!r->closing && r->ready && r->ready->gen == gen) {
+        q = resolve__unpark_first(r);
         q->cb(q, q->status, q->status == 0 ? &q->addrs : NULL);
+    }
 }
 
 /* --- cache -------------------------------------------------------------- */

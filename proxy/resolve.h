@@ -75,6 +75,7 @@ struct resolver {
     struct resolve_req *ready_tail;
     struct resolve_cache_ent *cache; /* cache_max_entries slots */
     uint64_t cache_seq;            /* insertion order, for eviction */
+    uint64_t deliver_gen;          /* bumped by each delivery run */
     struct resolve_opts opts;      /* copied; servers and hosts_file not kept */
     bool use_env_hosts;            /* lookups pass ARES_AI_ENVHOSTS (hosts_file was set) */
     bool closing;
@@ -89,6 +90,7 @@ struct resolve_req {
     struct resolve_query *query; /* its c-ares lookup, NULL once answered or cancelled */
     struct resolve_req *next_ready;
     bool queued;                 /* on r->ready */
+    uint64_t gen;                /* r->deliver_gen when parked */
     int status;                  /* the answer waiting on r->ready */
     struct resolve_addrs addrs;
 };

@@ -235,18 +235,24 @@ static void close_resolver(struct resolver *r)
     RUN_UNTIL(closed == 1);
 }
 
-static void init_resolver(struct resolver *r, uint32_t timeout_ms, uint32_t max_ttl_s)
+static void init_cache(struct resolver *r, uint32_t timeout_ms, uint32_t min_ttl_s,
+                       uint32_t max_ttl_s, unsigned entries)
 {
     struct resolve_opts o = {
         .timeout_ms = timeout_ms,
         .servers = dns_addr,
         .hosts_file = hosts_path,
-        .cache_min_ttl_s = 0,
+        .cache_min_ttl_s = min_ttl_s,
         .cache_max_ttl_s = max_ttl_s,
-        .cache_max_entries = 4,
+        .cache_max_entries = entries,
     };
 
     assert_int_equal(resolve_init(r, &loop, &o), 0);
+}
+
+static void init_resolver(struct resolver *r, uint32_t timeout_ms, uint32_t max_ttl_s)
+{
+    init_cache(r, timeout_ms, 0, max_ttl_s, 4);
 }
 
 static void assert_v4(const struct resolve_addr *a, const char *text)
@@ -346,6 +352,33 @@ static void test_dns_and_cache(void **state)
     close_resolver(&r);
 }
 
+/* A full cache evicts its oldest entry; min_ttl keeps hosts-file answers
+ * (TTL 0), which are otherwise not cached. */
+static void test_cache_evict(void **state)
+{
+    struct resolver r;
+    struct caller c;
+    int asked;
+
+    init_cache(&r, 2000, 60, 60, 1);
+    start(&r, &c, "ttl.test", 80);
+    RUN_UNTIL(c.calls);
+    assert_int_equal(c.status, 0);
+    asked = q_ttl;
+    start(&r, &c, "ttl.test", 80); /* cached */
+    RUN_UNTIL(c.calls);
+    assert_int_equal(q_ttl, asked);
+    start(&r, &c, "fn.test", 80); /* cached too, evicting ttl.test */
+    RUN_UNTIL(c.calls);
+    assert_int_equal(c.status, 0);
+    assert_v4(&c.addrs.a[0], "127.0.1.5");
+    start(&r, &c, "ttl.test", 80);
+    RUN_UNTIL(c.calls);
+    assert_int_equal(c.status, 0);
+    assert_true(q_ttl > asked);
+    close_resolver(&r);
+}
+
 /* A server that never answers: UV_ETIMEDOUT after about timeout_ms. */
 static void test_timeout(void **state)
 {
@@ -416,6 +449,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hosts_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dns_and_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_evict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
     };

@@ -30,12 +30,12 @@
 
 struct resolve_query {
     struct resolver *r;
-    struct resolve_req *q; /* NULL once cancelled */
-    bool in_start;         /* inside ares_getaddrinfo: park the answer */
+    struct resolve_req *q;          /* NULL once cancelled */
+    bool in_start;                  /* inside ares_getaddrinfo: park the answer */
     char key[RESOLVE_NAME_MAX + 1]; /* the name, lower case: the cache key */
 };
 
-#define SOCK_OF(p) ((struct resolve_sock *)((char *)(p) - offsetof(struct resolve_sock, poll)))
+#define SOCK_OF(p) ((struct resolve_sock *)((char *)(p)-offsetof(struct resolve_sock, poll)))
 
 struct resolve_sock {
     uv_poll_t poll;
@@ -263,8 +263,7 @@ static struct resolve_cache_ent *resolve__cache_find(struct resolver *r, const c
     return NULL;
 }
 
-static void resolve__cache_put(struct resolver *r, const char *name,
-                               const struct resolve_addrs *a)
+static void resolve__cache_put(struct resolver *r, const char *name, const struct resolve_addrs *a)
 {
     struct resolve_cache_ent *e, *victim = NULL;
     uint32_t ttl = UINT32_MAX;

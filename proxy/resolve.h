@@ -43,14 +43,14 @@ struct resolve_opts {
 };
 
 struct resolve_addr {
-    int family;        /* AF_INET or AF_INET6 */
-    uint8_t addr[16];  /* network order: 4 bytes for AF_INET, 16 for AF_INET6 */
-    uint32_t ttl;      /* seconds, as the answer gave it (0 from the hosts file) */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network order: 4 bytes for AF_INET, 16 for AF_INET6 */
+    uint32_t ttl;     /* seconds, as the answer gave it (0 from the hosts file) */
 };
 
 struct resolve_addrs {
-    unsigned n;    /* 1..RESOLVE_MAX_ADDRS when status is 0 */
-    uint16_t port; /* the port resolve_start was given, host order */
+    unsigned n;                               /* 1..RESOLVE_MAX_ADDRS when status is 0 */
+    uint16_t port;                            /* the port resolve_start was given, host order */
     struct resolve_addr a[RESOLVE_MAX_ADDRS]; /* in the order c-ares returned them */
 };
 
@@ -67,20 +67,20 @@ typedef void resolve_cb(struct resolve_req *q, int status, const struct resolve_
 
 struct resolver {
     uv_loop_t *loop;
-    void *channel;                 /* ares_channel, kept opaque to includers */
-    uv_timer_t timer;              /* armed to ares_timeout() */
-    uv_timer_t deliver;            /* zero timer: answers known inside resolve_start */
-    struct resolve_sock *socks;    /* one uv_poll_t per c-ares socket */
-    struct resolve_req *ready;     /* requests whose answer waits for `deliver`, FIFO */
+    void *channel;              /* ares_channel, kept opaque to includers */
+    uv_timer_t timer;           /* armed to ares_timeout() */
+    uv_timer_t deliver;         /* zero timer: answers known inside resolve_start */
+    struct resolve_sock *socks; /* one uv_poll_t per c-ares socket */
+    struct resolve_req *ready;  /* requests whose answer waits for `deliver`, FIFO */
     struct resolve_req *ready_tail;
     struct resolve_cache_ent *cache; /* cache_max_entries slots */
-    uint64_t cache_seq;            /* insertion order, for eviction */
-    uint64_t deliver_gen;          /* bumped by each delivery run */
-    struct resolve_opts opts;      /* copied; servers and hosts_file not kept */
-    bool use_env_hosts;            /* lookups pass ARES_AI_ENVHOSTS (hosts_file was set) */
+    uint64_t cache_seq;              /* insertion order, for eviction */
+    uint64_t deliver_gen;            /* bumped by each delivery run */
+    struct resolve_opts opts;        /* copied; servers and hosts_file not kept */
+    bool use_env_hosts;              /* lookups pass ARES_AI_ENVHOSTS (hosts_file was set) */
     bool closing;
-    unsigned n_queries;            /* c-ares lookups in flight, cancelled ones included */
-    unsigned n_closing;            /* uv handles whose close callback is pending */
+    unsigned n_queries; /* c-ares lookups in flight, cancelled ones included */
+    unsigned n_closing; /* uv handles whose close callback is pending */
     void (*done)(struct resolver *r);
 };
 
@@ -89,9 +89,9 @@ struct resolve_req {
     resolve_cb *cb;
     struct resolve_query *query; /* its c-ares lookup, NULL once answered or cancelled */
     struct resolve_req *next_ready;
-    bool queued;                 /* on r->ready */
-    uint64_t gen;                /* r->deliver_gen when parked */
-    int status;                  /* the answer waiting on r->ready */
+    bool queued;  /* on r->ready */
+    uint64_t gen; /* r->deliver_gen when parked */
+    int status;   /* the answer waiting on r->ready */
     struct resolve_addrs addrs;
 };
 

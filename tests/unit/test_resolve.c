@@ -154,8 +154,11 @@ static void on_guard(uv_timer_t *t)
 {
 }
 
-/* Runs the loop until cond holds (bounded: 5 s of loop time; the server's
- * socket keeps the loop alive, so a repeating guard timer wakes it). */
+/* Runs the loop until cond holds (bounded: 5 s of loop time). libuv 1.44's
+ * UV_RUN_ONCE runs the due timers and then still waits for I/O, and the
+ * server's socket keeps the loop alive: without a repeating guard timer an
+ * answer delivered from the resolver's zero timer would leave the loop
+ * blocked in epoll, never back at the condition. */
 #define RUN_UNTIL(cond)                                                                            \
     do {                                                                                           \
         uint64_t end_ = uv_now(&loop) + 5000;                                                      \

@@ -797,6 +797,32 @@ def curl(args, timeout=20):
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
 
 
+def listener_reasons(fp, name, listener):
+    """{reason: count} of the counter family name for one listener."""
+    out = {}
+    for line in fp.metrics().splitlines():
+        m = re.match(r"^%s\{(.*)\}\s+(\S+)$" % name, line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'([a-zA-Z_]+)="([^"]*)"', m.group(1)))
+        if labels.get("listener") == listener:
+            r = labels.get("reason")
+            out[r] = out.get(r, 0) + int(float(m.group(2)))
+    return out
+
+
+def wait_reasons(get, total, timeout=3):
+    """Waits until the counts get() returns add up to total; returns the last."""
+    last = [{}]
+
+    def done():
+        last[0] = get()
+        return sum(last[0].values()) >= total
+
+    wait_for(done, timeout, 0.05)
+    return last[0]
+
+
 def metric_value(text, name, labels):
     """The value of metric name{labels...} (labels: dict, all must match; the
     series may have more labels), or None. Sums if several series match."""

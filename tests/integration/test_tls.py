@@ -23,7 +23,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from harness import (HOST, SAN, Client, build_request, case, check, check_eq,
-                     check_fnproxy_error, curl, fail, hget, metric_value, parse_echo,
+                     check_fnproxy_error, listener_reasons, wait_reasons, curl, fail, hget, metric_value, parse_echo,
                      raw_exchange, request, settle, wait_for)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -146,28 +146,12 @@ def peer_cert_text(out):
 
 def tls_errors(fp, listener):
     """{reason: count} of fnproxy_tls_handshake_errors_total for a listener."""
-    out = {}
-    for line in fp.metrics().splitlines():
-        m = re.match(r"^fnproxy_tls_handshake_errors_total\{(.*)\}\s+(\S+)$", line)
-        if not m:
-            continue
-        labels = dict(re.findall(r'([a-zA-Z_]+)="([^"]*)"', m.group(1)))
-        if labels.get("listener") == listener:
-            r = labels.get("reason")
-            out[r] = out.get(r, 0) + int(float(m.group(2)))
-    return out
+    return listener_reasons(fp, "fnproxy_tls_handshake_errors_total", listener)
 
 
 def wait_errors(fp, listener, total, timeout=3):
     """Waits until the listener's handshake errors add up to total; returns them."""
-    last = [{}]
-
-    def done():
-        last[0] = tls_errors(fp, listener)
-        return sum(last[0].values()) >= total
-
-    wait_for(done, timeout, 0.05)
-    return last[0]
+    return wait_reasons(lambda: tls_errors(fp, listener), total, timeout)
 
 
 def check_reasons(got, want, what):

@@ -33,7 +33,7 @@ import threading
 import time
 
 from harness import (HOST, CaseFailure, Client, build_request, case, check, check_eq, fail,
-                     metric_value, parse_echo, settle, wait_for)
+                     listener_reasons, metric_value, parse_echo, settle, wait_for, wait_reasons)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAKE_CERTS = os.path.join(ROOT, "certs", "make-certs.sh")
@@ -95,41 +95,20 @@ def client_ctx(ca, version):
     return c
 
 
-def family(fp, name, listener):
-    """{reason: count} of a per-listener TLS error counter family."""
-    out = {}
-    for line in fp.metrics().splitlines():
-        m = re.match(r"^%s\{(.*)\}\s+(\S+)$" % name, line)
-        if not m:
-            continue
-        labels = dict(re.findall(r'([a-zA-Z_]+)="([^"]*)"', m.group(1)))
-        if labels.get("listener") == listener:
-            r = labels.get("reason")
-            out[r] = out.get(r, 0) + int(float(m.group(2)))
-    return out
-
-
 def record_errors(fp, listener):
-    got = family(fp, "fnproxy_tls_record_errors_total", listener)
+    got = listener_reasons(fp, "fnproxy_tls_record_errors_total", listener)
     bad = set(got) - RECORD_REASONS
     check(not bad, "undocumented record error reason(s) %s in %r" % (sorted(bad), got))
     return got
 
 
 def handshake_errors(fp, listener):
-    return family(fp, "fnproxy_tls_handshake_errors_total", listener)
+    return listener_reasons(fp, "fnproxy_tls_handshake_errors_total", listener)
 
 
 def wait_record_errors(fp, listener, total, timeout=3):
     """Waits until the listener's record errors add up to total; returns them."""
-    last = [{}]
-
-    def done():
-        last[0] = record_errors(fp, listener)
-        return sum(last[0].values()) >= total
-
-    wait_for(done, timeout, 0.05)
-    return last[0]
+    return wait_reasons(lambda: record_errors(fp, listener), total, timeout)
 
 
 def log_lines(fp, listener):

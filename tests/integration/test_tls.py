@@ -23,8 +23,8 @@ import time
 import xml.etree.ElementTree as ET
 
 from harness import (HOST, SAN, Client, build_request, case, check, check_eq,
-                     check_fnproxy_error, listener_reasons, wait_reasons, curl, fail, hget, metric_value, parse_echo,
-                     raw_exchange, request, settle, wait_for)
+                     check_fnproxy_error, curl, fail, hget, listener_reasons, metric_value,
+                     parse_echo, raw_exchange, request, settle, wait_for, wait_reasons)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAKE_CERTS = os.path.join(ROOT, "certs", "make-certs.sh")

@@ -75,17 +75,19 @@ struct cfg_upstream_tls {
 };
 
 /* What a listener does with what it accepts (DESIGN.md: listener kinds).
- * The top-level listeners are ingress; egress listeners (a function's
- * HTTP_PROXY, from functions[].egress.listen) and capture listeners come
- * later as kinds of their own, in the same list. */
+ * The top-level listeners are ingress. A function's egress.listen adds an
+ * egress listener to the same list, after them, named "<function>.egress"
+ * (its connections_active label); capture listeners come later. */
 enum cfg_listener_kind {
     CFG_LISTENER_INGRESS = 0, /* reverse proxy to the functions its routes name */
+    CFG_LISTENER_EGRESS,      /* one function's forward proxy: absolute-form HTTP and CONNECT */
     CFG_LISTENER__N
 };
 
 struct cfg_listener {
     char *name;
     enum cfg_listener_kind kind;
+    size_t function; /* egress: index of the function whose proxy it is */
     struct cfg_addr listen;        /* inet only */
     uint64_t header_timeout_ms;    /* request head must arrive within; default 10s */
     uint64_t keepalive_timeout_ms; /* idle between requests; default 60s */
@@ -105,6 +107,51 @@ struct cfg_route {
     int line, col;
 };
 
+struct egress_rules;
+
+/* functions[].egress.allow[]: one allow rule. Either host or cidr. */
+struct cfg_egress_rule {
+    char *name;      /* the route label of what it lets through */
+    char *host;      /* lower case, no trailing dot; "*.x.com": names below x.com; or NULL */
+    char *cidr;      /* "10.1.0.0/16", "fd00::/8"; or NULL */
+    uint16_t *ports; /* at least one */
+    size_t n_ports;
+    unsigned methods; /* CFG_M_* bits; 0 = any (plain HTTP only) */
+    char **paths;     /* path prefixes (plain HTTP only); NULL = any */
+    size_t n_paths;
+    bool tls_originate;          /* tls: originate: plain http:// from the function leaves as TLS */
+    char *ca;                    /* with tls_originate: CA bundle; NULL: the system store */
+    uint64_t timeout_ms;         /* no progress from the destination; default 15s */
+    uint64_t connect_timeout_ms; /* one connect attempt; default 5s */
+    int line, col;
+};
+
+enum cfg_egress_mode {
+    CFG_EGRESS_ENFORCE = 0, /* deny what no rule allows */
+    CFG_EGRESS_REPORT,      /* let it through, log and count it as would-deny */
+};
+
+/* functions[].egress: the function's forward proxy and its policy. */
+struct cfg_egress {
+    size_t listener; /* index into config.listeners (kind CFG_LISTENER_EGRESS) */
+    enum cfg_egress_mode mode;
+    bool deny_private;               /* default true */
+    uint64_t tunnel_idle_timeout_ms; /* a CONNECT tunnel with no bytes either way; default 5m */
+    struct cfg_egress_rule *allow;   /* config order: the first that matches wins */
+    size_t n_allow;
+    struct egress_rules *rules; /* allow, compiled (egress_rules.h) */
+    int line, col;
+};
+
+/* dns: how egress names are resolved (resolve.h). */
+struct cfg_dns {
+    char *servers;            /* "127.0.0.1:53,[::1]:53"; NULL: /etc/resolv.conf */
+    uint64_t timeout_ms;      /* one lookup, all its tries; default 5s */
+    uint32_t cache_min_ttl_s; /* an answer is cached at least this long; default 0 */
+    uint32_t cache_max_ttl_s; /* ... and at most this long; default 300; 0: no cache */
+    uint32_t cache_entries;   /* per worker; default 1024; 0: no cache */
+};
+
 struct cfg_function {
     char *name;
     struct cfg_addr *endpoints;
@@ -115,6 +162,7 @@ struct cfg_function {
     struct cfg_upstream_tls *upstream_tls; /* NULL: plain to the instances */
     struct cfg_route *routes;              /* ingress.routes */
     size_t n_routes;
+    struct cfg_egress *egress; /* NULL: none (the function makes no outbound calls) */
     int line, col;
 };
 
@@ -125,6 +173,7 @@ struct config {
     struct cfg_addr admin_listen; /* admin.listen, inet only */
     uint64_t drain_timeout_ms;    /* on SIGTERM; default 10s */
     char *access_log;             /* "stdout" or a file path; NULL = off (the default) */
+    struct cfg_dns dns;
     struct cfg_listener *listeners;
     size_t n_listeners;
     struct cfg_function *functions;

@@ -41,12 +41,23 @@ class Skip(Exception):
     as "skip NAME: reason" and counts it apart, never as a pass."""
 
 
-def case(timeout=60, exclusive=False):
-    """Registers a case. exclusive: run it alone (heavy on CPU or timing)."""
+def case(timeout=60, exclusive=False, netns=False, hosts=None, lo_addrs=()):
+    """Registers a case. exclusive: run it alone (heavy on CPU or timing).
+    netns: run it in a network namespace of its own whose only interface is
+    lo (run.py makes and removes it); hosts: that namespace's /etc/hosts
+    entries, {name: address or [addresses]}; lo_addrs: extra addresses put
+    on its lo ("10.0.0.1/32"), so that a test can listen on an address that
+    must never be dialled and see that it was not. Only with netns may a
+    case name any address outside 127.0.0.1."""
+    if (hosts or lo_addrs) and not netns:
+        raise ValueError("hosts and lo_addrs need netns=True")
 
     def wrap(fn):
         fn.case_timeout = timeout
         fn.case_exclusive = exclusive
+        fn.case_netns = netns
+        fn.case_hosts = dict(hosts or {})
+        fn.case_lo_addrs = tuple(lo_addrs)
         fn.case_name = fn.__module__.replace("test_", "", 1) + "." + fn.__name__
         CASES.append(fn)
         return fn
@@ -355,6 +366,7 @@ class Ctx:
         self.procs = []
         self.socks = []
         self.notes = []
+        self.hosts = {}  # a netns case's hosts table (see case())
 
     def path(self, name):
         return os.path.join(self.tmpdir, name)

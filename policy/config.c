@@ -36,6 +36,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "egress_addr.h"
+
 #define CONFIG_FILE_MAX (4u << 20) /* larger files are refused unread */
 #define CONFIG_DEPTH_MAX 64        /* our schema nests 6 deep; this only stops abuse */
 #define NAME_LEN_MAX 64
@@ -1383,6 +1385,148 @@ static int get_workers(struct pctx *x, const struct ynode *v, unsigned *out)
     return 0;
 }
 
+/* ---- dns ---- */
+
+#define DNS_SERVERS_MAX 16
+#define DNS_TIMEOUT_MAX_MS (60u * 1000)
+#define DNS_CACHE_ENTRIES_MAX 1000000u
+
+/* One DNS server: an IP literal with an optional port (default 53), read by
+ * egress_target_parse so that the spellings it refuses (unbracketed IPv6,
+ * "127.1", a port with a leading zero) are refused here too. Written out
+ * canonical with its port, "127.0.0.1:53" or "[::1]:53", as c-ares takes
+ * it (resolve.h). */
+static int get_dns_server(struct pctx *x, const struct ynode *v, char *out, size_t size)
+{
+    struct egress_target t;
+    char ip[INET6_ADDRSTRLEN];
+
+    if (!node_is_value(v) || egress_target_parse(v->str, v->len, 53, &t) != EGRESS_T_OK ||
+        !t.is_ip || !inet_ntop(t.family, t.addr, ip, sizeof(ip)))
+        return fail(x, v,
+                    "expected an IP address with an optional port, like 127.0.0.1:53 or "
+                    "[::1]:53");
+    snprintf(out, size, t.family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, (unsigned)t.port);
+    return 0;
+}
+
+static int parse_dns_servers(struct pctx *x, const struct ynode *v, char **out)
+{
+    char one[INET6_ADDRSTRLEN + 8], *s;
+    const struct ynode *it;
+    size_t i = 0, len = 0, cap;
+
+    if (v->type != YN_SEQ || v->n == 0)
+        return fail(x, v, "expected a non-empty list of DNS servers, like [127.0.0.1:53]");
+    if (v->n > DNS_SERVERS_MAX)
+        return fail(x, v, "at most %d DNS servers", DNS_SERVERS_MAX);
+    cap = v->n * sizeof(one);
+    s = calloc(1, cap);
+    if (!s)
+        return fail_oom(x);
+    *out = s;
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+        int rc = get_dns_server(x, it, one, sizeof(one));
+
+        if (rc < 0)
+            return rc;
+        len += (size_t)snprintf(s + len, cap - len, "%s%s", i ? "," : "", one);
+        path_pop(x, mark);
+    }
+    return 0;
+}
+
+/* A TTL bound: a duration in whole seconds (an answer's TTL has no finer
+ * grain, and rounding would change what was written). */
+static int get_ttl(struct pctx *x, const struct ynode *v, uint32_t *s)
+{
+    uint64_t ms;
+    int rc = get_duration(x, v, &ms);
+
+    if (rc < 0)
+        return rc;
+    if (ms % 1000)
+        return fail(x, v, "expected whole seconds, like 30s");
+    *s = (uint32_t)(ms / 1000);
+    return 0;
+}
+
+enum { CACHE_K_MIN_TTL, CACHE_K_MAX_TTL, CACHE_K_ENTRIES, CACHE_K_N };
+
+static int dns_cache_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_dns *d = obj;
+    uint64_t n;
+    bool big;
+
+    switch (key) {
+    case CACHE_K_MIN_TTL:
+        return get_ttl(x, v, &d->cache_min_ttl_s);
+    case CACHE_K_MAX_TTL:
+        return get_ttl(x, v, &d->cache_max_ttl_s);
+    default:
+        if (!node_is_value(v) || scan_uint(v->str, v->len, &n, &big) != v->len || big ||
+            n > DNS_CACHE_ENTRIES_MAX)
+            return fail(x, v, "expected a number from 0 to %u", DNS_CACHE_ENTRIES_MAX);
+        d->cache_entries = (uint32_t)n;
+        return 0;
+    }
+}
+
+static int parse_dns_cache(struct pctx *x, const struct ynode *n, struct cfg_dns *d)
+{
+    static const char *const known[] = {"min_ttl", "max_ttl", "entries", NULL};
+    const struct ynode *seen[CACHE_K_N] = {0};
+    int rc;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { min_ttl: 0s, max_ttl: 300s, entries: 1024 }");
+    rc = map_walk(x, n, known, NULL, seen, dns_cache_value, d);
+    if (rc < 0)
+        return rc;
+    if (d->cache_min_ttl_s > d->cache_max_ttl_s) {
+        path_key(x, seen[CACHE_K_MIN_TTL] ? "min_ttl" : "max_ttl");
+        return fail(x,
+                    (seen[CACHE_K_MIN_TTL] ? seen[CACHE_K_MIN_TTL] : seen[CACHE_K_MAX_TTL])->next,
+                    "min_ttl (%us) is greater than max_ttl (%us)", (unsigned)d->cache_min_ttl_s,
+                    (unsigned)d->cache_max_ttl_s);
+    }
+    return 0;
+}
+
+enum { DNS_K_SERVERS, DNS_K_TIMEOUT, DNS_K_CACHE, DNS_K_N };
+
+static int dns_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_dns *d = obj;
+    int rc;
+
+    switch (key) {
+    case DNS_K_SERVERS:
+        return parse_dns_servers(x, v, &d->servers);
+    case DNS_K_TIMEOUT:
+        rc = get_timeout(x, v, &d->timeout_ms);
+        if (rc == 0 && d->timeout_ms > DNS_TIMEOUT_MAX_MS)
+            rc = fail(x, v, "must be at most 60s");
+        return rc;
+    default:
+        return parse_dns_cache(x, v, d);
+    }
+}
+
+/* dns: how egress names are resolved. The defaults are set by parse_root,
+ * so that a config without the key has them too. */
+static int parse_dns(struct pctx *x, const struct ynode *n)
+{
+    static const char *const known[] = {"servers", "timeout", "cache", NULL};
+    const struct ynode *seen[DNS_K_N] = {0};
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { servers: [127.0.0.1:53], timeout: 5s }");
+    return map_walk(x, n, known, NULL, seen, dns_value, &x->c->dns);
+}
+
 /* ---- functions and routes ---- */
 
 /* match.listener left out: fine when there is exactly one listener. The path
@@ -1827,6 +1971,7 @@ enum {
     ROOT_K_LISTENERS,
     ROOT_K_FUNCTIONS,
     ROOT_K_ACCESS_LOG,
+    ROOT_K_DNS,
     ROOT_K_N
 };
 
@@ -1844,15 +1989,17 @@ static int root_value(struct pctx *x, int key, const struct ynode *v, void *obj)
         return parse_listeners(x, v);
     case ROOT_K_FUNCTIONS:
         return 0; /* read last: routes refer to listeners, which may come later */
-    default:
+    case ROOT_K_ACCESS_LOG:
         return get_access_log(x, v, &x->c->access_log);
+    default:
+        return parse_dns(x, v);
     }
 }
 
 static int parse_root(struct pctx *x, const struct ynode *root)
 {
-    static const char *const known[] = {
-        "workers", "admin", "drain_timeout", "listeners", "functions", "access_log", NULL};
+    static const char *const known[] = {"workers",   "admin",      "drain_timeout", "listeners",
+                                        "functions", "access_log", "dns",           NULL};
     const struct ynode *seen[ROOT_K_N] = {0};
     size_t mark;
     int rc;
@@ -1860,6 +2007,10 @@ static int parse_root(struct pctx *x, const struct ynode *root)
     if (root->type != YN_MAP)
         return fail(x, root, "expected a map of settings at the top level");
     x->c->drain_timeout_ms = 10 * 1000;
+    x->c->dns.timeout_ms = 5 * 1000;
+    x->c->dns.cache_min_ttl_s = 0;
+    x->c->dns.cache_max_ttl_s = 300;
+    x->c->dns.cache_entries = 1024;
     rc = map_walk(x, root, known, NULL, seen, root_value, NULL);
     if (rc < 0)
         return rc;
@@ -2028,6 +2179,7 @@ void config_free(struct config *c)
     }
     free(c->functions);
     free(c->access_log);
+    free(c->dns.servers);
     free(c->path);
     free(c);
 }

@@ -1104,6 +1104,101 @@ static void test_shadowed_routes(void **state)
     config_free(c);
 }
 
+/* ---- dns ---- */
+
+static void test_dns(void **state)
+{
+    static const struct err_case bad[] = {
+        {"dns: 1\n",
+         "t.yaml:1:6: dns: expected a map like { servers: [127.0.0.1:53], timeout: 5s }"},
+        {"dns: { server: [127.0.0.1] }\n", "t.yaml:1:8: dns.server: unknown key \"server\""},
+        {"dns: { servers: 127.0.0.1 }\n",
+         "t.yaml:1:17: dns.servers: expected a non-empty list of DNS servers, like "
+         "[127.0.0.1:53]"},
+        {"dns: { servers: [] }\n",
+         "t.yaml:1:17: dns.servers: expected a non-empty list of DNS servers, like "
+         "[127.0.0.1:53]"},
+        {"dns: { servers: [127.0.0.1:53, dns.google] }\n",
+         "t.yaml:1:32: dns.servers[1]: expected an IP address with an optional port, like "
+         "127.0.0.1:53 or [::1]:53"},
+        {"dns: { servers: [\"::1\"] }\n",
+         "t.yaml:1:18: dns.servers[0]: expected an IP address with an optional port, like "
+         "127.0.0.1:53 or [::1]:53"},
+        {"dns: { servers: [127.1] }\n",
+         "t.yaml:1:18: dns.servers[0]: expected an IP address with an optional port, like "
+         "127.0.0.1:53 or [::1]:53"},
+        {"dns: { servers: [127.0.0.1:0] }\n",
+         "t.yaml:1:18: dns.servers[0]: expected an IP address with an optional port, like "
+         "127.0.0.1:53 or [::1]:53"},
+        {"dns: { servers: [127.0.0.1:65536] }\n",
+         "t.yaml:1:18: dns.servers[0]: expected an IP address with an optional port, like "
+         "127.0.0.1:53 or [::1]:53"},
+        {"dns: { timeout: 0s }\n", "t.yaml:1:17: dns.timeout: must be greater than zero"},
+        {"dns: { timeout: 61s }\n", "t.yaml:1:17: dns.timeout: must be at most 60s"},
+        {"dns: { timeout: 5 }\n", "t.yaml:1:17: dns.timeout: expected a duration like 10s"},
+        {"dns: { cache: 5 }\n",
+         "t.yaml:1:15: dns.cache: expected a map like { min_ttl: 0s, max_ttl: 300s, entries: "
+         "1024 }"},
+        {"dns: { cache: { min_ttl: 301s } }\n",
+         "t.yaml:1:26: dns.cache.min_ttl: min_ttl (301s) is greater than max_ttl (300s)"},
+        {"dns:\n  cache:\n    min_ttl: 10s\n    max_ttl: 5s\n",
+         "t.yaml:3:14: dns.cache.min_ttl: min_ttl (10s) is greater than max_ttl (5s)"},
+        {"dns: { cache: { min_ttl: 2s, max_ttl: 1s } }\n",
+         "t.yaml:1:26: dns.cache.min_ttl: min_ttl (2s) is greater than max_ttl (1s)"},
+        {"dns: { cache: { max_ttl: 1500ms } }\n",
+         "t.yaml:1:26: dns.cache.max_ttl: expected whole seconds, like 30s"},
+        {"dns: { cache: { entries: 1000001 } }\n",
+         "t.yaml:1:26: dns.cache.entries: expected a number from 0 to 1000000"},
+        {"dns: { cache: { entries: -1 } }\n",
+         "t.yaml:1:26: dns.cache.entries: expected a number from 0 to 1000000"},
+        {"dns: { cache: { size: 1 } }\n", "t.yaml:1:17: dns.cache.size: unknown key \"size\""},
+    };
+    struct config *c;
+
+    /* Absent: /etc/resolv.conf, a 5 s lookup, a cache of 1024 answers kept
+     * as long as their TTL says, up to 300 s. */
+    c = parse_ok("workers: 1\n");
+    assert_null(c->dns.servers);
+    assert_int_equal(c->dns.timeout_ms, 5000);
+    assert_int_equal(c->dns.cache_min_ttl_s, 0);
+    assert_int_equal(c->dns.cache_max_ttl_s, 300);
+    assert_int_equal(c->dns.cache_entries, 1024);
+    config_free(c);
+
+    c = parse_ok("dns: {}\n");
+    assert_null(c->dns.servers);
+    assert_int_equal(c->dns.timeout_ms, 5000);
+    assert_int_equal(c->dns.cache_max_ttl_s, 300);
+    assert_int_equal(c->dns.cache_entries, 1024);
+    config_free(c);
+
+    /* Servers are written out canonical, each with its port. */
+    c = parse_ok("dns:\n"
+                 "  servers: [127.0.0.1:5353, \"[::1]:53\", 10.0.0.2, \"[FE80::0001]\", 1.1.1.1.]\n"
+                 "  timeout: 60s\n"
+                 "  cache: { min_ttl: 1m, max_ttl: 10m, entries: 1000000 }\n");
+    assert_string_equal(c->dns.servers, "127.0.0.1:5353,[::1]:53,10.0.0.2:53,[fe80::1]:53,"
+                                        "1.1.1.1:53");
+    assert_int_equal(c->dns.timeout_ms, 60000);
+    assert_int_equal(c->dns.cache_min_ttl_s, 60);
+    assert_int_equal(c->dns.cache_max_ttl_s, 600);
+    assert_int_equal(c->dns.cache_entries, 1000000);
+    config_free(c);
+
+    /* 0 turns the cache off; min_ttl == max_ttl pins every answer. */
+    c = parse_ok("dns: { timeout: 250ms, cache: { max_ttl: 0s, entries: 0 } }\n");
+    assert_int_equal(c->dns.timeout_ms, 250);
+    assert_int_equal(c->dns.cache_max_ttl_s, 0);
+    assert_int_equal(c->dns.cache_entries, 0);
+    config_free(c);
+    c = parse_ok("dns: { cache: { min_ttl: 30s, max_ttl: 30s } }\n");
+    assert_int_equal(c->dns.cache_min_ttl_s, 30);
+    assert_int_equal(c->dns.cache_max_ttl_s, 30);
+    config_free(c);
+
+    CHECK_ERRORS(bad);
+}
+
 /* ---- whole configs ---- */
 
 static void test_defaults(void **state)
@@ -1423,6 +1518,7 @@ int main(void)
         cmocka_unit_test(test_match_path_prefix),
         cmocka_unit_test(test_match_methods),
         cmocka_unit_test(test_shadowed_routes),
+        cmocka_unit_test(test_dns),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_access_log),
         cmocka_unit_test(test_small_configs),

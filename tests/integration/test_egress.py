@@ -548,6 +548,11 @@ def absolute_form_forwarded_origin_form(ctx):
     check_eq(hget(parse_echo(r.body)[1], "host"), ["127.0.1.1:8080"], "Host of an IP literal")
     r = via(fp.eport, "http://API.Test:8080/echo?case")
     check(r.status == 200 and r.header("x-backend") == "api", "API.Test: %r" % r)
+    # No path: origin form "/" (RFC 9112 3.2.1), the query kept.
+    r = via(fp.eport, "http://api.test:8080?nopath=1")
+    check(r.status == 200 and r.header("x-backend") == "api", "URL without a path: %r" % r)
+    check(b"\r\nGET /?nopath=1 HTTP/1.1\r\n" in b"\r\n" + api.record(),
+          "a URL without a path was not forwarded as GET /?nopath=1: %r" % api.record()[-300:])
     check(wild.record().count(b"GET /echo HTTP/1.1") == 1, "wild got one request")
 
 
@@ -627,6 +632,8 @@ def denied_own_listeners(ctx):
         c, r = connect_tunnel(ctx, fp.eport, target)
         check_denied(r, host, port, "own_listener", "CONNECT " + target)
     check_untouched("requests to fnproxy's own public listener", app)
+    check_eq(egress_metric(fp, "fnproxy_policy_denials_total", reason="own_listener"), 8.0,
+             'fnproxy_policy_denials_total{reason="own_listener"}')
 
 
 @case(**NS)
@@ -644,23 +651,56 @@ def malformed_targets(ctx):
            "http://api%2etest:8080/echo", "http://%61pi.test:8080/echo",
            "http://api.test\\@other.test:8080/echo", "http://api.test:99999/echo",
            "http://api.test:0/echo", "http://:8080/echo"]
+    wrong = []  # every target is tried; the failure lists all that were answered wrongly
     for url in bad:
         r = via(fp.eport, url, host="api.test:8080")
-        check_error(r, 400, "bad_target", url)
+        if (r.status, r.header("x-fnproxy-error")) != (400, "bad_target"):
+            wrong.append("%s -> %d %s %r" % (url, r.status, r.header("x-fnproxy-error"),
+                                             r.body[:120]))
+        else:
+            check_error(r, 400, "bad_target", url)
     for target in ("127.1:8080", "u@api.test:8080", "api.test:0", "api.test:99999",
                    "api.test", "0x7f.0.1.1:8080"):
         c, r = connect_tunnel(ctx, fp.eport, target)
-        check_error(r, 400, "bad_target", "CONNECT " + target)
+        if (r.status, r.header("x-fnproxy-error")) != (400, "bad_target"):
+            wrong.append("CONNECT %s -> %d %s %r" % (target, r.status,
+                                                     r.header("x-fnproxy-error"), r.body[:120]))
+        else:
+            check_error(r, 400, "bad_target", "CONNECT " + target)
     r = request(fp.eport, "GET", "/echo", host="api.test:8080")
     check_error(r, 400, "proxy_request_expected", "origin-form GET on the egress listener")
     check_untouched("malformed targets", api, other)
+    check(not wrong, "not 400 bad_target: " + "; ".join(wrong))
 
 
 @case(**NS)
-def ingress_is_not_a_forward_proxy(ctx):
-    """On the ingress listener an absolute-form request is routed by its
-    path to the function like any other, never forwarded to the host it
-    names; CONNECT there opens no tunnel."""
+def ingress_never_forwards_to_the_named_host(ctx):
+    """On the ingress listener of a fnproxy that has an egress listener,
+    an absolute-form request naming api.test is not forwarded there (it is
+    answered by the function or refused by fnproxy), and CONNECT opens no
+    tunnel."""
+    app = ctx.start_backend(name="app")
+    api = dest(ctx, "api", "127.0.1.1")
+    fp = start_egress(ctx, bport=app.port)
+    r = request(fp.ports["public"], "GET", "http://api.test:8080/echo?ingress",
+                host="api.test:8080")
+    check(r.header("x-backend") == "app" or (400 <= r.status < 500 and
+                                             r.header("x-fnproxy-error")),
+          "absolute-form on ingress: neither the function's answer nor fnproxy's refusal: %r"
+          % r)
+    c, r = connect_tunnel(ctx, fp.ports["public"], "api.test:8080")
+    check(r.status >= 400, "CONNECT on the ingress listener: %r" % r)
+    check_untouched("ingress requests naming api.test", api)
+
+
+@case(**NS)
+def ingress_routes_absolute_form_by_path(ctx):
+    """The egress brief: an absolute-form request on the ingress listener
+    is routed by its path like any other request (RFC 9112 3.2.2: a server
+    MUST accept the absolute-form), to the function's endpoint with the
+    target's path. (tests/integration/test_reject.py
+    malformed_absolute_form pins the opposite, 400 bad_request: one of the
+    two has to change.)"""
     app = ctx.start_backend(name="app")
     api = dest(ctx, "api", "127.0.1.1")
     fp = start_egress(ctx, bport=app.port)
@@ -668,8 +708,7 @@ def ingress_is_not_a_forward_proxy(ctx):
                 host="api.test:8080")
     check(r.status == 200, "absolute-form on ingress: %r" % r)
     check_eq(r.header("x-backend"), "app", "answered by the function's endpoint")
-    c, r = connect_tunnel(ctx, fp.ports["public"], "api.test:8080")
-    check(r.status != 200 and r.status >= 400, "CONNECT on the ingress listener: %r" % r)
+    check(b"/echo?ingress" in app.record(), "the function got the request")
     check_untouched("ingress requests naming api.test", api)
 
 
@@ -688,7 +727,8 @@ def dns_answers_failures_and_private_answers(ctx):
     d = dnsserver.DNSServer({"dnsapi.svc.test": [("127.0.1.1", 30)],
                              "ten.svc.test": [("10.0.0.1", 30)],
                              "meta.svc.test": [("169.254.169.254", 30)],
-                             "v6.svc.test": [("::1", 30)]})
+                             "v6.svc.test": [("::1", 30)],
+                             "mixed.svc.test": [("10.0.0.1", 30), ("127.0.1.1", 30)]})
     try:
         fp = start_egress(ctx, egress_config(dns_timeout="1s"), DNSPORT=d.port)
         r = via(fp.eport, "http://dnsapi.svc.test:8080/echo?dns")
@@ -701,6 +741,15 @@ def dns_answers_failures_and_private_answers(ctx):
         for name in ("ten.svc.test", "meta.svc.test", "v6.svc.test"):
             check_denied(via(fp.eport, "http://%s:8080/x" % name), name, 8080,
                          "private_address", "%s from DNS" % name)
+        # One private and one allowed address: the private one is never
+        # dialled, whether the request goes to the other or is refused.
+        for i in range(3):
+            r = via(fp.eport, "http://mixed.svc.test:8080/echo?mixed%d" % i)
+            if r.status == 200:
+                check_eq(r.header("x-backend"), "api", "mixed answer: who answered")
+            else:
+                check_denied(r, "mixed.svc.test", 8080, "private_address", "mixed answer")
+        ctx.note("a name answering 10.0.0.1 and 127.0.1.1: %d %s" % (r.status, r.reason))
         # The hosts file still comes first.
         r = via(fp.eport, "http://api.test:8080/echo?hosts")
         check(r.status == 200 and r.header("x-backend") == "api", "name from hosts: %r" % r)
@@ -971,10 +1020,9 @@ def tls_originate(ctx):
     p = curl(["-i", "-x", "http://127.0.0.1:%d" % fp.eport,
               "http://secure.fn.test:8443/echo?orig"])
     check_eq(p.returncode, 0, "curl exit status (%s)" % p.stderr.decode().strip())
-    out = p.stdout.replace(b"\r\n", b"\n")
+    out = p.stdout
     check(out.startswith(b"HTTP/1.1 200"), "curl -x http://secure.fn.test:8443: %r" % out[:300])
-    body = out.split(b"\n\n", 1)[1]
-    line, hdrs, _ = parse_echo(body)
+    line, hdrs, _ = parse_echo(out.split(b"\r\n\r\n", 1)[1])
     check_eq(line, "GET /echo?orig HTTP/1.1", "request line at the TLS destination")
     check_eq(hget(hdrs, "x-forwarded-proto"), ["https"], "the hop to the destination was TLS")
     check_eq(hget(hdrs, "host"), ["secure.fn.test:8443"], "Host at the destination")

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import ssl
@@ -46,6 +47,7 @@ HOSTS = {
     "ro.test": "127.0.1.4",         # rule ro (GET, /v1/ only)
     "other.test": "127.0.1.5",      # no rule
     "tun.svc.test": "127.0.1.6",    # rule wild; TunnelPeer
+    "close.svc.test": "127.0.1.7",  # rule wild; a raw socket of the case
     "dead.svc.test": "127.0.1.9",   # rule wild; nothing listens
     "ten.internal.test": "10.0.0.1",           # rule internal; private
     "meta.internal.test": "169.254.169.254",   # rule internal; link-local (metadata)
@@ -1135,6 +1137,94 @@ def metrics_and_access_log(ctx):
         if e.get("verdict") == "allow":
             check_eq(e.get("resolved"), "127.0.1.1:8080", "resolved of %r" % e)
     check(len(api.record()) > 0, "api reached")
+
+
+@case(**NS)
+def access_log_egress_fields_are_the_requests(ctx):
+    """An egress line's method and path are the request's own (the method,
+    the path without its query, or for CONNECT its target), never bytes of
+    the forwarded head or of the tunnel; no query string and no userinfo
+    password reaches the log; every line of the egress listener, a 400
+    included, says direction egress."""
+    api = dest(ctx, "api", "127.0.1.1")
+    peer = TunnelPeer("127.0.1.6")
+    log = ctx.path("access.log")
+    fp = start_egress(ctx, egress_config(access_log=log))
+    check_eq(via(fp.eport, "http://api.test:8080/echo").status, 200, "GET /echo")
+    check_eq(via(fp.eport, "http://api.test:8080/echo?token=s3cr3t").status, 200, "GET ?token")
+    check_eq(via(fp.eport, "http://other.test:8080/x?token=s3cr3t").status, 403, "denied ?token")
+    check_eq(via(fp.eport, "http://u:pw-s3cr3t@api.test:8080/x").status, 400, "userinfo")
+    c, r = connect_tunnel(ctx, fp.eport, "tun.svc.test:8080")
+    check_established(c, r, "CONNECT")
+    c.send(b"ECHO\n" + b"Z" * 200)
+    c.read_exact(200)
+    c.shutdown_write()
+    check(c.wait_closed(5), "tunnel end")
+    entries = access_entries(log, 5)
+    with open(log, "rb") as f:
+        raw = f.read()
+    problems = []  # all of them, not just the first
+    for ln in raw.split(b"\n"):
+        if b"s3cr3t" in ln:
+            problems.append("a query string or userinfo password logged: %r" % ln)
+        if b"ZZZZ" in ln or b"ECHO" in ln:
+            problems.append("tunnel bytes logged: %r" % ln)
+    want = [("GET", ("/echo", "http://api.test:8080/echo")),
+            ("GET", ("/echo", "http://api.test:8080/echo")),
+            ("GET", ("/x", "http://other.test:8080/x")),
+            ("GET", ("/x", "http://api.test:8080/x", "")),
+            ("CONNECT", ("tun.svc.test:8080",))]
+    check_eq(len(entries), len(want), "access log lines (%r)" % entries)
+    for e, (method, paths) in zip(entries, want):
+        if e.get("listener") != "app.egress" or e.get("direction") != "egress":
+            problems.append("listener %r direction %r logged for %s %s (the metrics count it "
+                            "as egress)" % (e.get("listener"), e.get("direction"), method,
+                                            paths[0]))
+        if e.get("method") != method or e.get("path") not in paths:
+            problems.append("method %r path %r logged, want %s and one of %r"
+                            % (e.get("method"), e.get("path"), method, paths))
+    check(not problems, "; ".join(problems))
+
+
+def effective_path(target):
+    """The path a server that decodes %2e and %2f and removes dot segments
+    (RFC 3986 5.2.4) serves for an origin-form target."""
+    p = target.split("?", 1)[0].split("#", 1)[0]
+    p = re.sub("%2[eE]", ".", p)
+    p = re.sub("%2[fF]", "/", p)
+    out = []
+    for seg in p.split("/")[1:]:
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg != ".":
+            out.append(seg)
+    return "/" + "/".join(out)
+
+
+@case(**NS)
+def path_rules_not_bypassed_by_dot_segments(ctx):
+    """A rule with paths: [/v1/] lets through only what a destination
+    serves under /v1/: a target whose dot segments (plain or
+    percent-encoded) climb out of /v1/ is refused, or forwarded only in a
+    form that stays under /v1/."""
+    ro = dest(ctx, "ro", "127.0.1.4")
+    fp = start_egress(ctx)
+    escapes = ["/v1/../admin", "/v1/%2e%2e/admin", "/v1/%2E%2E/admin", "/v1/..%2fadmin",
+               "/v1/./../admin", "/v1/x/../../admin"]
+    answers = []
+    for path in escapes:
+        check_eq(effective_path(path), "/admin", "the test's own normalisation of %s" % path)
+        r = via(fp.eport, "http://ro.test:8080" + path)
+        answers.append("%s -> %d %s" % (path, r.status, r.header("x-fnproxy-error")))
+        check(r.status == 200 or (400 <= r.status < 500 and r.header("x-fnproxy-error")),
+              "%s: %r" % (path, r))
+    time.sleep(0.3)
+    got = re.findall(rb"(?:^|\r\n\r\n)GET (\S+) HTTP/1\.1\r\n", ro.record())
+    escaped = [t.decode("latin-1") for t in got
+               if not effective_path(t.decode("latin-1")).startswith("/v1/")]
+    check(not escaped, "requests outside /v1/ reached ro.test through the /v1/ rule: %r (%s)"
+          % (escaped, "; ".join(answers)))
 
 
 # ---------------------------------------------------------------------------

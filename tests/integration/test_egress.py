@@ -922,6 +922,72 @@ def connect_tunnel_both_ways_and_half_close(ctx):
 
 
 @case(**NS)
+def connect_tunnel_ends_from_either_side(ctx):
+    """A tunnel ends whichever side ends it: the destination's close
+    reaches the client after its last bytes, the client's reset and the
+    destination's reset reach the other side; afterwards no connection is
+    left open and each tunnel is counted once."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.1.7", 8080))
+    srv.listen(8)
+    srv.settimeout(5)
+    fp = start_egress(ctx)
+
+    def tunnel():
+        c, r = connect_tunnel(ctx, fp.eport, "close.svc.test:8080")
+        check_established(c, r, "CONNECT close.svc.test")
+        a, _ = srv.accept()
+        a.settimeout(5)
+        return c, a
+
+    def rst(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+    def closed(sock, timeout=5):
+        sock.settimeout(timeout)
+        try:
+            while sock.recv(65536):
+                pass
+            return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+
+    # The destination says bye and closes: the client gets the bytes, then EOF.
+    c, a = tunnel()
+    a.sendall(b"bye")
+    a.close()
+    check_eq(c.read_exact(3, timeout=5), b"bye", "the destination's last bytes")
+    check(c.wait_closed(5), "the destination's close did not reach the client")
+    c.close()
+    # The client resets: the destination sees the end.
+    c, a = tunnel()
+    c.send(b"hello")
+    check_eq(a.recv(5), b"hello", "bytes up")
+    rst(c.sock)
+    check(closed(a), "the client's reset did not reach the destination")
+    a.close()
+    # The destination resets: the client sees the end.
+    c, a = tunnel()
+    a.sendall(b"x")
+    check_eq(c.read_exact(1, timeout=5), b"x", "bytes down")
+    rst(a)
+    check(c.wait_closed(5), "the destination's reset did not reach the client")
+    c.close()
+    srv.close()
+    left = wait_for(lambda: metric_value(fp.metrics(), "fnproxy_connections_active",
+                                         {"listener": "app.egress"}) == 0, 5)
+    check(left, "egress connections still open after every tunnel ended: %r"
+          % metric_value(fp.metrics(), "fnproxy_connections_active", {"listener": "app.egress"}))
+    n = wait_for(lambda: egress_metric(fp, "fnproxy_requests_total", route="wild") == 3, 3)
+    check(n, "tunnels counted in fnproxy_requests_total{route=\"wild\"}: %r (want 3)"
+          % egress_metric(fp, "fnproxy_requests_total", route="wild"))
+
+
+@case(**NS)
 def connect_bytes_sent_with_the_request(ctx):
     """Bytes the client sends right behind the CONNECT head (before the
     200 arrives) are not lost: they reach the destination (or the CONNECT

@@ -482,7 +482,7 @@ void exch_reply_json(struct exch *x, int status, const char *code, const char *m
 
 /* --- the request side ------------------------------------------------------- */
 
-static void make_request_id(struct exch *x)
+void exch_make_request_id(struct exch *x)
 {
     struct h1_head *h = &x->req.head;
     uint64_t a, b;
@@ -518,7 +518,7 @@ void exch_refuse_head(struct exch *x, int status, const char *code, const char *
     x->ws = x->cl->w->cur;
     wsnap_ref(x->ws);
     exch_start_clock(x);
-    make_request_id(x);
+    exch_make_request_id(x);
     if (status == 408)
         exch_count_timeout(x, TMO_HEADER);
     exch_reply(x, status, code, why);
@@ -561,12 +561,12 @@ void exch_begin(struct exch *x)
     if (h1_span_is(h->method, "head"))
         x->flags |= X_F_HEAD_METHOD;
     lc = exch_listener(x);
-    make_request_id(x);
     if (lc != NULL && lc->kind == CFG_LISTENER_EGRESS) {
         fwd_begin(x);
         return;
     }
     status = h1_check_request(h, &why);
+    exch_make_request_id(x); /* the check found the client's x-request-id */
     if (status != 0) {
         exch_reply(x, status, status == 417 ? "expectation_failed" : "bad_request", why);
         return;

@@ -367,6 +367,7 @@ void fwd_begin(struct exch *x)
     x->target.port = 0;
     eg = x->fn->egress;
     err = h1_check_proxy_request(h, &why);
+    exch_make_request_id(x);
     if (err != 0) {
         exch_reply(x, err, err == 417 ? "expectation_failed" : "bad_request", why);
         return;

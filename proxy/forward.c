@@ -209,7 +209,7 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
     const struct cfg_egress *eg = x->fn->egress;
     const struct config *cfg = x->ws->snap->cfg;
     struct egress_policy pol = {.rules = eg->rules, .deny_private = eg->deny_private};
-    unsigned method = fwd_method(x), own = 0, denied = 0;
+    unsigned method = fwd_method(x), denied = 0;
     const char *path;
     size_t path_len;
 
@@ -219,10 +219,8 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
     for (unsigned i = 0; i < a->n; i++) {
         struct egress_decision d = x->policy;
 
-        if (fwd_is_own(cfg, a->a[i].family, a->a[i].addr, x->target.port)) {
-            own++; /* refused in either mode */
-            continue;
-        }
+        if (fwd_is_own(cfg, a->a[i].family, a->a[i].addr, x->target.port))
+            continue; /* refused in either mode */
         if (x->verdict == FWD_ALLOW)
             egress_decide_addr(&pol, &x->target, a->a[i].family, a->a[i].addr, method, path,
                                path_len, &d);
@@ -238,7 +236,6 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
         fwd_deny(x, denied > 0 ? DENY_PRIVATE : DENY_OWN_LISTENER);
         return;
     }
-    (void)own;
     exch_connect(x);
 }
 

@@ -188,9 +188,20 @@ static void exch_request_line(const struct exch *x, struct h1_span *method, stru
 {
     *method = x->req.head.method;
     *target = x->req.head.target;
+    if ((x->flags & X_F_TUNNEL) && x->phase >= EXCH_PH_CONNECT) {
+        /* The client's buffer carries the tunnel's bytes now; the log's
+         * host and port say where it went. */
+        *method = (struct h1_span){"CONNECT", 7};
+        *target = (struct h1_span){"", 0};
+        return;
+    }
     if (x->req_head != NULL && x->req_head_len > method->len + 1) {
         method->p = x->req_head;
         target->p = x->req_head + method->len + 1;
+        if (x->flags & X_F_EGRESS) { /* forwarded in origin-form: another length */
+            const char *sp = memchr(target->p, ' ', x->req_head_len - method->len - 1);
+            target->len = sp != NULL ? (uint32_t)(sp - target->p) : 0;
+        }
     }
 }
 
@@ -236,7 +247,10 @@ static void exch_count(struct exch *x)
                                             : x->rule != NULL ? x->rule->name
                                                               : "",
                                    .upstream = x->ep != NULL ? x->ep->addr.text : "",
+                                   .egress = (x->flags & X_F_EGRESS) != 0,
                                    .verdict = fwd_verdict_name(x),
+                                   .host = x->target.host,
+                                   .port = x->target.port,
                                    .bytes_in = x->req_bytes + x->req.body_bytes,
                                    .bytes_out = x->bytes_out,
                                    .duration_us = duration,
@@ -468,7 +482,7 @@ void exch_reply_json(struct exch *x, int status, const char *code, const char *m
 
 /* --- the request side ------------------------------------------------------- */
 
-static void make_request_id(struct exch *x)
+void exch_make_request_id(struct exch *x)
 {
     struct h1_head *h = &x->req.head;
     uint64_t a, b;
@@ -504,7 +518,7 @@ void exch_refuse_head(struct exch *x, int status, const char *code, const char *
     x->ws = x->cl->w->cur;
     wsnap_ref(x->ws);
     exch_start_clock(x);
-    make_request_id(x);
+    exch_make_request_id(x);
     if (status == 408)
         exch_count_timeout(x, TMO_HEADER);
     exch_reply(x, status, code, why);
@@ -547,15 +561,14 @@ void exch_begin(struct exch *x)
     if (h1_span_is(h->method, "head"))
         x->flags |= X_F_HEAD_METHOD;
     lc = exch_listener(x);
-    bool egress = lc != NULL && lc->kind == CFG_LISTENER_EGRESS;
-    status = egress ? h1_check_proxy_request(h, &why) : h1_check_request(h, &why);
-    make_request_id(x);
-    if (status != 0) {
-        exch_reply(x, status, status == 417 ? "expectation_failed" : "bad_request", why);
+    if (lc != NULL && lc->kind == CFG_LISTENER_EGRESS) {
+        fwd_begin(x);
         return;
     }
-    if (egress) {
-        fwd_begin(x);
+    status = h1_check_request(h, &why);
+    exch_make_request_id(x); /* the check found the client's x-request-id */
+    if (status != 0) {
+        exch_reply(x, status, status == 417 ? "expectation_failed" : "bad_request", why);
         return;
     }
 

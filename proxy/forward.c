@@ -30,7 +30,7 @@ enum {
 #define TUN_DONE (TUN_CLIENT_EOF | TUN_UP_SHUT | TUN_UP_EOF | TUN_CLIENT_SHUT)
 
 static const char *const verdict_names[] = {
-    [FWD_NONE] = NULL,
+    [FWD_NONE] = "",
     [FWD_ALLOW] = "allow",
     [FWD_DENY] = "deny",
     [FWD_WOULD_DENY] = "would_deny",
@@ -38,7 +38,7 @@ static const char *const verdict_names[] = {
 
 const char *fwd_verdict_name(const struct exch *x)
 {
-    return x->verdict <= FWD_WOULD_DENY ? verdict_names[x->verdict] : NULL;
+    return x->verdict <= FWD_WOULD_DENY ? verdict_names[x->verdict] : "";
 }
 
 static const char *const denial_reasons[DENY__N] = {
@@ -209,7 +209,7 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
     const struct cfg_egress *eg = x->fn->egress;
     const struct config *cfg = x->ws->snap->cfg;
     struct egress_policy pol = {.rules = eg->rules, .deny_private = eg->deny_private};
-    unsigned method = fwd_method(x), own = 0, denied = 0;
+    unsigned method = fwd_method(x), denied = 0;
     const char *path;
     size_t path_len;
 
@@ -219,10 +219,8 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
     for (unsigned i = 0; i < a->n; i++) {
         struct egress_decision d = x->policy;
 
-        if (fwd_is_own(cfg, a->a[i].family, a->a[i].addr, x->target.port)) {
-            own++; /* refused in either mode */
-            continue;
-        }
+        if (fwd_is_own(cfg, a->a[i].family, a->a[i].addr, x->target.port))
+            continue; /* refused in either mode */
         if (x->verdict == FWD_ALLOW)
             egress_decide_addr(&pol, &x->target, a->a[i].family, a->a[i].addr, method, path,
                                path_len, &d);
@@ -238,7 +236,6 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
         fwd_deny(x, denied > 0 ? DENY_PRIVATE : DENY_OWN_LISTENER);
         return;
     }
-    (void)own;
     exch_connect(x);
 }
 
@@ -351,7 +348,7 @@ void fwd_begin(struct exch *x)
     const struct cfg_listener *lc = exch_listener(x);
     struct worker *w = x->cl->w;
     const struct cfg_egress *eg;
-    const char *auth, *path;
+    const char *auth, *path, *why = NULL;
     size_t auth_len, path_len;
     bool port_given;
     int err;
@@ -363,7 +360,15 @@ void fwd_begin(struct exch *x)
     x->stats = x->fs->egress_none;
     x->timeout_ms = FWD_TIMEOUT_MS;
     x->connect_timeout_ms = FWD_CONNECT_TIMEOUT_MS;
+    x->target.host[0] = '\0';
+    x->target.port = 0;
     eg = x->fn->egress;
+    err = h1_check_proxy_request(h, &why);
+    exch_make_request_id(x);
+    if (err != 0) {
+        exch_reply(x, err, err == 417 ? "expectation_failed" : "bad_request", why);
+        return;
+    }
     if (h1_span_is(h->method, "connect"))
         x->flags |= X_F_TUNNEL | X_F_CLOSE; /* what follows the head is not HTTP */
 

@@ -191,9 +191,9 @@ static const struct jfield *jget(const struct jline *j, const char *key)
 
 /* Every line has these; an egress line (a verdict) also the last two. */
 static const char *const keys[] = {
-    "ts",          "request_id",  "client",    "listener", "method",   "path",
-    "status",      "function",    "route",     "upstream", "bytes_in", "bytes_out",
-    "duration_ms", "upstream_ms", "direction", "verdict",  "resolved"};
+    "ts",        "request_id", "client",   "listener", "method",    "path",        "status",
+    "function",  "route",      "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms",
+    "direction", "verdict",    "host",     "port",     "resolved"};
 #define N_INGRESS_KEYS 15
 
 /* Parses a line and checks it has every key, in order, with the right type. */
@@ -207,8 +207,8 @@ static void check_line(const char *line, size_t len, struct jline *j)
     bool egress = dir != NULL && strcmp(dir->val, "egress") == 0;
     assert_int_equal(j->n, egress ? sizeof(keys) / sizeof(keys[0]) : N_INGRESS_KEYS);
     for (size_t i = 0; i < j->n; i++) {
-        bool num = strcmp(keys[i], "status") == 0 || strncmp(keys[i], "bytes", 5) == 0 ||
-                   strstr(keys[i], "_ms") != NULL;
+        bool num = strcmp(keys[i], "status") == 0 || strcmp(keys[i], "port") == 0 ||
+                   strncmp(keys[i], "bytes", 5) == 0 || strstr(keys[i], "_ms") != NULL;
         assert_string_equal(j->f[i].key, keys[i]);
         assert_true(j->f[i].is_str == !num);
     }
@@ -288,12 +288,17 @@ static void test_typical_line(void **state)
     e.target_len = sizeof(url) - 1;
     e.route = "api";
     e.upstream = "127.0.1.1:8080";
+    e.egress = true;
     e.verdict = "would_deny";
+    e.host = "api.test";
+    e.port = 8080;
     line = format(&e, &len);
     check_line(line, len, &j);
     assert_string_equal(jget(&j, "path")->val, "http://api.test:8080/v1/x");
     assert_string_equal(jget(&j, "direction")->val, "egress");
     assert_string_equal(jget(&j, "verdict")->val, "would_deny");
+    assert_string_equal(jget(&j, "host")->val, "api.test");
+    assert_string_equal(jget(&j, "port")->val, "8080");
     assert_string_equal(jget(&j, "resolved")->val, "127.0.1.1:8080");
 
     /* Large numbers: no overflow, no scientific notation. */

@@ -1208,7 +1208,8 @@ def metrics_and_access_log(ctx):
 @case(**NS)
 def access_log_egress_fields_are_the_requests(ctx):
     """An egress line's method and path are the request's own (the method,
-    the path without its query, or for CONNECT its target), never bytes of
+    the path without its query; for CONNECT its target or nothing, with
+    host, port and resolved saying where, as README documents), never bytes of
     the forwarded head or of the tunnel; no query string and no userinfo
     password reaches the log; every line of the egress listener, a 400
     included, says direction egress."""
@@ -1239,7 +1240,7 @@ def access_log_egress_fields_are_the_requests(ctx):
             ("GET", ("/echo", "http://api.test:8080/echo")),
             ("GET", ("/x", "http://other.test:8080/x")),
             ("GET", ("/x", "http://api.test:8080/x", "")),
-            ("CONNECT", ("tun.svc.test:8080",))]
+            ("CONNECT", ("tun.svc.test:8080", ""))]  # README: host and port say where
     check_eq(len(entries), len(want), "access log lines (%r)" % entries)
     for e, (method, paths) in zip(entries, want):
         if e.get("listener") != "app.egress" or e.get("direction") != "egress":
@@ -1249,6 +1250,12 @@ def access_log_egress_fields_are_the_requests(ctx):
         if e.get("method") != method or e.get("path") not in paths:
             problems.append("method %r path %r logged, want %s and one of %r"
                             % (e.get("method"), e.get("path"), method, paths))
+    t = entries[-1]
+    if (t.get("host"), t.get("port"), t.get("resolved")) != ("tun.svc.test", 8080,
+                                                           "127.0.1.6:8080"):
+        problems.append("the tunnel's line has host %r port %r resolved %r, want tun.svc.test, "
+                        "8080, 127.0.1.6:8080" % (t.get("host"), t.get("port"),
+                                                  t.get("resolved")))
     check(not problems, "; ".join(problems))
 
 

@@ -126,15 +126,17 @@ class Netns:
     serial = 0
     serial_lock = threading.Lock()
 
-    def __init__(self, hosts, lo_addrs):
-        with Netns.serial_lock:
-            Netns.serial += 1
-            n = Netns.serial
-        self.name = "%s%d-%d" % (self.PREFIX, os.getpid(), n)
+    def __init__(self, hosts=None, lo_addrs=(), name=None):
+        """A new name of this runner's, or (name given) an existing one."""
+        if name is None:
+            with Netns.serial_lock:
+                Netns.serial += 1
+                name = "%s%d-%d" % (self.PREFIX, os.getpid(), Netns.serial)
+        self.name = name
         self.etc = os.path.join("/etc/netns", self.name)
         self.hosts = hosts or {}
-        self.lo_addrs = list(lo_addrs or ())
-        self.made = False
+        self.lo_addrs = list(lo_addrs)
+        self.made = os.path.exists(os.path.join("/run/netns", self.name))
 
     @staticmethod
     def ip(args, timeout=20):
@@ -219,10 +221,7 @@ class Netns:
                 pass
             except PermissionError:
                 continue
-            ns = cls.__new__(cls)
-            ns.name, ns.etc, ns.made = name, os.path.join("/etc/netns", name), \
-                os.path.exists(os.path.join("/run/netns", name))
-            ns.delete()
+            cls(name=name).delete()
 
 
 class Runner:

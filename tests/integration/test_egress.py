@@ -20,6 +20,7 @@ covers *.fn.test) and dnsserver.DNSServer (UDP DNS in a thread of the
 case). The first cases check those pieces themselves.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -360,7 +361,7 @@ def netns_only_loopback(ctx):
         err = s.connect_ex(("192.0.2.1", 80))
     finally:
         s.close()
-    check_eq(err, 101, "connect to 192.0.2.1 (ENETUNREACH expected: no route out)")
+    check_eq(err, errno.ENETUNREACH, "connect to 192.0.2.1 (no route out)")
     for name, addr in (("api.test", "127.0.1.1"), ("ten.internal.test", "10.0.0.1"),
                        ("meta.internal.test", "169.254.169.254")):
         got = sorted({ai[4][0] for ai in socket.getaddrinfo(name, 8080, socket.AF_INET)})
@@ -369,8 +370,6 @@ def netns_only_loopback(ctx):
         check_eq(f.read().split(), ["nameserver", "127.0.0.1"], "/etc/resolv.conf")
     b = dest(ctx, "api", "127.0.1.1")
     check_eq(b.addr, "127.0.1.1:8080", "backend address")
-    c = socket.create_connection(("127.0.1.1", 8080), timeout=5)
-    c.close()
     for a in ("10.0.0.1", "169.254.169.254"):
         t = socket.socket()
         t.bind((a, 0))  # fails unless the address is on lo

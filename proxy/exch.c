@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "accesslog.h"
 #include "exch_int.h"
@@ -188,11 +189,24 @@ static void exch_request_line(const struct exch *x, struct h1_span *method, stru
 {
     *method = x->req.head.method;
     *target = x->req.head.target;
-    if ((x->flags & X_F_TUNNEL) && x->phase >= EXCH_PH_CONNECT) {
-        /* The client's buffer carries the tunnel's bytes now; the log's
+    if (x->flags & X_F_TUNNEL) {
+        /* The client's buffer may carry the tunnel's bytes now; the log's
          * host and port say where it went. */
         *method = (struct h1_span){"CONNECT", 7};
         *target = (struct h1_span){"", 0};
+        return;
+    }
+    if ((x->flags & X_F_EGRESS) && x->req_head == NULL) {
+        /* Refused before forwarding: the path only, never an authority,
+         * which may hold a userinfo password. */
+        uint32_t i = 0;
+        if (target->len > 7 && strncasecmp(target->p, "http://", 7) == 0)
+            for (i = 7; i < target->len && target->p[i] != '/' && target->p[i] != '?'; i++)
+                ;
+        else if (target->len == 0 || target->p[0] != '/')
+            i = target->len;
+        target->p += i;
+        target->len -= i;
         return;
     }
     if (x->req_head != NULL && x->req_head_len > method->len + 1) {

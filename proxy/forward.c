@@ -329,6 +329,10 @@ static int fwd_authority(struct exch *x, const char **auth, size_t *len)
                    "(GET http://host/path) or CONNECT host:port");
         return -1;
     }
+    if (memchr(t.p, '#', t.len) != NULL) {
+        fwd_bad_target(x, "a fragment (#) is not part of a request target");
+        return -1;
+    }
     if (t.len < n || strncasecmp(t.p, scheme, n) != 0) {
         fwd_bad_target(x, t.len >= 8 && strncasecmp(t.p, "https://", 8) == 0
                               ? "https:// goes through CONNECT, or http:// with tls: originate"
@@ -385,6 +389,11 @@ void fwd_begin(struct exch *x)
 
     struct egress_policy pol = {.rules = eg->rules, .deny_private = eg->deny_private};
     fwd_path(x, &path, &path_len);
+    if (path != NULL && x->fs->egress_paths && egress_path_ambiguous(path, path_len)) {
+        fwd_bad_target(x, "dot segments or encoded slashes in the path, which path rules "
+                          "cannot vouch for");
+        return;
+    }
     egress_decide_target(&pol, &x->target, fwd_method(x), path, path_len, &x->policy);
     if (x->policy.deny == EGRESS_ALLOW) {
         x->verdict = FWD_ALLOW;

@@ -36,6 +36,7 @@ struct fn_state {
     struct route_stats **egress_rules; /* one per egress allow rule, same order */
     struct route_stats *egress_none;   /* egress answered before a rule matched (route "") */
     uint64_t last_report_log_ms;       /* mode: report lines, at most one a second */
+    bool egress_paths;                 /* some egress rule restricts paths */
 };
 
 /* A snapshot as adopted by one worker. Counted without atomics: only this

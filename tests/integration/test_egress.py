@@ -50,6 +50,7 @@ HOSTS = {
     "tun.svc.test": "127.0.1.6",    # rule wild; TunnelPeer
     "close.svc.test": "127.0.1.7",  # rule wild; a raw socket of the case
     "dead.svc.test": "127.0.1.9",   # rule wild; nothing listens
+    "stall.svc.test": "127.0.1.8",  # rule stall (connect_timeout_answers_504): never accepts
     "ten.internal.test": "10.0.0.1",           # rule internal; private
     "meta.internal.test": "169.254.169.254",   # rule internal; link-local (metadata)
     "lo5.internal.test": "127.0.0.5",          # rule internal; loopback, no cidr rule
@@ -862,6 +863,54 @@ def upstream_unreachable(ctx):
     c, r = connect_tunnel(ctx, fp.eport, "dead.svc.test:8080")
     check_error(r, 502, "upstream_unreachable", "CONNECT to a dead address")
     check(c.wait_closed(3), "connection left open after a failed CONNECT")
+
+
+@case(**NS)
+def connect_timeout_answers_504(ctx):
+    """A destination that never completes the handshake: a listening
+    socket with a full accept queue, whose SYNs the kernel drops. With
+    connect_timeout 300ms the request gets 504 connect_timeout, a CONNECT
+    too, and both count as connect timeouts of the rule."""
+    lsn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsn.bind(("127.0.1.8", 8080))
+    lsn.listen(0)
+    fillers = []
+    try:
+        # Fill the accept queue (backlog 0 still takes one, and a SYN or
+        # two may sit in the SYN queue); then a connect of ours must hang.
+        for _ in range(4):
+            f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            f.setblocking(False)
+            f.connect_ex(("127.0.1.8", 8080))
+            fillers.append(f)
+        time.sleep(0.2)
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.settimeout(0.5)
+        try:
+            probe.connect(("127.0.1.8", 8080))
+            fail("the accept queue of the stalled destination is not full")
+        except socket.timeout:
+            pass
+        finally:
+            probe.close()
+        rules = ("        - { name: stall, host: stall.svc.test, ports: [8080],"
+                 " connect_timeout: 300ms }\n" + RULES)
+        fp = start_egress(ctx, egress_config(rules=rules))
+        t0 = time.monotonic()
+        check_error(via(fp.eport, "http://stall.svc.test:8080/x"), 504, "connect_timeout",
+                    "GET to a stalled destination")
+        check(time.monotonic() - t0 < 5, "the 504 took %.1fs" % (time.monotonic() - t0))
+        c, r = connect_tunnel(ctx, fp.eport, "stall.svc.test:8080")
+        check_error(r, 504, "connect_timeout", "CONNECT to a stalled destination")
+        check(c.wait_closed(3), "connection left open after a timed-out CONNECT")
+        m = fp.metrics()
+        check_eq(metric_value(m, "fnproxy_timeouts_total",
+                              {"direction": "egress", "function": "app", "route": "stall",
+                               "kind": "connect"}), 2.0, "connect timeouts of rule stall")
+    finally:
+        for f in fillers:
+            f.close()
+        lsn.close()
 
 
 # ---------------------------------------------------------------------------

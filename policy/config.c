@@ -935,6 +935,20 @@ struct addr_key {
 static void addr_key_of(const struct cfg_addr *a, struct addr_key *k)
 {
     memset(k->addr, 0, sizeof(k->addr));
+    k->any = false;
+    if (a->kind == CFG_ADDR_UNIX) {
+        /* Port 0, which no inet listener has, and the path's FNV-1a hash
+         * as the address: the same path is the same key. */
+        const char *path = ((const struct sockaddr_un *)&a->sa)->sun_path;
+        uint64_t h = 0xcbf29ce484222325ULL;
+
+        k->port = 0;
+        k->addr[0] = 'u';
+        for (const char *p = path; *p != '\0'; p++)
+            h = (h ^ (uint8_t)*p) * 0x100000001b3ULL;
+        memcpy(k->addr + 1, &h, sizeof(h));
+        return;
+    }
     if (a->sa.ss_family == AF_INET) {
         const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->sa;
 
@@ -1773,10 +1787,8 @@ static int get_egress_listen(struct pctx *x, const struct ynode *v, struct cfg_a
 {
     int rc;
 
-    if (node_is_value(v) && v->len >= 5 && memcmp(v->str, "unix:", 5) == 0)
-        return fail(x, v, "unix sockets are not supported yet for egress.listen");
-    rc = get_addr(x, v, false, a);
-    if (rc == 0 && !addr_is_loopback(a))
+    rc = get_addr(x, v, true, a);
+    if (rc == 0 && a->kind == CFG_ADDR_INET && !addr_is_loopback(a))
         rc = fail(x, v,
                   "must be a loopback address (127.0.0.0/8 or [::1]): the egress listener is the "
                   "function's identity, so nothing off this host may reach it");

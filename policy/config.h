@@ -88,7 +88,7 @@ struct cfg_listener {
     char *name;
     enum cfg_listener_kind kind;
     size_t function;               /* egress: index of the function whose proxy it is */
-    struct cfg_addr listen;        /* inet only */
+    struct cfg_addr listen;        /* inet; egress listeners may be unix sockets */
     uint64_t header_timeout_ms;    /* request head must arrive within; default 10s */
     uint64_t keepalive_timeout_ms; /* idle between requests; default 60s */
     size_t max_header_bytes;       /* request line + headers; default 16 KiB */

@@ -623,6 +623,8 @@ void conn_accept(struct wlistener *l, int fd, const struct sockaddr *peer)
         uv_ip4_name((const struct sockaddr_in *)peer, c->client_ip, sizeof(c->client_ip));
     else if (peer->sa_family == AF_INET6)
         uv_ip6_name((const struct sockaddr_in6 *)peer, c->client_ip, sizeof(c->client_ip));
+    else if (peer->sa_family == AF_UNIX)
+        snprintf(c->client_ip, sizeof(c->client_ip), "unix");
     if (c->client_ip[0] == '\0')
         snprintf(c->client_ip, sizeof(c->client_ip), "unknown");
     c->next = w->conns;

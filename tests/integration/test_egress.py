@@ -913,6 +913,85 @@ def connect_timeout_answers_504(ctx):
         lsn.close()
 
 
+def unix_exchange(path, data, timeout=5):
+    """Sends data on a new connection to the unix socket path; returns
+    what comes back until the peer closes."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        s.sendall(data)
+        out = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return out
+            out += b
+    finally:
+        s.close()
+
+
+@case(**NS)
+def unix_socket_listener(ctx):
+    """egress.listen: unix:PATH. Absolute-form and CONNECT work through it
+    (two workers share it); the file goes when fnproxy exits; a stale file
+    left by a killed fnproxy is replaced; a path another process accepts
+    on, or a file that is not a socket, is refused at start."""
+    api = dest(ctx, "api", "127.0.1.1")
+    sock = ctx.path("egress.sock")
+    conf = egress_config().replace("listen: 127.0.0.1:$PORT_egress", "listen: unix:" + sock)
+    fp = ctx.start_fnproxy(conf, workers=2, listeners=("public",), BPORT=free_port())
+    for i in range(4):  # connections land on either worker
+        out = unix_exchange(sock, b"GET http://api.test:8080/echo?u=%d HTTP/1.1\r\n"
+                                  b"Host: api.test:8080\r\nConnection: close\r\n\r\n" % i)
+        check(out.startswith(b"HTTP/1.1 200 "), "GET through the unix socket: %r" % out[:200])
+    out = unix_exchange(sock, b"CONNECT api.test:8080 HTTP/1.1\r\nHost: api.test:8080\r\n\r\n"
+                              b"GET /echo HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+    check(out.startswith(b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 "),
+          "CONNECT through the unix socket: %r" % out[:200])
+    out = unix_exchange(sock, b"GET http://other.test:8080/ HTTP/1.1\r\nHost: other.test\r\n"
+                              b"Connection: close\r\n\r\n")
+    check(b"x-fnproxy-error: egress_denied" in out, "denied through the unix socket: %r"
+          % out[:300])
+    fp.stop()
+    check(not os.path.exists(sock), "the socket file is left after exit")
+
+    # A killed fnproxy leaves its file: the next one replaces it.
+    fp = ctx.start_fnproxy(conf, workers=1, listeners=("public",), BPORT=free_port())
+    fp.kill()
+    fp.wait(5)
+    check(os.path.exists(sock), "a killed fnproxy's socket file is gone (the case tests nothing)")
+    fp = ctx.start_fnproxy(conf, workers=1, listeners=("public",), BPORT=free_port())
+    out = unix_exchange(sock, b"GET http://api.test:8080/echo HTTP/1.1\r\nHost: api.test\r\n"
+                              b"Connection: close\r\n\r\n")
+    check(out.startswith(b"HTTP/1.1 200 "), "GET after replacing a stale file: %r" % out[:200])
+
+    # The path is in use: a second fnproxy (its TCP ports free) refuses to
+    # start, the first serves on.
+    with open(fp.config_path) as f:
+        text = f.read()
+    for port in (fp.ports["public"], fp.admin_port):
+        text = text.replace("127.0.0.1:%d" % port, "127.0.0.1:%d" % free_port())
+    second = ctx.write_config(text, "second.yaml")
+    r = ctx.run_fnproxy(["-c", second], timeout=10)
+    check(r.returncode != 0 and b"another process accepts on it" in r.stderr,
+          "a second fnproxy on the same unix path: rc %d, %r" % (r.returncode, r.stderr[-300:]))
+    out = unix_exchange(sock, b"GET http://api.test:8080/echo HTTP/1.1\r\nHost: api.test\r\n"
+                              b"Connection: close\r\n\r\n")
+    check(out.startswith(b"HTTP/1.1 200 "), "the first fnproxy after the refused second: %r"
+          % out[:200])
+    fp.stop()
+
+    # Not a socket: refused, and the file is left alone.
+    with open(sock, "w") as f:
+        f.write("keep me")
+    r = ctx.run_fnproxy(["-c", second], timeout=10)
+    check(r.returncode != 0 and b"not a socket" in r.stderr,
+          "a regular file at the unix path: rc %d, %r" % (r.returncode, r.stderr[-300:]))
+    with open(sock) as f:
+        check_eq(f.read(), "keep me", "the regular file's content")
+
+
 # ---------------------------------------------------------------------------
 # CONNECT
 

@@ -1129,6 +1129,25 @@ static void test_shadowed_routes(void **state)
 /* A function "app" whose egress map starts at 4:13, after "    egress: ". */
 #define EG_FN "functions:\n  - name: app\n    endpoints: [127.0.0.1:9001]\n    egress: "
 
+/* A unix socket is a function's own too: whoever can open the file. */
+static void test_egress_unix_listen(void **state)
+{
+    struct config *c = parse_ok(EG_FN "{ listen: unix:/run/fn/app-egress.sock }\n");
+    const struct cfg_listener *l;
+
+    (void)state;
+    assert_int_equal(c->n_listeners, 1);
+    l = &c->listeners[0];
+    assert_string_equal(l->name, "app.egress");
+    assert_int_equal(l->kind, CFG_LISTENER_EGRESS);
+    assert_int_equal(l->listen.kind, CFG_ADDR_UNIX);
+    assert_int_equal(l->listen.sa.ss_family, AF_UNIX);
+    assert_string_equal(((const struct sockaddr_un *)&l->listen.sa)->sun_path,
+                        "/run/fn/app-egress.sock");
+    assert_int_equal(c->functions[0].egress->listener, 0);
+    config_free(c);
+}
+
 static void test_egress_full(void **state)
 {
     struct config *c = parse_ok(
@@ -1349,11 +1368,10 @@ static void test_egress_errors(void **state)
          "t.yaml:4:13: functions[0].egress: missing required key \"listen\""},
         {EG_FN "{ listen: 127.0.0.1:1, policy: x }\n",
          "t.yaml:4:36: functions[0].egress.policy: unknown key \"policy\""},
-        {EG_FN "{ listen: unix:/run/fn.sock }\n",
-         "t.yaml:4:23: functions[0].egress.listen: unix sockets are not supported yet for "
-         "egress.listen"},
         {EG_FN "{ listen: 127.0.0.1 }\n",
-         "t.yaml:4:23: functions[0].egress.listen: expected IP:port"},
+         "t.yaml:4:23: functions[0].egress.listen: expected IP:port or unix:/path"},
+        {EG_FN "{ listen: \"unix:\" }\n",
+         "t.yaml:4:23: functions[0].egress.listen: expected unix:/absolute/path"},
         {EG_FN "{ listen: 127.0.0.1:1, mode: audit }\n",
          "t.yaml:4:42: functions[0].egress.mode: expected enforce or report"},
         {EG_FN "{ listen: 127.0.0.1:1, deny_private: no }\n",
@@ -1493,6 +1511,11 @@ static void test_egress_errors(void **state)
          "(t.yaml:2:29)"},
         {EG_FN "{ listen: 127.0.0.1:15001 }\n"
                "  - { name: b, endpoints: [127.0.0.1:1], egress: { listen: 127.0.0.1:15001 } }\n",
+         "t.yaml:5:60: functions[1].egress.listen: address already used by "
+         "functions[0].egress.listen (t.yaml:4:23)"},
+        {EG_FN "{ listen: unix:/run/fn/egress.sock }\n"
+               "  - { name: b, endpoints: [127.0.0.1:1], egress: { listen: "
+               "unix:/run/fn/egress.sock } }\n",
          "t.yaml:5:60: functions[1].egress.listen: address already used by "
          "functions[0].egress.listen (t.yaml:4:23)"},
         {"admin: { listen: 127.0.0.1:9901 }\n" EG_FN "{ listen: 127.0.0.1:9901 }\n",
@@ -1985,6 +2008,7 @@ int main(void)
         cmocka_unit_test(test_match_methods),
         cmocka_unit_test(test_shadowed_routes),
         cmocka_unit_test(test_egress_full),
+        cmocka_unit_test(test_egress_unix_listen),
         cmocka_unit_test(test_egress_small),
         cmocka_unit_test(test_egress_errors),
         cmocka_unit_test(test_egress_listener_limit),

@@ -360,6 +360,8 @@ size_t accesslog_format(struct accesslog_buf *b, char *out, const struct accessl
     p = put_ms(p, e->duration_us);
     p = PUT_LIT(p, ",\"upstream_ms\":");
     p = put_ms(p, e->upstream_us);
+    p = PUT_LIT(p, ",\"attempts\":");
+    p = put_u64(p, e->attempts);
     if (e->egress) {
         /* The address dialled is "upstream"; "resolved" says so for egress. */
         p = PUT_LIT(p, ",\"direction\":\"egress\",\"verdict\":\"");

@@ -77,6 +77,7 @@ struct accesslog_entry {
     uint64_t bytes_out;   /* response bytes written to the client: head and body */
     uint64_t duration_us; /* as fnproxy_request_duration_seconds (metrics.h) */
     uint64_t upstream_us; /* as the upstream phase (metrics.h); 0 without an upstream */
+    unsigned attempts;    /* attempts made (retries + 1; 0 when none was) */
     /* An egress request (a function's outbound call) also has: */
     bool egress;
     const char *verdict; /* "allow", "deny", "would_deny"; "" when refused before a decision */

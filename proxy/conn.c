@@ -123,23 +123,26 @@ static int h1c_send_head(struct exch *x, const struct exch_head *h)
     if (x->resp_head == NULL)
         return UV_ENOMEM;
     if (h->rh == NULL) {
+        char attempts[40] = "";
+        if (x->attempts > 0)
+            snprintf(attempts, sizeof(attempts), "x-fnproxy-attempts: %u\r\n", x->attempts);
         len = snprintf(x->resp_head, WORKER_BUF_SIZE,
                        "HTTP/1.1 %d %s\r\n"
                        "content-type: application/json\r\n"
                        "content-length: %zu\r\n"
                        "x-fnproxy-error: %s\r\n"
                        "%s%s%s"
-                       "%s"
+                       "%s%s"
                        "\r\n",
                        h->status, h1_reason(h->status), h->body_len, h->error_code,
                        x->request_id[0] ? "x-request-id: " : "", x->request_id,
-                       x->request_id[0] ? "\r\n" : "",
+                       x->request_id[0] ? "\r\n" : "", attempts,
                        conn_closes_after(c, x) ? "connection: close\r\n" : "");
         if (len < 0 || len >= WORKER_BUF_SIZE)
             return UV_E2BIG;
     } else {
         const struct h1_head *rh = h->rh;
-        struct h1_reply r = {.request_id = x->request_id};
+        struct h1_reply r = {.request_id = x->request_id, .attempts = x->attempts};
         bool no_body = (x->flags & X_F_HEAD_METHOD) || rh->status == 204 || rh->status == 304;
 
         if (rh->flags & H1_F_CONTENT_LENGTH) {

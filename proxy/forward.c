@@ -15,9 +15,13 @@
 #include "exch_int.h"
 #include "log.h"
 
-/* Before a rule is known (mode: report lets such a request through). */
-#define FWD_TIMEOUT_MS 15000
-#define FWD_CONNECT_TIMEOUT_MS 5000
+/* A request mode: report lets through without a rule: the defaults of a
+ * rule (README), and no retries. */
+static const struct cfg_timeouts fwd_default_tmo = {
+    .timeout_ms = 15000,
+    .idle_timeout_ms = 15000,
+    .connect_timeout_ms = 5000,
+};
 
 /* Which halves of a tunnel are done (x->tunnel). */
 enum {
@@ -346,6 +350,28 @@ static int fwd_authority(struct exch *x, const char **auth, size_t *len)
     return 0;
 }
 
+/* A function that got x-fnproxy-timeout-ms passes it on to its outbound
+ * calls (its HTTP client library copies incoming headers, or the function
+ * does): such a call is held to what is left of it, if that is less than
+ * its rule's timeout. The header never leaves (h1_write_request_head). */
+static void fwd_travelling_deadline(struct exch *x)
+{
+    const struct h1_head *h = &x->req.head;
+
+    for (unsigned i = 0; i < h->n_hdr; i++) {
+        if (!h1_span_is(h->hdr[i].name, "x-fnproxy-timeout-ms"))
+            continue;
+        struct h1_span v = h->hdr[i].value;
+        uint64_t ms = 0;
+        uint32_t k;
+        for (k = 0; k < v.len && k < 10 && v.p[k] >= '0' && v.p[k] <= '9'; k++)
+            ms = ms * 10 + (uint64_t)(v.p[k] - '0');
+        if (k > 0 && k == v.len && worker_now_ms(x->cl->w) + ms < x->deadline)
+            x->deadline = worker_now_ms(x->cl->w) + ms;
+        return;
+    }
+}
+
 void fwd_begin(struct exch *x)
 {
     struct h1_head *h = &x->req.head;
@@ -362,8 +388,6 @@ void fwd_begin(struct exch *x)
     x->fn = &x->ws->snap->cfg->functions[x->fn_idx];
     x->fs = &x->ws->fns[x->fn_idx];
     x->stats = x->fs->egress_none;
-    x->timeout_ms = FWD_TIMEOUT_MS;
-    x->connect_timeout_ms = FWD_CONNECT_TIMEOUT_MS;
     x->target.host[0] = '\0';
     x->target.port = 0;
     eg = x->fn->egress;
@@ -399,14 +423,15 @@ void fwd_begin(struct exch *x)
         x->verdict = FWD_ALLOW;
         x->rule = &eg->allow[x->policy.rule];
         x->stats = x->fs->egress_rules[x->policy.rule];
-        x->timeout_ms = x->rule->timeout_ms;
-        x->connect_timeout_ms = x->rule->connect_timeout_ms;
+        exch_set_policy(x, &x->rule->t, &x->rule->retries);
     } else if (eg->mode == CFG_EGRESS_ENFORCE) {
         fwd_deny(x, denial_of(x->policy.deny));
         return;
     } else {
         fwd_would_deny(x, denial_of(x->policy.deny));
+        exch_set_policy(x, &fwd_default_tmo, NULL);
     }
+    fwd_travelling_deadline(x);
 
     if (!(x->flags & X_F_TUNNEL)) {
         /* Rules match the port the URL names; tls: originate dials 443 when
@@ -450,6 +475,12 @@ struct endpoint *fwd_next_endpoint(struct exch *x, size_t *idx, struct tls_ctx *
 
     for (i = 0; i < x->dial.n && (x->tried & (1ULL << i)); i++)
         ;
+    if (i == x->dial.n && x->dial.n > 0) {
+        /* Every address was tried: a retry takes another than the last. */
+        x->tried = x->dial.n > 1 ? 1ULL << x->ep_idx : 0;
+        for (i = 0; i < x->dial.n && (x->tried & (1ULL << i)); i++)
+            ;
+    }
     if (x->flags & X_F_EP_OWNED)
         endpoint_put(x->ep);
     x->flags &= ~X_F_EP_OWNED;

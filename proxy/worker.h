@@ -101,6 +101,7 @@ struct worker {
     unsigned n_free_bufs;
     struct exch *free_exch;
     unsigned n_free_exch;
+    uint64_t replay_bytes; /* replay buffers of exchanges, under REPLAY_WORKER_MAX */
 
     uint64_t rng[2];
     uv_async_t *exit_notify;    /* the main loop's, told when this loop has ended (may be NULL) */

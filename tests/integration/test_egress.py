@@ -870,7 +870,8 @@ def connect_timeout_answers_504(ctx):
     """A destination that never completes the handshake: a listening
     socket with a full accept queue, whose SYNs the kernel drops. With
     connect_timeout 300ms the request gets 504 connect_timeout, a CONNECT
-    too, and both count as connect timeouts of the rule."""
+    too, each after the default retries (2, on connect-failure) tried the
+    one address again: 3 connect timeouts each, 2 retries each."""
     lsn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsn.bind(("127.0.1.8", 8080))
     lsn.listen(0)
@@ -906,7 +907,10 @@ def connect_timeout_answers_504(ctx):
         m = fp.metrics()
         check_eq(metric_value(m, "fnproxy_timeouts_total",
                               {"direction": "egress", "function": "app", "route": "stall",
-                               "kind": "connect"}), 2.0, "connect timeouts of rule stall")
+                               "kind": "connect"}), 6.0, "connect timeouts of rule stall")
+        check_eq(metric_value(m, "fnproxy_retries_total",
+                              {"direction": "egress", "function": "app", "route": "stall"}), 4.0,
+                 "retries of rule stall")
     finally:
         for f in fillers:
             f.close()

@@ -161,9 +161,9 @@ static void test_unknown_keys(void **state)
  * ignored: each is refused where it stands. */
 static void test_unsupported_keys(void **state)
 {
-    static const char *const route_keys[] = {"per_try_timeout", "retries", "fault"};
+    static const char *const route_keys[] = {"fault"};
     static const char *const ingress_keys[] = {"max_concurrency", "queue", "rate_limit"};
-    static const char *const rule_keys[] = {"retries", "fault"};
+    static const char *const rule_keys[] = {"fault"};
     char yaml[1024], want[256];
     size_t i;
 
@@ -487,8 +487,8 @@ static void test_durations(void **state)
         snprintf(yaml, sizeof(yaml), BASE "          timeout: %s\n          connect_timeout: %s\n",
                  good[i].text, good[i].text);
         c = parse_ok(yaml);
-        assert_int_equal(c->functions[0].routes[0].timeout_ms, good[i].ms);
-        assert_int_equal(c->functions[0].routes[0].connect_timeout_ms, good[i].ms);
+        assert_int_equal(c->functions[0].routes[0].t.timeout_ms, good[i].ms);
+        assert_int_equal(c->functions[0].routes[0].t.connect_timeout_ms, good[i].ms);
         config_free(c);
     }
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1244,8 +1244,8 @@ static void test_egress_full(void **state)
     assert_int_equal(r->n_paths, 0);
     assert_false(r->tls_originate);
     assert_null(r->ca);
-    assert_int_equal(r->timeout_ms, 15000);
-    assert_int_equal(r->connect_timeout_ms, 5000);
+    assert_int_equal(r->t.timeout_ms, 15000);
+    assert_int_equal(r->t.connect_timeout_ms, 5000);
     assert_int_equal(r->line, 16);
     assert_int_equal(r->col, 11);
 
@@ -1267,8 +1267,8 @@ static void test_egress_full(void **state)
     assert_string_equal(r->paths[1], "/v2/x");
     assert_true(r->tls_originate);
     assert_string_equal(r->ca, "certs/out/ca.crt");
-    assert_int_equal(r->timeout_ms, 5000);
-    assert_int_equal(r->connect_timeout_ms, 2000);
+    assert_int_equal(r->t.timeout_ms, 5000);
+    assert_int_equal(r->t.connect_timeout_ms, 2000);
     assert_int_equal(r->line, 18);
 
     r = &e->allow[3];
@@ -1398,8 +1398,6 @@ static void test_egress_errors(void **state)
          "t.yaml:10:11: functions[0].egress.allow[0]: expected host or cidr, not both"},
         {EG_RULE("name: a, host: a.com, ports: [443], port: 80"),
          "t.yaml:10:49: functions[0].egress.allow[0].port: unknown key \"port\""},
-        {EG_RULE("name: a, host: a.com, ports: [443], retries: { max: 3 }"),
-         "t.yaml:10:49: functions[0].egress.allow[0].retries: not supported yet"},
 
         /* ports */
         {EG_RULE("name: a, host: a.com, ports: 443"),
@@ -1720,8 +1718,8 @@ static void test_defaults(void **state)
     assert_null(r->host);
     assert_string_equal(r->path_prefix, "/");
     assert_int_equal(r->methods, 0);
-    assert_int_equal(r->timeout_ms, 15000);
-    assert_int_equal(r->connect_timeout_ms, 1000);
+    assert_int_equal(r->t.timeout_ms, 15000);
+    assert_int_equal(r->t.connect_timeout_ms, 1000);
     assert_int_equal(r->line, 9);
     assert_int_equal(r->col, 11);
     config_free(c);
@@ -1851,8 +1849,8 @@ static void test_full_config(void **state)
     assert_string_equal(r->host, "thumb.example.com");
     assert_string_equal(r->path_prefix, "/resize");
     assert_int_equal(r->methods, CFG_M_POST | CFG_M_PUT);
-    assert_int_equal(r->timeout_ms, 10000);
-    assert_int_equal(r->connect_timeout_ms, 300);
+    assert_int_equal(r->t.timeout_ms, 10000);
+    assert_int_equal(r->t.connect_timeout_ms, 300);
     assert_int_equal(r->line, 19);
     assert_int_equal(r->col, 11);
     config_free(c);

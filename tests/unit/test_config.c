@@ -1129,6 +1129,120 @@ static void test_shadowed_routes(void **state)
 /* A function "app" whose egress map starts at 4:13, after "    egress: ". */
 #define EG_FN "functions:\n  - name: app\n    endpoints: [127.0.0.1:9001]\n    egress: "
 
+/* Timeouts and retries of a route (egress rules share the parser). */
+static void test_route_retries(void **state)
+{
+    struct config *c = parse_ok(BASE "          timeout: 10s\n"
+                                     "          per_try_timeout: 3s\n"
+                                     "          connect_timeout: 300ms\n"
+                                     "          retries:\n"
+                                     "            max: 3\n"
+                                     "            on: [connect-failure, reset, gateway-error, "
+                                     "per-try-timeout, 429, 409]\n"
+                                     "            backoff: { base: 10ms, max: 1s }\n"
+                                     "            budget: { ratio: 0.125, min_per_s: 7 }\n"
+                                     "            replay_buffer: 128KiB\n"
+                                     "        - name: defaults\n"
+                                     "          match: { path_prefix: /d }\n"
+                                     "          timeout: 4s\n");
+    const struct cfg_route *r = &c->functions[0].routes[0], *d = &c->functions[0].routes[1];
+    (void)state;
+
+    assert_int_equal(r->t.timeout_ms, 10000);
+    assert_int_equal(r->t.per_try_timeout_ms, 3000);
+    assert_int_equal(r->t.idle_timeout_ms, 10000); /* idle_timeout defaults to timeout */
+    assert_int_equal(r->t.connect_timeout_ms, 300);
+    assert_int_equal(r->retries.max, 3);
+    assert_int_equal(r->retries.on, RETRY_ON_CONNECT_FAILURE | RETRY_ON_RESET |
+                                        RETRY_ON_GATEWAY_ERROR | RETRY_ON_PER_TRY_TIMEOUT);
+    assert_int_equal(r->retries.n_statuses, 2);
+    assert_int_equal(r->retries.statuses[0], 429);
+    assert_int_equal(r->retries.statuses[1], 409);
+    assert_int_equal(r->retries.backoff_base_ms, 10);
+    assert_int_equal(r->retries.backoff_max_ms, 1000);
+    assert_int_equal(r->retries.budget_permille, 125);
+    assert_int_equal(r->retries.budget_min_per_s, 7);
+    assert_int_equal(r->retries.replay_max, 128 << 10);
+    /* The defaults (README): max 2 on connect-failure, 25ms..250ms, 20% + 5/s, 64 KiB. */
+    assert_int_equal(d->t.timeout_ms, 4000);
+    assert_int_equal(d->t.per_try_timeout_ms, 0);
+    assert_int_equal(d->t.idle_timeout_ms, 4000);
+    assert_int_equal(d->t.connect_timeout_ms, 1000);
+    assert_int_equal(d->retries.max, 2);
+    assert_int_equal(d->retries.on, RETRY_ON_CONNECT_FAILURE);
+    assert_int_equal(d->retries.n_statuses, 0);
+    assert_int_equal(d->retries.backoff_base_ms, 25);
+    assert_int_equal(d->retries.backoff_max_ms, 250);
+    assert_int_equal(d->retries.budget_permille, 200);
+    assert_int_equal(d->retries.budget_min_per_s, 5);
+    assert_int_equal(d->retries.replay_max, 64 << 10);
+    config_free(c);
+
+    c = parse_ok(EG_RULE("name: a, host: a.com, ports: [80], idle_timeout: 2s, "
+                         "retries: { max: 0, budget: { ratio: 1 } }"));
+    const struct cfg_egress_rule *e = &c->functions[0].egress->allow[0];
+    assert_int_equal(e->t.timeout_ms, 15000);
+    assert_int_equal(e->t.idle_timeout_ms, 2000);
+    assert_int_equal(e->t.connect_timeout_ms, 5000);
+    assert_int_equal(e->retries.max, 0);
+    assert_int_equal(e->retries.budget_permille, 1000);
+    config_free(c);
+}
+
+static void test_route_retries_errors(void **state)
+{
+#define R BASE "          retries: "
+    static const struct err_case cases[] = {
+        {R "3\n", "t.yaml:10:20: functions[0].ingress.routes[0].retries: expected a map like "
+                  "{ max: 2, on: [connect-failure, reset] }"},
+        {R "{ max: 11 }\n", "t.yaml:10:27: functions[0].ingress.routes[0].retries.max: expected a "
+                            "number from 0 to 10"},
+        {R "{ max: -1 }\n", "t.yaml:10:27: functions[0].ingress.routes[0].retries.max: expected a "
+                            "number from 0 to 10"},
+        {R "{ on: [] }\n", "t.yaml:10:26: functions[0].ingress.routes[0].retries.on: expected a "
+                           "list like [connect-failure, reset, 503]"},
+        {R "{ on: [reset, 5xxx] }\n",
+         "t.yaml:10:34: functions[0].ingress.routes[0].retries.on[1]: expected connect-failure, "
+         "refused, reset, gateway-error, 5xx, retriable-4xx, per-try-timeout or a status code "
+         "like 503"},
+        {R "{ on: [600] }\n",
+         "t.yaml:10:27: functions[0].ingress.routes[0].retries.on[0]: expected connect-failure, "
+         "refused, reset, gateway-error, 5xx, retriable-4xx, per-try-timeout or a status code "
+         "like 503"},
+        {R "{ backoff: { base: 1s, max: 10ms } }\n",
+         "t.yaml:10:31: functions[0].ingress.routes[0].retries.backoff: base (1000ms) is greater "
+         "than max (10ms)"},
+        {R "{ backoff: { base: 0ms } }\n",
+         "t.yaml:10:39: functions[0].ingress.routes[0].retries.backoff.base: must be greater than "
+         "zero"},
+        {R "{ budget: { ratio: 1.5 } }\n",
+         "t.yaml:10:39: functions[0].ingress.routes[0].retries.budget.ratio: expected a ratio "
+         "from 0 to 1, like 0.2"},
+        {R "{ budget: { ratio: 0.2x } }\n",
+         "t.yaml:10:39: functions[0].ingress.routes[0].retries.budget.ratio: expected a ratio "
+         "from 0 to 1, like 0.2"},
+        {R "{ budget: { ratio: 0.1234 } }\n",
+         "t.yaml:10:39: functions[0].ingress.routes[0].retries.budget.ratio: expected a ratio "
+         "from 0 to 1, like 0.2"},
+        {R "{ budget: { min_per_s: 10001 } }\n",
+         "t.yaml:10:43: functions[0].ingress.routes[0].retries.budget.min_per_s: expected a "
+         "number from 0 to 10000"},
+        {R "{ replay_buffer: 17MiB }\n",
+         "t.yaml:10:37: functions[0].ingress.routes[0].retries.replay_buffer: at most 16MiB"},
+        {R "{ tries: 3 }\n",
+         "t.yaml:10:22: functions[0].ingress.routes[0].retries.tries: unknown key \"tries\""},
+        {BASE "          per_try_timeout: 0s\n",
+         "t.yaml:10:28: functions[0].ingress.routes[0].per_try_timeout: must be greater than "
+         "zero"},
+        {BASE "          idle_timeout: soon\n",
+         "t.yaml:10:25: functions[0].ingress.routes[0].idle_timeout: expected a duration like "
+         "10s"},
+    };
+#undef R
+    (void)state;
+    check_errors(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 /* A unix socket is a function's own too: whoever can open the file. */
 static void test_egress_unix_listen(void **state)
 {
@@ -2007,6 +2121,8 @@ int main(void)
         cmocka_unit_test(test_shadowed_routes),
         cmocka_unit_test(test_egress_full),
         cmocka_unit_test(test_egress_unix_listen),
+        cmocka_unit_test(test_route_retries),
+        cmocka_unit_test(test_route_retries_errors),
         cmocka_unit_test(test_egress_small),
         cmocka_unit_test(test_egress_errors),
         cmocka_unit_test(test_egress_listener_limit),

@@ -214,9 +214,11 @@ class Proc:
 class Backend(Proc):
     """fnbackend: .port (first listener), .ports, .host, .record()."""
 
-    def __init__(self, ctx, name="backend", record=True, listeners=1, unix=None, listen=None):
+    def __init__(self, ctx, name="backend", record=True, listeners=1, unix=None, listen=None,
+                 args=()):
         self.name = name
         self.record_path = ctx.path("%s-%d.record" % (name, len(ctx.procs))) if record else None
+        extra = args  # more options: --fail-status, --seed, ...
         args = [ctx.backend_bin, "--name", name]
         # listen: ["HOST:PORT", ...] instead of `listeners` ephemeral ports on HOST.
         specs = list(listen) if listen else [HOST + ":0"] * listeners
@@ -229,6 +231,7 @@ class Backend(Proc):
         if self.record_path:
             open(self.record_path, "wb").close()
             args += ["--record", self.record_path]
+        args += list(extra)
         super().__init__(ctx, args, "backend-" + name + "-%d" % len(ctx.procs),
                          stdout=subprocess.PIPE)
         self.ports = []
@@ -374,9 +377,11 @@ class Ctx:
     def note(self, msg):
         self.notes.append(msg)
 
-    def start_backend(self, name="backend", record=True, listeners=1, unix=None, listen=None):
+    def start_backend(self, name="backend", record=True, listeners=1, unix=None, listen=None,
+                      args=()):
+        """args: more fnbackend options, e.g. ["--fail-status", "503:0.1"]."""
         return Backend(self, name=name, record=record, listeners=listeners, unix=unix,
-                       listen=listen)
+                       listen=listen, args=args)
 
     @staticmethod
     def render(text, ports, admin_port, **subst):

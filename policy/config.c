@@ -2487,7 +2487,82 @@ static int add_egress_listeners(struct pctx *x)
     return 0;
 }
 
-enum { FN_K_NAME, FN_K_ENDPOINTS, FN_K_INGRESS, FN_K_UPSTREAM_TLS, FN_K_EGRESS, FN_K_N };
+enum { OUT_K_CONSECUTIVE, OUT_K_BASE, OUT_K_MAX, OUT_K_PERCENT, OUT_K_N };
+
+static int outlier_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct outlier_policy *o = obj;
+    uint64_t n;
+    int rc;
+
+    switch (key) {
+    case OUT_K_CONSECUTIVE:
+        rc = get_uint_max(x, v, 1000, &n);
+        o->consecutive_failures = (unsigned)n;
+        return rc;
+    case OUT_K_BASE:
+        return get_timeout(x, v, &o->base_ejection_ms);
+    case OUT_K_MAX:
+        return get_timeout(x, v, &o->max_ejection_ms);
+    default:
+        rc = get_uint_max(x, v, 100, &n);
+        o->max_ejected_percent = (unsigned)n;
+        return rc;
+    }
+}
+
+/* outlier: { consecutive_failures, base_ejection_time, max_ejection_time,
+ * max_ejected_percent } */
+static int parse_outlier(struct pctx *x, const struct ynode *n, struct outlier_policy *o)
+{
+    static const char *const known[] = {"consecutive_failures", "base_ejection_time",
+                                        "max_ejection_time", "max_ejected_percent", NULL};
+    const struct ynode *seen[OUT_K_N] = {0};
+    int rc;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { consecutive_failures: 5, base_ejection_time: 10s }");
+    rc = map_walk(x, n, known, NULL, seen, outlier_value, o);
+    if (rc == 0 && o->base_ejection_ms > o->max_ejection_ms)
+        rc = fail(x, n, "base_ejection_time is greater than max_ejection_time");
+    return rc;
+}
+
+enum { CB_K_ACTIVE, CB_K_PENDING, CB_K_N };
+
+static int breaker_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_circuit_breaker *b = obj;
+    uint64_t n;
+    int rc = get_uint_max(x, v, 1000000, &n);
+
+    if (key == CB_K_ACTIVE)
+        b->max_active = (unsigned)n;
+    else
+        b->max_pending = (unsigned)n;
+    return rc;
+}
+
+static int parse_breaker(struct pctx *x, const struct ynode *n, struct cfg_circuit_breaker *b)
+{
+    static const char *const known[] = {"max_active", "max_pending", NULL};
+    const struct ynode *seen[CB_K_N] = {0};
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { max_active: 1024, max_pending: 1024 }");
+    return map_walk(x, n, known, NULL, seen, breaker_value, b);
+}
+
+enum {
+    FN_K_NAME,
+    FN_K_ENDPOINTS,
+    FN_K_INGRESS,
+    FN_K_UPSTREAM_TLS,
+    FN_K_EGRESS,
+    FN_K_OUTLIER,
+    FN_K_BREAKER,
+    FN_K_N
+};
 
 static int function_value(struct pctx *x, int key, const struct ynode *v, void *obj)
 {
@@ -2502,16 +2577,20 @@ static int function_value(struct pctx *x, int key, const struct ynode *v, void *
         return parse_ingress(x, v, f);
     case FN_K_UPSTREAM_TLS:
         return parse_upstream_tls(x, v, &f->upstream_tls);
-    default:
+    case FN_K_EGRESS:
         return parse_egress(x, v, f);
+    case FN_K_OUTLIER:
+        return parse_outlier(x, v, &f->outlier);
+    default:
+        return parse_breaker(x, v, &f->circuit_breaker);
     }
 }
 
 static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_function *f,
                           const struct ynode **name_node)
 {
-    static const char *const known[] = {"name",         "endpoints", "ingress",
-                                        "upstream_tls", "egress",    NULL};
+    static const char *const known[] = {"name",   "endpoints", "ingress",         "upstream_tls",
+                                        "egress", "outlier",   "circuit_breaker", NULL};
     const struct ynode *seen[FN_K_N] = {0};
     int rc;
 
@@ -2519,6 +2598,13 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
         return fail(x, n, "expected a map with the function's name and endpoints");
     f->line = n->line;
     f->col = n->col;
+    f->outlier = (struct outlier_policy){
+        .consecutive_failures = 5,
+        .base_ejection_ms = 10 * 1000,
+        .max_ejection_ms = 300 * 1000,
+        .max_ejected_percent = 50,
+    };
+    f->circuit_breaker = (struct cfg_circuit_breaker){.max_active = 1024, .max_pending = 1024};
     rc = map_walk(x, n, known, NULL, seen, function_value, f);
     if (rc < 0)
         return rc;

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "outlier.h"
 #include "retry.h"
 
 #define CFG_ERR_MAX 512 /* size callers give for error messages */
@@ -163,6 +164,12 @@ struct cfg_dns {
     uint32_t cache_entries;   /* per worker; default 1024; 0: no cache */
 };
 
+/* functions[].circuit_breaker: per endpoint and worker; 0: no cap. */
+struct cfg_circuit_breaker {
+    unsigned max_active;  /* requests in flight to one endpoint; default 1024 */
+    unsigned max_pending; /* connects under way to one endpoint; default 1024 */
+};
+
 struct cfg_function {
     char *name;
     struct cfg_addr *endpoints;
@@ -174,6 +181,8 @@ struct cfg_function {
     struct cfg_route *routes;              /* ingress.routes */
     size_t n_routes;
     struct cfg_egress *egress; /* NULL: none (the function makes no outbound calls) */
+    struct outlier_policy outlier; /* its endpoints' and egress destinations' ejection */
+    struct cfg_circuit_breaker circuit_breaker;
     int line, col;
 };
 

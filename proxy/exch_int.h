@@ -26,6 +26,9 @@ void exch_reply(struct exch *x, int status, const char *code, const char *messag
 void exch_reply_json(struct exch *x, int status, const char *code, const char *message,
                      const char *extra);
 
+/* At its circuit breaker's limits (no more requests for it now). */
+bool endpoint_full(const struct endpoint *ep, const struct cfg_circuit_breaker *cb);
+
 /* The next attempt (exch.c picks the endpoint, or forward.c for egress). */
 void exch_connect(struct exch *x);
 void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const char *msg);

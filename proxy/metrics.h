@@ -109,6 +109,8 @@ struct route_stats {
     uint64_t denials[DENY__N];
     uint64_t would_deny[DENY__N];       /* egress, mode: report: let through, would be denied */
     uint64_t retries;                   /* fnproxy_retries_total */
+    uint64_t ejections;                 /* fnproxy_outlier_ejections_total */
+    uint64_t breaker_rejections;        /* fnproxy_circuit_breaker_rejections_total */
     uint64_t retries_skipped[RETRY__N]; /* fnproxy_retries_skipped_total, by retry_verdict */
     struct retry_budget budget;       /* the route's retry budget on this worker: not a metric, kept
                                        * here because it lives as long as the series */

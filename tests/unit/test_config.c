@@ -1243,6 +1243,55 @@ static void test_route_retries_errors(void **state)
     check_errors(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+static void test_outlier_and_breaker(void **state)
+{
+    struct config *c = parse_ok(
+        "functions:\n"
+        "  - name: a\n"
+        "    endpoints: [127.0.0.1:1]\n"
+        "    outlier: { consecutive_failures: 3, base_ejection_time: 2s, max_ejection_time: 1m,"
+        " max_ejected_percent: 30 }\n"
+        "    circuit_breaker: { max_active: 10, max_pending: 0 }\n"
+        "  - name: b\n"
+        "    endpoints: [127.0.0.1:2]\n");
+    const struct cfg_function *a = &c->functions[0], *b = &c->functions[1];
+    (void)state;
+
+    assert_int_equal(a->outlier.consecutive_failures, 3);
+    assert_int_equal(a->outlier.base_ejection_ms, 2000);
+    assert_int_equal(a->outlier.max_ejection_ms, 60000);
+    assert_int_equal(a->outlier.max_ejected_percent, 30);
+    assert_int_equal(a->circuit_breaker.max_active, 10);
+    assert_int_equal(a->circuit_breaker.max_pending, 0);
+    /* The defaults (README). */
+    assert_int_equal(b->outlier.consecutive_failures, 5);
+    assert_int_equal(b->outlier.base_ejection_ms, 10000);
+    assert_int_equal(b->outlier.max_ejection_ms, 300000);
+    assert_int_equal(b->outlier.max_ejected_percent, 50);
+    assert_int_equal(b->circuit_breaker.max_active, 1024);
+    assert_int_equal(b->circuit_breaker.max_pending, 1024);
+    config_free(c);
+
+#define F "functions:\n  - name: a\n    endpoints: [127.0.0.1:1]\n"
+    static const struct err_case cases[] = {
+        {F "    outlier: 5\n",
+         "t.yaml:4:14: functions[0].outlier: expected a map like { consecutive_failures: 5, "
+         "base_ejection_time: 10s }"},
+        {F "    outlier: { max_ejected_percent: 101 }\n",
+         "t.yaml:4:37: functions[0].outlier.max_ejected_percent: expected a number from 0 to 100"},
+        {F "    outlier: { base_ejection_time: 1m, max_ejection_time: 10s }\n",
+         "t.yaml:4:14: functions[0].outlier: base_ejection_time is greater than "
+         "max_ejection_time"},
+        {F "    outlier: { consecutive: 5 }\n",
+         "t.yaml:4:16: functions[0].outlier.consecutive: unknown key \"consecutive\""},
+        {F "    circuit_breaker: { max_active: x }\n",
+         "t.yaml:4:36: functions[0].circuit_breaker.max_active: expected a number from 0 to "
+         "1000000"},
+    };
+#undef F
+    check_errors(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 /* A unix socket is a function's own too: whoever can open the file. */
 static void test_egress_unix_listen(void **state)
 {
@@ -2123,6 +2172,7 @@ int main(void)
         cmocka_unit_test(test_egress_unix_listen),
         cmocka_unit_test(test_route_retries),
         cmocka_unit_test(test_route_retries_errors),
+        cmocka_unit_test(test_outlier_and_breaker),
         cmocka_unit_test(test_egress_small),
         cmocka_unit_test(test_egress_errors),
         cmocka_unit_test(test_egress_listener_limit),

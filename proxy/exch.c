@@ -130,6 +130,10 @@ void exch_touch(struct exch *x)
         t.tunnel_ms = x->fn->egress->tunnel_idle_timeout_ms;
     }
     ms = exch_phase_timeout(x->phase, &t, &kind);
+    if (x->phase == EXCH_PH_BACKOFF) { /* its wait is fixed, whatever else moves */
+        uint64_t now = worker_now_ms(x->cl->w);
+        ms = x->wake_at > now ? x->wake_at - now : 0;
+    }
     if (x->phase == EXCH_PH_CONNECT || x->phase == EXCH_PH_SEND || x->phase == EXCH_PH_WAIT_HEAD) {
         /* Waiting on the function: the request's and the attempt's deadlines too. */
         uint64_t now = worker_now_ms(x->cl->w);
@@ -566,13 +570,15 @@ void exch_refuse_head(struct exch *x, int status, const char *code, const char *
     exch_reply(x, status, code, why);
 }
 
-void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struct retry_policy *rp)
+void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struct retry_policy *rp,
+                     const struct cfg_fault *fault)
 {
     struct h1_head *h = &x->req.head;
     uint64_t now = worker_now_ms(x->cl->w);
 
     x->tmo = tmo;
     x->retries = rp;
+    x->fault = fault;
     x->deadline = now + tmo->timeout_ms;
     if (retry_method_idempotent(h->method.p, h->method.len)) {
         x->flags |= X_F_IDEMPOTENT;
@@ -583,6 +589,36 @@ void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struc
     }
     if (rp != NULL)
         retry_budget_request(&x->stats->budget, now / 1000);
+}
+
+/* Waits ms before the next attempt (a backoff, an injected delay). */
+static void exch_wait(struct exch *x, uint64_t ms)
+{
+    x->wake_at = worker_now_ms(x->cl->w) + ms;
+    exch_enter(x, EXCH_PH_BACKOFF);
+}
+
+/* true with a share in 100000 */
+static bool exch_chance(struct exch *x, uint32_t share)
+{
+    return share != 0 && worker_rand(x->cl->w) % 100000 < share;
+}
+
+void exch_first_attempt(struct exch *x)
+{
+    const struct cfg_fault *f = x->fault;
+
+    if (f != NULL && exch_chance(x, f->abort_share)) {
+        metrics_inc(&x->stats->faults[FAULT_ABORT]);
+        exch_reply(x, f->abort_status, "fault_injected", "answered by fault injection (abort)");
+        return;
+    }
+    if (f != NULL && exch_chance(x, f->delay_share)) {
+        metrics_inc(&x->stats->faults[FAULT_DELAY]);
+        exch_wait(x, f->delay_ms); /* its end starts the first attempt */
+        return;
+    }
+    exch_connect(x);
 }
 
 static bool client_allowed(const struct cfg_function *fn, const char *id)
@@ -647,7 +683,7 @@ void exch_begin(struct exch *x)
     x->route = m.route;
     x->fs = &x->ws->fns[m.fn_idx];
     x->stats = x->fs->routes[m.route_idx];
-    exch_set_policy(x, &m.route->t, &m.route->retries);
+    exch_set_policy(x, &m.route->t, &m.route->retries, &m.route->fault);
     if (x->fn->n_allowed_clients > 0 && !client_allowed(x->fn, cl->id)) {
         metrics_inc(&x->stats->denials[DENY_CLIENT]);
         exch_reply(x, 403, "client_not_allowed",
@@ -696,7 +732,7 @@ void exch_begin(struct exch *x)
         return;
     }
     x->req_out.chunked = (h->flags & H1_F_CHUNKED) != 0;
-    exch_connect(x);
+    exch_first_attempt(x);
 }
 
 /* Picks the endpoint: the less loaded of two random untried ones; once
@@ -928,8 +964,7 @@ static bool exch_try_retry(struct exch *x, enum retry_cond cond, int status, int
         exch_connect(x);
         return true;
     }
-    x->phase = EXCH_PH_BACKOFF;
-    x->cl->ops->arm(x, f.wait_ms);
+    exch_wait(x, f.wait_ms);
     return true;
 }
 

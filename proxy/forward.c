@@ -240,7 +240,7 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
         fwd_deny(x, denied > 0 ? DENY_PRIVATE : DENY_OWN_LISTENER);
         return;
     }
-    exch_connect(x);
+    exch_first_attempt(x);
 }
 
 static void on_resolved(struct resolve_req *q, int status, const struct resolve_addrs *a)
@@ -423,13 +423,13 @@ void fwd_begin(struct exch *x)
         x->verdict = FWD_ALLOW;
         x->rule = &eg->allow[x->policy.rule];
         x->stats = x->fs->egress_rules[x->policy.rule];
-        exch_set_policy(x, &x->rule->t, &x->rule->retries);
+        exch_set_policy(x, &x->rule->t, &x->rule->retries, &x->rule->fault);
     } else if (eg->mode == CFG_EGRESS_ENFORCE) {
         fwd_deny(x, denial_of(x->policy.deny));
         return;
     } else {
         fwd_would_deny(x, denial_of(x->policy.deny));
-        exch_set_policy(x, &fwd_default_tmo, NULL);
+        exch_set_policy(x, &fwd_default_tmo, NULL, NULL);
     }
     fwd_travelling_deadline(x);
 

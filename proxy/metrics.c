@@ -124,6 +124,8 @@ static void route_sum(struct metrics *const *shards, size_t n, const struct rout
             sum->retries += load(&s->retries);
             sum->ejections += load(&s->ejections);
             sum->breaker_rejections += load(&s->breaker_rejections);
+            for (int k = 0; k < FAULT__N; k++)
+                sum->faults[k] += load(&s->faults[k]);
             for (int k = 0; k < RETRY__N; k++)
                 sum->retries_skipped[k] += load(&s->retries_skipped[k]);
             histogram_merge(&sum->duration, &s->duration);
@@ -366,6 +368,10 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
     render_route_counts(out, "fnproxy_retries_skipped_total",
                         "Retries the policy wanted and did not make, by reason.", "reason", all,
                         n_all, offsetof(struct route_stats, retries_skipped), skip_names, RETRY__N);
+    static const char *const fault_names[FAULT__N] = {"delay", "abort"};
+    render_route_counts(out, "fnproxy_faults_injected_total",
+                        "Requests delayed or answered on purpose (fault), by kind.", "kind", all,
+                        n_all, offsetof(struct route_stats, faults), fault_names, FAULT__N);
     render_route_counts(out, "fnproxy_upstream_errors_total",
                         "Failed exchanges with a function, by reason.", "reason", all, n_all,
                         offsetof(struct route_stats, upstream_errors), uperr_names, UPERR__N);

@@ -676,6 +676,21 @@ static void conn_linger(struct conn *c)
     conn_read(c, true);
 }
 
+void conn_thaw(struct conn *c, uint64_t lost_ms)
+{
+    uint64_t now = uv_now(c->timer.loop);
+
+    if (c->state == CONN_ST_CLOSING)
+        return;
+    if (c->x != NULL)
+        exch_thaw(c->x, lost_ms);
+    if (!uv_is_active((uv_handle_t *)&c->timer))
+        return;
+    c->deadline += lost_ms;
+    c->timer_due = c->deadline;
+    uv_timer_start(&c->timer, on_timer_due, c->deadline > now ? c->deadline - now : 0, 0);
+}
+
 void conn_drain(struct conn *c)
 {
     if (c->state == CONN_ST_IDLE || c->state == CONN_ST_HANDSHAKE)

@@ -67,6 +67,10 @@ void conn_accept(struct wlistener *l, int fd, const struct sockaddr *peer);
 /* Draining: idle connections close now, busy ones after their response. */
 void conn_drain(struct conn *c);
 
+/* The process was frozen for lost_ms: its deadline (and its exchange's)
+ * move on by that much instead of all passing at once. */
+void conn_thaw(struct conn *c, uint64_t lost_ms);
+
 /* Closes now, abandoning any request in flight. */
 void conn_close(struct conn *c);
 

@@ -1141,6 +1141,15 @@ void exch_input(struct exch *x)
     exch_pump_request(x);
 }
 
+void exch_thaw(struct exch *x, uint64_t lost_ms)
+{
+    uint64_t *t[] = {&x->deadline, &x->try_deadline, &x->wake_at, &x->body_since, &x->down_since};
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (*t[i] != 0)
+            *t[i] += lost_ms;
+}
+
 void exch_client_eof(struct exch *x)
 {
     if ((x->flags & X_F_TUNNEL) && x->ws != NULL)

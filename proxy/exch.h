@@ -302,6 +302,9 @@ void exch_client_sent(struct exch *x, int status);
 /* The deadline of the current phase passed. */
 void exch_on_deadline(struct exch *x);
 
+/* The process was frozen for lost_ms: the exchange's deadlines move on. */
+void exch_thaw(struct exch *x, uint64_t lost_ms);
+
 /* The client half-closed (sent FIN): a tunnel passes it on; other
  * exchanges answer what they have. */
 void exch_client_eof(struct exch *x);

@@ -34,6 +34,9 @@
 #define ACCEPT_BACKOFF_MS 100 /* pause after EMFILE and the like */
 #define SWEEP_MS 100          /* access log flush; pool sweep every 10th tick */
 #define DRAIN_CHECK_MS 50
+/* A sweep tick this much later than due means the process was frozen (a
+ * paused function's sidecar, SIGSTOP): no loop iteration takes this long. */
+#define FREEZE_MS 1000
 #define FREE_BUFS_MAX 256
 
 /* --- buffers and small services ------------------------------------------- */
@@ -416,9 +419,28 @@ static void worker_exit(struct worker *w)
     xprt_loop_close(&w->xlp);
 }
 
+/* After a freeze the clock has jumped: every deadline would pass at once and
+ * pooled connections may have been closed by their peers meanwhile. The
+ * deadlines move on by the time lost (what was waited before still
+ * counts), and the pooled connections go. */
+static void worker_thaw(struct worker *w, uint64_t lost_ms)
+{
+    log_warn("worker %u: the clock jumped %llu ms (the process was frozen): deadlines moved on, "
+             "pooled connections dropped",
+             w->id, (unsigned long long)lost_ms);
+    pool_sweep(&w->pool, 0);
+    for (struct conn *c = w->conns; c != NULL; c = c->next)
+        conn_thaw(c, lost_ms);
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     struct worker *w = t->data;
+    uint64_t now = worker_now_ms(w);
+
+    if (w->last_sweep_ms != 0 && now > w->last_sweep_ms + SWEEP_MS + FREEZE_MS)
+        worker_thaw(w, now - w->last_sweep_ms - SWEEP_MS);
+    w->last_sweep_ms = now;
 
     accesslog_flush(&w->alog);
     metrics_store(&w->metrics.accesslog_dropped, w->alog.dropped);

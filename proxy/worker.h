@@ -95,6 +95,7 @@ struct worker {
     struct metrics metrics;
     struct accesslog_buf alog; /* this worker's lines, flushed every SWEEP_MS */
     unsigned sweep_ticks;
+    uint64_t last_sweep_ms; /* loop time of the last sweep tick: a late one means a freeze */
 
     char *scratch;   /* reads of idle connections land here first */
     void *free_bufs; /* pooled WORKER_BUF_SIZE buffers, linked through their first bytes */

@@ -225,3 +225,47 @@ def timeout_kinds_name_what_stalled(ctx):
     check_fnproxy_error(r, 504, "upstream_timeout")
     check(wait_for(lambda: _timeouts(fp) == {"header": 1.0, "body": 1.0, "total": 1.0}, 3),
           "after a function that does not answer: %r" % _timeouts(fp))
+
+
+@case(timeout=60)
+def freeze_and_thaw(ctx):
+    """A frozen fnproxy (SIGSTOP, as a paused function's sidecar is) thaws
+    with its deadlines moved on by the time lost, not all passed at once:
+    a request in flight across a 2.5 s freeze with timeout 2s still gets
+    its answer. Connections that sat idle in the pool across the freeze are
+    dropped (the function may have closed them meanwhile)."""
+    import signal
+    import time
+
+    def concurrent_conns(n):
+        cs = [ctx.connect(fp.port) for _ in range(n)]
+        for c in cs:
+            c.send(build_request("GET", "/delay/200"))
+        rs = [c.read_response() for c in cs]
+        for r in rs:
+            check_eq(r.status, 200, "a /delay/200")
+        return {r.header("x-backend-conn") for r in rs}
+
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(std_config([b.addr], timeout="2s"), workers=1)
+    before = concurrent_conns(2)
+    check_eq(len(before), 2, "two upstream connections pooled before the freeze")
+
+    # A request in flight takes one of them: the function answers after
+    # 300 ms, while fnproxy is frozen for 2.5 s, longer than the timeout.
+    slow = ctx.connect(fp.port, timeout=15)
+    slow.send(build_request("GET", "/delay/300"))
+    time.sleep(0.1)
+    fp.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.5)
+    finally:
+        fp.send_signal(signal.SIGCONT)
+    r = slow.read_response(timeout=10)
+    check_eq(r.status, 200, "the request in flight across the freeze (%r)" % r)
+    idle = before - {r.header("x-backend-conn")}
+    check_eq(len(idle), 1, "one connection sat idle in the pool across the freeze")
+    after = concurrent_conns(2)
+    check(not (after & idle),
+          "the connection idle across the freeze (%s) was used after it (%r)" % (idle, after))
+    check("the clock jumped" in fp.stderr_text(), "the thaw is logged")

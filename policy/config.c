@@ -36,8 +36,11 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "egress_addr.h"
+#include "egress_rules.h"
+
 #define CONFIG_FILE_MAX (4u << 20) /* larger files are refused unread */
-#define CONFIG_DEPTH_MAX 64        /* our schema nests 6 deep; this only stops abuse */
+#define CONFIG_DEPTH_MAX 64        /* our schema nests 7 deep; this only stops abuse */
 #define NAME_LEN_MAX 64
 #define HOST_LEN_MAX 253
 /* Durations are capped at one day: nothing in fnproxy waits longer, and a
@@ -107,6 +110,8 @@ struct ynode {
     size_t n;                   /* number of children */
 };
 
+struct egress_listen;
+
 /* Parser state: where errors go, the key path so far, the config being built. */
 struct pctx {
     const char *name; /* file name for messages */
@@ -117,8 +122,10 @@ struct pctx {
     size_t plen;
     struct arena arena;
     struct config *c;
-    const struct ynode **listen_nodes; /* listeners[i].listen, for clash messages */
-    const struct ynode *admin_listen;  /* admin.listen value */
+    const struct ynode **listen_nodes;   /* listeners[i].listen, for clash messages */
+    const struct ynode **listener_names; /* top-level listeners[i].name */
+    struct egress_listen *egress_listen; /* functions[i].egress.listen, until appended */
+    const struct ynode *admin_listen;    /* admin.listen value */
 };
 
 static int vfail_at(struct pctx *x, int line, int col, const char *fmt, va_list ap)
@@ -1265,6 +1272,7 @@ static int parse_listeners(struct pctx *x, const struct ynode *v)
     c->listeners = calloc(v->n, sizeof(*c->listeners));
     name_nodes = arena_alloc(&x->arena, v->n * sizeof(*name_nodes));
     x->listen_nodes = arena_alloc(&x->arena, v->n * sizeof(*x->listen_nodes));
+    x->listener_names = name_nodes;
     if (!c->listeners || !name_nodes || !x->listen_nodes)
         return fail_oom(x);
     c->n_listeners = v->n;
@@ -1383,10 +1391,154 @@ static int get_workers(struct pctx *x, const struct ynode *v, unsigned *out)
     return 0;
 }
 
+/* ---- dns ---- */
+
+#define DNS_SERVERS_MAX 16
+#define DNS_TIMEOUT_MAX_MS (60u * 1000)
+#define DNS_CACHE_ENTRIES_MAX 1000000u
+
+/* One DNS server: an IP literal with an optional port (default 53), read by
+ * egress_target_parse so that the spellings it refuses (unbracketed IPv6,
+ * "127.1", a port with a leading zero) are refused here too. Written out
+ * canonical with its port, "127.0.0.1:53" or "[::1]:53", as c-ares takes
+ * it (resolve.h). */
+static int get_dns_server(struct pctx *x, const struct ynode *v, char *out, size_t size)
+{
+    struct egress_target t;
+    char ip[INET6_ADDRSTRLEN];
+
+    if (!node_is_value(v) || egress_target_parse(v->str, v->len, 53, &t) != EGRESS_T_OK ||
+        !t.is_ip || !inet_ntop(t.family, t.addr, ip, sizeof(ip)))
+        return fail(x, v,
+                    "expected an IP address with an optional port, like 127.0.0.1:53 or "
+                    "[::1]:53");
+    snprintf(out, size, t.family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, (unsigned)t.port);
+    return 0;
+}
+
+static int parse_dns_servers(struct pctx *x, const struct ynode *v, char **out)
+{
+    char one[INET6_ADDRSTRLEN + 8], *s;
+    const struct ynode *it;
+    size_t i = 0, len = 0, cap;
+
+    if (v->type != YN_SEQ || v->n == 0)
+        return fail(x, v, "expected a non-empty list of DNS servers, like [127.0.0.1:53]");
+    if (v->n > DNS_SERVERS_MAX)
+        return fail(x, v, "at most %d DNS servers", DNS_SERVERS_MAX);
+    cap = v->n * sizeof(one);
+    s = calloc(1, cap);
+    if (!s)
+        return fail_oom(x);
+    *out = s;
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+        int rc = get_dns_server(x, it, one, sizeof(one));
+
+        if (rc < 0)
+            return rc;
+        len += (size_t)snprintf(s + len, cap - len, "%s%s", i ? "," : "", one);
+        path_pop(x, mark);
+    }
+    return 0;
+}
+
+/* A TTL bound: a duration in whole seconds (an answer's TTL has no finer
+ * grain, and rounding would change what was written). */
+static int get_ttl(struct pctx *x, const struct ynode *v, uint32_t *s)
+{
+    uint64_t ms;
+    int rc = get_duration(x, v, &ms);
+
+    if (rc < 0)
+        return rc;
+    if (ms % 1000)
+        return fail(x, v, "expected whole seconds, like 30s");
+    *s = (uint32_t)(ms / 1000);
+    return 0;
+}
+
+enum { CACHE_K_MIN_TTL, CACHE_K_MAX_TTL, CACHE_K_ENTRIES, CACHE_K_N };
+
+static int dns_cache_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_dns *d = obj;
+    uint64_t n;
+    bool big;
+
+    switch (key) {
+    case CACHE_K_MIN_TTL:
+        return get_ttl(x, v, &d->cache_min_ttl_s);
+    case CACHE_K_MAX_TTL:
+        return get_ttl(x, v, &d->cache_max_ttl_s);
+    default:
+        if (!node_is_value(v) || scan_uint(v->str, v->len, &n, &big) != v->len || big ||
+            n > DNS_CACHE_ENTRIES_MAX)
+            return fail(x, v, "expected a number from 0 to %u", DNS_CACHE_ENTRIES_MAX);
+        d->cache_entries = (uint32_t)n;
+        return 0;
+    }
+}
+
+static int parse_dns_cache(struct pctx *x, const struct ynode *n, struct cfg_dns *d)
+{
+    static const char *const known[] = {"min_ttl", "max_ttl", "entries", NULL};
+    const struct ynode *seen[CACHE_K_N] = {0};
+    int rc;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { min_ttl: 0s, max_ttl: 300s, entries: 1024 }");
+    rc = map_walk(x, n, known, NULL, seen, dns_cache_value, d);
+    if (rc < 0)
+        return rc;
+    if (d->cache_min_ttl_s > d->cache_max_ttl_s) {
+        path_key(x, seen[CACHE_K_MIN_TTL] ? "min_ttl" : "max_ttl");
+        return fail(x,
+                    (seen[CACHE_K_MIN_TTL] ? seen[CACHE_K_MIN_TTL] : seen[CACHE_K_MAX_TTL])->next,
+                    "min_ttl (%us) is greater than max_ttl (%us)", (unsigned)d->cache_min_ttl_s,
+                    (unsigned)d->cache_max_ttl_s);
+    }
+    return 0;
+}
+
+enum { DNS_K_SERVERS, DNS_K_TIMEOUT, DNS_K_CACHE, DNS_K_N };
+
+static int dns_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_dns *d = obj;
+    int rc;
+
+    switch (key) {
+    case DNS_K_SERVERS:
+        return parse_dns_servers(x, v, &d->servers);
+    case DNS_K_TIMEOUT:
+        rc = get_timeout(x, v, &d->timeout_ms);
+        if (rc == 0 && d->timeout_ms > DNS_TIMEOUT_MAX_MS)
+            rc = fail(x, v, "must be at most 60s");
+        return rc;
+    default:
+        return parse_dns_cache(x, v, d);
+    }
+}
+
+/* dns: how egress names are resolved. The defaults are set by parse_root,
+ * so that a config without the key has them too. */
+static int parse_dns(struct pctx *x, const struct ynode *n)
+{
+    static const char *const known[] = {"servers", "timeout", "cache", NULL};
+    const struct ynode *seen[DNS_K_N] = {0};
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { servers: [127.0.0.1:53], timeout: 5s }");
+    return map_walk(x, n, known, NULL, seen, dns_value, &x->c->dns);
+}
+
 /* ---- functions and routes ---- */
 
 /* match.listener left out: fine when there is exactly one listener. The path
- * is at the route (no match at all) or at its match map. */
+ * is at the route (no match at all) or at its match map. Only top-level
+ * listeners are in the list yet: egress ones join once the functions are
+ * read (add_egress_listeners). */
 static int default_listener(struct pctx *x, const struct ynode *at, const char *key,
                             struct cfg_route *r)
 {
@@ -1408,8 +1560,11 @@ static int get_listener_ref(struct pctx *x, const struct ynode *v, size_t *out)
 
     if (!node_is_value(v) || !name_valid(v->str, v->len))
         return fail(x, v, "expected a listener name");
+    /* Routes are read before the egress listeners join the list, and a
+     * route could not use one anyway: those are forward proxies. */
     for (i = 0; i < c->n_listeners; i++) {
-        if (strcmp(c->listeners[i].name, v->str) == 0) {
+        if (c->listeners[i].kind == CFG_LISTENER_INGRESS &&
+            strcmp(c->listeners[i].name, v->str) == 0) {
             *out = i;
             return 0;
         }
@@ -1588,7 +1743,522 @@ static int parse_endpoints(struct pctx *x, const struct ynode *v, struct cfg_fun
     return 0;
 }
 
-enum { FN_K_NAME, FN_K_ENDPOINTS, FN_K_INGRESS, FN_K_UPSTREAM_TLS, FN_K_N };
+/* ---- egress ---- */
+
+#define EGRESS_RULES_MAX 10000
+
+/* Where a function's egress listener was written: kept while the functions
+ * are read, turned into a listener once all of them are (egress listeners
+ * come after the top-level ones, whose indexes routes hold). */
+struct egress_listen {
+    struct cfg_addr addr;
+    const struct ynode *node;   /* the egress.listen value */
+    const struct ynode *egress; /* the egress map */
+};
+
+static bool addr_is_loopback(const struct cfg_addr *a)
+{
+    if (a->sa.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->sa;
+
+        return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+    }
+    return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&a->sa)->sin6_addr);
+}
+
+/* The egress listener is how fnproxy knows which function is calling out:
+ * whoever connects to it gets that function's policy. Anything off this host
+ * that could reach it would borrow the function's identity. */
+static int get_egress_listen(struct pctx *x, const struct ynode *v, struct cfg_addr *a)
+{
+    int rc;
+
+    if (node_is_value(v) && v->len >= 5 && memcmp(v->str, "unix:", 5) == 0)
+        return fail(x, v, "unix sockets are not supported yet for egress.listen");
+    rc = get_addr(x, v, false, a);
+    if (rc == 0 && !addr_is_loopback(a))
+        rc = fail(x, v,
+                  "must be a loopback address (127.0.0.0/8 or [::1]): the egress listener is the "
+                  "function's identity, so nothing off this host may reach it");
+    return rc;
+}
+
+/* What each egress_target_parse error means in a rule's host. */
+static const char *const host_why[EGRESS_T__N] = {
+    [EGRESS_T_EMPTY] = "no host",
+    [EGRESS_T_TOO_LONG] = "longer than 253 bytes, or a label longer than 63",
+    [EGRESS_T_BAD_CHAR] = "a host name takes letters, digits, - _ and . (IDNs as xn--...)",
+    [EGRESS_T_BAD_LABEL] = "an empty label, or one that starts or ends with -",
+    [EGRESS_T_NUMERIC] = "looks like a number but is not a dotted-quad IPv4 address",
+    [EGRESS_T_BAD_PORT] = "expected a host without a port",
+    [EGRESS_T_BAD_IPV6] = "not an IPv6 address",
+};
+
+/* allow[].host: a name, "*." and a name, or an IP literal. The name is
+ * canonicalised by egress_target_parse, the very function that reads the
+ * requests it will be compared with, so a spelling that it refuses in a
+ * request ("127.1", "0x7f.1", "2130706433") cannot hide in a rule either.
+ * Stored lower case, without the trailing dot; an IP literal in inet_ntop
+ * form (IPv6 without brackets), which is how the target of a request
+ * written with that literal reads. */
+static int get_egress_host(struct pctx *x, const struct ynode *v, char **out)
+{
+    static const char what[] = "expected a host like api.example.com, *.example.com or an IP";
+    char buf[HOST_LEN_MAX + 3], shown[48];
+    const char *name;
+    size_t nlen, colons = 0, i;
+    struct egress_target t;
+    bool wild;
+    int e;
+
+    if (!node_is_value(v) || v->len == 0)
+        return fail(x, v, "%s", what);
+    wild = v->len >= 2 && v->str[0] == '*' && v->str[1] == '.';
+    name = wild ? v->str + 2 : v->str;
+    nlen = wild ? v->len - 2 : v->len;
+    if (memchr(name, '*', nlen))
+        return fail(x, v, "the * wildcard must be the whole first label, like *.example.com");
+    for (i = 0; i < nlen; i++)
+        colons += name[i] == ':';
+    /* "host:443" and "[::1]:443": the ports are the rule's ports key. */
+    if ((name[0] != '[' && colons == 1) || (name[0] == '[' && name[nlen - 1] != ']' && colons))
+        return fail(x, v, "expected a host without a port");
+    /* An IPv6 literal may be written without brackets here, as in a route's
+     * host: there is no port to tell apart. */
+    if (name[0] != '[' && colons >= 2) {
+        if (nlen + 2 >= sizeof(buf))
+            return fail(x, v, "bad_ipv6: %s", host_why[EGRESS_T_BAD_IPV6]);
+        buf[0] = '[';
+        memcpy(buf + 1, name, nlen);
+        buf[nlen + 1] = ']';
+        name = buf;
+        nlen += 2;
+    }
+    e = egress_target_parse(name, nlen, 80, &t);
+    if (e == EGRESS_T_EMPTY && wild)
+        return fail(x, v, "expected a domain after *., like *.example.com");
+    if (e == EGRESS_T_NUMERIC)
+        return fail(x, v, "%s: \"%s\" %s", egress_target_error_name(e),
+                    node_shown(v, shown, sizeof(shown)), host_why[e]);
+    if (e != EGRESS_T_OK)
+        return fail(x, v, "%s: %s", egress_target_error_name(e),
+                    e > 0 && e < EGRESS_T__N && host_why[e] ? host_why[e] : what);
+    if (wild && t.is_ip)
+        return fail(x, v, "a * wildcard takes a domain name, not an IP address");
+    *out = malloc(t.host_len + 3);
+    if (!*out)
+        return fail_oom(x);
+    snprintf(*out, t.host_len + 3, "%s%.*s", wild ? "*." : "", (int)t.host_len, t.host);
+    return 0;
+}
+
+static int get_ports(struct pctx *x, const struct ynode *v, struct cfg_egress_rule *r)
+{
+    uint8_t taken[65536 / 8] = {0};
+    const struct ynode *it, *prev;
+    size_t i = 0;
+
+    if (v->type != YN_SEQ)
+        return fail(x, v, "expected a list of ports");
+    if (v->n == 0)
+        return fail(x, v, "expected at least one port, like [443]");
+    r->ports = calloc(v->n, sizeof(*r->ports));
+    if (!r->ports)
+        return fail_oom(x);
+    r->n_ports = v->n;
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+        uint16_t port;
+
+        if (!node_is_value(it) || !port_parse(it->str, it->len, &port))
+            return fail(x, it, "expected a port from 1 to 65535");
+        if (taken[port / 8] & (1u << (port % 8))) {
+            uint16_t p = 0;
+
+            /* Once, on the error path: find where it was first. */
+            for (prev = v->first; prev != it; prev = prev->next)
+                if (port_parse(prev->str, prev->len, &p) && p == port)
+                    break;
+            return fail(x, it, "duplicate port %u (first at %s:%d:%d)", (unsigned)port, x->name,
+                        prev->line, prev->col);
+        }
+        taken[port / 8] |= (uint8_t)(1u << (port % 8));
+        r->ports[i] = port;
+        path_pop(x, mark);
+    }
+    return 0;
+}
+
+static int get_paths(struct pctx *x, const struct ynode *v, struct cfg_egress_rule *r)
+{
+    const struct ynode *it;
+    size_t i = 0;
+
+    if (v->type != YN_SEQ || v->n == 0)
+        return fail(x, v, "expected a non-empty list of path prefixes, like [/v1/]");
+    r->paths = calloc(v->n, sizeof(*r->paths));
+    if (!r->paths)
+        return fail_oom(x);
+    r->n_paths = v->n;
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+        int rc = get_path_prefix(x, it, &r->paths[i]);
+
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    return 0;
+}
+
+enum {
+    ALLOW_K_NAME,
+    ALLOW_K_HOST,
+    ALLOW_K_CIDR,
+    ALLOW_K_PORTS,
+    ALLOW_K_METHODS,
+    ALLOW_K_PATHS,
+    ALLOW_K_TLS,
+    ALLOW_K_CA,
+    ALLOW_K_TIMEOUT,
+    ALLOW_K_CONNECT_TIMEOUT,
+    ALLOW_K_N
+};
+
+static int allow_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_egress_rule *r = obj;
+
+    switch (key) {
+    case ALLOW_K_NAME:
+        return get_name(x, v, &r->name);
+    case ALLOW_K_HOST:
+        return get_egress_host(x, v, &r->host);
+    case ALLOW_K_CIDR:
+        /* Checked when the rules are compiled (egress_rules_compile). */
+        return get_text(x, v, "a CIDR like 10.1.0.0/16", &r->cidr);
+    case ALLOW_K_PORTS:
+        return get_ports(x, v, r);
+    case ALLOW_K_METHODS:
+        return get_methods(x, v, &r->methods);
+    case ALLOW_K_PATHS:
+        return get_paths(x, v, r);
+    case ALLOW_K_TLS:
+        if (!node_is_value(v) || !node_eq(v, "originate"))
+            return fail(x, v, "expected originate (the only TLS mode of an allow rule)");
+        r->tls_originate = true;
+        return 0;
+    case ALLOW_K_CA:
+        return get_text(x, v, "a file path", &r->ca);
+    case ALLOW_K_TIMEOUT:
+        return get_timeout(x, v, &r->timeout_ms);
+    default:
+        return get_timeout(x, v, &r->connect_timeout_ms);
+    }
+}
+
+static int parse_allow_rule(struct pctx *x, const struct ynode *n, struct cfg_egress_rule *r,
+                            const struct ynode **name_node)
+{
+    static const char *const known[] = {"name",  "host", "cidr", "ports",   "methods",
+                                        "paths", "tls",  "ca",   "timeout", "connect_timeout",
+                                        NULL};
+    static const char *const later[] = {"retries", "fault", NULL};
+    const struct ynode *seen[ALLOW_K_N] = {0};
+    int rc;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { name: api, host: api.example.com, ports: [443] }");
+    r->line = n->line;
+    r->col = n->col;
+    r->timeout_ms = 15 * 1000;
+    r->connect_timeout_ms = 5 * 1000;
+    rc = map_walk(x, n, known, later, seen, allow_value, r);
+    if (rc < 0)
+        return rc;
+    if (!seen[ALLOW_K_NAME])
+        return fail(x, n, "missing required key \"name\"");
+    *name_node = seen[ALLOW_K_NAME]->next;
+    if (seen[ALLOW_K_HOST] && seen[ALLOW_K_CIDR])
+        return fail(x, n, "expected host or cidr, not both");
+    if (!seen[ALLOW_K_HOST] && !seen[ALLOW_K_CIDR])
+        return fail(x, n, "missing required key \"host\" or \"cidr\"");
+    if (!seen[ALLOW_K_PORTS])
+        return fail(x, n, "missing required key \"ports\"");
+    if (r->ca && !r->tls_originate) {
+        path_key(x, "ca");
+        return fail(x, seen[ALLOW_K_CA]->next, "only allowed with tls: originate");
+    }
+    return 0;
+}
+
+static int parse_allow(struct pctx *x, const struct ynode *v, struct cfg_egress *e)
+{
+    const struct ynode **name_nodes, *it;
+    size_t i = 0, dup, first;
+    int rc;
+
+    if (v->type != YN_SEQ)
+        return fail(x, v, "expected a list of allow rules");
+    if (v->n > EGRESS_RULES_MAX)
+        return fail(x, v, "at most %d allow rules", EGRESS_RULES_MAX);
+    if (v->n == 0)
+        return 0;
+    e->allow = calloc(v->n, sizeof(*e->allow));
+    name_nodes = arena_alloc(&x->arena, v->n * sizeof(*name_nodes));
+    if (!e->allow || !name_nodes)
+        return fail_oom(x);
+    e->n_allow = v->n;
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+
+        rc = parse_allow_rule(x, it, &e->allow[i], &name_nodes[i]);
+        if (rc < 0)
+            return rc;
+        path_pop(x, mark);
+    }
+    rc = find_dup(x, e->allow, e->n_allow, sizeof(*e->allow),
+                  offsetof(struct cfg_egress_rule, name), &dup, &first);
+    if (rc < 0)
+        return rc;
+    if (rc) {
+        path_push(x, "[%zu].name", dup);
+        return fail(x, name_nodes[dup], "duplicate rule name \"%s\" (first at %s:%d:%d)",
+                    e->allow[dup].name, x->name, name_nodes[first]->line, name_nodes[first]->col);
+    }
+    return 0;
+}
+
+/* The allow list compiled for the data plane. What the parser has not
+ * checked itself (a CIDR's address and prefix) is refused here, at the rule
+ * the compiler names: its message starts "rule K (name): ", which the key
+ * path says already. */
+static int compile_allow(struct pctx *x, struct cfg_egress *e)
+{
+    struct egress_rule_spec *specs = NULL;
+    char why[CFG_ERR_MAX];
+    const char *msg;
+    size_t k;
+
+    if (e->n_allow) {
+        specs = arena_alloc(&x->arena, e->n_allow * sizeof(*specs));
+        if (!specs)
+            return fail_oom(x);
+    }
+    for (k = 0; k < e->n_allow; k++) {
+        const struct cfg_egress_rule *r = &e->allow[k];
+
+        specs[k] = (struct egress_rule_spec){
+            .name = r->name,
+            .host = r->host,
+            .cidr = r->cidr,
+            .ports = r->ports,
+            .n_ports = r->n_ports,
+            .methods = r->methods,
+            .paths = (const char *const *)r->paths,
+            .n_paths = r->n_paths,
+        };
+    }
+    e->rules = egress_rules_compile(specs, e->n_allow, why, sizeof(why));
+    if (e->rules)
+        return 0;
+    if (strcmp(why, "out of memory") == 0)
+        return fail_oom(x);
+    if (sscanf(why, "rule %zu", &k) == 1 && k < e->n_allow) {
+        msg = strstr(why, ": ");
+        path_key(x, "allow");
+        path_index(x, k);
+        return fail_at(x, e->allow[k].line, e->allow[k].col, "%s", msg ? msg + 2 : why);
+    }
+    return fail_at(x, e->line, e->col, "%s", why);
+}
+
+enum {
+    EGRESS_K_LISTEN,
+    EGRESS_K_MODE,
+    EGRESS_K_DENY_PRIVATE,
+    EGRESS_K_TUNNEL_IDLE,
+    EGRESS_K_ALLOW,
+    EGRESS_K_N
+};
+
+struct egress_parse {
+    struct cfg_egress *e;
+    struct egress_listen *l;
+};
+
+static int egress_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct egress_parse *p = obj;
+
+    switch (key) {
+    case EGRESS_K_LISTEN:
+        return get_egress_listen(x, v, &p->l->addr);
+    case EGRESS_K_MODE:
+        if (node_is_value(v) && node_eq(v, "enforce"))
+            p->e->mode = CFG_EGRESS_ENFORCE;
+        else if (node_is_value(v) && node_eq(v, "report"))
+            p->e->mode = CFG_EGRESS_REPORT;
+        else
+            return fail(x, v, "expected enforce or report");
+        return 0;
+    case EGRESS_K_DENY_PRIVATE:
+        return get_bool(x, v, &p->e->deny_private);
+    case EGRESS_K_TUNNEL_IDLE:
+        return get_timeout(x, v, &p->e->tunnel_idle_timeout_ms);
+    default:
+        return parse_allow(x, v, p->e);
+    }
+}
+
+/* functions[].egress. An absent or empty allow list denies everything. */
+static int parse_egress(struct pctx *x, const struct ynode *n, struct cfg_function *f)
+{
+    static const char *const known[] = {"listen", "mode", "deny_private", "tunnel_idle_timeout",
+                                        "allow",  NULL};
+    const struct ynode *seen[EGRESS_K_N] = {0};
+    struct egress_parse p;
+    int rc;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map with listen and allow");
+    p.e = calloc(1, sizeof(*p.e));
+    if (!p.e)
+        return fail_oom(x);
+    f->egress = p.e;
+    p.l = &x->egress_listen[f - x->c->functions];
+    p.e->line = n->line;
+    p.e->col = n->col;
+    p.e->mode = CFG_EGRESS_ENFORCE;
+    p.e->deny_private = true;
+    p.e->tunnel_idle_timeout_ms = 5 * 60 * 1000;
+    rc = map_walk(x, n, known, NULL, seen, egress_value, &p);
+    if (rc < 0)
+        return rc;
+    if (!seen[EGRESS_K_LISTEN])
+        return fail(x, n, "missing required key \"listen\"");
+    p.l->node = seen[EGRESS_K_LISTEN]->next;
+    p.l->egress = n;
+    return compile_allow(x, p.e);
+}
+
+/* Where listener i was written, for clash messages: a top-level listener,
+ * or a function's egress.listen. */
+static const struct ynode *listener_where(struct pctx *x, size_t i, char *buf, size_t size)
+{
+    const struct cfg_listener *l = &x->c->listeners[i];
+
+    if (l->kind == CFG_LISTENER_EGRESS) {
+        snprintf(buf, size, "functions[%zu].egress.listen", l->function);
+        return x->egress_listen[l->function].node;
+    }
+    snprintf(buf, size, "listeners[%zu]", i);
+    return x->listen_nodes[i];
+}
+
+/* Each function's egress listener joins config.listeners after the
+ * top-level ones (whose indexes routes hold), under the name
+ * "<function>.egress", with the listener defaults. Errors are reported
+ * under "functions", where this runs. */
+static int add_egress_listeners(struct pctx *x)
+{
+    struct config *c = x->c;
+    size_t top = c->n_listeners, n = top, i, j, dup, first;
+    const struct ynode **nodes, *at;
+    struct cfg_listener *ls;
+    struct addr_key a, k;
+    char where[64];
+    int rc;
+
+    for (i = 0; i < c->n_functions; i++) {
+        struct cfg_function *f = &c->functions[i];
+        const struct ynode *en = x->egress_listen[i].egress;
+        char name[NAME_LEN_MAX + sizeof(".egress")];
+
+        if (!f->egress)
+            continue;
+        if (++n > CFG_MAX_LISTENERS) {
+            path_push(x, "[%zu].egress", i);
+            return fail(x, en, "at most %d listeners, egress listeners included",
+                        CFG_MAX_LISTENERS);
+        }
+        snprintf(name, sizeof(name), "%s.egress", f->name);
+        for (j = 0; j < top; j++) {
+            if (strcmp(c->listeners[j].name, name) == 0) {
+                path_push(x, "[%zu].egress", i);
+                return fail(x, en,
+                            "its listener would be named \"%s\", the name of listeners[%zu] "
+                            "(%s:%d:%d)",
+                            name, j, x->name, x->listener_names[j]->line,
+                            x->listener_names[j]->col);
+            }
+        }
+    }
+    if (n == top)
+        return 0;
+
+    ls = realloc(c->listeners, n * sizeof(*ls));
+    nodes = arena_alloc(&x->arena, n * sizeof(*nodes));
+    if (!ls || !nodes) {
+        if (ls)
+            c->listeners = ls;
+        return fail_oom(x);
+    }
+    c->listeners = ls;
+    memset(ls + top, 0, (n - top) * sizeof(*ls));
+    if (top)
+        memcpy(nodes, x->listen_nodes, top * sizeof(*nodes));
+    x->listen_nodes = nodes;
+    for (i = 0; i < c->n_functions; i++) {
+        const struct egress_listen *el = &x->egress_listen[i];
+        struct cfg_listener *l = &ls[c->n_listeners];
+        size_t len = strlen(c->functions[i].name) + sizeof(".egress");
+
+        if (!c->functions[i].egress)
+            continue;
+        l->name = malloc(len);
+        if (!l->name)
+            return fail_oom(x);
+        snprintf(l->name, len, "%s.egress", c->functions[i].name);
+        l->kind = CFG_LISTENER_EGRESS;
+        l->function = i;
+        l->listen = el->addr;
+        l->header_timeout_ms = 10 * 1000;
+        l->keepalive_timeout_ms = 60 * 1000;
+        l->max_header_bytes = 16 << 10;
+        l->line = el->node->line;
+        l->col = el->node->col;
+        nodes[c->n_listeners] = el->node;
+        c->functions[i].egress->listener = c->n_listeners;
+        c->n_listeners++;
+    }
+
+    /* The top-level listeners were checked among themselves, so a clash
+     * found now is at an egress listener. */
+    rc = find_addr_clash(x, &dup, &first);
+    if (rc < 0)
+        return rc;
+    if (rc) {
+        at = listener_where(x, first, where, sizeof(where));
+        path_push(x, "[%zu].egress.listen", ls[dup].function);
+        return fail(x, x->listen_nodes[dup], "address already used by %s (%s:%d:%d)", where,
+                    x->name, at->line, at->col);
+    }
+    if (!c->has_admin)
+        return 0;
+    addr_key_of(&c->admin_listen, &a);
+    for (i = top; i < n; i++) {
+        addr_key_of(&ls[i].listen, &k);
+        if (addr_clash(&a, &k)) {
+            path_push(x, "[%zu].egress.listen", ls[i].function);
+            return fail(x, x->listen_nodes[i], "address already used by admin.listen (%s:%d:%d)",
+                        x->name, x->admin_listen->line, x->admin_listen->col);
+        }
+    }
+    return 0;
+}
+
+enum { FN_K_NAME, FN_K_ENDPOINTS, FN_K_INGRESS, FN_K_UPSTREAM_TLS, FN_K_EGRESS, FN_K_N };
 
 static int function_value(struct pctx *x, int key, const struct ynode *v, void *obj)
 {
@@ -1601,16 +2271,18 @@ static int function_value(struct pctx *x, int key, const struct ynode *v, void *
         return parse_endpoints(x, v, f);
     case FN_K_INGRESS:
         return parse_ingress(x, v, f);
-    default:
+    case FN_K_UPSTREAM_TLS:
         return parse_upstream_tls(x, v, &f->upstream_tls);
+    default:
+        return parse_egress(x, v, f);
     }
 }
 
 static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_function *f,
                           const struct ynode **name_node)
 {
-    static const char *const known[] = {"name", "endpoints", "ingress", "upstream_tls", NULL};
-    static const char *const later[] = {"egress", NULL};
+    static const char *const known[] = {"name",         "endpoints", "ingress",
+                                        "upstream_tls", "egress",    NULL};
     const struct ynode *seen[FN_K_N] = {0};
     int rc;
 
@@ -1618,7 +2290,7 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
         return fail(x, n, "expected a map with the function's name and endpoints");
     f->line = n->line;
     f->col = n->col;
-    rc = map_walk(x, n, known, later, seen, function_value, f);
+    rc = map_walk(x, n, known, NULL, seen, function_value, f);
     if (rc < 0)
         return rc;
     if (!seen[FN_K_NAME])
@@ -1658,8 +2330,10 @@ static int parse_functions(struct pctx *x, const struct ynode *v)
         return 0;
     c->functions = calloc(v->n, sizeof(*c->functions));
     name_nodes = arena_alloc(&x->arena, v->n * sizeof(*name_nodes));
-    if (!c->functions || !name_nodes)
+    x->egress_listen = arena_alloc(&x->arena, v->n * sizeof(*x->egress_listen));
+    if (!c->functions || !name_nodes || !x->egress_listen)
         return fail_oom(x);
+    memset(x->egress_listen, 0, v->n * sizeof(*x->egress_listen));
     c->n_functions = v->n;
     for (it = v->first; it; it = it->next, i++) {
         size_t mark = path_index(x, i);
@@ -1679,7 +2353,7 @@ static int parse_functions(struct pctx *x, const struct ynode *v)
                     c->functions[dup].name, x->name, name_nodes[first]->line,
                     name_nodes[first]->col);
     }
-    return 0;
+    return add_egress_listeners(x);
 }
 
 /* ---- routes that can never match ---- */
@@ -1827,6 +2501,7 @@ enum {
     ROOT_K_LISTENERS,
     ROOT_K_FUNCTIONS,
     ROOT_K_ACCESS_LOG,
+    ROOT_K_DNS,
     ROOT_K_N
 };
 
@@ -1844,15 +2519,17 @@ static int root_value(struct pctx *x, int key, const struct ynode *v, void *obj)
         return parse_listeners(x, v);
     case ROOT_K_FUNCTIONS:
         return 0; /* read last: routes refer to listeners, which may come later */
-    default:
+    case ROOT_K_ACCESS_LOG:
         return get_access_log(x, v, &x->c->access_log);
+    default:
+        return parse_dns(x, v);
     }
 }
 
 static int parse_root(struct pctx *x, const struct ynode *root)
 {
-    static const char *const known[] = {
-        "workers", "admin", "drain_timeout", "listeners", "functions", "access_log", NULL};
+    static const char *const known[] = {"workers",   "admin",      "drain_timeout", "listeners",
+                                        "functions", "access_log", "dns",           NULL};
     const struct ynode *seen[ROOT_K_N] = {0};
     size_t mark;
     int rc;
@@ -1860,6 +2537,10 @@ static int parse_root(struct pctx *x, const struct ynode *root)
     if (root->type != YN_MAP)
         return fail(x, root, "expected a map of settings at the top level");
     x->c->drain_timeout_ms = 10 * 1000;
+    x->c->dns.timeout_ms = 5 * 1000;
+    x->c->dns.cache_min_ttl_s = 0;
+    x->c->dns.cache_max_ttl_s = 300;
+    x->c->dns.cache_entries = 1024;
     rc = map_walk(x, root, known, NULL, seen, root_value, NULL);
     if (rc < 0)
         return rc;
@@ -2025,9 +2706,27 @@ void config_free(struct config *c)
             free(f->routes[j].path_prefix);
         }
         free(f->routes);
+        if (f->egress != NULL) {
+            for (j = 0; j < f->egress->n_allow; j++) {
+                struct cfg_egress_rule *r = &f->egress->allow[j];
+
+                free(r->name);
+                free(r->host);
+                free(r->cidr);
+                free(r->ports);
+                for (size_t pi = 0; pi < r->n_paths; pi++)
+                    free(r->paths[pi]);
+                free(r->paths);
+                free(r->ca);
+            }
+            free(f->egress->allow);
+            egress_rules_free(f->egress->rules);
+            free(f->egress);
+        }
     }
     free(c->functions);
     free(c->access_log);
+    free(c->dns.servers);
     free(c->path);
     free(c);
 }

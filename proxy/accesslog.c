@@ -360,6 +360,16 @@ size_t accesslog_format(struct accesslog_buf *b, char *out, const struct accessl
     p = put_ms(p, e->duration_us);
     p = PUT_LIT(p, ",\"upstream_ms\":");
     p = put_ms(p, e->upstream_us);
+    if (e->verdict != NULL) {
+        /* The address dialled is "upstream"; "resolved" says so for egress. */
+        p = PUT_LIT(p, ",\"direction\":\"egress\",\"verdict\":\"");
+        p = put_cstr(p, e->verdict, ACCESSLOG_NAME_MAX);
+        p = PUT_LIT(p, "\",\"resolved\":\"");
+        p = put_cstr(p, e->upstream, ACCESSLOG_NAME_MAX);
+        p = PUT_LIT(p, "\"");
+    } else {
+        p = PUT_LIT(p, ",\"direction\":\"ingress\"");
+    }
     p = PUT_LIT(p, "}\n");
     return (size_t)(p - out);
 }

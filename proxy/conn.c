@@ -253,6 +253,15 @@ static void h1c_abort(struct exch *x)
     conn_close(conn_of(x));
 }
 
+static void on_shutdown(uv_shutdown_t *req, int status);
+
+static int h1c_shutdown(struct exch *x)
+{
+    struct conn *c = conn_of(x);
+
+    return xprt_shutdown(&c->xp, &c->sreq, on_shutdown);
+}
+
 static const struct exch_client_ops h1_client_ops = {
     .send_head = h1c_send_head,
     .send = h1c_send,
@@ -264,6 +273,7 @@ static const struct exch_client_ops h1_client_ops = {
     .arm = h1c_arm,
     .end = h1c_end,
     .abort = h1c_abort,
+    .shutdown = h1c_shutdown,
 };
 
 /* --- the connection ----------------------------------------------------------- */
@@ -429,9 +439,11 @@ static void on_read(struct xprt *t, ssize_t nread)
     }
     if (nread == UV_EOF && c->state == CONN_ST_EXCHANGE && c->x != NULL &&
         (c->x->flags & X_F_REQ_PARSED)) {
-        /* A client that half-closes after its request still gets the answer. */
+        /* A client that half-closes after its request still gets the answer;
+         * a tunnel passes the half-close on. */
         c->flags |= CONN_F_CLOSE_AFTER;
         conn_read(c, false);
+        exch_client_eof(c->x);
         return;
     }
     if (nread < 0) {

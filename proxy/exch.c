@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include "accesslog.h"
+#include "exch_int.h"
+#include "forward.h"
 #include "log.h"
 
 #define EXCH_FREE_MAX 256
@@ -21,15 +23,14 @@ _Static_assert(CFG_MAX_ENDPOINTS <= 64, "exch.tried has a bit per endpoint");
 
 static void exch_pump_request(struct exch *x);
 static void exch_pump_response(struct exch *x);
-static void exch_connect(struct exch *x);
-static void exch_reply(struct exch *x, int status, const char *code, const char *message);
 
 /* --- phases and decisions (pure) ------------------------------------------------ */
 
 static const char *const phase_names[EXCH_PH__N] = {
-    [EXCH_PH_HEAD] = "head",     [EXCH_PH_ROUTE] = "route", [EXCH_PH_CONNECT] = "connect",
-    [EXCH_PH_BODY] = "body",     [EXCH_PH_SEND] = "send",   [EXCH_PH_WAIT_HEAD] = "wait_head",
-    [EXCH_PH_STREAM] = "stream", [EXCH_PH_REPLY] = "reply", [EXCH_PH_DONE] = "done",
+    [EXCH_PH_HEAD] = "head",           [EXCH_PH_ROUTE] = "route",   [EXCH_PH_RESOLVE] = "resolve",
+    [EXCH_PH_CONNECT] = "connect",     [EXCH_PH_BODY] = "body",     [EXCH_PH_SEND] = "send",
+    [EXCH_PH_WAIT_HEAD] = "wait_head", [EXCH_PH_STREAM] = "stream", [EXCH_PH_TUNNEL] = "tunnel",
+    [EXCH_PH_REPLY] = "reply",         [EXCH_PH_DONE] = "done",
 };
 
 const char *exch_phase_name(enum exch_phase ph)
@@ -57,6 +58,12 @@ uint64_t exch_phase_timeout(enum exch_phase ph, const struct exch_timeouts *t,
     case EXCH_PH_STREAM:
         *kind = TMO_IDLE;
         return t->timeout_ms;
+    case EXCH_PH_RESOLVE:
+        *kind = TMO_DNS;
+        return t->dns_ms;
+    case EXCH_PH_TUNNEL:
+        *kind = TMO_IDLE;
+        return t->tunnel_ms;
     default: /* route (no wait), reply (the client not reading it), done */
         *kind = TMO__N;
         return t->header_ms;
@@ -85,7 +92,7 @@ enum exch_next exch_decide(enum exch_failure f, int err, const struct exch_attem
 /* --- small helpers ------------------------------------------------------------ */
 
 /* The listener the request came on, NULL when a reload removed it. */
-static const struct cfg_listener *exch_listener(const struct exch *x)
+const struct cfg_listener *exch_listener(const struct exch *x)
 {
     const struct config *cfg = (x->ws != NULL ? x->ws : x->cl->w->cur)->snap->cfg;
 
@@ -96,18 +103,23 @@ static const struct cfg_listener *exch_listener(const struct exch *x)
 
 /* Arms the deadline of the current phase, from now: every bit of progress
  * calls this. */
-static void exch_touch(struct exch *x)
+void exch_touch(struct exch *x)
 {
     const struct cfg_listener *lc = exch_listener(x);
     struct exch_timeouts t = {.header_ms = lc != NULL ? lc->header_timeout_ms : 10000};
     enum metrics_timeout kind;
 
-    t.connect_ms = x->route != NULL ? x->route->connect_timeout_ms : t.header_ms;
-    t.timeout_ms = x->route != NULL ? x->route->timeout_ms : t.header_ms;
+    t.connect_ms = x->connect_timeout_ms != 0 ? x->connect_timeout_ms : t.header_ms;
+    t.timeout_ms = x->timeout_ms != 0 ? x->timeout_ms : t.header_ms;
+    if (x->flags & X_F_EGRESS) {
+        /* The resolver gives up at dns.timeout; this deadline is a backstop. */
+        t.dns_ms = x->ws->snap->cfg->dns.timeout_ms + 1000;
+        t.tunnel_ms = x->fn->egress->tunnel_idle_timeout_ms;
+    }
     x->cl->ops->arm(x, exch_phase_timeout(x->phase, &t, &kind));
 }
 
-static void exch_enter(struct exch *x, enum exch_phase ph)
+void exch_enter(struct exch *x, enum exch_phase ph)
 {
     x->phase = ph;
     exch_touch(x);
@@ -190,14 +202,20 @@ static void exch_count(struct exch *x)
     uint64_t now = metrics_now_us();
     uint64_t duration = x->t0 != 0 ? now - x->t0 : 0;
 
-    metrics_count_status(s, x->status);
-    metrics_observe_request(s, &(struct metrics_request_time){
-                                   .duration_us = duration,
-                                   .connect_us = x->connect_us,
-                                   .upstream_us = x->upstream_us,
-                                   .connected = x->connected,
-                                   .sent = x->sent,
-                               });
+    /* A denied egress request counts in fnproxy_policy_denials_total only
+     * (DESIGN.md): a function probing hosts adds no series and no codes. */
+    if (x->verdict != FWD_DENY) {
+        metrics_count_status(s, x->status);
+        metrics_observe_request(s, &(struct metrics_request_time){
+                                       .duration_us = duration,
+                                       .connect_us = x->connect_us,
+                                       .upstream_us = x->upstream_us,
+                                       .dns_us = x->dns_us,
+                                       .connected = x->connected,
+                                       .sent = x->sent,
+                                       .resolved = x->resolved,
+                                   });
+    }
     if (w->alog.buf == NULL)
         return; /* access log off */
     struct h1_span method, target;
@@ -214,8 +232,11 @@ static void exch_count(struct exch *x)
                                    .target_len = target.len,
                                    .status = x->status,
                                    .function = x->fn != NULL ? x->fn->name : "",
-                                   .route = x->route != NULL ? x->route->name : "",
+                                   .route = x->route != NULL  ? x->route->name
+                                            : x->rule != NULL ? x->rule->name
+                                                              : "",
                                    .upstream = x->ep != NULL ? x->ep->addr.text : "",
+                                   .verdict = fwd_verdict_name(x),
                                    .bytes_in = x->req_bytes + x->req.body_bytes,
                                    .bytes_out = x->bytes_out,
                                    .duration_us = duration,
@@ -223,13 +244,13 @@ static void exch_count(struct exch *x)
                                });
 }
 
-static void exch_count_uperr(struct exch *x, enum metrics_uperr reason)
+void exch_count_uperr(struct exch *x, enum metrics_uperr reason)
 {
     if (x->stats != NULL)
         metrics_inc(&x->stats->upstream_errors[reason]);
 }
 
-static void exch_count_timeout(struct exch *x, enum metrics_timeout kind)
+void exch_count_timeout(struct exch *x, enum metrics_timeout kind)
 {
     struct route_stats *s = x->stats != NULL ? x->stats : x->ws->noroute;
 
@@ -248,7 +269,7 @@ static void exch_start_clock(struct exch *x)
 
 /* An attempt ended (response head, or failure): its time and, if a head was
  * sent, its upstream phase. */
-static void exch_attempt_done(struct exch *x)
+void exch_attempt_done(struct exch *x)
 {
     uint64_t now;
 
@@ -262,7 +283,7 @@ static void exch_attempt_done(struct exch *x)
 }
 
 /* A connect attempt ended (connected, refused or timed out). */
-static void exch_connect_done(struct exch *x)
+void exch_connect_done(struct exch *x)
 {
     if (x->t_connect != 0) {
         x->connect_us += metrics_now_us() - x->t_connect;
@@ -281,15 +302,25 @@ static void exch_drop_upstream(struct exch *x, bool reusable)
     x->ep->outstanding--;
 }
 
+/* An egress exchange holds its own reference to the endpoint it dials. */
+static void exch_release_endpoint(struct exch *x)
+{
+    if (x->flags & X_F_EP_OWNED)
+        endpoint_put(x->ep);
+    x->flags &= ~X_F_EP_OWNED;
+    x->ep = NULL;
+}
+
 /* The exchange is over (answer written, or abandoned): the client side
  * goes on with its next request, or closes. */
-static void exch_end(struct exch *x)
+void exch_end(struct exch *x)
 {
     bool reusable = (x->flags & X_F_REQ_SENT) && (x->flags & X_F_RESP_PARSED) &&
                     (x->resp.head.flags & H1_F_KEEP_ALIVE);
 
     exch_count(x);
     exch_drop_upstream(x, reusable);
+    exch_release_endpoint(x);
     if (!(x->flags & X_F_REQ_PARSED))
         x->flags |= X_F_CLOSE; /* the rest of its body is still coming */
     wsnap_unref(x->ws);
@@ -302,7 +333,7 @@ static void exch_end(struct exch *x)
  * no clean answer is possible any more. The status counted stays the one
  * the client got in the head; the failure shows in
  * fnproxy_upstream_errors_total / fnproxy_timeouts_total. */
-static void exch_abort(struct exch *x)
+void exch_abort(struct exch *x)
 {
     x->flags |= X_F_UP_BROKEN;
     x->cl->ops->abort(x);
@@ -314,9 +345,13 @@ void exch_client_gone(struct exch *x)
         return; /* ended already, or never started */
     if (x->status == 0)
         x->status = 499; /* the client went away before an answer; counted as such */
+    if (x->flags & X_F_RESOLVING)
+        resolve_cancel(&x->rq);
+    x->flags &= ~X_F_RESOLVING;
     exch_count(x);
     x->flags |= X_F_UP_BROKEN;
     exch_drop_upstream(x, false);
+    exch_release_endpoint(x);
     wsnap_unref(x->ws);
     x->ws = NULL;
     x->phase = EXCH_PH_DONE;
@@ -325,7 +360,7 @@ void exch_client_gone(struct exch *x)
 /* --- writing to the client ------------------------------------------------ */
 
 /* Sends what resp_out holds; with now, 1 means it all went at once. */
-static int exch_send(struct exch *x, bool now)
+int exch_send(struct exch *x, bool now)
 {
     int rc;
 
@@ -367,14 +402,23 @@ void exch_client_sent(struct exch *x, int status)
         exch_reply(x, x->status, x->reply_code, x->reply_msg);
         return;
     }
+    if (x->phase == EXCH_PH_TUNNEL) {
+        fwd_tunnel_sent(x);
+        return;
+    }
     exch_response_written(x);
     exch_pump_response(x);
 }
 
-/* Answers the request itself. The exchange ends when the answer is sent. */
-static void exch_reply(struct exch *x, int status, const char *code, const char *message)
+void exch_reply(struct exch *x, int status, const char *code, const char *message)
 {
-    char body[256];
+    exch_reply_json(x, status, code, message, "");
+}
+
+void exch_reply_json(struct exch *x, int status, const char *code, const char *message,
+                     const char *extra)
+{
+    char body[512];
     int body_len;
 
     if (x->flags & X_F_RESP_STARTED) {
@@ -399,8 +443,8 @@ static void exch_reply(struct exch *x, int status, const char *code, const char 
     x->cl->ops->read(x, false);
     /* Messages are fnproxy's own constants, llhttp's reasons or a TLS
      * reason with quotes and controls replaced: nothing needs escaping. */
-    body_len =
-        snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, message);
+    body_len = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"%s}\n", code,
+                        message, extra);
     if (body_len < 0 || (size_t)body_len >= sizeof(body))
         body_len = (int)strlen(body);
     h1_out_reset(&x->resp_out);
@@ -502,10 +546,16 @@ void exch_begin(struct exch *x)
 
     if (h1_span_is(h->method, "head"))
         x->flags |= X_F_HEAD_METHOD;
-    status = h1_check_request(h, &why);
+    lc = exch_listener(x);
+    bool egress = lc != NULL && lc->kind == CFG_LISTENER_EGRESS;
+    status = egress ? h1_check_proxy_request(h, &why) : h1_check_request(h, &why);
     make_request_id(x);
     if (status != 0) {
         exch_reply(x, status, status == 417 ? "expectation_failed" : "bad_request", why);
+        return;
+    }
+    if (egress) {
+        fwd_begin(x);
         return;
     }
 
@@ -513,7 +563,6 @@ void exch_begin(struct exch *x)
     size_t path_len = 0;
     while (path_len < h->target.len && h->target.p[path_len] != '?')
         path_len++;
-    lc = exch_listener(x);
     if (lc == NULL || router_match(x->ws->snap->router, *cl->listener, host.p, host.len,
                                    h->target.p, path_len, h->method.p, h->method.len, &m) != 0) {
         exch_reply(x, 404, "no_route", "no route matches this request");
@@ -522,6 +571,8 @@ void exch_begin(struct exch *x)
     x->fn = m.fn;
     x->fn_idx = m.fn_idx;
     x->route = m.route;
+    x->connect_timeout_ms = m.route->connect_timeout_ms;
+    x->timeout_ms = m.route->timeout_ms;
     x->fs = &x->ws->fns[m.fn_idx];
     x->stats = x->fs->routes[m.route_idx];
     if (x->fn->n_allowed_clients > 0 && !client_allowed(x->fn, cl->id)) {
@@ -599,7 +650,6 @@ static struct endpoint *exch_pick_endpoint(struct exch *x, size_t *idx)
     return fs->eps[*idx];
 }
 
-static void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const char *msg);
 static void on_up_connected(void *owner, int status);
 static void on_up_data(void *owner, ssize_t nread);
 static void on_up_written(void *owner, int status);
@@ -612,16 +662,24 @@ static const struct pool_owner_ops exch_pool_ops = {
 
 /* The next attempt: a connection to an untried endpoint (or a new one to
  * the same, after a stale pooled connection). */
-static void exch_connect(struct exch *x)
+void exch_connect(struct exch *x)
 {
     struct endpoint *ep;
+    struct tls_ctx *tls;
     size_t idx = 0;
     int err = 0;
 
-    ep = exch_pick_endpoint(x, &idx);
+    if (x->flags & X_F_EGRESS) {
+        ep = fwd_next_endpoint(x, &idx, &tls);
+    } else {
+        ep = exch_pick_endpoint(x, &idx);
+        tls = x->ws->snap->upstream_tls[x->fn_idx];
+    }
     if (ep == NULL) {
         if (x->up_error[0] != '\0')
             exch_reply(x, 502, "upstream_tls_failed", x->up_error);
+        else if (x->flags & X_F_EGRESS)
+            fwd_unreachable(x);
         else
             exch_reply(x, 502, "upstream_unreachable",
                        "no endpoint of the function accepted a connection");
@@ -633,8 +691,9 @@ static void exch_connect(struct exch *x)
     ep->outstanding++;
     x->flags &= ~(X_F_GOT_BYTES | X_F_HEAD_SENT);
     x->t_attempt = metrics_now_us();
-    x->u = pool_get(&x->cl->w->pool, ep, x->ws->snap->upstream_tls[x->fn_idx],
-                    (x->flags & X_F_FRESH) != 0, &exch_pool_ops, x, &err);
+    /* A tunnel takes a connection of its own, never pooled afterwards. */
+    x->u = pool_get(&x->cl->w->pool, ep, tls, (x->flags & (X_F_FRESH | X_F_TUNNEL)) != 0,
+                    (x->flags & X_F_TUNNEL) ? &fwd_tunnel_pool_ops : &exch_pool_ops, x, &err);
     if (x->u == NULL) {
         ep->outstanding--;
         x->t_attempt = 0;
@@ -652,7 +711,7 @@ static void exch_connect(struct exch *x)
 
 /* Every failed attempt comes here: it is counted, and what follows is
  * decided in one place (exch_decide). */
-static void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const char *msg)
+void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const char *msg)
 {
     struct exch_attempt a = {
         .reused = x->u != NULL && (x->u->flags & UP_F_REUSED),
@@ -663,6 +722,8 @@ static void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, co
     };
     enum exch_next next = exch_decide(f, err, &a);
     enum metrics_timeout kind;
+
+    x->last_fail = (uint8_t)f;
 
     switch (f) {
     case EXCH_FAIL_REFUSED:
@@ -685,8 +746,8 @@ static void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, co
             if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
                 *p = '\'';
         if (log_ratelimit(&x->ep->last_error_log_ms, 1000))
-            log_warn("function %s: TLS to %s failed: %s", x->fn->name, x->ep->addr.text,
-                     upconn_tls_error(x->u));
+            log_warn("function %s: TLS to %s (%s) failed: %s", x->fn->name, x->ep->addr.text,
+                     x->ep->tls_name, upconn_tls_error(x->u));
         exch_count_uperr(x, UPERR_TLS);
         break;
     case EXCH_FAIL_RESET:
@@ -725,7 +786,9 @@ static void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, co
     case EXCH_NEXT_REPLY:
         x->flags |= X_F_UP_BROKEN;
         if (f == EXCH_FAIL_TIMEOUT)
-            exch_reply(x, 504, "upstream_timeout", "the function did not answer in time");
+            exch_reply(x, 504, "upstream_timeout",
+                       (x->flags & X_F_EGRESS) ? "the destination did not answer in time"
+                                               : "the function did not answer in time");
         else
             exch_reply(x, 502, "upstream_bad_response", msg);
         return;
@@ -770,7 +833,17 @@ static void on_up_connected(void *owner, int status)
 void exch_input(struct exch *x)
 {
     exch_touch(x);
+    if (x->flags & X_F_TUNNEL) {
+        fwd_tunnel_input(x);
+        return;
+    }
     exch_pump_request(x);
+}
+
+void exch_client_eof(struct exch *x)
+{
+    if ((x->flags & X_F_TUNNEL) && x->ws != NULL)
+        fwd_tunnel_client_eof(x);
 }
 
 /* Moves request bytes to the function: the head first, then the body as it
@@ -804,7 +877,8 @@ again:
             exch_reply(x, 400, "bad_request", x->req.error);
             return;
         }
-        if (x->fn->max_body > 0 && x->req.body_bytes > x->fn->max_body) {
+        if (x->fn->max_body > 0 && x->req.body_bytes > x->fn->max_body &&
+            !(x->flags & X_F_EGRESS)) {
             x->flags |= X_F_UP_BROKEN;
             exch_reply(x, 413, "body_too_large", "request body is larger than max_body");
             return;
@@ -1027,8 +1101,15 @@ void exch_on_deadline(struct exch *x)
     case EXCH_PH_HEAD:
         exch_refuse_head(x, 408, "request_timeout", "request head not received in time");
         return;
+    case EXCH_PH_RESOLVE:
+        fwd_resolve_timeout(x);
+        return;
     case EXCH_PH_CONNECT:
         exch_attempt_failed(x, EXCH_FAIL_CONNECT_TIMEOUT, UV_ETIMEDOUT, NULL);
+        return;
+    case EXCH_PH_TUNNEL:
+        exch_count_timeout(x, TMO_IDLE);
+        exch_abort(x);
         return;
     case EXCH_PH_BODY:
         exch_count_timeout(x, TMO_BODY);

@@ -9,16 +9,20 @@
  *
  *     HEAD      the request head is arriving          header_timeout, 408
  *     ROUTE     matched, checked against policy       (no wait)
+ *     RESOLVE   egress: the destination's name        dns.timeout, 502 dns_failed
  *     CONNECT   a connection to an endpoint is made   connect_timeout, next endpoint
  *     BODY      waiting for the client's body         timeout, 408
  *     SEND      waiting for the function to take it   timeout, 504
  *     WAIT_HEAD the request is sent; no answer yet    timeout, 504
  *     STREAM    the answer's head went out; its body  timeout, close
+ *     TUNNEL    egress CONNECT: bytes both ways       tunnel_idle_timeout, close
  *     REPLY     fnproxy's own answer is written       header_timeout, close
  *     DONE
  *
- * QUEUE (admission), RESOLVE (egress names), BACKOFF (between retries) and
- * TUNNEL (CONNECT) are the phases the next pieces add.
+ * QUEUE (admission) and BACKOFF (between retries) are the phases the next
+ * pieces add. An exchange on an egress listener (a function's forward
+ * proxy) is routed by forward.c instead of the router: its target and
+ * endpoints come from the egress decision, the rest is the same.
  *
  * Every failed attempt (a refused or slow connect, a TLS failure, a reset,
  * a bad or missing answer) goes through one function, exch_attempt_failed,
@@ -40,19 +44,23 @@
 
 #include <uv.h>
 
+#include "egress.h"
 #include "http1.h"
 #include "metrics.h"
 #include "pool.h"
+#include "resolve.h"
 #include "worker.h"
 
 enum exch_phase {
     EXCH_PH_HEAD = 0,
     EXCH_PH_ROUTE,
+    EXCH_PH_RESOLVE,
     EXCH_PH_CONNECT,
     EXCH_PH_BODY,
     EXCH_PH_SEND,
     EXCH_PH_WAIT_HEAD,
     EXCH_PH_STREAM,
+    EXCH_PH_TUNNEL,
     EXCH_PH_REPLY,
     EXCH_PH_DONE,
     EXCH_PH__N
@@ -62,8 +70,10 @@ enum exch_phase {
  * route's (before a route is chosen, the listener's only). */
 struct exch_timeouts {
     uint64_t header_ms;  /* listener header_timeout */
-    uint64_t connect_ms; /* route connect_timeout */
-    uint64_t timeout_ms; /* route timeout: no progress from either side */
+    uint64_t connect_ms; /* route (or egress rule) connect_timeout */
+    uint64_t timeout_ms; /* route (or egress rule) timeout: no progress from either side */
+    uint64_t dns_ms;     /* dns.timeout */
+    uint64_t tunnel_ms;  /* egress tunnel_idle_timeout */
 };
 
 /* How long an exchange may stay in phase ph without progress, and the
@@ -146,6 +156,9 @@ struct exch_client_ops {
     void (*end)(struct exch *x);
     /* Closes the client side now (an answer cut short). */
     void (*abort)(struct exch *x);
+    /* Tells the client nothing more will be sent, once the send in flight
+     * is done (a tunnel whose destination closed its side). <0 failed. */
+    int (*shutdown)(struct exch *x);
 };
 
 /* Who the client is, for routing, forwarding headers and logs. */
@@ -176,6 +189,10 @@ enum exch_flags {
     X_F_FRESH = 1u << 14,         /* the next attempt takes a new connection */
     X_F_STALE_RETRIED = 1u << 15, /* the one retry on a new connection was made */
     X_F_CLOSE = 1u << 16,         /* the client side closes after this exchange */
+    X_F_EGRESS = 1u << 17,        /* on an egress listener: forward.c decides and dials */
+    X_F_TUNNEL = 1u << 18,        /* a CONNECT tunnel */
+    X_F_EP_OWNED = 1u << 19,      /* x->ep is the exchange's reference (egress) */
+    X_F_RESOLVING = 1u << 20,     /* x->rq is in flight */
 };
 
 struct exch {
@@ -216,12 +233,28 @@ struct exch {
     char up_error[160];     /* why the last TLS connection to the function failed */
     const char *reply_code; /* an answer waiting for the send in flight */
     const char *reply_msg;
+    uint64_t connect_timeout_ms; /* the route's or egress rule's; 0 before one is known */
+    uint64_t timeout_ms;
+    /* Egress (forward.c). */
+    const struct cfg_egress_rule *rule; /* the rule that let it through; NULL: none */
+    uint64_t t_resolve;                 /* resolving started */
+    uint64_t dns_us;
+    bool resolved;          /* a name was resolved: the dns phase is observed */
+    uint8_t verdict;        /* enum fwd_verdict */
+    uint8_t deny;           /* enum metrics_denial, with a deny or would-deny verdict */
+    uint8_t tunnel;         /* TUN_* bits: which sides of a tunnel are done */
+    uint8_t last_fail;      /* enum exch_failure of the last failed attempt */
+    uint32_t tunnel_unsent; /* client bytes handed to the destination, not yet written */
     /* Large members last: exch_new clears everything before them. */
     struct h1_parser req;
     struct h1_parser resp;
     struct h1_out req_out;
     struct h1_out resp_out;
     char request_id[129];
+    struct egress_target target;   /* egress: the canonical destination */
+    struct resolve_req rq;         /* ... its name being resolved */
+    struct resolve_addrs dial;     /* ... the addresses that passed, tried in order */
+    struct egress_decision policy; /* ... stage 1 of the decision (egress.h) */
 };
 
 /* A new exchange for a request whose head is about to arrive (phase HEAD);
@@ -245,6 +278,10 @@ void exch_client_sent(struct exch *x, int status);
 
 /* The deadline of the current phase passed. */
 void exch_on_deadline(struct exch *x);
+
+/* The client half-closed (sent FIN): a tunnel passes it on; other
+ * exchanges answer what they have. */
+void exch_client_eof(struct exch *x);
 
 /* The client side is going away: the exchange is counted (499 when nothing
  * was answered) and lets go of its upstream connection. The client side

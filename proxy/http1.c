@@ -393,7 +393,7 @@ static const char *check_headers(struct h1_head *h, bool request)
     return NULL;
 }
 
-int h1_check_request(struct h1_head *h, const char **why)
+static int check_request(struct h1_head *h, bool origin_form, const char **why)
 {
     const char *err;
 
@@ -401,7 +401,7 @@ int h1_check_request(struct h1_head *h, const char **why)
         *why = "unsupported HTTP version";
         return 400;
     }
-    if (h->target.len == 0 || h->target.p[0] != '/') {
+    if (origin_form && (h->target.len == 0 || h->target.p[0] != '/')) {
         if (!(h->target.len == 1 && h->target.p[0] == '*' && h1_span_is(h->method, "options"))) {
             *why = "request target must be a path (origin-form)";
             return 400;
@@ -417,6 +417,16 @@ int h1_check_request(struct h1_head *h, const char **why)
         return 400;
     }
     return 0;
+}
+
+int h1_check_request(struct h1_head *h, const char **why)
+{
+    return check_request(h, true, why);
+}
+
+int h1_check_proxy_request(struct h1_head *h, const char **why)
+{
+    return check_request(h, false, why);
 }
 
 int h1_check_response(struct h1_head *h, const char **why)
@@ -562,11 +572,21 @@ static void sb_header(struct sbuf *b, const char *name, const char *value)
     sb_put(b, "\r\n", 2);
 }
 
-static void sb_forwarded_headers(struct sbuf *b, const struct h1_head *h)
+/* With egress, a forward proxy's request: it names the host itself (RFC
+ * 9112 section 3.2.2), and the x-forwarded-* the function set are its own
+ * business, passed on as they are. */
+static bool egress_kept(struct h1_span n)
+{
+    return h1_span_is(n, "x-forwarded-for") || h1_span_is(n, "x-forwarded-proto");
+}
+
+static void sb_forwarded_headers(struct sbuf *b, const struct h1_head *h, bool egress)
 {
     for (unsigned i = 0; i < h->n_hdr; i++) {
         const struct h1_header *hd = &h->hdr[i];
-        if (is_dropped(h, hd->name, h->target.p != NULL))
+        if (egress ? h1_span_is(hd->name, "host") ||
+                         (is_dropped(h, hd->name, true) && !egress_kept(hd->name))
+                   : is_dropped(h, hd->name, h->target.p != NULL))
             continue;
         sb_span(b, hd->name);
         sb_put(b, ": ", 2);
@@ -583,11 +603,16 @@ size_t h1_write_request_head(char *buf, size_t cap, const struct h1_head *h,
 
     sb_span(&b, h->method);
     sb_put(&b, " ", 1);
-    sb_span(&b, h->target);
+    sb_span(&b, f->egress ? f->target : h->target);
     sb_str(&b, " HTTP/1.1\r\n");
-    sb_forwarded_headers(&b, h);
-    if (h->host < 0 && f->host != NULL)
+    sb_forwarded_headers(&b, h, f->egress);
+    if ((h->host < 0 || f->egress) && f->host != NULL)
         sb_header(&b, "host", f->host);
+    if (f->egress) {
+        /* The caller is the function itself: nothing to say about it. */
+        sb_header(&b, "x-request-id", f->request_id);
+        goto framing;
+    }
 
     /* Every x-forwarded-for the client sent, in order, then the client. */
     sb_str(&b, "x-forwarded-for: ");
@@ -607,6 +632,7 @@ size_t h1_write_request_head(char *buf, size_t cap, const struct h1_head *h,
     sb_header(&b, "x-request-id", f->request_id);
     if (f->client_id != NULL)
         sb_header(&b, "x-fnproxy-client-id", f->client_id);
+framing:
     if (h->flags & H1_F_CHUNKED) {
         sb_str(&b, "transfer-encoding: chunked\r\n");
     } else if (h->flags & H1_F_CONTENT_LENGTH) {
@@ -632,7 +658,7 @@ size_t h1_write_response_head(char *buf, size_t cap, const struct h1_head *h,
     else
         sb_str(&b, h1_reason(h->status));
     sb_put(&b, "\r\n", 2);
-    sb_forwarded_headers(&b, h);
+    sb_forwarded_headers(&b, h, false);
     if (r->request_id != NULL)
         sb_header(&b, "x-request-id", r->request_id);
     if (r->chunked) {

@@ -109,6 +109,10 @@ bool h1_needs_eof(const struct h1_parser *p);
  * to answer (400, 417, 431) with *why saying what was wrong. */
 int h1_check_request(struct h1_head *h, const char **why);
 
+/* The same for a request to a forward proxy: any target form (absolute-form
+ * and CONNECT's authority-form are the caller's to check). */
+int h1_check_proxy_request(struct h1_head *h, const char **why);
+
 /* Checks a response head; 0 or -1 with *why. */
 int h1_check_response(struct h1_head *h, const char **why);
 
@@ -119,6 +123,12 @@ struct h1_forward {
     const char *request_id; /* x-request-id, kept or generated */
     const char *host;       /* used when the request had no Host (HTTP/1.0) */
     const char *client_id;  /* x-fnproxy-client-id: verified mTLS identity, or NULL */
+    /* Forward proxying (egress): target (origin-form) replaces the
+     * absolute-form one received and host replaces any Host; no
+     * x-forwarded-* and no client id are added (the caller is the
+     * function itself); x-request-id still is. */
+    bool egress;
+    struct h1_span target;
 };
 
 /* Writes the request head forwarded upstream into buf: hop-by-hop headers

@@ -13,8 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const timeout_names[TMO__N] = {"connect", "header", "body", "upstream", "idle"};
-static const char *const uperr_names[UPERR__N] = {"refused", "reset", "tls", "timeout", "protocol"};
+static const char *const timeout_names[TMO__N] = {"connect",  "header", "body",
+                                                  "upstream", "idle",   "dns"};
+static const char *const uperr_names[UPERR__N] = {"refused", "reset",    "tls",
+                                                  "timeout", "protocol", "dns"};
 
 static const char *const direction_names[DIR__N] = {"ingress", "egress"};
 
@@ -115,8 +117,10 @@ static void route_sum(struct metrics *const *shards, size_t n, const struct rout
                 sum->timeouts[k] += load(&s->timeouts[k]);
             for (int k = 0; k < UPERR__N; k++)
                 sum->upstream_errors[k] += load(&s->upstream_errors[k]);
-            for (int k = 0; k < DENY__N; k++)
+            for (int k = 0; k < DENY__N; k++) {
                 sum->denials[k] += load(&s->denials[k]);
+                sum->would_deny[k] += load(&s->would_deny[k]);
+            }
             histogram_merge(&sum->duration, &s->duration);
             histogram_merge(&sum->attempt, &s->attempt);
             for (int k = 0; k < PHASE__N; k++)
@@ -255,10 +259,13 @@ static void prom_tls_record_errors(FILE *out, const struct listener_stats *sum, 
                     (unsigned long long)sum->tls_record_errors[k]);
 }
 
-static const char *const denial_names[DENY__N] = {"client"};
+static const char *const denial_names[DENY__N] = {"client", "no_rule", "private_address",
+                                                  "own_listener"};
 
-/* Denials are per function (DESIGN.md): the routes of a function summed. */
-static void render_denials(FILE *out, struct route_stats *const *all, size_t n_all)
+/* Denials are per function (DESIGN.md): the routes of a function summed.
+ * off is the offset of the counts (denials or would_deny). */
+static void render_denials(FILE *out, const char *name, struct route_stats *const *all,
+                           size_t n_all, size_t off)
 {
     for (size_t i = 0; i < n_all; i++) {
         bool seen = false;
@@ -272,11 +279,9 @@ static void render_denials(FILE *out, struct route_stats *const *all, size_t n_a
             for (size_t j = i; j < n_all; j++)
                 if (all[j]->direction == all[i]->direction &&
                     strcmp(all[j]->function, all[i]->function) == 0)
-                    sum += all[j]->denials[k];
+                    sum += ((const uint64_t *)((const char *)all[j] + off))[k];
             if (sum != 0)
-                fprintf(out,
-                        "fnproxy_policy_denials_total{direction=\"%s\",function=\"%s\","
-                        "reason=\"%s\"} %llu\n",
+                fprintf(out, "%s{direction=\"%s\",function=\"%s\",reason=\"%s\"} %llu\n", name,
                         direction_names[all[i]->direction], all[i]->function, denial_names[k],
                         (unsigned long long)sum);
         }
@@ -305,7 +310,7 @@ static void render_route_counts(FILE *out, const char *name, const char *help, c
 void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
 {
     static const char *const phase_labels[PHASE__N] = {",phase=\"connect\"", ",phase=\"upstream\"",
-                                                       ",phase=\"proxy\""};
+                                                       ",phase=\"proxy\"", ",phase=\"dns\""};
     struct route_stats **all;
     size_t n_all = collect_routes(shards, n, &all);
 
@@ -354,7 +359,14 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
     fputs("# HELP fnproxy_policy_denials_total Requests refused by policy, by reason.\n"
           "# TYPE fnproxy_policy_denials_total counter\n",
           out);
-    render_denials(out, all, n_all);
+    render_denials(out, "fnproxy_policy_denials_total", all, n_all,
+                   offsetof(struct route_stats, denials));
+    fputs("# HELP fnproxy_policy_would_deny_total Egress requests a policy in report mode let "
+          "through that enforce would have refused, by reason.\n"
+          "# TYPE fnproxy_policy_would_deny_total counter\n",
+          out);
+    render_denials(out, "fnproxy_policy_would_deny_total", all, n_all,
+                   offsetof(struct route_stats, would_deny));
 
     fputs("# HELP fnproxy_connections_active Open downstream connections.\n"
           "# TYPE fnproxy_connections_active gauge\n",

@@ -30,14 +30,16 @@
  *             parsed, or to the attempt failing. It includes the function
  *             reading the request body, since it normally reads it before
  *             answering. Not observed when no head was sent.
- *   proxy     duration - connect - upstream (0 if negative): what fnproxy
+ *   dns       egress only: from starting to resolve the destination's name
+ *             to its answer (a cached answer takes about nothing).
+ *   proxy     duration - dns - connect - upstream (0 if negative): what fnproxy
  *             itself adds: routing and head rewriting, picking endpoints,
  *             time between attempts, and streaming the response body to
  *             the client (bounded below by the pace at which the function
  *             sends it, which this split cannot tell apart). Observed for
  *             every request, local answers included.
  *
- * So connect + upstream + proxy = duration for every request. One
+ * So dns + connect + upstream + proxy = duration for every request. One
  * fnproxy_upstream_attempt_duration_seconds observation is made per
  * attempt: from its start (pool lookup or connect) to its response head or
  * its failure, i.e. that attempt's connect plus upstream time.
@@ -56,14 +58,14 @@
 #define METRICS_NAME_MAX 72
 
 /* fnproxy_timeouts_total{kind=...}: what stalled. per_try and total come
- * with retries, dns with name resolution: not declared before they can be
- * counted. */
+ * with retries: not declared before they can be counted. */
 enum metrics_timeout {
     TMO_CONNECT = 0, /* connecting to the function (connect_timeout) */
     TMO_HEADER,      /* the client's request head (header_timeout) */
     TMO_BODY,        /* the client's request body, no progress for the route's timeout */
     TMO_UPSTREAM,    /* the function: no response head, or not taking the body, in time */
-    TMO_IDLE,        /* the response body, no progress either way, once it started */
+    TMO_IDLE,        /* the response body, no progress either way, once it started; a tunnel */
+    TMO_DNS,         /* an egress name not resolved within dns.timeout */
     TMO__N
 };
 enum metrics_uperr {
@@ -72,16 +74,24 @@ enum metrics_uperr {
     UPERR_TLS,
     UPERR_TIMEOUT,
     UPERR_PROTOCOL,
+    UPERR_DNS, /* an egress name did not resolve */
     UPERR__N
 };
-/* fnproxy_policy_denials_total{reason=...} */
-enum metrics_denial { DENY_CLIENT = 0, DENY__N };
+/* fnproxy_policy_denials_total{reason=...} (and fnproxy_policy_would_deny_total
+ * for egress in report mode): a fixed set, never a host. */
+enum metrics_denial {
+    DENY_CLIENT = 0,   /* ingress: the caller's identity is not allowed */
+    DENY_NO_RULE,      /* egress: no allow rule names the destination */
+    DENY_PRIVATE,      /* egress: a private address no cidr rule names */
+    DENY_OWN_LISTENER, /* egress: one of fnproxy's own listeners (always denied) */
+    DENY__N
+};
 /* fnproxy_tls_handshake_errors_total{reason=...}: tls.h's failures, then a
  * handshake that did not finish in time. */
 #define METRICS_TLS_TIMEOUT TLS_FAIL__N
 #define METRICS_TLS_REASONS (TLS_FAIL__N + 1)
 /* fnproxy_phase_duration_seconds{phase=...}; queue and tls come later. */
-enum metrics_phase { PHASE_CONNECT = 0, PHASE_UPSTREAM, PHASE_PROXY, PHASE__N };
+enum metrics_phase { PHASE_CONNECT = 0, PHASE_UPSTREAM, PHASE_PROXY, PHASE_DNS, PHASE__N };
 
 /* The direction label: which side of the function a series counts. */
 enum metrics_direction { DIR_INGRESS = 0, DIR_EGRESS, DIR__N };
@@ -95,6 +105,7 @@ struct route_stats {
     uint64_t timeouts[TMO__N];
     uint64_t upstream_errors[UPERR__N];
     uint64_t denials[DENY__N];
+    uint64_t would_deny[DENY__N];     /* egress, mode: report: let through, would be denied */
     struct histogram duration;        /* fnproxy_request_duration_seconds */
     struct histogram attempt;         /* fnproxy_upstream_attempt_duration_seconds */
     struct histogram phase[PHASE__N]; /* fnproxy_phase_duration_seconds */
@@ -163,15 +174,17 @@ struct metrics_request_time {
     uint64_t duration_us;
     uint64_t connect_us;  /* summed over new connections tried */
     uint64_t upstream_us; /* summed over attempts that sent a head */
+    uint64_t dns_us;      /* resolving an egress name */
     bool connected;       /* a new connection was tried: observe connect */
     bool sent;            /* a request head was sent: observe upstream */
+    bool resolved;        /* a name was resolved: observe dns */
 };
 
 /* Records a finished request: its duration and its phases. s may be NULL. */
 static inline void metrics_observe_request(struct route_stats *s,
                                            const struct metrics_request_time *t)
 {
-    uint64_t other = t->connect_us + t->upstream_us;
+    uint64_t other = t->connect_us + t->upstream_us + t->dns_us;
 
     if (s == NULL)
         return;
@@ -180,6 +193,8 @@ static inline void metrics_observe_request(struct route_stats *s,
         histogram_record(&s->phase[PHASE_CONNECT], t->connect_us);
     if (t->sent)
         histogram_record(&s->phase[PHASE_UPSTREAM], t->upstream_us);
+    if (t->resolved)
+        histogram_record(&s->phase[PHASE_DNS], t->dns_us);
     histogram_record(&s->phase[PHASE_PROXY], t->duration_us > other ? t->duration_us - other : 0);
 }
 

@@ -297,6 +297,18 @@ int upconn_write(struct upconn *u, const uv_buf_t *bufs, unsigned n, bool now)
     return rc;
 }
 
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)req; /* a failure shows as a read or write error, or not at all */
+    (void)status;
+}
+
+int upconn_shutdown(struct upconn *u)
+{
+    u->flags |= UP_F_SHUT;
+    return xprt_shutdown(&u->xp, &u->sreq, on_shutdown);
+}
+
 void pool_put(struct upconn *u, bool reusable)
 {
     struct endpoint *ep = u->ep;
@@ -304,7 +316,7 @@ void pool_put(struct upconn *u, bool reusable)
 
     if (u->flags & UP_F_CLOSING)
         return;
-    if (!reusable || !(u->flags & UP_F_CONNECTED) || (u->flags & UP_F_WRITING) ||
+    if (!reusable || !(u->flags & UP_F_CONNECTED) || (u->flags & (UP_F_WRITING | UP_F_SHUT)) ||
         u->len != u->parsed || p->draining) {
         up_close(u);
         return;

@@ -58,6 +58,7 @@ enum upconn_flags {
     UP_F_CLOSING = 1u << 2,
     UP_F_WRITING = 1u << 3,
     UP_F_READING = 1u << 4,
+    UP_F_SHUT = 1u << 5, /* shut down for writing: never pooled again */
 };
 
 struct upconn {
@@ -74,6 +75,7 @@ struct upconn {
     struct tls_ctx *tls; /* for the handshake after connect; NULL: plain */
     uv_connect_t creq;
     uv_write_t wreq;
+    uv_shutdown_t sreq;
     const struct pool_owner_ops *ops;
     void *owner;     /* NULL while pooled */
     char *buf;       /* read buffer (xprt_loop's pooled size), held only while owned */
@@ -119,6 +121,10 @@ void pool_sweep(struct pool *p, uint64_t idle_ms);
 /* Sends bufs; ops->written follows, except that with now a write that all
  * went at once returns 1 and nothing follows. */
 int upconn_write(struct upconn *u, const uv_buf_t *bufs, unsigned n, bool now);
+
+/* No more bytes to the peer once the write in flight is done (a tunnel
+ * passing on a half-close). 0 or a libuv error. */
+int upconn_shutdown(struct upconn *u);
 
 /* Starts or stops reading (backpressure). */
 void upconn_read(struct upconn *u, bool on);

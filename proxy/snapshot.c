@@ -68,6 +68,38 @@ static int load_upstream_tls(struct snapshot *s, char *err, size_t errlen)
     return 0;
 }
 
+/* One client context per rule with tls: originate: verified against the
+ * rule's ca or the system store; the name is the endpoint's. */
+static int load_egress_tls(struct snapshot *s, char *err, size_t errlen)
+{
+    const struct config *cfg = s->cfg;
+
+    for (size_t i = 0; i < cfg->n_functions; i++) {
+        const struct cfg_egress *eg = cfg->functions[i].egress;
+        char why[256];
+
+        if (eg == NULL)
+            continue;
+        s->egress_tls[i] = calloc(eg->n_allow + 1, sizeof(*s->egress_tls[i]));
+        if (s->egress_tls[i] == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        for (size_t r = 0; r < eg->n_allow; r++) {
+            if (!eg->allow[r].tls_originate)
+                continue;
+            struct tls_client_opts o = {.ca_file = eg->allow[r].ca};
+            s->egress_tls[i][r] = tls_client_ctx_new(&o, why, sizeof(why));
+            if (s->egress_tls[i][r] == NULL) {
+                snprintf(err, errlen, "%s: functions[%zu].egress.allow[%zu] (%s): %s", cfg->path, i,
+                         r, eg->allow[r].name, why);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 static void snapshot_free(struct snapshot *s)
 {
     if (s->listener_tls != NULL)
@@ -76,8 +108,17 @@ static void snapshot_free(struct snapshot *s)
     if (s->upstream_tls != NULL)
         for (size_t i = 0; i < s->cfg->n_functions; i++)
             tls_ctx_unref(s->upstream_tls[i]);
+    if (s->egress_tls != NULL) {
+        for (size_t i = 0; i < s->cfg->n_functions; i++) {
+            const struct cfg_egress *eg = s->cfg->functions[i].egress;
+            for (size_t r = 0; s->egress_tls[i] != NULL && r < eg->n_allow; r++)
+                tls_ctx_unref(s->egress_tls[i][r]);
+            free(s->egress_tls[i]);
+        }
+    }
     free(s->listener_tls);
     free(s->upstream_tls);
+    free(s->egress_tls);
     router_free(s->router);
     config_free(s->cfg);
     free(s);
@@ -98,11 +139,14 @@ struct snapshot *snapshot_new(struct config *cfg, unsigned generation, char *err
     s->router = router_new(cfg);
     s->listener_tls = calloc(cfg->n_listeners + 1, sizeof(*s->listener_tls));
     s->upstream_tls = calloc(cfg->n_functions + 1, sizeof(*s->upstream_tls));
-    if (s->router == NULL || s->listener_tls == NULL || s->upstream_tls == NULL) {
+    s->egress_tls = calloc(cfg->n_functions + 1, sizeof(*s->egress_tls));
+    if (s->router == NULL || s->listener_tls == NULL || s->upstream_tls == NULL ||
+        s->egress_tls == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out_free;
     }
-    if (load_listener_tls(s, err, errlen) < 0 || load_upstream_tls(s, err, errlen) < 0)
+    if (load_listener_tls(s, err, errlen) < 0 || load_upstream_tls(s, err, errlen) < 0 ||
+        load_egress_tls(s, err, errlen) < 0)
         goto out_free;
     return s;
 

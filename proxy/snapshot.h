@@ -17,6 +17,7 @@ struct snapshot {
     struct router *router;
     struct tls_ctx **listener_tls; /* per listener; NULL entries: plain */
     struct tls_ctx **upstream_tls; /* per function; NULL entries: plain */
+    struct tls_ctx ***egress_tls;  /* per function, per allow rule: tls: originate; else NULL */
     int refs;                      /* atomic: main thread + each worker holding it */
     unsigned generation;           /* 1 for the first config, +1 per reload */
 };

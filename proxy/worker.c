@@ -139,6 +139,7 @@ static void wsnap_free(struct wsnap *ws)
                 endpoint_put(ws->fns[i].eps[e]);
             free(ws->fns[i].eps);
             free(ws->fns[i].routes);
+            free(ws->fns[i].egress_rules);
         }
         free(ws->fns);
     }
@@ -175,6 +176,16 @@ static struct wsnap *wsnap_new(struct worker *w, struct snapshot *s)
         for (size_t r = 0; r < fn->n_routes; r++)
             if ((fs->routes[r] =
                      metrics_route(&w->metrics, DIR_INGRESS, fn->name, fn->routes[r].name)) == NULL)
+                goto out_free;
+        if (fn->egress == NULL)
+            continue;
+        fs->egress_rules = calloc(fn->egress->n_allow + 1, sizeof(*fs->egress_rules));
+        fs->egress_none = metrics_route(&w->metrics, DIR_EGRESS, fn->name, "");
+        if (fs->egress_rules == NULL || fs->egress_none == NULL)
+            goto out_free;
+        for (size_t r = 0; r < fn->egress->n_allow; r++)
+            if ((fs->egress_rules[r] = metrics_route(&w->metrics, DIR_EGRESS, fn->name,
+                                                     fn->egress->allow[r].name)) == NULL)
                 goto out_free;
     }
     return ws;
@@ -286,6 +297,7 @@ static void wlistener_start(struct wlistener *l)
 /* What each kind of listener does with a connection. */
 static wlistener_accept_fn *const accept_by_kind[CFG_LISTENER__N] = {
     [CFG_LISTENER_INGRESS] = conn_accept,
+    [CFG_LISTENER_EGRESS] = conn_accept, /* the exchange tells them apart (forward.c) */
 };
 
 static struct wlistener *wlistener_new(struct worker *w, int fd, size_t idx,
@@ -394,6 +406,9 @@ static void worker_exit(struct worker *w)
         conn_close(w->conns);
     w->pool.draining = true;
     pool_sweep(&w->pool, 0);
+    if (w->has_resolver)
+        resolve_close(&w->resolver, NULL); /* no lookup is left: their connections closed */
+    w->has_resolver = false;
     uv_close((uv_handle_t *)&w->wake, on_handle_closed);
     uv_close((uv_handle_t *)&w->sweep, on_handle_closed);
     xprt_loop_close(&w->xlp);
@@ -463,6 +478,26 @@ static void on_wake(uv_async_t *a)
         worker_drain(w, drain_ms);
 }
 
+/* The resolver egress names go through. Its options are the first
+ * config's: a reload does not change them. Without one, every egress name
+ * fails with dns_failed (logged once here). */
+static void worker_resolver_init(struct worker *w, const struct cfg_dns *d)
+{
+    struct resolve_opts o = {
+        .timeout_ms = (uint32_t)d->timeout_ms,
+        .servers = d->servers,
+        .cache_min_ttl_s = d->cache_min_ttl_s,
+        .cache_max_ttl_s = d->cache_max_ttl_s,
+        .cache_max_entries = d->cache_entries,
+    };
+    int rc = resolve_init(&w->resolver, &w->loop, &o);
+
+    w->has_resolver = rc == 0;
+    if (rc < 0)
+        log_error("worker %u: cannot start the resolver: %s; egress names will not resolve", w->id,
+                  uv_strerror(rc));
+}
+
 static void worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -528,6 +563,7 @@ int worker_start(struct worker *w, unsigned id, struct snapshot *s, const int *f
     w->xlp.buf_ctx = w;
     w->xlp.buf_size = WORKER_BUF_SIZE;
     pool_init(&w->pool, &w->loop, &w->xlp, w->scratch);
+    worker_resolver_init(w, &s->cfg->dns);
     uv_async_init(&w->loop, &w->wake, on_wake);
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->sweep);

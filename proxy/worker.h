@@ -16,6 +16,7 @@
 #include "accesslog.h"
 #include "metrics.h"
 #include "pool.h"
+#include "resolve.h"
 #include "snapshot.h"
 #include "xprt.h"
 
@@ -31,7 +32,10 @@ struct exch;
 struct fn_state {
     struct endpoint **eps; /* referenced */
     size_t n_eps;
-    struct route_stats **routes; /* one per route, same order as the config */
+    struct route_stats **routes;       /* one per route, same order as the config */
+    struct route_stats **egress_rules; /* one per egress allow rule, same order */
+    struct route_stats *egress_none;   /* egress answered before a rule matched (route "") */
+    uint64_t last_report_log_ms;       /* mode: report lines, at most one a second */
 };
 
 /* A snapshot as adopted by one worker. Counted without atomics: only this
@@ -84,7 +88,9 @@ struct worker {
     struct wlistener *listeners;
     struct conn *conns; /* every downstream connection */
     unsigned n_conns;
-    struct pool pool; /* endpoints and upstream connections */
+    struct pool pool;         /* endpoints and upstream connections */
+    struct resolver resolver; /* egress names (dns options of the first config) */
+    bool has_resolver;
     struct metrics metrics;
     struct accesslog_buf alog; /* this worker's lines, flushed every SWEEP_MS */
     unsigned sweep_ticks;

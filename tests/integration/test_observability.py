@@ -22,9 +22,9 @@ from harness import (HOST, Client, Fnproxy, Proc, build_request, case, check, ch
                      free_port, metric_value, request, wait_for, wait_until)
 
 FIELDS = ("ts", "request_id", "client", "listener", "method", "path", "status", "function",
-          "route", "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms")
+          "route", "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "direction")
 STR_FIELDS = ("ts", "request_id", "client", "listener", "method", "path", "function", "route",
-              "upstream")
+              "upstream", "direction")
 TS_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z$")
 LOG_WAIT = 3.0  # lines are flushed every 100 ms; this is generous, also under ASan
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "egress_rules.h"
 
 /* A listener and a function with one route "r0" whose map starts at 9:11;
  * tests append route keys at that indentation, or more routes. */
@@ -162,7 +163,7 @@ static void test_unsupported_keys(void **state)
 {
     static const char *const route_keys[] = {"per_try_timeout", "retries", "fault"};
     static const char *const ingress_keys[] = {"max_concurrency", "queue", "rate_limit"};
-    static const char *const fn_keys[] = {"egress"};
+    static const char *const rule_keys[] = {"retries", "fault"};
     char yaml[1024], want[256];
     size_t i;
 
@@ -180,9 +181,15 @@ static void test_unsupported_keys(void **state)
                  ingress_keys[i]);
         check_error(yaml, want);
     }
-    for (i = 0; i < sizeof(fn_keys) / sizeof(fn_keys[0]); i++) {
-        snprintf(yaml, sizeof(yaml), BASE "    %s: {}\n", fn_keys[i]);
-        snprintf(want, sizeof(want), "t.yaml:10:5: functions[0].%s: not supported yet", fn_keys[i]);
+    for (i = 0; i < sizeof(rule_keys) / sizeof(rule_keys[0]); i++) {
+        snprintf(yaml, sizeof(yaml),
+                 BASE "    egress:\n"
+                      "      listen: 127.0.0.1:15001\n"
+                      "      allow:\n"
+                      "        - { name: a, host: a.com, ports: [80], %s: { max: 3 } }\n",
+                 rule_keys[i]);
+        snprintf(want, sizeof(want),
+                 "t.yaml:13:48: functions[0].egress.allow[0].%s: not supported yet", rule_keys[i]);
         check_error(yaml, want);
     }
 }
@@ -1104,6 +1111,560 @@ static void test_shadowed_routes(void **state)
     config_free(c);
 }
 
+/* ---- egress ---- */
+
+/* A listener and a function "app" whose egress allow list is open at line
+ * 10: EG_RULE puts one flow-map rule there, its "{" at 10:11. */
+#define EG_BASE                                                                                    \
+    "listeners:\n"                                                                                 \
+    "  - name: public\n"                                                                           \
+    "    listen: 127.0.0.1:8080\n"                                                                 \
+    "functions:\n"                                                                                 \
+    "  - name: app\n"                                                                              \
+    "    endpoints: [127.0.0.1:9001]\n"                                                            \
+    "    egress:\n"                                                                                \
+    "      listen: 127.0.0.1:15001\n"                                                              \
+    "      allow:\n"
+#define EG_RULE(keys) EG_BASE "        - { " keys " }\n"
+/* A function "app" whose egress map starts at 4:13, after "    egress: ". */
+#define EG_FN "functions:\n  - name: app\n    endpoints: [127.0.0.1:9001]\n    egress: "
+
+static void test_egress_full(void **state)
+{
+    struct config *c = parse_ok(
+        "admin: { listen: 127.0.0.1:9901 }\n"
+        "listeners:\n"
+        "  - name: public\n"
+        "    listen: 0.0.0.0:8080\n"
+        "  - name: internal\n"
+        "    listen: 127.0.0.1:8081\n"
+        "functions:\n"
+        "  - name: app\n"
+        "    endpoints: [127.0.0.1:9001]\n"
+        "    egress:\n"
+        "      listen: 127.0.0.1:15001\n"
+        "      mode: report\n"
+        "      deny_private: false\n"
+        "      tunnel_idle_timeout: 30s\n"
+        "      allow:\n"
+        "        - { name: stripe, host: API.Stripe.com., ports: [443] }\n"
+        "        - { name: s3, host: \"*.s3.amazonaws.com\", ports: [443, 8443] }\n"
+        "        - { name: orders, host: orders.internal, ports: [80], methods: [GET, HEAD],\n"
+        "            paths: [/v1/, /v2/x], tls: originate, ca: certs/out/ca.crt, timeout: 5s,\n"
+        "            connect_timeout: 2s }\n"
+        "        - { name: db, cidr: 10.1.0.0/16, ports: [5432] }\n"
+        "        - { name: v6, host: \"[2001:DB8::0001]\", ports: [443] }\n"
+        "        - { name: v4, host: 192.0.2.1, ports: [443] }\n"
+        "    ingress:\n"
+        "      routes: [{ name: r, match: { listener: internal } }]\n"
+        "  - name: quiet\n"
+        "    endpoints: [127.0.0.1:9002]\n"
+        "  - name: other\n"
+        "    endpoints: [127.0.0.1:9003]\n"
+        "    egress: { listen: \"[::1]:15002\" }\n");
+    const struct cfg_function *f = &c->functions[0];
+    const struct cfg_egress *e = f->egress;
+    const struct cfg_egress_rule *r;
+    const struct cfg_listener *l;
+    const uint8_t in_db[4] = {10, 1, 2, 3}, out_db[4] = {10, 2, 0, 1};
+    const uint8_t v4[4] = {192, 0, 2, 1};
+
+    (void)state;
+    /* The egress listeners come after the top-level ones, in function
+     * order; the routes still point at the top-level ones. */
+    assert_int_equal(c->n_listeners, 4);
+    assert_string_equal(c->listeners[0].name, "public");
+    assert_int_equal(c->listeners[0].kind, CFG_LISTENER_INGRESS);
+    assert_string_equal(c->listeners[1].name, "internal");
+    assert_int_equal(c->listeners[1].kind, CFG_LISTENER_INGRESS);
+    assert_int_equal(f->routes[0].listener, 1);
+
+    l = &c->listeners[2];
+    assert_string_equal(l->name, "app.egress");
+    assert_int_equal(l->kind, CFG_LISTENER_EGRESS);
+    assert_int_equal(l->function, 0);
+    assert_int_equal(l->listen.kind, CFG_ADDR_INET);
+    assert_int_equal(l->listen.sa.ss_family, AF_INET);
+    assert_int_equal(ntohs(((const struct sockaddr_in *)&l->listen.sa)->sin_port), 15001);
+    assert_string_equal(l->listen.text, "127.0.0.1:15001");
+    assert_int_equal(l->header_timeout_ms, 10000);
+    assert_int_equal(l->keepalive_timeout_ms, 60000);
+    assert_int_equal(l->max_header_bytes, 16384);
+    assert_null(l->tls);
+    assert_int_equal(l->line, 11);
+    assert_int_equal(l->col, 15);
+
+    l = &c->listeners[3];
+    assert_string_equal(l->name, "other.egress");
+    assert_int_equal(l->kind, CFG_LISTENER_EGRESS);
+    assert_int_equal(l->function, 2);
+    assert_int_equal(l->listen.sa.ss_family, AF_INET6);
+    assert_string_equal(l->listen.text, "[::1]:15002");
+    assert_int_equal(l->line, 30);
+    assert_int_equal(l->col, 23);
+
+    assert_null(c->functions[1].egress);
+
+    assert_non_null(e);
+    assert_int_equal(e->listener, 2);
+    assert_int_equal(e->mode, CFG_EGRESS_REPORT);
+    assert_false(e->deny_private);
+    assert_int_equal(e->tunnel_idle_timeout_ms, 30000);
+    assert_int_equal(e->line, 11);
+    assert_int_equal(e->col, 7);
+    assert_int_equal(e->n_allow, 6);
+
+    r = &e->allow[0];
+    assert_string_equal(r->name, "stripe");
+    assert_string_equal(r->host, "api.stripe.com");
+    assert_null(r->cidr);
+    assert_int_equal(r->n_ports, 1);
+    assert_int_equal(r->ports[0], 443);
+    assert_int_equal(r->methods, 0);
+    assert_null(r->paths);
+    assert_int_equal(r->n_paths, 0);
+    assert_false(r->tls_originate);
+    assert_null(r->ca);
+    assert_int_equal(r->timeout_ms, 15000);
+    assert_int_equal(r->connect_timeout_ms, 5000);
+    assert_int_equal(r->line, 16);
+    assert_int_equal(r->col, 11);
+
+    r = &e->allow[1];
+    assert_string_equal(r->name, "s3");
+    assert_string_equal(r->host, "*.s3.amazonaws.com");
+    assert_int_equal(r->n_ports, 2);
+    assert_int_equal(r->ports[0], 443);
+    assert_int_equal(r->ports[1], 8443);
+
+    r = &e->allow[2];
+    assert_string_equal(r->name, "orders");
+    assert_string_equal(r->host, "orders.internal");
+    assert_int_equal(r->n_ports, 1);
+    assert_int_equal(r->ports[0], 80);
+    assert_int_equal(r->methods, CFG_M_GET | CFG_M_HEAD);
+    assert_int_equal(r->n_paths, 2);
+    assert_string_equal(r->paths[0], "/v1/");
+    assert_string_equal(r->paths[1], "/v2/x");
+    assert_true(r->tls_originate);
+    assert_string_equal(r->ca, "certs/out/ca.crt");
+    assert_int_equal(r->timeout_ms, 5000);
+    assert_int_equal(r->connect_timeout_ms, 2000);
+    assert_int_equal(r->line, 18);
+
+    r = &e->allow[3];
+    assert_string_equal(r->name, "db");
+    assert_null(r->host);
+    assert_string_equal(r->cidr, "10.1.0.0/16");
+    assert_int_equal(r->ports[0], 5432);
+
+    /* IP literals are kept as inet_ntop writes them: the form a request's
+     * canonical target has. */
+    assert_string_equal(e->allow[4].host, "2001:db8::1");
+    assert_string_equal(e->allow[5].host, "192.0.2.1");
+
+    /* The compiled rules answer as the list says. */
+    assert_non_null(e->rules);
+    assert_int_equal(egress_rules_count(e->rules), 6);
+    assert_string_equal(egress_rules_name(e->rules, 3), "db");
+    assert_int_equal(egress_rules_match_host(e->rules, "api.stripe.com", 14, 443, 0, NULL, 0), 0);
+    assert_int_equal(egress_rules_match_host(e->rules, "api.stripe.com", 14, 80, 0, NULL, 0), -1);
+    assert_int_equal(
+        egress_rules_match_host(e->rules, "b.s3.amazonaws.com", 18, 8443, CFG_M_PUT, "/", 1), 1);
+    assert_int_equal(egress_rules_match_host(e->rules, "s3.amazonaws.com", 16, 443, 0, NULL, 0),
+                     -1);
+    assert_int_equal(
+        egress_rules_match_host(e->rules, "orders.internal", 15, 80, CFG_M_GET, "/v1/o", 5), 2);
+    assert_int_equal(
+        egress_rules_match_host(e->rules, "orders.internal", 15, 80, CFG_M_POST, "/v1/o", 5), -1);
+    assert_int_equal(
+        egress_rules_match_host(e->rules, "orders.internal", 15, 80, CFG_M_GET, "/v3", 3), -1);
+    assert_int_equal(egress_rules_match_host(e->rules, "2001:db8::1", 11, 443, 0, NULL, 0), 4);
+    assert_int_equal(egress_rules_match_addr(e->rules, AF_INET, in_db, 5432, 0, NULL, 0), 3);
+    assert_int_equal(egress_rules_match_addr(e->rules, AF_INET, out_db, 5432, 0, NULL, 0), -1);
+    assert_int_equal(egress_rules_match_host(e->rules, "192.0.2.1", 9, 443, 0, NULL, 0), 5);
+    assert_int_equal(egress_rules_match_addr(e->rules, AF_INET, v4, 443, 0, NULL, 0), -1);
+
+    /* Defaults: enforce, deny_private, 5 min tunnels; no allow list is an
+     * empty one, compiled all the same: everything is denied. */
+    e = c->functions[2].egress;
+    assert_non_null(e);
+    assert_int_equal(e->listener, 3);
+    assert_int_equal(e->mode, CFG_EGRESS_ENFORCE);
+    assert_true(e->deny_private);
+    assert_int_equal(e->tunnel_idle_timeout_ms, 300000);
+    assert_int_equal(e->n_allow, 0);
+    assert_null(e->allow);
+    assert_non_null(e->rules);
+    assert_int_equal(egress_rules_count(e->rules), 0);
+    assert_int_equal(egress_rules_match_host(e->rules, "api.stripe.com", 14, 443, 0, NULL, 0), -1);
+    config_free(c);
+}
+
+/* Egress listeners need no top-level listener, and an empty allow list is
+ * as good as none. */
+static void test_egress_small(void **state)
+{
+    struct config *c = parse_ok(EG_FN "{ listen: localhost:15001, allow: [] }\n");
+
+    (void)state;
+    assert_int_equal(c->n_listeners, 1);
+    assert_string_equal(c->listeners[0].name, "app.egress");
+    assert_int_equal(c->listeners[0].kind, CFG_LISTENER_EGRESS);
+    assert_int_equal(c->functions[0].egress->listener, 0);
+    assert_int_equal(c->functions[0].egress->n_allow, 0);
+    assert_non_null(c->functions[0].egress->rules);
+    config_free(c);
+
+    /* Anywhere in 127/8, and [::1]. */
+    c = parse_ok(EG_FN "{ listen: 127.1.2.3:1 }\n"
+                       "  - name: b\n    endpoints: [127.0.0.1:9001]\n"
+                       "    egress: { listen: \"[::1]:1\" }\n");
+    assert_int_equal(c->n_listeners, 2);
+    assert_string_equal(c->listeners[1].name, "b.egress");
+    assert_int_equal(c->functions[1].egress->listener, 1);
+    config_free(c);
+
+    /* An IPv6 host may be written without brackets (no port to tell
+     * apart); a wildcard over a one-label domain is a wildcard still. */
+    c = parse_ok(EG_RULE("name: a, host: \"::FFFF:7F00:1\", ports: [80] }\n"
+                         "        - { name: b, host: \"*.Internal.\", ports: [80]"));
+    assert_string_equal(c->functions[0].egress->allow[0].host, "::ffff:127.0.0.1");
+    assert_string_equal(c->functions[0].egress->allow[1].host, "*.internal");
+    assert_int_equal(egress_rules_match_host(c->functions[0].egress->rules, "x.internal", 10, 80,
+                                             CFG_M_GET, "/", 1),
+                     1);
+    config_free(c);
+}
+
+static void test_egress_errors(void **state)
+{
+    static const char loopback[] =
+        "must be a loopback address (127.0.0.0/8 or [::1]): the egress listener is the "
+        "function's identity, so nothing off this host may reach it";
+    static const struct err_case cases[] = {
+        /* the egress map */
+        {EG_FN "[]\n", "t.yaml:4:13: functions[0].egress: expected a map with listen and allow"},
+        {EG_FN "{ allow: [] }\n",
+         "t.yaml:4:13: functions[0].egress: missing required key \"listen\""},
+        {EG_FN "{ listen: 127.0.0.1:1, policy: x }\n",
+         "t.yaml:4:36: functions[0].egress.policy: unknown key \"policy\""},
+        {EG_FN "{ listen: unix:/run/fn.sock }\n",
+         "t.yaml:4:23: functions[0].egress.listen: unix sockets are not supported yet for "
+         "egress.listen"},
+        {EG_FN "{ listen: 127.0.0.1 }\n",
+         "t.yaml:4:23: functions[0].egress.listen: expected IP:port"},
+        {EG_FN "{ listen: 127.0.0.1:1, mode: audit }\n",
+         "t.yaml:4:42: functions[0].egress.mode: expected enforce or report"},
+        {EG_FN "{ listen: 127.0.0.1:1, deny_private: no }\n",
+         "t.yaml:4:50: functions[0].egress.deny_private: expected true or false"},
+        {EG_FN "{ listen: 127.0.0.1:1, tunnel_idle_timeout: 0s }\n",
+         "t.yaml:4:57: functions[0].egress.tunnel_idle_timeout: must be greater than zero"},
+        {EG_FN "{ listen: 127.0.0.1:1, allow: { name: a } }\n",
+         "t.yaml:4:43: functions[0].egress.allow: expected a list of allow rules"},
+        {EG_FN "{ listen: 127.0.0.1:1, allow: [stripe] }\n",
+         "t.yaml:4:44: functions[0].egress.allow[0]: expected a map like { name: api, host: "
+         "api.example.com, ports: [443] }"},
+
+        /* a rule's keys */
+        {EG_RULE("host: a.com, ports: [443]"),
+         "t.yaml:10:11: functions[0].egress.allow[0]: missing required key \"name\""},
+        {EG_RULE("name: \"a b\", host: a.com, ports: [443]"),
+         "t.yaml:10:19: functions[0].egress.allow[0].name: expected a name: 1 to 64 characters "
+         "from A-Z a-z 0-9 _ . -"},
+        {EG_RULE("name: a, host: a.com"),
+         "t.yaml:10:11: functions[0].egress.allow[0]: missing required key \"ports\""},
+        {EG_RULE("name: a, ports: [443]"),
+         "t.yaml:10:11: functions[0].egress.allow[0]: missing required key \"host\" or \"cidr\""},
+        {EG_RULE("name: a, host: a.com, cidr: 10.0.0.0/8, ports: [443]"),
+         "t.yaml:10:11: functions[0].egress.allow[0]: expected host or cidr, not both"},
+        {EG_RULE("name: a, host: a.com, ports: [443], port: 80"),
+         "t.yaml:10:49: functions[0].egress.allow[0].port: unknown key \"port\""},
+        {EG_RULE("name: a, host: a.com, ports: [443], retries: { max: 3 }"),
+         "t.yaml:10:49: functions[0].egress.allow[0].retries: not supported yet"},
+
+        /* ports */
+        {EG_RULE("name: a, host: a.com, ports: 443"),
+         "t.yaml:10:42: functions[0].egress.allow[0].ports: expected a list of ports"},
+        {EG_RULE("name: a, host: a.com, ports: []"),
+         "t.yaml:10:42: functions[0].egress.allow[0].ports: expected at least one port, like "
+         "[443]"},
+        {EG_RULE("name: a, host: a.com, ports: [0]"),
+         "t.yaml:10:43: functions[0].egress.allow[0].ports[0]: expected a port from 1 to 65535"},
+        {EG_RULE("name: a, host: a.com, ports: [443, 70000]"),
+         "t.yaml:10:48: functions[0].egress.allow[0].ports[1]: expected a port from 1 to 65535"},
+        {EG_RULE("name: a, host: a.com, ports: [https]"),
+         "t.yaml:10:43: functions[0].egress.allow[0].ports[0]: expected a port from 1 to 65535"},
+        {EG_RULE("name: a, host: a.com, ports: [443, 80, 443]"),
+         "t.yaml:10:52: functions[0].egress.allow[0].ports[2]: duplicate port 443 (first at "
+         "t.yaml:10:43)"},
+
+        /* methods, paths, tls, ca */
+        {EG_RULE("name: a, host: a.com, ports: [80], methods: [FETCH]"),
+         "t.yaml:10:58: functions[0].egress.allow[0].methods[0]: unknown method \"FETCH\": "
+         "expected GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or TRACE"},
+        {EG_RULE("name: a, host: a.com, ports: [80], methods: []"),
+         "t.yaml:10:57: functions[0].egress.allow[0].methods: expected a non-empty list of "
+         "methods, like [GET, POST]"},
+        {EG_RULE("name: a, host: a.com, ports: [80], paths: [/v1, v2]"),
+         "t.yaml:10:61: functions[0].egress.allow[0].paths[1]: expected a path like /api: ASCII, "
+         "starting with /, without spaces, ? or #"},
+        {EG_RULE("name: a, host: a.com, ports: [80], paths: /v1"),
+         "t.yaml:10:55: functions[0].egress.allow[0].paths: expected a non-empty list of path "
+         "prefixes, like [/v1/]"},
+        {EG_RULE("name: a, host: a.com, ports: [80], tls: terminate"),
+         "t.yaml:10:53: functions[0].egress.allow[0].tls: expected originate (the only TLS mode "
+         "of an allow rule)"},
+        {EG_RULE("name: a, host: a.com, ports: [80], ca: ca.crt"),
+         "t.yaml:10:52: functions[0].egress.allow[0].ca: only allowed with tls: originate"},
+        {EG_RULE("name: a, host: a.com, ports: [80], timeout: 0s"),
+         "t.yaml:10:57: functions[0].egress.allow[0].timeout: must be greater than zero"},
+        {EG_RULE("name: a, host: a.com, ports: [80], connect_timeout: 5"),
+         "t.yaml:10:65: functions[0].egress.allow[0].connect_timeout: expected a duration like "
+         "10s"},
+
+        /* hosts: the spellings egress_target_parse refuses, by its name */
+        {EG_RULE("name: a, host: 127.1, ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: numeric_host: \"127.1\" looks like a "
+         "number but is not a dotted-quad IPv4 address"},
+        {EG_RULE("name: a, host: 0x7f.1, ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: numeric_host: \"0x7f.1\" looks like a "
+         "number but is not a dotted-quad IPv4 address"},
+        {EG_RULE("name: a, host: 2130706433, ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: numeric_host: \"2130706433\" looks "
+         "like a number but is not a dotted-quad IPv4 address"},
+        {EG_RULE("name: a, host: \"*.\", ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: expected a domain after *., like "
+         "*.example.com"},
+        {EG_RULE("name: a, host: \"*\", ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: the * wildcard must be the whole "
+         "first label, like *.example.com"},
+        {EG_RULE("name: a, host: \"a.*.com\", ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: the * wildcard must be the whole "
+         "first label, like *.example.com"},
+        {EG_RULE("name: a, host: \"*.10.0.0.1\", ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: a * wildcard takes a domain name, "
+         "not an IP address"},
+        {EG_RULE("name: a, host: \"api.com:443\", ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: expected a host without a port"},
+        {EG_RULE("name: a, host: \"[::1]:443\", ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: expected a host without a port"},
+        {EG_RULE("name: a, host: \"[::g]\", ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: bad_ipv6: not an IPv6 address"},
+        {EG_RULE("name: a, host: a..com, ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: bad_label: an empty label, or one "
+         "that starts or ends with -"},
+        {EG_RULE("name: a, host: \"a b.com\", ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: bad_char: a host name takes letters, "
+         "digits, - _ and . (IDNs as xn--...)"},
+        {EG_RULE("name: a, host: [a.com], ports: [80]"),
+         "t.yaml:10:28: functions[0].egress.allow[0].host: expected a host like "
+         "api.example.com, *.example.com or an IP"},
+
+        /* cidr, checked by egress_rules_compile, reported at the rule */
+        {EG_RULE("name: a, host: a.com, ports: [80] }\n        - { name: b, cidr: 10.1.0.0/33, "
+                 "ports: [80]"),
+         "t.yaml:11:11: functions[0].egress.allow[1]: cidr: bad prefix length 33"},
+        {EG_RULE("name: db, cidr: 10.1.0.1/16, ports: [80]"),
+         "t.yaml:10:11: functions[0].egress.allow[0]: cidr: host bits set in 10.1.0.1/16 (the "
+         "network is 10.1.0.0/16)"},
+        {EG_RULE("name: db, cidr: nope, ports: [80]"),
+         "t.yaml:10:11: functions[0].egress.allow[0]: cidr: expected address/prefix-length, got "
+         "\"nope\""},
+
+        /* names */
+        {EG_RULE("name: a, host: a.com, ports: [80] }\n        - { name: b, host: b.com, ports: "
+                 "[80] }\n        - { name: a, host: c.com, ports: [80]"),
+         "t.yaml:12:19: functions[0].egress.allow[2].name: duplicate rule name \"a\" (first at "
+         "t.yaml:10:19)"},
+
+        /* the listener */
+        {EG_FN "{ listen: 0.0.0.0:15001 }\n", NULL},
+        {EG_FN "{ listen: 10.0.0.1:15001 }\n", NULL},
+        {EG_FN "{ listen: \"[::]:15001\" }\n", NULL},
+        {EG_FN "{ listen: \"[::ffff:127.0.0.1]:15001\" }\n", NULL},
+        {"listeners:\n  - { name: public, listen: 127.0.0.1:15001 }\n" EG_FN
+         "{ listen: 127.0.0.1:15001 }\n",
+         "t.yaml:6:23: functions[0].egress.listen: address already used by listeners[0] "
+         "(t.yaml:2:29)"},
+        {"listeners:\n  - { name: public, listen: 0.0.0.0:15001 }\n" EG_FN
+         "{ listen: 127.0.0.2:15001 }\n",
+         "t.yaml:6:23: functions[0].egress.listen: address already used by listeners[0] "
+         "(t.yaml:2:29)"},
+        {EG_FN "{ listen: 127.0.0.1:15001 }\n"
+               "  - { name: b, endpoints: [127.0.0.1:1], egress: { listen: 127.0.0.1:15001 } }\n",
+         "t.yaml:5:60: functions[1].egress.listen: address already used by "
+         "functions[0].egress.listen (t.yaml:4:23)"},
+        {"admin: { listen: 127.0.0.1:9901 }\n" EG_FN "{ listen: 127.0.0.1:9901 }\n",
+         "t.yaml:5:23: functions[0].egress.listen: address already used by admin.listen "
+         "(t.yaml:1:18)"},
+        {"listeners:\n  - { name: app.egress, listen: 127.0.0.1:8080 }\n" EG_FN
+         "{ listen: 127.0.0.1:15001 }\n",
+         "t.yaml:6:13: functions[0].egress: its listener would be named \"app.egress\", the name "
+         "of listeners[0] (t.yaml:2:13)"},
+        /* Routes name top-level listeners only. */
+        {EG_FN "{ listen: 127.0.0.1:15001 }\n"
+               "    ingress: { routes: [{ name: r, match: { listener: app.egress } }] }\n",
+         "t.yaml:5:55: functions[0].ingress.routes[0].match.listener: no listener named "
+         "\"app.egress\""},
+        {"listeners:\n  - { name: public, listen: 127.0.0.1:8080 }\n"
+         "functions:\n"
+         "  - name: other\n"
+         "    endpoints: [127.0.0.1:1]\n"
+         "    egress: { listen: 127.0.0.1:15001 }\n"
+         "  - name: app\n"
+         "    endpoints: [127.0.0.1:9001]\n"
+         "    ingress: { routes: [{ name: r, match: { listener: other.egress } }] }\n",
+         "t.yaml:9:55: functions[1].ingress.routes[0].match.listener: no listener named "
+         "\"other.egress\""},
+    };
+    char want[CFG_ERR_MAX];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].want != NULL) {
+            check_error(cases[i].yaml, cases[i].want);
+            continue;
+        }
+        snprintf(want, sizeof(want), "t.yaml:4:23: functions[0].egress.listen: %s", loopback);
+        check_error(cases[i].yaml, want);
+    }
+}
+
+/* Egress listeners count toward CFG_MAX_LISTENERS. */
+static void test_egress_listener_limit(void **state)
+{
+    size_t cap = 64 * 1024, len, i;
+    char *yaml = malloc(cap), want[CFG_ERR_MAX];
+    struct config *c;
+    int extra;
+
+    (void)state;
+    assert_non_null(yaml);
+    for (extra = 0; extra <= 1; extra++) {
+        len = (size_t)snprintf(yaml, cap, "listeners:\n");
+        for (i = 0; i < (size_t)CFG_MAX_LISTENERS - 2 + (size_t)extra; i++)
+            len += (size_t)snprintf(yaml + len, cap - len,
+                                    "  - { name: l%zu, listen: 127.0.0.1:%zu }\n", i, 10000 + i);
+        len += (size_t)snprintf(yaml + len, cap - len,
+                                "functions:\n"
+                                "  - { name: f, endpoints: [127.0.0.1:9], egress: { listen: "
+                                "127.0.0.1:20001 } }\n"
+                                "  - { name: g, endpoints: [127.0.0.1:9], egress: { listen: "
+                                "127.0.0.1:20002 } }\n");
+        if (!extra) {
+            c = parse_ok(yaml);
+            assert_int_equal(c->n_listeners, CFG_MAX_LISTENERS);
+            assert_string_equal(c->listeners[CFG_MAX_LISTENERS - 1].name, "g.egress");
+            assert_int_equal(c->functions[1].egress->listener, CFG_MAX_LISTENERS - 1);
+            config_free(c);
+        } else {
+            snprintf(want, sizeof(want),
+                     "t.yaml:%d:50: functions[1].egress: at most %d listeners, egress listeners "
+                     "included",
+                     CFG_MAX_LISTENERS + 3, CFG_MAX_LISTENERS);
+            check_error(yaml, want);
+        }
+    }
+    free(yaml);
+}
+
+/* ---- dns ---- */
+
+static void test_dns(void **state)
+{
+    static const struct err_case bad[] = {
+        {"dns: 1\n",
+         "t.yaml:1:6: dns: expected a map like { servers: [127.0.0.1:53], timeout: 5s }"},
+        {"dns: { server: [127.0.0.1] }\n", "t.yaml:1:8: dns.server: unknown key \"server\""},
+        {"dns: { servers: 127.0.0.1 }\n",
+         "t.yaml:1:17: dns.servers: expected a non-empty list of DNS servers, like "
+         "[127.0.0.1:53]"},
+        {"dns: { servers: [] }\n",
+         "t.yaml:1:17: dns.servers: expected a non-empty list of DNS servers, like "
+         "[127.0.0.1:53]"},
+        {"dns: { servers: [127.0.0.1:53, dns.google] }\n",
+         "t.yaml:1:32: dns.servers[1]: expected an IP address with an optional port, like "
+         "127.0.0.1:53 or [::1]:53"},
+        {"dns: { servers: [\"::1\"] }\n",
+         "t.yaml:1:18: dns.servers[0]: expected an IP address with an optional port, like "
+         "127.0.0.1:53 or [::1]:53"},
+        {"dns: { servers: [127.1] }\n",
+         "t.yaml:1:18: dns.servers[0]: expected an IP address with an optional port, like "
+         "127.0.0.1:53 or [::1]:53"},
+        {"dns: { servers: [127.0.0.1:0] }\n",
+         "t.yaml:1:18: dns.servers[0]: expected an IP address with an optional port, like "
+         "127.0.0.1:53 or [::1]:53"},
+        {"dns: { servers: [127.0.0.1:65536] }\n",
+         "t.yaml:1:18: dns.servers[0]: expected an IP address with an optional port, like "
+         "127.0.0.1:53 or [::1]:53"},
+        {"dns: { timeout: 0s }\n", "t.yaml:1:17: dns.timeout: must be greater than zero"},
+        {"dns: { timeout: 61s }\n", "t.yaml:1:17: dns.timeout: must be at most 60s"},
+        {"dns: { timeout: 5 }\n", "t.yaml:1:17: dns.timeout: expected a duration like 10s"},
+        {"dns: { cache: 5 }\n",
+         "t.yaml:1:15: dns.cache: expected a map like { min_ttl: 0s, max_ttl: 300s, entries: "
+         "1024 }"},
+        {"dns: { cache: { min_ttl: 301s } }\n",
+         "t.yaml:1:26: dns.cache.min_ttl: min_ttl (301s) is greater than max_ttl (300s)"},
+        {"dns:\n  cache:\n    min_ttl: 10s\n    max_ttl: 5s\n",
+         "t.yaml:3:14: dns.cache.min_ttl: min_ttl (10s) is greater than max_ttl (5s)"},
+        {"dns: { cache: { min_ttl: 2s, max_ttl: 1s } }\n",
+         "t.yaml:1:26: dns.cache.min_ttl: min_ttl (2s) is greater than max_ttl (1s)"},
+        {"dns: { cache: { max_ttl: 1500ms } }\n",
+         "t.yaml:1:26: dns.cache.max_ttl: expected whole seconds, like 30s"},
+        {"dns: { cache: { entries: 1000001 } }\n",
+         "t.yaml:1:26: dns.cache.entries: expected a number from 0 to 1000000"},
+        {"dns: { cache: { entries: -1 } }\n",
+         "t.yaml:1:26: dns.cache.entries: expected a number from 0 to 1000000"},
+        {"dns: { cache: { size: 1 } }\n", "t.yaml:1:17: dns.cache.size: unknown key \"size\""},
+    };
+    struct config *c;
+
+    /* Absent: /etc/resolv.conf, a 5 s lookup, a cache of 1024 answers kept
+     * as long as their TTL says, up to 300 s. */
+    c = parse_ok("workers: 1\n");
+    assert_null(c->dns.servers);
+    assert_int_equal(c->dns.timeout_ms, 5000);
+    assert_int_equal(c->dns.cache_min_ttl_s, 0);
+    assert_int_equal(c->dns.cache_max_ttl_s, 300);
+    assert_int_equal(c->dns.cache_entries, 1024);
+    config_free(c);
+
+    c = parse_ok("dns: {}\n");
+    assert_null(c->dns.servers);
+    assert_int_equal(c->dns.timeout_ms, 5000);
+    assert_int_equal(c->dns.cache_max_ttl_s, 300);
+    assert_int_equal(c->dns.cache_entries, 1024);
+    config_free(c);
+
+    /* Servers are written out canonical, each with its port. */
+    c = parse_ok("dns:\n"
+                 "  servers: [127.0.0.1:5353, \"[::1]:53\", 10.0.0.2, \"[FE80::0001]\", 1.1.1.1.]\n"
+                 "  timeout: 60s\n"
+                 "  cache: { min_ttl: 1m, max_ttl: 10m, entries: 1000000 }\n");
+    assert_string_equal(c->dns.servers, "127.0.0.1:5353,[::1]:53,10.0.0.2:53,[fe80::1]:53,"
+                                        "1.1.1.1:53");
+    assert_int_equal(c->dns.timeout_ms, 60000);
+    assert_int_equal(c->dns.cache_min_ttl_s, 60);
+    assert_int_equal(c->dns.cache_max_ttl_s, 600);
+    assert_int_equal(c->dns.cache_entries, 1000000);
+    config_free(c);
+
+    /* 0 turns the cache off; min_ttl == max_ttl pins every answer. */
+    c = parse_ok("dns: { timeout: 250ms, cache: { max_ttl: 0s, entries: 0 } }\n");
+    assert_int_equal(c->dns.timeout_ms, 250);
+    assert_int_equal(c->dns.cache_max_ttl_s, 0);
+    assert_int_equal(c->dns.cache_entries, 0);
+    config_free(c);
+    c = parse_ok("dns: { cache: { min_ttl: 30s, max_ttl: 30s } }\n");
+    assert_int_equal(c->dns.cache_min_ttl_s, 30);
+    assert_int_equal(c->dns.cache_max_ttl_s, 30);
+    config_free(c);
+
+    CHECK_ERRORS(bad);
+}
+
 /* ---- whole configs ---- */
 
 static void test_defaults(void **state)
@@ -1423,6 +1984,11 @@ int main(void)
         cmocka_unit_test(test_match_path_prefix),
         cmocka_unit_test(test_match_methods),
         cmocka_unit_test(test_shadowed_routes),
+        cmocka_unit_test(test_egress_full),
+        cmocka_unit_test(test_egress_small),
+        cmocka_unit_test(test_egress_errors),
+        cmocka_unit_test(test_egress_listener_limit),
+        cmocka_unit_test(test_dns),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_access_log),
         cmocka_unit_test(test_small_configs),

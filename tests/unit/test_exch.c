@@ -13,7 +13,8 @@
 
 #include "exch.h"
 
-static const struct exch_timeouts limits = {.header_ms = 111, .connect_ms = 222, .timeout_ms = 333};
+static const struct exch_timeouts limits = {
+    .header_ms = 111, .connect_ms = 222, .timeout_ms = 333, .dns_ms = 444, .tunnel_ms = 555};
 
 static void test_phase_deadlines(void **state)
 {
@@ -28,6 +29,8 @@ static void test_phase_deadlines(void **state)
         {EXCH_PH_SEND, 333, TMO_UPSTREAM},      /* the function taking the request */
         {EXCH_PH_WAIT_HEAD, 333, TMO_UPSTREAM}, /* the function's answer */
         {EXCH_PH_STREAM, 333, TMO_IDLE},        /* the answer's body, either side */
+        {EXCH_PH_RESOLVE, 444, TMO_DNS},        /* an egress name: dns.timeout */
+        {EXCH_PH_TUNNEL, 555, TMO_IDLE},        /* a CONNECT tunnel: tunnel_idle_timeout */
         {EXCH_PH_REPLY, 111, TMO__N},           /* fnproxy's own answer: not counted */
     };
     bool seen[EXCH_PH__N] = {0};

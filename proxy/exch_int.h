@@ -1,0 +1,37 @@
+/*
+ * exch_int.h - what exch.c shares with forward.c, the egress side of an
+ * exchange. Not for other modules: they go through exch.h.
+ */
+#ifndef FNPROXY_EXCH_INT_H
+#define FNPROXY_EXCH_INT_H
+
+#include "exch.h"
+
+const struct cfg_listener *exch_listener(const struct exch *x);
+
+/* Arms the current phase's deadline from now; exch_enter changes phase first. */
+void exch_touch(struct exch *x);
+void exch_enter(struct exch *x, enum exch_phase ph);
+
+/* fnproxy's own answer: {"error":code,"message":message<extra>}; extra is
+ * "" or more JSON members, each starting with a comma, needing no escape. */
+void exch_reply(struct exch *x, int status, const char *code, const char *message);
+void exch_reply_json(struct exch *x, int status, const char *code, const char *message,
+                     const char *extra);
+
+/* The next attempt (exch.c picks the endpoint, or forward.c for egress). */
+void exch_connect(struct exch *x);
+void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const char *msg);
+void exch_attempt_done(struct exch *x);
+void exch_connect_done(struct exch *x);
+
+/* Sends x->resp_out to the client; with now, 1 means it all went at once. */
+int exch_send(struct exch *x, bool now);
+
+void exch_end(struct exch *x);
+void exch_abort(struct exch *x);
+
+void exch_count_uperr(struct exch *x, enum metrics_uperr reason);
+void exch_count_timeout(struct exch *x, enum metrics_timeout kind);
+
+#endif

@@ -809,6 +809,22 @@ class EgressTarget(Server):
         return ", ".join(out)
 
 
+PROBLEM_METRICS = re.compile(r"^(fnproxy_(?:timeouts|upstream_errors|tls_handshake_errors|"
+                             r"policy_denials)_total\{[^}]*\}) (\S+)$", re.M)
+
+
+def metric_lines(t=None, text=None):
+    """{series: value} of the problem counters (timeouts, upstream errors,
+    TLS handshake errors, policy denials) in fnproxy t's /metrics, or in
+    text; {} if it cannot be read."""
+    if text is None:
+        try:
+            text = http_get(t.admin_port, "/metrics", timeout=5)[1].decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            return {}
+    return {k: float(v) for k, v in PROBLEM_METRICS.findall(text)}
+
+
 def squid_user():
     """The unprivileged user Squid runs as when started as root: the Debian
     package's proxy, else nobody."""
@@ -1486,6 +1502,7 @@ def main():
     # its own offset and the truncated part becomes a hole, so what it wrote
     # is the change in its fd 1's offset (/proc/PID/fdinfo/1).
     ctx.servers = []  # every target, ingress and egress
+    ctx.metrics_base = {}  # fnproxy process -> {series: value} before the runs
 
     def truncate_access_logs():
         for t in ctx.servers:
@@ -1607,10 +1624,16 @@ def main():
             etargets[name] = t
             ctx.servers.append(t)
         refused = ["%s: %s" % (n, t.refusals(ctx)) for n, t in etargets.items() if n != "direct"]
+        # Those refusals count in the egress fnproxy's denials: the end of
+        # the run reports only what came after (metric_lines).
+        if "fnproxy" in etargets:
+            ctx.metrics_base[etargets["fnproxy"].log_name] = metric_lines(etargets["fnproxy"])
         note("egress targets: " + ", ".join("%s :%d" % (n, t.port) for n, t in etargets.items())
              + "; a destination outside the rule (127.0.0.1, another port): " + "; ".join(refused))
         notes.append("egress: what each proxy answers for a destination its rule does not allow "
-                     "(the backend's address, another port): " + "; ".join(refused))
+                     "(the backend's address, another port): " + "; ".join(refused)
+                     + (" (tinyproxy limits CONNECT ports only: its GET was let through and "
+                        "failed to connect)" if "tinyproxy: GET 5" in "; ".join(refused) else ""))
 
     raw = []
     titles = {sc["key"]: sc["title"] for sc in SCENARIOS}
@@ -1712,10 +1735,9 @@ def main():
             codes = re.findall(r'^fnproxy_requests_total\{[^}]*code="(\d+)"[^}]*\} (\d+)', text,
                                re.M)
             bad = [(c, n) for c, n in codes if not c.startswith("2") and int(n) > 0]
-            probs = [l for l in text.splitlines()
-                     if re.match(r"fnproxy_(timeouts|upstream_errors|tls_handshake_errors|"
-                                 r"policy_denials)_total\{", l)
-                     and not l.endswith(" 0")]
+            base = ctx.metrics_base.get(who, {})
+            probs = ["%s %g (%g before the runs)" % (k, v, base[k]) if k in base else "%s %g" % (k, v)
+                     for k, v in metric_lines(text=text).items() if v > base.get(k, 0)]
             if bad:
                 notes.append("%s /metrics counts non-2xx answers: %s"
                              % (who, ", ".join("%s x%s" % b for b in bad)))

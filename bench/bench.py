@@ -1451,8 +1451,9 @@ def main():
     # ~ 590 s, the two idle scenarios ~ 130 s, backend trial, start-up and
     # the resumption probe ~ 30 s: ~ 12.5 min; the 3 egress scenarios (12
     # pairs) x (1 s + 3 x 8 s + ~2 s of start and stop per pair) ~ 330 s,
-    # Squid's start and stop ~ 10 s: ~ 18 min in all. Quick: 1 rep of 3 s,
-    # ~ 2.3 min ingress + ~ 1.1 min egress: ~ 3.4 min.
+    # Squid's start and stop ~ 10 s: ~ 17-18 min in all (a full run took
+    # 1,004 s). Quick: 1 rep of 3 s, ~ 2.3 min ingress + ~ 1.1 min egress:
+    # ~ 3.5 min (211 s).
     reps = int(os.environ.get("BENCH_REPS", 1 if quick else 3))
     seconds = int(os.environ.get("BENCH_SECONDS", 3 if quick else 8))
     budget = 240 if quick else 1200  # seconds; runs that would pass it are skipped

@@ -1,8 +1,8 @@
 #!/bin/sh
 # bench/run.sh [--quick]: fnproxy against direct, nginx and HAProxy
 # (ingress) and against Squid and tinyproxy (egress) on loopback. `make
-# bench` runs it in full (3 reps of 8 s, about 18 min, bounded at 20),
-# `make bench-quick` with --quick (1 rep of 3 s, about 3.4 min, bounded
+# bench` runs it in full (3 reps of 8 s, about 17 min, bounded at 20),
+# `make bench-quick` with --quick (1 rep of 3 s, about 3.5 min, bounded
 # at 4).
 #
 # This wrapper installs the peers (Debian packages, only if missing),

@@ -935,6 +935,20 @@ struct addr_key {
 static void addr_key_of(const struct cfg_addr *a, struct addr_key *k)
 {
     memset(k->addr, 0, sizeof(k->addr));
+    k->any = false;
+    if (a->kind == CFG_ADDR_UNIX) {
+        /* Port 0, which no inet listener has, and the path's FNV-1a hash
+         * as the address: the same path is the same key. */
+        const char *path = ((const struct sockaddr_un *)&a->sa)->sun_path;
+        uint64_t h = 0xcbf29ce484222325ULL;
+
+        k->port = 0;
+        k->addr[0] = 'u';
+        for (const char *p = path; *p != '\0'; p++)
+            h = (h ^ (uint8_t)*p) * 0x100000001b3ULL;
+        memcpy(k->addr + 1, &h, sizeof(h));
+        return;
+    }
     if (a->sa.ss_family == AF_INET) {
         const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->sa;
 
@@ -1533,6 +1547,194 @@ static int parse_dns(struct pctx *x, const struct ynode *n)
     return map_walk(x, n, known, NULL, seen, dns_value, &x->c->dns);
 }
 
+/* ---- timeouts and retries: of routes and egress rules alike ---- */
+
+#define RETRY_MAX_MAX 10
+#define REPLAY_MAX_MAX (16u << 20)
+
+static void timeouts_default(struct cfg_timeouts *t, uint64_t connect_ms)
+{
+    t->timeout_ms = 15 * 1000;
+    t->per_try_timeout_ms = 0;
+    t->idle_timeout_ms = 0; /* set to timeout_ms once the map is read (timeouts_done) */
+    t->connect_timeout_ms = connect_ms;
+}
+
+static void timeouts_done(struct cfg_timeouts *t)
+{
+    if (t->idle_timeout_ms == 0)
+        t->idle_timeout_ms = t->timeout_ms;
+}
+
+static void retries_default(struct retry_policy *p)
+{
+    *p = (struct retry_policy){
+        .max = 2,
+        .on = RETRY_ON_CONNECT_FAILURE,
+        .backoff_base_ms = 25,
+        .backoff_max_ms = 250,
+        .budget_permille = 200,
+        .budget_min_per_s = 5,
+        .replay_max = 64 << 10,
+    };
+}
+
+static int get_uint_max(struct pctx *x, const struct ynode *v, uint64_t max, uint64_t *out)
+{
+    bool big;
+
+    if (!node_is_value(v) || v->len == 0 || scan_uint(v->str, v->len, out, &big) != v->len || big ||
+        *out > max)
+        return fail(x, v, "expected a number from 0 to %llu", (unsigned long long)max);
+    return 0;
+}
+
+/* A ratio from 0 to 1 with at most three decimals ("0.2", "1", "0.125"),
+ * in permille. */
+static int get_ratio(struct pctx *x, const struct ynode *v, uint32_t *permille)
+{
+    uint64_t whole, frac = 0;
+    size_t i, n, scale = 1000;
+    bool big;
+
+    if (!node_is_value(v))
+        goto bad;
+    i = scan_uint(v->str, v->len, &whole, &big);
+    if (i == 0 || big || whole > 1)
+        goto bad;
+    if (i < v->len) {
+        if (v->str[i] != '.' || i + 1 == v->len || v->len - i - 1 > 3)
+            goto bad;
+        n = scan_uint(v->str + i + 1, v->len - i - 1, &frac, &big);
+        if (n != v->len - i - 1)
+            goto bad;
+        for (size_t d = 0; d < n; d++)
+            scale /= 10;
+        frac *= scale;
+    }
+    if (whole * 1000 + frac > 1000)
+        goto bad;
+    *permille = (uint32_t)(whole * 1000 + frac);
+    return 0;
+bad:
+    return fail(x, v, "expected a ratio from 0 to 1, like 0.2");
+}
+
+static int get_retry_on(struct pctx *x, const struct ynode *v, struct retry_policy *p)
+{
+    const struct ynode *it;
+    size_t i = 0;
+
+    if (v->type != YN_SEQ || v->n == 0)
+        return fail(x, v, "expected a list like [connect-failure, reset, 503]");
+    p->on = 0;
+    p->n_statuses = 0;
+    for (it = v->first; it; it = it->next, i++) {
+        size_t mark = path_index(x, i);
+        unsigned bit = node_is_value(it) ? retry_on_bit(it->str, it->len) : 0;
+        uint64_t code;
+        bool big;
+
+        if (bit != 0) {
+            p->on |= bit;
+        } else if (node_is_value(it) && it->len == 3 &&
+                   scan_uint(it->str, it->len, &code, &big) == 3 && code >= 100 && code <= 599) {
+            if (p->n_statuses == RETRY_MAX_STATUSES)
+                return fail(x, it, "at most %d status codes", RETRY_MAX_STATUSES);
+            p->statuses[p->n_statuses++] = (uint16_t)code;
+        } else {
+            return fail(x, it,
+                        "expected connect-failure, refused, reset, gateway-error, 5xx, "
+                        "retriable-4xx, per-try-timeout or a status code like 503");
+        }
+        path_pop(x, mark);
+    }
+    return 0;
+}
+
+enum { BACKOFF_K_BASE, BACKOFF_K_MAX };
+
+static int backoff_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct retry_policy *p = obj;
+
+    return get_timeout(x, v, key == BACKOFF_K_BASE ? &p->backoff_base_ms : &p->backoff_max_ms);
+}
+
+enum { BUDGET_K_RATIO, BUDGET_K_MIN };
+
+static int budget_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct retry_policy *p = obj;
+    uint64_t n;
+    int rc;
+
+    if (key == BUDGET_K_RATIO)
+        return get_ratio(x, v, &p->budget_permille);
+    rc = get_uint_max(x, v, 10000, &n);
+    p->budget_min_per_s = (uint32_t)n;
+    return rc;
+}
+
+enum {
+    RETRIES_K_MAX,
+    RETRIES_K_ON,
+    RETRIES_K_BACKOFF,
+    RETRIES_K_BUDGET,
+    RETRIES_K_REPLAY,
+    RETRIES_K_N
+};
+
+static int retries_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    static const char *const backoff_keys[] = {"base", "max", NULL};
+    static const char *const budget_keys[] = {"ratio", "min_per_s", NULL};
+    struct retry_policy *p = obj;
+    const struct ynode *seen[2] = {0}; /* BACKOFF_K_N, BUDGET_K_N */
+    uint64_t n;
+    int rc;
+
+    switch (key) {
+    case RETRIES_K_MAX:
+        rc = get_uint_max(x, v, RETRY_MAX_MAX, &n);
+        p->max = (unsigned)n;
+        return rc;
+    case RETRIES_K_ON:
+        return get_retry_on(x, v, p);
+    case RETRIES_K_BACKOFF:
+        if (v->type != YN_MAP)
+            return fail(x, v, "expected a map like { base: 25ms, max: 250ms }");
+        rc = map_walk(x, v, backoff_keys, NULL, seen, backoff_value, p);
+        if (rc == 0 && p->backoff_base_ms > p->backoff_max_ms)
+            rc =
+                fail(x, v, "base (%llums) is greater than max (%llums)",
+                     (unsigned long long)p->backoff_base_ms, (unsigned long long)p->backoff_max_ms);
+        return rc;
+    case RETRIES_K_BUDGET:
+        if (v->type != YN_MAP)
+            return fail(x, v, "expected a map like { ratio: 0.2, min_per_s: 5 }");
+        return map_walk(x, v, budget_keys, NULL, seen, budget_value, p);
+    default:
+        rc = get_size(x, v, &n);
+        if (rc == 0 && n > REPLAY_MAX_MAX)
+            rc = fail(x, v, "at most 16MiB");
+        p->replay_max = n;
+        return rc;
+    }
+}
+
+/* retries: { max, on, backoff: { base, max }, budget: { ratio, min_per_s },
+ * replay_buffer }; what is left out keeps its default. */
+static int parse_retries(struct pctx *x, const struct ynode *n, struct retry_policy *p)
+{
+    static const char *const known[] = {"max", "on", "backoff", "budget", "replay_buffer", NULL};
+    const struct ynode *seen[RETRIES_K_N] = {0};
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { max: 2, on: [connect-failure, reset] }");
+    return map_walk(x, n, known, NULL, seen, retries_value, p);
+}
+
 /* ---- functions and routes ---- */
 
 /* match.listener left out: fine when there is exactly one listener. The path
@@ -1606,7 +1808,16 @@ static int parse_match(struct pctx *x, const struct ynode *n, struct cfg_route *
     return 0;
 }
 
-enum { ROUTE_K_NAME, ROUTE_K_MATCH, ROUTE_K_TIMEOUT, ROUTE_K_CONNECT_TIMEOUT, ROUTE_K_N };
+enum {
+    ROUTE_K_NAME,
+    ROUTE_K_MATCH,
+    ROUTE_K_TIMEOUT,
+    ROUTE_K_CONNECT_TIMEOUT,
+    ROUTE_K_PER_TRY_TIMEOUT,
+    ROUTE_K_IDLE_TIMEOUT,
+    ROUTE_K_RETRIES,
+    ROUTE_K_N
+};
 
 static int route_value(struct pctx *x, int key, const struct ynode *v, void *obj)
 {
@@ -1618,17 +1829,25 @@ static int route_value(struct pctx *x, int key, const struct ynode *v, void *obj
     case ROUTE_K_MATCH:
         return parse_match(x, v, r);
     case ROUTE_K_TIMEOUT:
-        return get_timeout(x, v, &r->timeout_ms);
+        return get_timeout(x, v, &r->t.timeout_ms);
+    case ROUTE_K_CONNECT_TIMEOUT:
+        return get_timeout(x, v, &r->t.connect_timeout_ms);
+    case ROUTE_K_PER_TRY_TIMEOUT:
+        return get_timeout(x, v, &r->t.per_try_timeout_ms);
+    case ROUTE_K_IDLE_TIMEOUT:
+        return get_timeout(x, v, &r->t.idle_timeout_ms);
     default:
-        return get_timeout(x, v, &r->connect_timeout_ms);
+        return parse_retries(x, v, &r->retries);
     }
 }
 
 static int parse_route(struct pctx *x, const struct ynode *n, struct cfg_route *r,
                        const struct ynode **name_node)
 {
-    static const char *const known[] = {"name", "match", "timeout", "connect_timeout", NULL};
-    static const char *const later[] = {"per_try_timeout", "retries", "fault", NULL};
+    static const char *const known[] = {
+        "name",         "match",   "timeout", "connect_timeout", "per_try_timeout",
+        "idle_timeout", "retries", NULL};
+    static const char *const later[] = {"fault", NULL};
     const struct ynode *seen[ROUTE_K_N] = {0};
     int rc;
 
@@ -1636,11 +1855,12 @@ static int parse_route(struct pctx *x, const struct ynode *n, struct cfg_route *
         return fail(x, n, "expected a map with the route's name and match");
     r->line = n->line;
     r->col = n->col;
-    r->timeout_ms = 15 * 1000;
-    r->connect_timeout_ms = 1000;
+    timeouts_default(&r->t, 1000);
+    retries_default(&r->retries);
     rc = map_walk(x, n, known, later, seen, route_value, r);
     if (rc < 0)
         return rc;
+    timeouts_done(&r->t);
     if (!seen[ROUTE_K_NAME])
         return fail(x, n, "missing required key \"name\"");
     *name_node = seen[ROUTE_K_NAME]->next;
@@ -1773,10 +1993,8 @@ static int get_egress_listen(struct pctx *x, const struct ynode *v, struct cfg_a
 {
     int rc;
 
-    if (node_is_value(v) && v->len >= 5 && memcmp(v->str, "unix:", 5) == 0)
-        return fail(x, v, "unix sockets are not supported yet for egress.listen");
-    rc = get_addr(x, v, false, a);
-    if (rc == 0 && !addr_is_loopback(a))
+    rc = get_addr(x, v, true, a);
+    if (rc == 0 && a->kind == CFG_ADDR_INET && !addr_is_loopback(a))
         rc = fail(x, v,
                   "must be a loopback address (127.0.0.0/8 or [::1]): the egress listener is the "
                   "function's identity, so nothing off this host may reach it");
@@ -1922,6 +2140,9 @@ enum {
     ALLOW_K_CA,
     ALLOW_K_TIMEOUT,
     ALLOW_K_CONNECT_TIMEOUT,
+    ALLOW_K_PER_TRY_TIMEOUT,
+    ALLOW_K_IDLE_TIMEOUT,
+    ALLOW_K_RETRIES,
     ALLOW_K_N
 };
 
@@ -1951,19 +2172,26 @@ static int allow_value(struct pctx *x, int key, const struct ynode *v, void *obj
     case ALLOW_K_CA:
         return get_text(x, v, "a file path", &r->ca);
     case ALLOW_K_TIMEOUT:
-        return get_timeout(x, v, &r->timeout_ms);
+        return get_timeout(x, v, &r->t.timeout_ms);
+    case ALLOW_K_CONNECT_TIMEOUT:
+        return get_timeout(x, v, &r->t.connect_timeout_ms);
+    case ALLOW_K_PER_TRY_TIMEOUT:
+        return get_timeout(x, v, &r->t.per_try_timeout_ms);
+    case ALLOW_K_IDLE_TIMEOUT:
+        return get_timeout(x, v, &r->t.idle_timeout_ms);
     default:
-        return get_timeout(x, v, &r->connect_timeout_ms);
+        return parse_retries(x, v, &r->retries);
     }
 }
 
 static int parse_allow_rule(struct pctx *x, const struct ynode *n, struct cfg_egress_rule *r,
                             const struct ynode **name_node)
 {
-    static const char *const known[] = {"name",  "host", "cidr", "ports",   "methods",
-                                        "paths", "tls",  "ca",   "timeout", "connect_timeout",
-                                        NULL};
-    static const char *const later[] = {"retries", "fault", NULL};
+    static const char *const known[] = {
+        "name",    "host", "cidr",    "ports",           "methods",         "paths",
+        "tls",     "ca",   "timeout", "connect_timeout", "per_try_timeout", "idle_timeout",
+        "retries", NULL};
+    static const char *const later[] = {"fault", NULL};
     const struct ynode *seen[ALLOW_K_N] = {0};
     int rc;
 
@@ -1971,11 +2199,12 @@ static int parse_allow_rule(struct pctx *x, const struct ynode *n, struct cfg_eg
         return fail(x, n, "expected a map like { name: api, host: api.example.com, ports: [443] }");
     r->line = n->line;
     r->col = n->col;
-    r->timeout_ms = 15 * 1000;
-    r->connect_timeout_ms = 5 * 1000;
+    timeouts_default(&r->t, 5 * 1000);
+    retries_default(&r->retries);
     rc = map_walk(x, n, known, later, seen, allow_value, r);
     if (rc < 0)
         return rc;
+    timeouts_done(&r->t);
     if (!seen[ALLOW_K_NAME])
         return fail(x, n, "missing required key \"name\"");
     *name_node = seen[ALLOW_K_NAME]->next;

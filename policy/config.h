@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "retry.h"
+
 #define CFG_ERR_MAX 512 /* size callers give for error messages */
 
 /* What fnproxy serves at most; a config beyond is refused with an error
@@ -87,8 +89,8 @@ enum cfg_listener_kind {
 struct cfg_listener {
     char *name;
     enum cfg_listener_kind kind;
-    size_t function; /* egress: index of the function whose proxy it is */
-    struct cfg_addr listen;        /* inet only */
+    size_t function;               /* egress: index of the function whose proxy it is */
+    struct cfg_addr listen;        /* inet; egress listeners may be unix sockets */
     uint64_t header_timeout_ms;    /* request head must arrive within; default 10s */
     uint64_t keepalive_timeout_ms; /* idle between requests; default 60s */
     size_t max_header_bytes;       /* request line + headers; default 16 KiB */
@@ -96,14 +98,23 @@ struct cfg_listener {
     int line, col;                 /* where the item starts in the file */
 };
 
+/* Deadlines of a route or an egress rule (README "Timeouts"). */
+struct cfg_timeouts {
+    uint64_t timeout_ms;         /* total: the response head within it, every attempt and
+                                  * backoff included; default 15s */
+    uint64_t per_try_timeout_ms; /* one attempt's response head; 0 (default): timeout only */
+    uint64_t idle_timeout_ms;    /* no progress either way while bodies move; default timeout */
+    uint64_t connect_timeout_ms; /* one connect; default 1s (routes), 5s (egress rules) */
+};
+
 struct cfg_route {
     char *name;
-    size_t listener;     /* index into config.listeners */
-    char *host;          /* lower case, no trailing dot, no port; "*.x.com" wildcard; NULL = any */
-    char *path_prefix;   /* default "/" */
-    unsigned methods;    /* CFG_M_* bits; 0 = any method */
-    uint64_t timeout_ms; /* wait on the function without progress; default 15s */
-    uint64_t connect_timeout_ms; /* one connect attempt; default 1s */
+    size_t listener;   /* index into config.listeners */
+    char *host;        /* lower case, no trailing dot, no port; "*.x.com" wildcard; NULL = any */
+    char *path_prefix; /* default "/" */
+    unsigned methods;  /* CFG_M_* bits; 0 = any method */
+    struct cfg_timeouts t;
+    struct retry_policy retries; /* defaults: README "Retries" */
     int line, col;
 };
 
@@ -119,10 +130,10 @@ struct cfg_egress_rule {
     unsigned methods; /* CFG_M_* bits; 0 = any (plain HTTP only) */
     char **paths;     /* path prefixes (plain HTTP only); NULL = any */
     size_t n_paths;
-    bool tls_originate;          /* tls: originate: plain http:// from the function leaves as TLS */
-    char *ca;                    /* with tls_originate: CA bundle; NULL: the system store */
-    uint64_t timeout_ms;         /* no progress from the destination; default 15s */
-    uint64_t connect_timeout_ms; /* one connect attempt; default 5s */
+    bool tls_originate; /* tls: originate: plain http:// from the function leaves as TLS */
+    char *ca;           /* with tls_originate: CA bundle; NULL: the system store */
+    struct cfg_timeouts t;
+    struct retry_policy retries;
     int line, col;
 };
 

@@ -751,3 +751,42 @@ size_t egress_rules_count(const struct egress_rules *r)
 {
     return r == NULL ? 0 : r->n;
 }
+
+/* One segment, without its ";params": "." or ".." once %2e is read as '.'. */
+static bool dot_segment(const char *s, size_t n)
+{
+    size_t dots = 0;
+
+    for (size_t i = 0; i < n && s[i] != ';';) {
+        if (s[i] == '.') {
+            i++;
+        } else if (s[i] == '%' && i + 2 < n && s[i + 1] == '2' && (s[i + 2] | 0x20) == 'e') {
+            i += 3;
+        } else {
+            return false;
+        }
+        dots++;
+    }
+    return dots == 1 || dots == 2;
+}
+
+bool egress_path_ambiguous(const char *path, size_t len)
+{
+    size_t start = 0;
+
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && path[i] == '\\')
+            return true;
+        if (i + 2 < len && path[i] == '%') {
+            char a = path[i + 1], b = (char)(path[i + 2] | 0x20);
+            if ((a == '2' && b == 'f') || (a == '5' && b == 'c'))
+                return true;
+        }
+        if (i == len || path[i] == '/') {
+            if (i > start && dot_segment(path + start, i - start))
+                return true;
+            start = i + 1;
+        }
+    }
+    return false;
+}

@@ -16,6 +16,7 @@
 #ifndef FNPROXY_EGRESS_RULES_H
 #define FNPROXY_EGRESS_RULES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,15 @@ int egress_rules_match_host(const struct egress_rules *r, const char *host, size
  */
 int egress_rules_match_addr(const struct egress_rules *r, int family, const uint8_t *addr,
                             uint16_t port, unsigned method, const char *path, size_t path_len);
+
+/*
+ * Whether a request path could reach the destination as another path than
+ * its prefix says: a "." or ".." segment (dots percent-encoded or not, or
+ * followed by ";params", which Tomcat drops), an encoded slash or
+ * backslash (%2f, %5c), a backslash. A path rule cannot vouch for such a
+ * path: "/v1/../admin" starts with "/v1/" and is served as "/admin".
+ */
+bool egress_path_ambiguous(const char *path, size_t len);
 
 /* The name of rule idx; NULL if idx is out of range. */
 const char *egress_rules_name(const struct egress_rules *r, int idx);

@@ -360,11 +360,17 @@ size_t accesslog_format(struct accesslog_buf *b, char *out, const struct accessl
     p = put_ms(p, e->duration_us);
     p = PUT_LIT(p, ",\"upstream_ms\":");
     p = put_ms(p, e->upstream_us);
-    if (e->verdict != NULL) {
+    p = PUT_LIT(p, ",\"attempts\":");
+    p = put_u64(p, e->attempts);
+    if (e->egress) {
         /* The address dialled is "upstream"; "resolved" says so for egress. */
         p = PUT_LIT(p, ",\"direction\":\"egress\",\"verdict\":\"");
         p = put_cstr(p, e->verdict, ACCESSLOG_NAME_MAX);
-        p = PUT_LIT(p, "\",\"resolved\":\"");
+        p = PUT_LIT(p, "\",\"host\":\"");
+        p = put_cstr(p, e->host, ACCESSLOG_HOST_MAX);
+        p = PUT_LIT(p, "\",\"port\":");
+        p = put_u64(p, e->port);
+        p = PUT_LIT(p, ",\"resolved\":\"");
         p = put_cstr(p, e->upstream, ACCESSLOG_NAME_MAX);
         p = PUT_LIT(p, "\"");
     } else {

@@ -47,10 +47,12 @@
 #define ACCESSLOG_METHOD_MAX 32
 #define ACCESSLOG_ID_MAX 128   /* request_id */
 #define ACCESSLOG_NAME_MAX 128 /* client, listener, function, route, upstream (twice), verdict */
+#define ACCESSLOG_HOST_MAX 253 /* egress host */
 /* The longest line an entry can make: every byte escaped as \u00XX (6 bytes),
  * the numbers at 20 digits, the keys and punctuation. */
 #define ACCESSLOG_ENTRY_MAX                                                                        \
-    (6 * (ACCESSLOG_PATH_MAX + ACCESSLOG_METHOD_MAX + ACCESSLOG_ID_MAX + 7 * ACCESSLOG_NAME_MAX) + \
+    (6 * (ACCESSLOG_PATH_MAX + ACCESSLOG_METHOD_MAX + ACCESSLOG_ID_MAX + 7 * ACCESSLOG_NAME_MAX +  \
+          ACCESSLOG_HOST_MAX) +                                                                    \
      512)
 
 struct accesslog;
@@ -75,7 +77,12 @@ struct accesslog_entry {
     uint64_t bytes_out;   /* response bytes written to the client: head and body */
     uint64_t duration_us; /* as fnproxy_request_duration_seconds (metrics.h) */
     uint64_t upstream_us; /* as the upstream phase (metrics.h); 0 without an upstream */
-    const char *verdict;  /* egress: "allow", "deny", "would_deny"; NULL: an ingress request */
+    unsigned attempts;    /* attempts made (retries + 1; 0 when none was) */
+    /* An egress request (a function's outbound call) also has: */
+    bool egress;
+    const char *verdict; /* "allow", "deny", "would_deny"; "" when refused before a decision */
+    const char *host;    /* the canonical destination host ("" when the target was bad) */
+    uint16_t port;
 };
 
 /* Per worker. Only its worker touches it. */

@@ -123,23 +123,26 @@ static int h1c_send_head(struct exch *x, const struct exch_head *h)
     if (x->resp_head == NULL)
         return UV_ENOMEM;
     if (h->rh == NULL) {
+        char attempts[40] = "";
+        if (x->attempts > 0)
+            snprintf(attempts, sizeof(attempts), "x-fnproxy-attempts: %u\r\n", x->attempts);
         len = snprintf(x->resp_head, WORKER_BUF_SIZE,
                        "HTTP/1.1 %d %s\r\n"
                        "content-type: application/json\r\n"
                        "content-length: %zu\r\n"
                        "x-fnproxy-error: %s\r\n"
                        "%s%s%s"
-                       "%s"
+                       "%s%s"
                        "\r\n",
                        h->status, h1_reason(h->status), h->body_len, h->error_code,
                        x->request_id[0] ? "x-request-id: " : "", x->request_id,
-                       x->request_id[0] ? "\r\n" : "",
+                       x->request_id[0] ? "\r\n" : "", attempts,
                        conn_closes_after(c, x) ? "connection: close\r\n" : "");
         if (len < 0 || len >= WORKER_BUF_SIZE)
             return UV_E2BIG;
     } else {
         const struct h1_head *rh = h->rh;
-        struct h1_reply r = {.request_id = x->request_id};
+        struct h1_reply r = {.request_id = x->request_id, .attempts = x->attempts};
         bool no_body = (x->flags & X_F_HEAD_METHOD) || rh->status == 204 || rh->status == 304;
 
         if (rh->flags & H1_F_CONTENT_LENGTH) {
@@ -623,6 +626,8 @@ void conn_accept(struct wlistener *l, int fd, const struct sockaddr *peer)
         uv_ip4_name((const struct sockaddr_in *)peer, c->client_ip, sizeof(c->client_ip));
     else if (peer->sa_family == AF_INET6)
         uv_ip6_name((const struct sockaddr_in6 *)peer, c->client_ip, sizeof(c->client_ip));
+    else if (peer->sa_family == AF_UNIX)
+        snprintf(c->client_ip, sizeof(c->client_ip), "unix");
     if (c->client_ip[0] == '\0')
         snprintf(c->client_ip, sizeof(c->client_ip), "unknown");
     c->next = w->conns;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "accesslog.h"
 #include "exch_int.h"
@@ -19,18 +20,23 @@
 #include "log.h"
 
 #define EXCH_FREE_MAX 256
+#define REPLAY_WORKER_MAX (64u << 20) /* replay buffers of one worker, all requests together */
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
 _Static_assert(CFG_MAX_ENDPOINTS <= 64, "exch.tried has a bit per endpoint");
 
 static void exch_pump_request(struct exch *x);
 static void exch_pump_response(struct exch *x);
+static void exch_give_up(struct exch *x, enum exch_failure f, const char *msg);
 
 /* --- phases and decisions (pure) ------------------------------------------------ */
 
 static const char *const phase_names[EXCH_PH__N] = {
-    [EXCH_PH_HEAD] = "head",           [EXCH_PH_ROUTE] = "route",   [EXCH_PH_RESOLVE] = "resolve",
-    [EXCH_PH_CONNECT] = "connect",     [EXCH_PH_BODY] = "body",     [EXCH_PH_SEND] = "send",
-    [EXCH_PH_WAIT_HEAD] = "wait_head", [EXCH_PH_STREAM] = "stream", [EXCH_PH_TUNNEL] = "tunnel",
-    [EXCH_PH_REPLY] = "reply",         [EXCH_PH_DONE] = "done",
+    [EXCH_PH_HEAD] = "head",           [EXCH_PH_ROUTE] = "route",     [EXCH_PH_RESOLVE] = "resolve",
+    [EXCH_PH_CONNECT] = "connect",     [EXCH_PH_BODY] = "body",       [EXCH_PH_SEND] = "send",
+    [EXCH_PH_WAIT_HEAD] = "wait_head", [EXCH_PH_BACKOFF] = "backoff", [EXCH_PH_STREAM] = "stream",
+    [EXCH_PH_TUNNEL] = "tunnel",       [EXCH_PH_REPLY] = "reply",     [EXCH_PH_DONE] = "done",
 };
 
 const char *exch_phase_name(enum exch_phase ph)
@@ -50,21 +56,24 @@ uint64_t exch_phase_timeout(enum exch_phase ph, const struct exch_timeouts *t,
         return t->connect_ms;
     case EXCH_PH_BODY:
         *kind = TMO_BODY;
-        return t->timeout_ms;
+        return t->idle_ms;
     case EXCH_PH_SEND:
+        *kind = TMO_UPSTREAM;
+        return t->idle_ms;
     case EXCH_PH_WAIT_HEAD:
         *kind = TMO_UPSTREAM;
         return t->timeout_ms;
     case EXCH_PH_STREAM:
         *kind = TMO_IDLE;
-        return t->timeout_ms;
+        return t->idle_ms;
     case EXCH_PH_RESOLVE:
         *kind = TMO_DNS;
         return t->dns_ms;
     case EXCH_PH_TUNNEL:
         *kind = TMO_IDLE;
         return t->tunnel_ms;
-    default: /* route (no wait), reply (the client not reading it), done */
+    default: /* route (no wait), backoff (armed with its wait), reply (the client not
+              * reading it), done */
         *kind = TMO__N;
         return t->header_ms;
     }
@@ -78,13 +87,14 @@ enum exch_next exch_decide(enum exch_failure f, int err, const struct exch_attem
     case EXCH_FAIL_REFUSED:
     case EXCH_FAIL_CONNECT_TIMEOUT:
     case EXCH_FAIL_TLS:
-        return EXCH_NEXT_ENDPOINT; /* nothing reached the function */
+    case EXCH_FAIL_PER_TRY_TIMEOUT:
+        return EXCH_NEXT_RETRY;
     case EXCH_FAIL_RESET:
         if (a->reused && !a->got_bytes && !a->has_body && !a->stale_retried &&
             (err == UV_EOF || err == UV_ECONNRESET || err == UV_EPIPE))
-            return EXCH_NEXT_FRESH;
-        return EXCH_NEXT_REPLY;
-    default:
+            return EXCH_NEXT_FRESH; /* the pool's stale connection, not a retry */
+        return EXCH_NEXT_RETRY;
+    default: /* a malformed answer, no progress, the deadline: not retried */
         return EXCH_NEXT_REPLY;
     }
 }
@@ -109,14 +119,26 @@ void exch_touch(struct exch *x)
     struct exch_timeouts t = {.header_ms = lc != NULL ? lc->header_timeout_ms : 10000};
     enum metrics_timeout kind;
 
-    t.connect_ms = x->connect_timeout_ms != 0 ? x->connect_timeout_ms : t.header_ms;
-    t.timeout_ms = x->timeout_ms != 0 ? x->timeout_ms : t.header_ms;
+    uint64_t ms;
+
+    t.connect_ms = x->tmo != NULL ? x->tmo->connect_timeout_ms : t.header_ms;
+    t.timeout_ms = x->tmo != NULL ? x->tmo->timeout_ms : t.header_ms;
+    t.idle_ms = x->tmo != NULL ? x->tmo->idle_timeout_ms : t.header_ms;
     if (x->flags & X_F_EGRESS) {
         /* The resolver gives up at dns.timeout; this deadline is a backstop. */
         t.dns_ms = x->ws->snap->cfg->dns.timeout_ms + 1000;
         t.tunnel_ms = x->fn->egress->tunnel_idle_timeout_ms;
     }
-    x->cl->ops->arm(x, exch_phase_timeout(x->phase, &t, &kind));
+    ms = exch_phase_timeout(x->phase, &t, &kind);
+    if (x->phase == EXCH_PH_CONNECT || x->phase == EXCH_PH_SEND || x->phase == EXCH_PH_WAIT_HEAD) {
+        /* Waiting on the function: the request's and the attempt's deadlines too. */
+        uint64_t now = worker_now_ms(x->cl->w);
+        if (x->deadline != 0)
+            ms = MIN(ms, x->deadline > now ? x->deadline - now : 0);
+        if (x->try_deadline != 0)
+            ms = MIN(ms, x->try_deadline > now ? x->try_deadline - now : 0);
+    }
+    x->cl->ops->arm(x, ms);
 }
 
 void exch_enter(struct exch *x, enum exch_phase ph)
@@ -162,6 +184,10 @@ void exch_free(struct worker *w, struct exch *x)
     }
     if (x->resp_head != NULL)
         worker_buf_put(w, x->resp_head);
+    if (x->replay != NULL) {
+        w->replay_bytes -= x->replay_cap;
+        free(x->replay);
+    }
     if (w->n_free_exch >= EXCH_FREE_MAX || w->exiting) {
         free(x);
         return;
@@ -188,9 +214,33 @@ static void exch_request_line(const struct exch *x, struct h1_span *method, stru
 {
     *method = x->req.head.method;
     *target = x->req.head.target;
+    if (x->flags & X_F_TUNNEL) {
+        /* The client's buffer may carry the tunnel's bytes now; the log's
+         * host and port say where it went. */
+        *method = (struct h1_span){"CONNECT", 7};
+        *target = (struct h1_span){"", 0};
+        return;
+    }
+    if ((x->flags & X_F_EGRESS) && x->req_head == NULL) {
+        /* Refused before forwarding: the path only, never an authority,
+         * which may hold a userinfo password. */
+        uint32_t i = 0;
+        if (target->len > 7 && strncasecmp(target->p, "http://", 7) == 0)
+            for (i = 7; i < target->len && target->p[i] != '/' && target->p[i] != '?'; i++)
+                ;
+        else if (target->len == 0 || target->p[0] != '/')
+            i = target->len;
+        target->p += i;
+        target->len -= i;
+        return;
+    }
     if (x->req_head != NULL && x->req_head_len > method->len + 1) {
         method->p = x->req_head;
         target->p = x->req_head + method->len + 1;
+        if (x->flags & X_F_EGRESS) { /* forwarded in origin-form: another length */
+            const char *sp = memchr(target->p, ' ', x->req_head_len - method->len - 1);
+            target->len = sp != NULL ? (uint32_t)(sp - target->p) : 0;
+        }
     }
 }
 
@@ -236,11 +286,15 @@ static void exch_count(struct exch *x)
                                             : x->rule != NULL ? x->rule->name
                                                               : "",
                                    .upstream = x->ep != NULL ? x->ep->addr.text : "",
+                                   .egress = (x->flags & X_F_EGRESS) != 0,
                                    .verdict = fwd_verdict_name(x),
+                                   .host = x->target.host,
+                                   .port = x->target.port,
                                    .bytes_in = x->req_bytes + x->req.body_bytes,
                                    .bytes_out = x->bytes_out,
                                    .duration_us = duration,
                                    .upstream_us = x->upstream_us,
+                                   .attempts = x->attempts,
                                });
 }
 
@@ -468,7 +522,7 @@ void exch_reply_json(struct exch *x, int status, const char *code, const char *m
 
 /* --- the request side ------------------------------------------------------- */
 
-static void make_request_id(struct exch *x)
+void exch_make_request_id(struct exch *x)
 {
     struct h1_head *h = &x->req.head;
     uint64_t a, b;
@@ -504,10 +558,29 @@ void exch_refuse_head(struct exch *x, int status, const char *code, const char *
     x->ws = x->cl->w->cur;
     wsnap_ref(x->ws);
     exch_start_clock(x);
-    make_request_id(x);
+    exch_make_request_id(x);
     if (status == 408)
         exch_count_timeout(x, TMO_HEADER);
     exch_reply(x, status, code, why);
+}
+
+void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struct retry_policy *rp)
+{
+    struct h1_head *h = &x->req.head;
+    uint64_t now = worker_now_ms(x->cl->w);
+
+    x->tmo = tmo;
+    x->retries = rp;
+    x->deadline = now + tmo->timeout_ms;
+    if (retry_method_idempotent(h->method.p, h->method.len)) {
+        x->flags |= X_F_IDEMPOTENT;
+    } else {
+        for (unsigned i = 0; i < h->n_hdr; i++)
+            if (h1_span_is(h->hdr[i].name, "idempotency-key"))
+                x->flags |= X_F_IDEMPOTENT; /* the client vouches for it */
+    }
+    if (rp != NULL)
+        retry_budget_request(&x->stats->budget, now / 1000);
 }
 
 static bool client_allowed(const struct cfg_function *fn, const char *id)
@@ -547,15 +620,14 @@ void exch_begin(struct exch *x)
     if (h1_span_is(h->method, "head"))
         x->flags |= X_F_HEAD_METHOD;
     lc = exch_listener(x);
-    bool egress = lc != NULL && lc->kind == CFG_LISTENER_EGRESS;
-    status = egress ? h1_check_proxy_request(h, &why) : h1_check_request(h, &why);
-    make_request_id(x);
-    if (status != 0) {
-        exch_reply(x, status, status == 417 ? "expectation_failed" : "bad_request", why);
+    if (lc != NULL && lc->kind == CFG_LISTENER_EGRESS) {
+        fwd_begin(x);
         return;
     }
-    if (egress) {
-        fwd_begin(x);
+    status = h1_check_request(h, &why);
+    exch_make_request_id(x); /* the check found the client's x-request-id */
+    if (status != 0) {
+        exch_reply(x, status, status == 417 ? "expectation_failed" : "bad_request", why);
         return;
     }
 
@@ -571,10 +643,9 @@ void exch_begin(struct exch *x)
     x->fn = m.fn;
     x->fn_idx = m.fn_idx;
     x->route = m.route;
-    x->connect_timeout_ms = m.route->connect_timeout_ms;
-    x->timeout_ms = m.route->timeout_ms;
     x->fs = &x->ws->fns[m.fn_idx];
     x->stats = x->fs->routes[m.route_idx];
+    exch_set_policy(x, &m.route->t, &m.route->retries);
     if (x->fn->n_allowed_clients > 0 && !client_allowed(x->fn, cl->id)) {
         metrics_inc(&x->stats->denials[DENY_CLIENT]);
         exch_reply(x, 403, "client_not_allowed",
@@ -626,17 +697,23 @@ void exch_begin(struct exch *x)
     exch_connect(x);
 }
 
-/* Picks the endpoint: the less loaded of two random untried ones. */
+/* Picks the endpoint: the less loaded of two random untried ones; once
+ * every one was tried, any but the last one tried (a retry prefers another
+ * endpoint). */
 static struct endpoint *exch_pick_endpoint(struct exch *x, size_t *idx)
 {
     struct fn_state *fs = x->fs;
     size_t cand[CFG_MAX_ENDPOINTS], n = 0;
 
+    uint64_t all = fs->n_eps >= 64 ? UINT64_MAX : (1ULL << fs->n_eps) - 1;
+
+    if (fs->n_eps == 0)
+        return NULL;
+    if ((x->tried & all) == all)
+        x->tried = fs->n_eps > 1 ? 1ULL << x->ep_idx : 0;
     for (size_t i = 0; i < fs->n_eps; i++)
         if (!(x->tried & (1ULL << i)))
             cand[n++] = i;
-    if (n == 0)
-        return NULL;
     if (n == 1) {
         *idx = cand[0];
         return fs->eps[cand[0]];
@@ -675,22 +752,20 @@ void exch_connect(struct exch *x)
         ep = exch_pick_endpoint(x, &idx);
         tls = x->ws->snap->upstream_tls[x->fn_idx];
     }
-    if (ep == NULL) {
-        if (x->up_error[0] != '\0')
-            exch_reply(x, 502, "upstream_tls_failed", x->up_error);
-        else if (x->flags & X_F_EGRESS)
-            fwd_unreachable(x);
-        else
-            exch_reply(x, 502, "upstream_unreachable",
-                       "no endpoint of the function accepted a connection");
+    if (ep == NULL) { /* no endpoint at all (or out of memory) */
+        exch_give_up(x, EXCH_FAIL_REFUSED, NULL);
         return;
     }
     x->tried |= 1ULL << idx;
+    x->ep_idx = (uint8_t)idx;
     x->attempts++;
     x->ep = ep;
     ep->outstanding++;
     x->flags &= ~(X_F_GOT_BYTES | X_F_HEAD_SENT);
     x->t_attempt = metrics_now_us();
+    x->try_deadline = x->tmo != NULL && x->tmo->per_try_timeout_ms != 0
+                          ? worker_now_ms(x->cl->w) + x->tmo->per_try_timeout_ms
+                          : 0;
     /* A tunnel takes a connection of its own, never pooled afterwards. */
     x->u = pool_get(&x->cl->w->pool, ep, tls, (x->flags & (X_F_FRESH | X_F_TUNNEL)) != 0,
                     (x->flags & X_F_TUNNEL) ? &fwd_tunnel_pool_ops : &exch_pool_ops, x, &err);
@@ -709,8 +784,101 @@ void exch_connect(struct exch *x)
     exch_enter(x, EXCH_PH_CONNECT);
 }
 
+/* No more attempts: the answer says why the last one failed. */
+static void exch_give_up(struct exch *x, enum exch_failure f, const char *msg)
+{
+    x->flags |= X_F_UP_BROKEN;
+    switch (f) {
+    case EXCH_FAIL_REFUSED:
+    case EXCH_FAIL_CONNECT_TIMEOUT:
+    case EXCH_FAIL_TLS:
+        if (x->up_error[0] != '\0')
+            exch_reply(x, 502, "upstream_tls_failed", x->up_error);
+        else if (x->flags & X_F_EGRESS)
+            fwd_unreachable(x);
+        else
+            exch_reply(x, 502, "upstream_unreachable",
+                       "no endpoint of the function accepted a connection");
+        return;
+    case EXCH_FAIL_TIMEOUT:
+    case EXCH_FAIL_PER_TRY_TIMEOUT:
+    case EXCH_FAIL_DEADLINE:
+        exch_reply(x, 504, "upstream_timeout",
+                   (x->flags & X_F_EGRESS) ? "the destination did not answer in time"
+                                           : "the function did not answer in time");
+        return;
+    default:
+        exch_reply(x, 502, "upstream_bad_response", msg);
+        return;
+    }
+}
+
+static enum retry_cond exch_retry_cond(enum exch_failure f, int err)
+{
+    switch (f) {
+    case EXCH_FAIL_REFUSED:
+        return err == UV_ECONNREFUSED ? RETRY_C_REFUSED : RETRY_C_CONNECT;
+    case EXCH_FAIL_CONNECT_TIMEOUT:
+    case EXCH_FAIL_TLS:
+        return RETRY_C_CONNECT;
+    case EXCH_FAIL_PER_TRY_TIMEOUT:
+        return RETRY_C_PER_TRY_TIMEOUT;
+    default:
+        return RETRY_C_RESET;
+    }
+}
+
+/* Another attempt, if the retry policy allows it (policy/retry.h): true
+ * when one is made, now or after its backoff. A retry not made is counted
+ * with its reason. retry_after: a 503's or 429's Retry-After in ms, or -1. */
+static bool exch_try_retry(struct exch *x, enum retry_cond cond, int status, int64_t retry_after)
+{
+    const struct retry_policy *rp = x->retries;
+    struct worker *w = x->cl->w;
+    uint64_t now = worker_now_ms(w);
+    bool connect = cond == RETRY_C_CONNECT || cond == RETRY_C_REFUSED;
+    enum retry_verdict v;
+
+    if (rp == NULL || (x->flags & X_F_TUNNEL && !connect))
+        return false;
+    struct retry_facts f = {
+        .cond = cond,
+        .status = status,
+        .sent = !connect && (x->flags & X_F_HEAD_SENT) != 0,
+        .idempotent = (x->flags & X_F_IDEMPOTENT) != 0,
+        .replayable = !(x->flags & X_F_REPLAY_LOST),
+        .retries = x->n_retries,
+        /* Nothing reached the function: another endpoint may be tried at once. */
+        .wait_ms = connect ? 0 : retry_backoff_ms(rp, x->n_retries, worker_rand(w)),
+        .left_ms = x->deadline > now ? x->deadline - now : 0,
+    };
+    if (retry_after >= 0 && (uint64_t)retry_after > f.wait_ms)
+        f.wait_ms = (uint64_t)retry_after;
+    f.budget_ok = retry_budget_allows(&x->stats->budget, rp, now / 1000);
+    v = retry_decide(rp, &f);
+    if (v != RETRY_GO) {
+        if (v != RETRY_NOT_ON)
+            metrics_inc(&x->stats->retries_skipped[v]);
+        return false;
+    }
+    retry_budget_spend(&x->stats->budget, now / 1000);
+    metrics_inc(&x->stats->retries);
+    x->n_retries++;
+    x->flags |= X_F_UP_BROKEN;
+    exch_drop_upstream(x, false);
+    x->flags &= ~(X_F_UP_BROKEN | X_F_REQ_SENT | X_F_UP_WRITING | X_F_HEAD_SENT | X_F_GOT_BYTES |
+                  X_F_INTERIM);
+    if (f.wait_ms == 0) {
+        exch_connect(x);
+        return true;
+    }
+    x->phase = EXCH_PH_BACKOFF;
+    x->cl->ops->arm(x, f.wait_ms);
+    return true;
+}
+
 /* Every failed attempt comes here: it is counted, and what follows is
- * decided in one place (exch_decide). */
+ * decided in one place (exch_decide, then the retry policy). */
 void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const char *msg)
 {
     struct exch_attempt a = {
@@ -764,14 +932,20 @@ void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const cha
         if (!a.resp_started)
             exch_count_uperr(x, UPERR_TIMEOUT);
         break;
+    case EXCH_FAIL_PER_TRY_TIMEOUT:
+    case EXCH_FAIL_DEADLINE:
+        exch_connect_done(x);
+        exch_count_timeout(x, f == EXCH_FAIL_DEADLINE ? TMO_TOTAL : TMO_PER_TRY);
+        exch_count_uperr(x, UPERR_TIMEOUT);
+        break;
     default:
         break;
     }
 
     switch (next) {
-    case EXCH_NEXT_ENDPOINT:
-        exch_drop_upstream(x, false);
-        exch_connect(x);
+    case EXCH_NEXT_RETRY:
+        if (!exch_try_retry(x, exch_retry_cond(f, err), 0, -1))
+            exch_give_up(x, f, msg);
         return;
     case EXCH_NEXT_FRESH:
         /* Exactly once, on a new connection: another pooled one could be
@@ -784,13 +958,7 @@ void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const cha
         exch_connect(x);
         return;
     case EXCH_NEXT_REPLY:
-        x->flags |= X_F_UP_BROKEN;
-        if (f == EXCH_FAIL_TIMEOUT)
-            exch_reply(x, 504, "upstream_timeout",
-                       (x->flags & X_F_EGRESS) ? "the destination did not answer in time"
-                                               : "the function did not answer in time");
-        else
-            exch_reply(x, 502, "upstream_bad_response", msg);
+        exch_give_up(x, f, msg);
         return;
     case EXCH_NEXT_ABORT:
         if (msg != NULL)
@@ -846,6 +1014,73 @@ void exch_client_eof(struct exch *x)
         fwd_tunnel_client_eof(x);
 }
 
+/* The head of this attempt: to a function, it ends with the time left
+ * (x-fnproxy-timeout-ms, DESIGN.md "deadlines that travel"), which each
+ * attempt says anew; then whatever of the body a retry replays. */
+static void exch_head_out(struct exch *x)
+{
+    if (x->deadline != 0 && !(x->flags & X_F_EGRESS)) {
+        uint64_t now = worker_now_ms(x->cl->w);
+        uint64_t left = x->deadline > now ? x->deadline - now : 1;
+        int n = snprintf(x->tmo_hdr, sizeof(x->tmo_hdr), "x-fnproxy-timeout-ms: %llu\r\n\r\n",
+                         (unsigned long long)left);
+        h1_out_raw(&x->req_out, x->req_head, x->req_head_len - 2); /* without its blank line */
+        h1_out_raw(&x->req_out, x->tmo_hdr, (size_t)n);
+    } else {
+        h1_out_raw(&x->req_out, x->req_head, x->req_head_len);
+    }
+    if (x->replay_len > 0)
+        h1_out_raw(&x->req_out, x->replay, x->replay_len);
+}
+
+/* Keeps the body bytes about to be sent (req_out's iovecs from first on,
+ * framed as sent) for a retry, within the route's replay_buffer and the
+ * worker's cap; beyond them the request loses its retries (counted as
+ * "body" when one is wanted). */
+static void exch_keep_for_replay(struct exch *x, unsigned first)
+{
+    struct worker *w = x->cl->w;
+    size_t add = 0, need;
+
+    if (x->flags & X_F_REPLAY_LOST)
+        return;
+    for (unsigned i = first; i < x->req_out.n; i++)
+        add += x->req_out.iov[i].len;
+    if (add == 0)
+        return;
+    need = (size_t)x->replay_len + add;
+    if (x->retries == NULL || x->retries->max == 0 || need > x->retries->replay_max)
+        goto lost;
+    if (need > x->replay_cap) {
+        size_t cap = x->replay_cap ? (size_t)x->replay_cap * 2 : 4096;
+        while (cap < need)
+            cap *= 2;
+        if (cap > x->retries->replay_max)
+            cap = x->retries->replay_max;
+        if (w->replay_bytes + (cap - x->replay_cap) > REPLAY_WORKER_MAX)
+            goto lost;
+        char *p = realloc(x->replay, cap);
+        if (p == NULL)
+            goto lost;
+        w->replay_bytes += cap - x->replay_cap;
+        x->replay = p;
+        x->replay_cap = (uint32_t)cap;
+    }
+    for (unsigned i = first; i < x->req_out.n; i++) {
+        memcpy(x->replay + x->replay_len, x->req_out.iov[i].base, x->req_out.iov[i].len);
+        x->replay_len += (uint32_t)x->req_out.iov[i].len;
+    }
+    return;
+lost:
+    x->flags |= X_F_REPLAY_LOST;
+    if (x->replay != NULL) {
+        w->replay_bytes -= x->replay_cap;
+        free(x->replay);
+        x->replay = NULL;
+        x->replay_len = x->replay_cap = 0;
+    }
+}
+
 /* Moves request bytes to the function: the head first, then the body as it
  * is read from the client. */
 static void exch_pump_request(struct exch *x)
@@ -853,16 +1088,19 @@ static void exch_pump_request(struct exch *x)
     const struct exch_client_ops *ops = x->cl->ops;
     struct upconn *u = x->u;
 
+    unsigned fresh; /* req_out's first iovec of body bytes not sent before */
+
 again:
     if (u == NULL || !(u->flags & UP_F_CONNECTED) || (x->flags & (X_F_UP_WRITING | X_F_REQ_SENT)))
         return;
     h1_out_reset(&x->req_out);
     if (!(x->flags & X_F_HEAD_SENT)) {
-        h1_out_raw(&x->req_out, x->req_head, x->req_head_len);
+        exch_head_out(x);
         x->flags |= X_F_HEAD_SENT;
         x->t_sent = metrics_now_us();
         x->sent = true;
     }
+    fresh = x->req_out.n;
     if (!(x->flags & X_F_REQ_PARSED)) {
         const char *p;
         size_t n, used = 0;
@@ -885,6 +1123,7 @@ again:
         }
         if (ev == H1_EV_DONE)
             x->flags |= X_F_REQ_PARSED;
+        exch_keep_for_replay(x, fresh);
     }
     if (x->req_out.n > 0) {
         /* Body parts the socket takes at once need no completion: reading
@@ -959,6 +1198,16 @@ static bool exch_response_head(struct exch *x)
     if (rh->status < 200) {
         x->flags |= X_F_INTERIM; /* 1xx: dropped; the final response follows */
         return true;
+    }
+    if (x->retries != NULL && retry_on_status(x->retries, rh->status)) {
+        int64_t after = -1;
+        if (rh->status == 503 || rh->status == 429)
+            for (unsigned i = 0; i < rh->n_hdr; i++)
+                if (h1_span_is(rh->hdr[i].name, "retry-after"))
+                    after = retry_after_ms(rh->hdr[i].value.p, rh->hdr[i].value.len);
+        /* Its body is not read: the connection goes, the retry takes another. */
+        if (exch_try_retry(x, RETRY_C_STATUS, rh->status, after))
+            return false;
     }
     if (x->cl->ops->send_head(x, &(struct exch_head){.status = rh->status, .rh = rh}) < 0) {
         exch_attempt_failed(x, EXCH_FAIL_PROTOCOL, 0, "response head too large");
@@ -1094,6 +1343,23 @@ static void on_up_data(void *owner, ssize_t nread)
 
 /* --- deadlines ------------------------------------------------------------------ */
 
+/* The request's or the attempt's deadline passed: true when that was it
+ * (and the failure is handled). */
+static bool exch_past_deadline(struct exch *x)
+{
+    uint64_t now = worker_now_ms(x->cl->w);
+
+    if (x->deadline != 0 && now >= x->deadline) {
+        exch_attempt_failed(x, EXCH_FAIL_DEADLINE, UV_ETIMEDOUT, NULL);
+        return true;
+    }
+    if (x->try_deadline != 0 && now >= x->try_deadline) {
+        exch_attempt_failed(x, EXCH_FAIL_PER_TRY_TIMEOUT, UV_ETIMEDOUT, NULL);
+        return true;
+    }
+    return false;
+}
+
 void exch_on_deadline(struct exch *x)
 {
     log_debug("request %s: deadline of phase %s passed", x->request_id, exch_phase_name(x->phase));
@@ -1105,7 +1371,11 @@ void exch_on_deadline(struct exch *x)
         fwd_resolve_timeout(x);
         return;
     case EXCH_PH_CONNECT:
-        exch_attempt_failed(x, EXCH_FAIL_CONNECT_TIMEOUT, UV_ETIMEDOUT, NULL);
+        if (!exch_past_deadline(x))
+            exch_attempt_failed(x, EXCH_FAIL_CONNECT_TIMEOUT, UV_ETIMEDOUT, NULL);
+        return;
+    case EXCH_PH_BACKOFF:
+        exch_connect(x);
         return;
     case EXCH_PH_TUNNEL:
         exch_count_timeout(x, TMO_IDLE);
@@ -1118,6 +1388,9 @@ void exch_on_deadline(struct exch *x)
         return;
     case EXCH_PH_SEND:
     case EXCH_PH_WAIT_HEAD:
+        if (exch_past_deadline(x))
+            return;
+        __attribute__((fallthrough)); /* the function made no progress */
     case EXCH_PH_STREAM:
         exch_attempt_failed(x, EXCH_FAIL_TIMEOUT, UV_ETIMEDOUT,
                             "the function did not answer in time");

@@ -10,26 +10,32 @@
  *     HEAD      the request head is arriving          header_timeout, 408
  *     ROUTE     matched, checked against policy       (no wait)
  *     RESOLVE   egress: the destination's name        dns.timeout, 502 dns_failed
- *     CONNECT   a connection to an endpoint is made   connect_timeout, next endpoint
- *     BODY      waiting for the client's body         timeout, 408
- *     SEND      waiting for the function to take it   timeout, 504
+ *     CONNECT   a connection to an endpoint is made   connect_timeout, a retry
+ *     BODY      waiting for the client's body         idle_timeout, 408
+ *     SEND      waiting for the function to take it   idle_timeout, 504
  *     WAIT_HEAD the request is sent; no answer yet    timeout, 504
- *     STREAM    the answer's head went out; its body  timeout, close
+ *     BACKOFF   waiting before a retry                the backoff, then CONNECT
+ *     STREAM    the answer's head went out; its body  idle_timeout, close
  *     TUNNEL    egress CONNECT: bytes both ways       tunnel_idle_timeout, close
  *     REPLY     fnproxy's own answer is written       header_timeout, close
  *     DONE
  *
- * QUEUE (admission) and BACKOFF (between retries) are the phases the next
- * pieces add. An exchange on an egress listener (a function's forward
+ * CONNECT, SEND and WAIT_HEAD are also bounded by the request's deadline
+ * (timeout, from when the request was routed: every attempt and backoff
+ * spend from it; 504) and the attempt's (per_try_timeout: a retry). QUEUE
+ * (admission) is the phase the next piece adds. An exchange on an egress
+ * listener (a function's forward
  * proxy) is routed by forward.c instead of the router: its target and
  * endpoints come from the egress decision, the rest is the same.
  *
  * Every failed attempt (a refused or slow connect, a TLS failure, a reset,
- * a bad or missing answer) goes through one function, exch_attempt_failed,
- * which counts it and decides what follows (exch_decide): another
- * endpoint, the same request once more on a new connection, an answer
- * (502, 504), or closing the client when its answer had already started.
- * That is where retries will be decided.
+ * a bad or missing answer, a per-try timeout) goes through one function,
+ * exch_attempt_failed, which counts it and decides what follows
+ * (exch_decide): a retry if the route's retry policy allows it
+ * (policy/retry.h), the same request once more on a new connection (a
+ * stale pooled one), an answer (502, 504), or closing the client when its
+ * answer had already started. A response whose status retries.on names
+ * is retried the same way before anything of it reaches the client.
  *
  * The exchange reaches its client side only through struct exch_client_ops
  * (send the head, send body bytes, pause and resume reading, end), which an
@@ -59,6 +65,7 @@ enum exch_phase {
     EXCH_PH_BODY,
     EXCH_PH_SEND,
     EXCH_PH_WAIT_HEAD,
+    EXCH_PH_BACKOFF,
     EXCH_PH_STREAM,
     EXCH_PH_TUNNEL,
     EXCH_PH_REPLY,
@@ -71,7 +78,8 @@ enum exch_phase {
 struct exch_timeouts {
     uint64_t header_ms;  /* listener header_timeout */
     uint64_t connect_ms; /* route (or egress rule) connect_timeout */
-    uint64_t timeout_ms; /* route (or egress rule) timeout: no progress from either side */
+    uint64_t timeout_ms; /* route (or egress rule) timeout: the response head */
+    uint64_t idle_ms;    /* route (or egress rule) idle_timeout: bodies not moving */
     uint64_t dns_ms;     /* dns.timeout */
     uint64_t tunnel_ms;  /* egress tunnel_idle_timeout */
 };
@@ -91,16 +99,18 @@ enum exch_failure {
     EXCH_FAIL_TLS,             /* the TLS handshake with the function failed */
     EXCH_FAIL_RESET,           /* the connection broke before the answer was whole */
     EXCH_FAIL_PROTOCOL,        /* the answer was malformed, too large or cut short */
-    EXCH_FAIL_TIMEOUT,         /* the function made no progress within timeout */
+    EXCH_FAIL_TIMEOUT,         /* the function made no progress within idle_timeout */
+    EXCH_FAIL_PER_TRY_TIMEOUT, /* no response head within per_try_timeout */
+    EXCH_FAIL_DEADLINE,        /* no response head within timeout: no more attempts */
     EXCH_FAIL__N
 };
 
 /* What happens after a failed attempt. */
 enum exch_next {
-    EXCH_NEXT_ENDPOINT = 0, /* try another endpoint (nothing reached the function) */
-    EXCH_NEXT_FRESH,        /* the same request once more, on a new connection */
-    EXCH_NEXT_REPLY,        /* answer the client (502 or 504) */
-    EXCH_NEXT_ABORT,        /* the answer had started: close the client */
+    EXCH_NEXT_RETRY = 0, /* another attempt, if the retry policy allows it */
+    EXCH_NEXT_FRESH,     /* the same request once more, on a new connection */
+    EXCH_NEXT_REPLY,     /* answer the client (502 or 504) */
+    EXCH_NEXT_ABORT,     /* the answer had started: close the client */
 };
 
 /* What decides it, besides the failure. */
@@ -193,6 +203,8 @@ enum exch_flags {
     X_F_TUNNEL = 1u << 18,        /* a CONNECT tunnel */
     X_F_EP_OWNED = 1u << 19,      /* x->ep is the exchange's reference (egress) */
     X_F_RESOLVING = 1u << 20,     /* x->rq is in flight */
+    X_F_REPLAY_LOST = 1u << 21,   /* body bytes were sent that the replay buffer does not hold */
+    X_F_IDEMPOTENT = 1u << 22,    /* idempotent method, or Idempotency-Key */
 };
 
 struct exch {
@@ -233,8 +245,14 @@ struct exch {
     char up_error[160];     /* why the last TLS connection to the function failed */
     const char *reply_code; /* an answer waiting for the send in flight */
     const char *reply_msg;
-    uint64_t connect_timeout_ms; /* the route's or egress rule's; 0 before one is known */
-    uint64_t timeout_ms;
+    const struct cfg_timeouts *tmo;     /* the route's or egress rule's; NULL before one */
+    const struct retry_policy *retries; /* ... and its retry policy */
+    uint64_t deadline;                  /* loop ms: the response head by then (0: none yet) */
+    uint64_t try_deadline;              /* loop ms: this attempt's (0: none) */
+    unsigned n_retries;                 /* retries made */
+    uint8_t ep_idx;                     /* the endpoint (or address) of the last attempt */
+    char *replay;                       /* body bytes as sent, for a retry */
+    uint32_t replay_len, replay_cap;
     /* Egress (forward.c). */
     const struct cfg_egress_rule *rule; /* the rule that let it through; NULL: none */
     uint64_t t_resolve;                 /* resolving started */
@@ -255,6 +273,7 @@ struct exch {
     struct resolve_req rq;         /* ... its name being resolved */
     struct resolve_addrs dial;     /* ... the addresses that passed, tried in order */
     struct egress_decision policy; /* ... stage 1 of the decision (egress.h) */
+    char tmo_hdr[48]; /* "x-fnproxy-timeout-ms: N\r\n\r\n": the head's end, per attempt */
 };
 
 /* A new exchange for a request whose head is about to arrive (phase HEAD);

@@ -9,6 +9,13 @@
 
 const struct cfg_listener *exch_listener(const struct exch *x);
 
+/* x->request_id: the client's x-request-id (found by the head's check), or a new one. */
+void exch_make_request_id(struct exch *x);
+
+/* The routed request's deadlines and retry policy (rp NULL: no retries);
+ * after x->stats is set. */
+void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struct retry_policy *rp);
+
 /* Arms the current phase's deadline from now; exch_enter changes phase first. */
 void exch_touch(struct exch *x);
 void exch_enter(struct exch *x, enum exch_phase ph);

@@ -15,9 +15,13 @@
 #include "exch_int.h"
 #include "log.h"
 
-/* Before a rule is known (mode: report lets such a request through). */
-#define FWD_TIMEOUT_MS 15000
-#define FWD_CONNECT_TIMEOUT_MS 5000
+/* A request mode: report lets through without a rule: the defaults of a
+ * rule (README), and no retries. */
+static const struct cfg_timeouts fwd_default_tmo = {
+    .timeout_ms = 15000,
+    .idle_timeout_ms = 15000,
+    .connect_timeout_ms = 5000,
+};
 
 /* Which halves of a tunnel are done (x->tunnel). */
 enum {
@@ -30,7 +34,7 @@ enum {
 #define TUN_DONE (TUN_CLIENT_EOF | TUN_UP_SHUT | TUN_UP_EOF | TUN_CLIENT_SHUT)
 
 static const char *const verdict_names[] = {
-    [FWD_NONE] = NULL,
+    [FWD_NONE] = "",
     [FWD_ALLOW] = "allow",
     [FWD_DENY] = "deny",
     [FWD_WOULD_DENY] = "would_deny",
@@ -38,7 +42,7 @@ static const char *const verdict_names[] = {
 
 const char *fwd_verdict_name(const struct exch *x)
 {
-    return x->verdict <= FWD_WOULD_DENY ? verdict_names[x->verdict] : NULL;
+    return x->verdict <= FWD_WOULD_DENY ? verdict_names[x->verdict] : "";
 }
 
 static const char *const denial_reasons[DENY__N] = {
@@ -209,7 +213,7 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
     const struct cfg_egress *eg = x->fn->egress;
     const struct config *cfg = x->ws->snap->cfg;
     struct egress_policy pol = {.rules = eg->rules, .deny_private = eg->deny_private};
-    unsigned method = fwd_method(x), own = 0, denied = 0;
+    unsigned method = fwd_method(x), denied = 0;
     const char *path;
     size_t path_len;
 
@@ -219,10 +223,8 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
     for (unsigned i = 0; i < a->n; i++) {
         struct egress_decision d = x->policy;
 
-        if (fwd_is_own(cfg, a->a[i].family, a->a[i].addr, x->target.port)) {
-            own++; /* refused in either mode */
-            continue;
-        }
+        if (fwd_is_own(cfg, a->a[i].family, a->a[i].addr, x->target.port))
+            continue; /* refused in either mode */
         if (x->verdict == FWD_ALLOW)
             egress_decide_addr(&pol, &x->target, a->a[i].family, a->a[i].addr, method, path,
                                path_len, &d);
@@ -238,7 +240,6 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
         fwd_deny(x, denied > 0 ? DENY_PRIVATE : DENY_OWN_LISTENER);
         return;
     }
-    (void)own;
     exch_connect(x);
 }
 
@@ -332,6 +333,10 @@ static int fwd_authority(struct exch *x, const char **auth, size_t *len)
                    "(GET http://host/path) or CONNECT host:port");
         return -1;
     }
+    if (memchr(t.p, '#', t.len) != NULL) {
+        fwd_bad_target(x, "a fragment (#) is not part of a request target");
+        return -1;
+    }
     if (t.len < n || strncasecmp(t.p, scheme, n) != 0) {
         fwd_bad_target(x, t.len >= 8 && strncasecmp(t.p, "https://", 8) == 0
                               ? "https:// goes through CONNECT, or http:// with tls: originate"
@@ -345,13 +350,35 @@ static int fwd_authority(struct exch *x, const char **auth, size_t *len)
     return 0;
 }
 
+/* A function that got x-fnproxy-timeout-ms passes it on to its outbound
+ * calls (its HTTP client library copies incoming headers, or the function
+ * does): such a call is held to what is left of it, if that is less than
+ * its rule's timeout. The header never leaves (h1_write_request_head). */
+static void fwd_travelling_deadline(struct exch *x)
+{
+    const struct h1_head *h = &x->req.head;
+
+    for (unsigned i = 0; i < h->n_hdr; i++) {
+        if (!h1_span_is(h->hdr[i].name, "x-fnproxy-timeout-ms"))
+            continue;
+        struct h1_span v = h->hdr[i].value;
+        uint64_t ms = 0;
+        uint32_t k;
+        for (k = 0; k < v.len && k < 10 && v.p[k] >= '0' && v.p[k] <= '9'; k++)
+            ms = ms * 10 + (uint64_t)(v.p[k] - '0');
+        if (k > 0 && k == v.len && worker_now_ms(x->cl->w) + ms < x->deadline)
+            x->deadline = worker_now_ms(x->cl->w) + ms;
+        return;
+    }
+}
+
 void fwd_begin(struct exch *x)
 {
     struct h1_head *h = &x->req.head;
     const struct cfg_listener *lc = exch_listener(x);
     struct worker *w = x->cl->w;
     const struct cfg_egress *eg;
-    const char *auth, *path;
+    const char *auth, *path, *why = NULL;
     size_t auth_len, path_len;
     bool port_given;
     int err;
@@ -361,9 +388,15 @@ void fwd_begin(struct exch *x)
     x->fn = &x->ws->snap->cfg->functions[x->fn_idx];
     x->fs = &x->ws->fns[x->fn_idx];
     x->stats = x->fs->egress_none;
-    x->timeout_ms = FWD_TIMEOUT_MS;
-    x->connect_timeout_ms = FWD_CONNECT_TIMEOUT_MS;
+    x->target.host[0] = '\0';
+    x->target.port = 0;
     eg = x->fn->egress;
+    err = h1_check_proxy_request(h, &why);
+    exch_make_request_id(x);
+    if (err != 0) {
+        exch_reply(x, err, err == 417 ? "expectation_failed" : "bad_request", why);
+        return;
+    }
     if (h1_span_is(h->method, "connect"))
         x->flags |= X_F_TUNNEL | X_F_CLOSE; /* what follows the head is not HTTP */
 
@@ -380,19 +413,25 @@ void fwd_begin(struct exch *x)
 
     struct egress_policy pol = {.rules = eg->rules, .deny_private = eg->deny_private};
     fwd_path(x, &path, &path_len);
+    if (path != NULL && x->fs->egress_paths && egress_path_ambiguous(path, path_len)) {
+        fwd_bad_target(x, "dot segments or encoded slashes in the path, which path rules "
+                          "cannot vouch for");
+        return;
+    }
     egress_decide_target(&pol, &x->target, fwd_method(x), path, path_len, &x->policy);
     if (x->policy.deny == EGRESS_ALLOW) {
         x->verdict = FWD_ALLOW;
         x->rule = &eg->allow[x->policy.rule];
         x->stats = x->fs->egress_rules[x->policy.rule];
-        x->timeout_ms = x->rule->timeout_ms;
-        x->connect_timeout_ms = x->rule->connect_timeout_ms;
+        exch_set_policy(x, &x->rule->t, &x->rule->retries);
     } else if (eg->mode == CFG_EGRESS_ENFORCE) {
         fwd_deny(x, denial_of(x->policy.deny));
         return;
     } else {
         fwd_would_deny(x, denial_of(x->policy.deny));
+        exch_set_policy(x, &fwd_default_tmo, NULL);
     }
+    fwd_travelling_deadline(x);
 
     if (!(x->flags & X_F_TUNNEL)) {
         /* Rules match the port the URL names; tls: originate dials 443 when
@@ -436,6 +475,12 @@ struct endpoint *fwd_next_endpoint(struct exch *x, size_t *idx, struct tls_ctx *
 
     for (i = 0; i < x->dial.n && (x->tried & (1ULL << i)); i++)
         ;
+    if (i == x->dial.n && x->dial.n > 0) {
+        /* Every address was tried: a retry takes another than the last. */
+        x->tried = x->dial.n > 1 ? 1ULL << x->ep_idx : 0;
+        for (i = 0; i < x->dial.n && (x->tried & (1ULL << i)); i++)
+            ;
+    }
     if (x->flags & X_F_EP_OWNED)
         endpoint_put(x->ep);
     x->flags &= ~X_F_EP_OWNED;

@@ -59,7 +59,7 @@ void fwd_tunnel_input(struct exch *x);
 void fwd_tunnel_sent(struct exch *x);
 void fwd_tunnel_client_eof(struct exch *x);
 
-/* "allow", "deny", "would_deny"; NULL for FWD_NONE (ingress). */
+/* "allow", "deny", "would_deny"; "" before a decision. */
 const char *fwd_verdict_name(const struct exch *x);
 
 #endif

@@ -497,6 +497,12 @@ static bool is_dropped(const struct h1_head *h, struct h1_span name, bool reques
         if (request && h1_span_is(n, "x-fnproxy-client-id"))
             return true;
         break;
+    case 20:
+        /* Only fnproxy says how long is left (and a function's own outbound
+         * call carrying it is held to it, never passes it on). */
+        if (request && h1_span_is(n, "x-fnproxy-timeout-ms"))
+            return true;
+        break;
     }
     /* Proxy-* are all meant for this hop (Proxy-Authorization,
      * Proxy-Connection, Proxy-Authenticate, Proxy-Authentication-Info...). */
@@ -661,6 +667,11 @@ size_t h1_write_response_head(char *buf, size_t cap, const struct h1_head *h,
     sb_forwarded_headers(&b, h, false);
     if (r->request_id != NULL)
         sb_header(&b, "x-request-id", r->request_id);
+    if (r->attempts > 0) {
+        sb_str(&b, "x-fnproxy-attempts: ");
+        sb_u64(&b, r->attempts);
+        sb_put(&b, "\r\n", 2);
+    }
     if (r->chunked) {
         sb_str(&b, "transfer-encoding: chunked\r\n");
     } else if (r->length) {

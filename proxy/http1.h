@@ -140,10 +140,11 @@ size_t h1_write_request_head(char *buf, size_t cap, const struct h1_head *h,
 /* What the proxy sets on a response sent downstream. */
 struct h1_reply {
     const char *request_id;
-    bool length;     /* content-length: head.content_length */
-    bool chunked;    /* transfer-encoding: chunked */
-    bool close;      /* connection: close */
-    bool keep_alive; /* connection: keep-alive (HTTP/1.0 clients) */
+    unsigned attempts; /* x-fnproxy-attempts: attempts made (0: none, not said) */
+    bool length;       /* content-length: head.content_length */
+    bool chunked;      /* transfer-encoding: chunked */
+    bool close;        /* connection: close */
+    bool keep_alive;   /* connection: keep-alive (HTTP/1.0 clients) */
 };
 
 size_t h1_write_response_head(char *buf, size_t cap, const struct h1_head *h,

@@ -17,7 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -31,7 +34,8 @@
 
 #define FNPROXY_VERSION "0.1.0"
 
-/* The sockets of one listen address, one per worker (SO_REUSEPORT). */
+/* The sockets of one listen address, one per worker (SO_REUSEPORT; a unix
+ * socket has one, duplicated for each worker). */
 struct lsock {
     struct cfg_addr addr;
     int fds[CFG_MAX_WORKERS];
@@ -67,6 +71,11 @@ static void usage(FILE *out)
           out);
 }
 
+static const char *unix_path(const struct cfg_addr *a)
+{
+    return ((const struct sockaddr_un *)&a->sa)->sun_path;
+}
+
 static int listen_socket(const struct cfg_addr *a, char *err, size_t errlen)
 {
     int one = 1;
@@ -74,6 +83,11 @@ static int listen_socket(const struct cfg_addr *a, char *err, size_t errlen)
 
     if (fd < 0)
         goto out_err;
+    if (a->kind == CFG_ADDR_UNIX) {
+        if (bind(fd, (const struct sockaddr *)&a->sa, a->sa_len) < 0 || listen(fd, SOMAXCONN) < 0)
+            goto out_close;
+        return fd;
+    }
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
         goto out_close;
@@ -97,6 +111,33 @@ out_err:
     return -1;
 }
 
+/* A unix socket's file outlives a process that died: a file nobody accepts
+ * on is removed before the bind, one that a process accepts on is refused,
+ * and anything that is not a socket is left alone. Closes fd. */
+static int unix_probe(int fd, const struct cfg_addr *a, char *err, size_t errlen)
+{
+    struct stat st;
+    int rc = 0;
+
+    if (lstat(unix_path(a), &st) < 0) {
+        close(fd);
+        return 0; /* nothing there (or a bind error will say why) */
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "cannot listen on %s: the file exists and is not a socket", a->text);
+        rc = -1;
+    } else if (connect(fd, (const struct sockaddr *)&a->sa, a->sa_len) == 0) {
+        snprintf(err, errlen, "cannot listen on %s: another process accepts on it", a->text);
+        rc = -1;
+    } else if (errno == ECONNREFUSED && unlink(unix_path(a)) < 0) {
+        snprintf(err, errlen, "cannot listen on %s: cannot remove the stale socket: %s", a->text,
+                 strerror(errno));
+        rc = -1;
+    }
+    close(fd);
+    return rc;
+}
+
 /* SO_REUSEPORT lets any process of the same user bind a port already in
  * use, silently sharing its connections: a second fnproxy started by
  * mistake would take half the traffic. A plain bind first finds out. */
@@ -106,6 +147,8 @@ static int listen_probe(const struct cfg_addr *a, char *err, size_t errlen)
     int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int rc = 0;
 
+    if (fd >= 0 && a->kind == CFG_ADDR_UNIX)
+        return unix_probe(fd, a, err, errlen);
     if (fd < 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", a->text, strerror(errno));
         return -1;
@@ -158,9 +201,15 @@ static int lsocks_for(struct server *sv, const struct config *cfg, struct lsock 
         if (listen_probe(a, err, errlen) < 0)
             goto out_undo;
         for (unsigned w = 0; w < sv->n_workers; w++) {
-            ls[i].fds[w] = listen_socket(a, err, errlen);
-            if (ls[i].fds[w] < 0)
+            if (w > 0 && a->kind == CFG_ADDR_UNIX)
+                ls[i].fds[w] = fcntl(ls[i].fds[0], F_DUPFD_CLOEXEC, 0);
+            else
+                ls[i].fds[w] = listen_socket(a, err, errlen);
+            if (ls[i].fds[w] < 0) {
+                if (w > 0 && a->kind == CFG_ADDR_UNIX)
+                    snprintf(err, errlen, "cannot listen on %s: %s", a->text, strerror(errno));
                 goto out_undo;
+            }
         }
     }
     *out = ls;
@@ -172,11 +221,30 @@ out_undo:
         bool carried = false;
         for (size_t j = 0; j < sv->n_lsocks; j++)
             carried |= sv->lsocks[j].fds[0] == ls[i].fds[0] && ls[i].fds[0] >= 0;
-        if (!carried)
-            lsock_close(&ls[i], sv->n_workers);
+        if (carried)
+            continue;
+        if (ls[i].fds[0] >= 0 && ls[i].addr.kind == CFG_ADDR_UNIX)
+            (void)unlink(unix_path(&ls[i].addr)); /* made here: not in use by anyone */
+        lsock_close(&ls[i], sv->n_workers);
     }
     free(ls);
     return -1;
+}
+
+/* Removes the unix socket files of old listeners that keep is without
+ * (all of them when keep is empty). */
+static void unlink_gone(const struct lsock *old, size_t n_old, const struct lsock *keep,
+                        size_t n_keep)
+{
+    for (size_t i = 0; i < n_old; i++) {
+        bool kept = false;
+        if (old[i].addr.kind != CFG_ADDR_UNIX)
+            continue;
+        for (size_t j = 0; j < n_keep; j++)
+            kept |= keep[j].fds[0] == old[i].fds[0];
+        if (!kept && unlink(unix_path(&old[i].addr)) < 0 && errno != ENOENT)
+            log_warn("cannot remove %s: %s", old[i].addr.text, strerror(errno));
+    }
 }
 
 static void worker_fds(const struct lsock *ls, size_t n, unsigned w, int *fds)
@@ -221,7 +289,9 @@ static void reload(struct server *sv)
         worker_fds(ls, cfg->n_listeners, w, fds);
         worker_reload(&sv->workers[w], s, fds);
     }
-    /* Workers close the sockets of listeners that are gone. */
+    /* Workers close the sockets of listeners that are gone; their unix
+     * socket files go now. */
+    unlink_gone(sv->lsocks, sv->n_lsocks, ls, cfg->n_listeners);
     free(sv->lsocks);
     sv->lsocks = ls;
     sv->n_lsocks = cfg->n_listeners;
@@ -373,6 +443,7 @@ static int run(struct server *sv)
     uv_run(sv->loop, UV_RUN_DEFAULT);
     for (unsigned w = 0; w < started; w++)
         worker_join(&sv->workers[w]);
+    unlink_gone(sv->lsocks, sv->n_lsocks, NULL, 0);
     if (rc == 0)
         log_info("stopped");
     free(sv->workers);
@@ -382,6 +453,7 @@ static int run(struct server *sv)
 out_sockets:
     for (size_t i = 0; i < cfg->n_listeners; i++)
         lsock_close(&sv->lsocks[i], sv->n_workers);
+    unlink_gone(sv->lsocks, sv->n_lsocks, NULL, 0);
     free(sv->lsocks);
     free(sv->workers);
     uv_run(sv->loop, UV_RUN_DEFAULT); /* let closed handles finish */

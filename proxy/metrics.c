@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const timeout_names[TMO__N] = {"connect",  "header", "body",
-                                                  "upstream", "idle",   "dns"};
+static const char *const timeout_names[TMO__N] = {"connect", "header", "body",    "upstream",
+                                                  "idle",    "dns",    "per_try", "total"};
 static const char *const uperr_names[UPERR__N] = {"refused", "reset",    "tls",
                                                   "timeout", "protocol", "dns"};
 
@@ -121,6 +121,9 @@ static void route_sum(struct metrics *const *shards, size_t n, const struct rout
                 sum->denials[k] += load(&s->denials[k]);
                 sum->would_deny[k] += load(&s->would_deny[k]);
             }
+            sum->retries += load(&s->retries);
+            for (int k = 0; k < RETRY__N; k++)
+                sum->retries_skipped[k] += load(&s->retries_skipped[k]);
             histogram_merge(&sum->duration, &s->duration);
             histogram_merge(&sum->attempt, &s->attempt);
             for (int k = 0; k < PHASE__N; k++)
@@ -328,6 +331,23 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
 
     render_route_counts(out, "fnproxy_timeouts_total", "Timeouts, by kind.", "kind", all, n_all,
                         offsetof(struct route_stats, timeouts), timeout_names, TMO__N);
+    fputs("# HELP fnproxy_retries_total Retries made (attempts after the first).\n"
+          "# TYPE fnproxy_retries_total counter\n",
+          out);
+    for (size_t i = 0; i < n_all; i++)
+        if (all[i]->retries != 0)
+            fprintf(out,
+                    "fnproxy_retries_total{direction=\"%s\",function=\"%s\",route=\"%s\"} %llu\n",
+                    direction_names[all[i]->direction], all[i]->function, all[i]->route,
+                    (unsigned long long)all[i]->retries);
+    const char *skip_names[RETRY__N];
+    for (int k = 0; k < RETRY__N; k++) {
+        const char *name = retry_verdict_name((enum retry_verdict)k);
+        skip_names[k] = name != NULL ? name : ""; /* go and not-on are never counted */
+    }
+    render_route_counts(out, "fnproxy_retries_skipped_total",
+                        "Retries the policy wanted and did not make, by reason.", "reason", all,
+                        n_all, offsetof(struct route_stats, retries_skipped), skip_names, RETRY__N);
     render_route_counts(out, "fnproxy_upstream_errors_total",
                         "Failed exchanges with a function, by reason.", "reason", all, n_all,
                         offsetof(struct route_stats, upstream_errors), uperr_names, UPERR__N);

@@ -53,12 +53,12 @@
 #include <time.h>
 
 #include "histogram.h"
+#include "retry.h"
 #include "tls.h"
 
 #define METRICS_NAME_MAX 72
 
-/* fnproxy_timeouts_total{kind=...}: what stalled. per_try and total come
- * with retries: not declared before they can be counted. */
+/* fnproxy_timeouts_total{kind=...}: what stalled. */
 enum metrics_timeout {
     TMO_CONNECT = 0, /* connecting to the function (connect_timeout) */
     TMO_HEADER,      /* the client's request head (header_timeout) */
@@ -66,6 +66,8 @@ enum metrics_timeout {
     TMO_UPSTREAM,    /* the function: no response head, or not taking the body, in time */
     TMO_IDLE,        /* the response body, no progress either way, once it started; a tunnel */
     TMO_DNS,         /* an egress name not resolved within dns.timeout */
+    TMO_PER_TRY,     /* one attempt: no response head within per_try_timeout */
+    TMO_TOTAL,       /* no response head within timeout, every attempt and backoff included */
     TMO__N
 };
 enum metrics_uperr {
@@ -105,7 +107,11 @@ struct route_stats {
     uint64_t timeouts[TMO__N];
     uint64_t upstream_errors[UPERR__N];
     uint64_t denials[DENY__N];
-    uint64_t would_deny[DENY__N];     /* egress, mode: report: let through, would be denied */
+    uint64_t would_deny[DENY__N];       /* egress, mode: report: let through, would be denied */
+    uint64_t retries;                   /* fnproxy_retries_total */
+    uint64_t retries_skipped[RETRY__N]; /* fnproxy_retries_skipped_total, by retry_verdict */
+    struct retry_budget budget;       /* the route's retry budget on this worker: not a metric, kept
+                                       * here because it lives as long as the series */
     struct histogram duration;        /* fnproxy_request_duration_seconds */
     struct histogram attempt;         /* fnproxy_upstream_attempt_duration_seconds */
     struct histogram phase[PHASE__N]; /* fnproxy_phase_duration_seconds */

@@ -183,10 +183,12 @@ static struct wsnap *wsnap_new(struct worker *w, struct snapshot *s)
         fs->egress_none = metrics_route(&w->metrics, DIR_EGRESS, fn->name, "");
         if (fs->egress_rules == NULL || fs->egress_none == NULL)
             goto out_free;
-        for (size_t r = 0; r < fn->egress->n_allow; r++)
+        for (size_t r = 0; r < fn->egress->n_allow; r++) {
             if ((fs->egress_rules[r] = metrics_route(&w->metrics, DIR_EGRESS, fn->name,
                                                      fn->egress->allow[r].name)) == NULL)
                 goto out_free;
+            fs->egress_paths |= fn->egress->allow[r].n_paths > 0;
+        }
     }
     return ws;
 

@@ -36,6 +36,7 @@ struct fn_state {
     struct route_stats **egress_rules; /* one per egress allow rule, same order */
     struct route_stats *egress_none;   /* egress answered before a rule matched (route "") */
     uint64_t last_report_log_ms;       /* mode: report lines, at most one a second */
+    bool egress_paths;                 /* some egress rule restricts paths */
 };
 
 /* A snapshot as adopted by one worker. Counted without atomics: only this
@@ -100,6 +101,7 @@ struct worker {
     unsigned n_free_bufs;
     struct exch *free_exch;
     unsigned n_free_exch;
+    uint64_t replay_bytes; /* replay buffers of exchanges, under REPLAY_WORKER_MAX */
 
     uint64_t rng[2];
     uv_async_t *exit_notify;    /* the main loop's, told when this loop has ended (may be NULL) */

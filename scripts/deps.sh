@@ -5,9 +5,12 @@
 set -eu
 
 # Build: gcc make, the -dev libraries, node-llhttp (llhttp's C sources).
-# Tests: curl, openssl, python3, clang + its sanitizer runtime, sslscan.
+# Tests: curl, openssl, python3, clang + its sanitizer runtime, sslscan;
+# iproute2 (`ip netns`: the egress cases run in a loopback-only network
+# namespace) and python3-requests (a real client library through egress).
 PKGS="gcc make libuv1-dev libssl-dev libcmocka-dev libyaml-dev node-llhttp
-curl openssl python3 clang libclang-rt-14-dev sslscan libc-ares-dev"
+curl openssl python3 clang libclang-rt-14-dev sslscan libc-ares-dev iproute2
+python3-requests"
 
 missing=""
 for p in $PKGS "$@"; do

@@ -22,10 +22,39 @@
  * With --record FILE every byte read on any connection is appended to FILE
  * with one write() per read, so a test can check exactly what a proxy sent.
  *
- * Routes (query string ignored): /echo, /status/NNN, /delay/MS, /bytes/N,
- * /chunked/N, /close-delimited/N, /sink, /close-mid, /close-now, /hang,
- * /bad/{garbage,cl-te,dup-cl,extra,header-ctl}; anything else answers
- * "hello from NAME\n".
+ * Routes (query string ignored unless said): /echo, /status/NNN, /delay/MS,
+ * /bytes/N, /chunked/N, /close-delimited/N, /sink, /close-mid, /close-now,
+ * /hang, /bad/{garbage,cl-te,dup-cl,extra,header-ctl}, /fail/N/WHAT/KEY...;
+ * anything else answers "hello from NAME\n". tests/backend/README.md
+ * describes each one.
+ *
+ * Failures, for testing and benchmarking retries and ejection:
+ *
+ * - /fail/N/WHAT/KEY[/anything][?retry_after=S]: the first N requests whose
+ *   path has this KEY get WHAT, later ones an echo of the request (as /echo)
+ *   with status 200. Every answer carries x-backend-count: K, the number of
+ *   requests with this KEY seen so far, this one included. WHAT is a status
+ *   NNN (200..599: an echo with that status, plus Retry-After: S if the
+ *   query has retry_after=S), reset (RST: SO_LINGER 0 then close), close
+ *   (FIN), hang (no answer; read and drop until the peer leaves) or mid (a
+ *   head with content-length 1000, 100 body bytes, then FIN). KEY is 1..64
+ *   bytes of [A-Za-z0-9_-]; at most FAIL_KEYS_MAX keys are kept, a new one
+ *   beyond that answers 507. Counts live as long as the process.
+ * - Global random failures: --fail-status NNN:RATE, --reset-rate RATE,
+ *   --retry-after S and --seed N at start; GET /_fnbackend/fail?status=NNN&
+ *   rate=R&reset=R&retry_after=S|none&seed=N at run time (each parameter
+ *   optional; answers the settings as JSON). One draw of a splitmix64
+ *   generator per request decides: reset with probability `reset`, the
+ *   status with probability `rate`, else the route's own answer. A request
+ *   that a global failure takes never reaches its route (a /fail key does
+ *   not count it).
+ * - GET /_fnbackend/stats: {"requests":N,"failed":M}: requests whose head
+ *   was read, and of those how many got an injected failure (global or
+ *   /fail). Paths under /_fnbackend/ are control paths: never failed and
+ *   never counted.
+ *
+ * The hot path pays for this with a counter increment and a test of one
+ * flag per request; no allocation, no system call.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +65,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <llhttp.h>
@@ -48,6 +78,11 @@
 #define URL_MAX 512                       /* longer targets are cut */
 #define LINGER_MS 2000                    /* after our FIN, wait for the peer's */
 #define WRITE_QUEUE_MAX (1024 * 1024)     /* unsent answers before reading stops */
+#define FAIL_KEY_MAX 64                   /* bytes of a /fail key */
+#define FAIL_KEYS_MAX 4096                /* /fail keys kept; a new one beyond: 507 */
+#define FAIL_SLOTS 8192                   /* hash table slots: at most half used */
+#define MID_LENGTH 1000                   /* /fail/N/mid: declared body length */
+#define MID_SENT 100                      /* and the bytes sent before the close */
 
 enum handle_kind { H_LISTENER = 1, H_CONN, H_SIGNAL };
 
@@ -69,7 +104,19 @@ enum route {
     R_BAD_EXTRA,
     R_BAD_HEADER_CTL,
     R_NOT_FOUND_NUM, /* /status/xyz and friends: a number was expected */
+    R_FAIL,          /* /fail/N/WHAT/KEY: c->fail says what to do */
+    R_FAIL_FULL,     /* /fail with a new key and no room for it: 507 */
+    R_BAD_PATH,      /* a malformed /fail path: 400 with c->err */
+    R_FAULT_STATUS,  /* a global random failure: fault.status */
+    R_FAULT_RESET,   /* a global random failure: reset */
+    /* control paths, under /_fnbackend/: never failed, never counted */
+    R_CTL_FAIL,
+    R_CTL_STATS,
+    R_CTL_UNKNOWN,
 };
+
+/* What a /fail request gets. */
+enum fail_what { FW_OK = 0, FW_STATUS, FW_RESET, FW_CLOSE, FW_HANG, FW_MID };
 
 enum pause_why { P_NONE = 0, P_HEAD_DONE, P_MSG_DONE };
 
@@ -110,8 +157,14 @@ struct conn {
     size_t rpos, rlen; /* unparsed bytes: rbuf[rpos..rlen) */
     /* the request being parsed */
     enum route route;
-    uint64_t arg; /* NNN, MS or N from the path */
-    bool is_head; /* HEAD: headers only */
+    uint64_t arg;              /* NNN, MS or N from the path */
+    enum fail_what fail;       /* R_FAIL: what this request gets */
+    unsigned fail_status;      /* R_FAIL: NNN of /fail/N/NNN/KEY */
+    uint64_t fail_count;       /* R_FAIL: x-backend-count */
+    int64_t retry_after;       /* R_FAIL: ?retry_after=S, or -1 */
+    const char *err;           /* R_BAD_PATH: a static message */
+    uint16_t key_off, key_len; /* R_FAIL: the key, in url */
+    bool is_head;              /* HEAD: headers only */
     bool keep_alive;
     bool http10;
     bool in_head;          /* between message begin and headers complete */
@@ -162,11 +215,43 @@ static int kind_signal = H_SIGNAL;
 static unsigned n_listeners;
 static uint64_t conn_serial;
 
+/* Global random failures (--fail-status, --reset-rate, /_fnbackend/fail).
+ * A request draws u, uniform in [0, 2^53): u < reset_below resets it, else
+ * u < reset_below + status_below answers status; rates that sum to more
+ * than 1 are refused, so both shares are exact. */
+static struct fault {
+    unsigned status;       /* the injected status, 503 unless set */
+    double rate, reset;    /* shares of requests, as given */
+    uint64_t status_below; /* rate * 2^53 */
+    uint64_t reset_below;  /* reset * 2^53 */
+    int64_t retry_after;   /* Retry-After on injected statuses, or -1 */
+    uint64_t seed;         /* last seed given (or taken from the clock) */
+    uint64_t rng;          /* splitmix64 state */
+    bool active;           /* a rate is not 0: draw for each request */
+} fault = {.status = 503, .retry_after = -1};
+
+/* GET /_fnbackend/stats */
+static struct {
+    uint64_t requests; /* heads read, control paths excepted */
+    uint64_t failed;   /* of those, answered with an injected failure */
+} stats;
+
+/* /fail keys: open addressing, linear probing, never deleted. 8192 slots of
+ * 80 bytes in .bss cost no memory until touched. */
+struct fail_key {
+    uint64_t count; /* requests seen with this key */
+    uint8_t len;    /* 0: a free slot */
+    char key[FAIL_KEY_MAX];
+};
+static struct fail_key fail_keys[FAIL_SLOTS];
+static unsigned n_fail_keys;
+
 static void conn_close(struct conn *c);
 static void conn_close_graceful(struct conn *c);
 static void conn_parse(struct conn *c);
 static void conn_continue(struct conn *c);
 static void stream_next(struct conn *c);
+static bool parse_num(const char *s, size_t n, uint64_t *out);
 
 /* ---- small buffers ---------------------------------------------------- */
 
@@ -264,6 +349,8 @@ static const char *reason_of(unsigned code)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 507:
+        return "Insufficient Storage";
     default:
         return "Status";
     }
@@ -555,6 +642,115 @@ static void conn_continue(struct conn *c)
         conn_read_start(c);
 }
 
+/* ---- failures --------------------------------------------------------- */
+
+static uint64_t fault_next(void)
+{
+    /* splitmix64: a few multiplies, good enough for shares of requests. */
+    uint64_t z = (fault.rng += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+static void fault_seed(uint64_t seed)
+{
+    fault.seed = seed;
+    fault.rng = seed;
+}
+
+/* Sets the global failure shares; false if they are out of [0, 1] or sum to
+ * more than 1 (then nothing changes). */
+static bool fault_set(unsigned status, double rate, double reset, int64_t retry_after)
+{
+    if (!(rate >= 0 && rate <= 1 && reset >= 0 && reset <= 1 && rate + reset <= 1))
+        return false;
+    fault.status = status;
+    fault.rate = rate;
+    fault.reset = reset;
+    fault.status_below = (uint64_t)(rate * 9007199254740992.0); /* 2^53 */
+    fault.reset_below = (uint64_t)(reset * 9007199254740992.0);
+    fault.retry_after = retry_after;
+    fault.active = fault.status_below || fault.reset_below;
+    return true;
+}
+
+/* One draw for a request that is about to be routed. */
+static void fault_draw(struct conn *c)
+{
+    uint64_t u = fault_next() >> 11;
+    if (u < fault.reset_below)
+        c->route = R_FAULT_RESET;
+    else if (u - fault.reset_below < fault.status_below)
+        c->route = R_FAULT_STATUS;
+    else
+        return;
+    stats.failed++;
+}
+
+static uint32_t fnv1a(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 16777619u;
+    return h;
+}
+
+/* The slot of key, added if new; NULL if new and FAIL_KEYS_MAX are kept. */
+static struct fail_key *fail_key_get(const char *key, size_t len)
+{
+    size_t i = fnv1a(key, len) & (FAIL_SLOTS - 1);
+    for (;; i = (i + 1) & (FAIL_SLOTS - 1)) {
+        struct fail_key *k = &fail_keys[i];
+        if (k->len == len && memcmp(k->key, key, len) == 0)
+            return k;
+        if (k->len == 0)
+            break;
+    }
+    if (n_fail_keys >= FAIL_KEYS_MAX)
+        return NULL;
+    n_fail_keys++;
+    fail_keys[i].len = (uint8_t)len;
+    memcpy(fail_keys[i].key, key, len);
+    return &fail_keys[i];
+}
+
+/* Counts a /fail request against its key and decides its answer. */
+static void fail_count(struct conn *c)
+{
+    struct fail_key *k = fail_key_get(c->url + c->key_off, c->key_len);
+    if (!k) {
+        c->route = R_FAIL_FULL;
+        return;
+    }
+    c->fail_count = ++k->count;
+    if (c->fail_count > c->arg)
+        c->fail = FW_OK;
+    if (c->fail != FW_OK)
+        stats.failed++;
+}
+
+/* Resets the connection: RST, not FIN, whatever the peer still sends. What
+ * earlier pipelined answers left in the output buffer is handed to the
+ * socket first, but the kernel drops anything still unsent. A unix socket
+ * has no reset: it is closed. */
+static void conn_reset(struct conn *c)
+{
+    c->paused = true;
+    conn_flush(c);
+    if (c->closing)
+        return;
+    if (c->h.stream.type != UV_TCP || c->shutting) {
+        conn_close(c);
+        return;
+    }
+    c->closing = true;
+    c->closes_pending = 2;
+    if (uv_tcp_close_reset(&c->h.tcp, conn_close_cb) < 0)
+        uv_close((uv_handle_t *)&c->h.stream, conn_close_cb);
+    uv_close((uv_handle_t *)&c->timer, conn_close_cb);
+}
+
 /* ---- answers ---------------------------------------------------------- */
 
 static void stream_next(struct conn *c)
@@ -603,17 +799,39 @@ static void answer_hello(struct conn *c)
                 c->keep_alive ? hello_ka_len : hello_close_len);
 }
 
-static void answer_echo(struct conn *c)
+/* Retry-After: S, if S >= 0. */
+static void out_retry_after(struct conn *c, int64_t s)
+{
+    if (s < 0)
+        return;
+    out_str(c, "retry-after: ");
+    out_u64(c, (uint64_t)s);
+    out_str(c, "\r\n");
+}
+
+/* The request head as received and its body, as the body of an answer with
+ * this status; a /fail answer adds x-backend-count and its Retry-After. */
+static void answer_echo(struct conn *c, unsigned code)
 {
     if (c->echo_overflow) {
         out_simple(c, 413, "echo body too large\n", 20);
         return;
     }
-    out_head(c, 200, (int64_t)(c->head.len + c->body.len), "text/plain");
+    bool nobody = code == 204 || code == 304;
+    out_head(c, code, nobody ? -1 : (int64_t)(c->head.len + c->body.len),
+             nobody ? NULL : "text/plain");
     out_str(c, "x-echo-body-bytes: ");
     out_u64(c, c->body_bytes);
-    out_str(c, "\r\n\r\n");
-    if (c->is_head)
+    out_str(c, "\r\n");
+    if (c->route == R_FAIL) {
+        out_str(c, "x-backend-count: ");
+        out_u64(c, c->fail_count);
+        out_str(c, "\r\n");
+        if (c->fail == FW_STATUS)
+            out_retry_after(c, c->retry_after);
+    }
+    out_str(c, "\r\n");
+    if (c->is_head || nobody)
         return;
     if (c->head.len + c->body.len <= 16 * 1024) {
         /* Small: copy, so that a pipelined burst still makes one write. */
@@ -627,6 +845,176 @@ static void answer_echo(struct conn *c)
         uv_buf_init(c->body.data ? c->body.data : piece, (unsigned)c->body.len),
     };
     conn_write_async(c, bufs, 2, AW_DONE);
+}
+
+/* Reads and drops until the peer leaves; never answers. */
+static void answer_hang(struct conn *c)
+{
+    c->paused = true;
+    c->hung = true;
+    conn_flush(c);
+    conn_read_start(c); /* only to notice when the peer goes away */
+}
+
+static void answer_fail(struct conn *c)
+{
+    switch (c->fail) {
+    case FW_OK:
+        answer_echo(c, 200);
+        break;
+    case FW_STATUS:
+        answer_echo(c, c->fail_status);
+        break;
+    case FW_RESET:
+        conn_reset(c);
+        break;
+    case FW_CLOSE:
+        c->paused = true;
+        conn_close_graceful(c);
+        break;
+    case FW_HANG:
+        answer_hang(c);
+        break;
+    case FW_MID:
+        out_head(c, 200, MID_LENGTH, "text/plain");
+        out_str(c, "x-backend-count: ");
+        out_u64(c, c->fail_count);
+        out_str(c, "\r\n\r\n");
+        if (!c->is_head)
+            out_put(c, piece, MID_SENT);
+        c->paused = true;
+        conn_close_graceful(c);
+        break;
+    }
+}
+
+static void answer_fault_status(struct conn *c)
+{
+    char body[24];
+    int n = snprintf(body, sizeof body, "injected %u\n", fault.status);
+    bool nobody = fault.status == 204 || fault.status == 304;
+    out_head(c, fault.status, nobody ? -1 : n, nobody ? NULL : "text/plain");
+    out_retry_after(c, fault.retry_after);
+    out_str(c, "\r\n");
+    if (!nobody && !c->is_head)
+        out_put(c, body, (size_t)n);
+}
+
+static void answer_json(struct conn *c, unsigned code, const char *body, size_t len)
+{
+    out_head(c, code, (int64_t)len, "application/json");
+    out_str(c, "\r\n");
+    if (!c->is_head)
+        out_put(c, body, len);
+}
+
+/* The value of query parameter key (a NUL-free span of url), or NULL. */
+static const char *query_get(struct conn *c, const char *key, size_t *len)
+{
+    const char *end = c->url + c->url_len;
+    const char *q = memchr(c->url, '?', c->url_len);
+    size_t kl = strlen(key);
+    while (q && q < end) {
+        const char *p = q + 1;
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) > kl && memcmp(p, key, kl) == 0 && p[kl] == '=') {
+            *len = (size_t)(e - p - (ptrdiff_t)kl - 1);
+            return p + kl + 1;
+        }
+        q = amp;
+    }
+    return NULL;
+}
+
+static bool query_num(struct conn *c, const char *key, bool *given, uint64_t *v)
+{
+    size_t n;
+    const char *s = query_get(c, key, &n);
+    *given = s != NULL;
+    return !s || parse_num(s, n, v);
+}
+
+static bool query_rate(struct conn *c, const char *key, double *v)
+{
+    size_t n;
+    const char *s = query_get(c, key, &n);
+    char tmp[32], *e;
+    if (!s)
+        return true;
+    if (n == 0 || n >= sizeof tmp)
+        return false;
+    memcpy(tmp, s, n);
+    tmp[n] = 0;
+    double d = strtod(tmp, &e);
+    if (*e || !(d >= 0 && d <= 1))
+        return false;
+    *v = d;
+    return true;
+}
+
+static void ctl_error(struct conn *c, const char *msg)
+{
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", msg);
+    answer_json(c, 400, body, (size_t)n);
+}
+
+/* GET /_fnbackend/fail?status=NNN&rate=R&reset=R&retry_after=S|none&seed=N:
+ * each parameter optional, the others keep their values. */
+static void ctl_fail(struct conn *c)
+{
+    unsigned status = fault.status;
+    double rate = fault.rate, reset = fault.reset;
+    int64_t retry_after = fault.retry_after;
+    uint64_t v, seed;
+    bool given, seed_given;
+    size_t n;
+    if (!query_num(c, "status", &given, &v) || (given && (v < 200 || v > 599))) {
+        ctl_error(c, "status must be 200..599");
+        return;
+    }
+    if (given)
+        status = (unsigned)v;
+    if (!query_rate(c, "rate", &rate) || !query_rate(c, "reset", &reset) || rate + reset > 1) {
+        ctl_error(c, "rate and reset must be in [0, 1] and sum to at most 1");
+        return;
+    }
+    const char *ra = query_get(c, "retry_after", &n);
+    if (ra && n == 4 && memcmp(ra, "none", 4) == 0) {
+        retry_after = -1;
+    } else if (ra) {
+        if (!parse_num(ra, n, &v) || v > INT32_MAX) {
+            ctl_error(c, "retry_after must be seconds or none");
+            return;
+        }
+        retry_after = (int64_t)v;
+    }
+    if (!query_num(c, "seed", &seed_given, &seed)) {
+        ctl_error(c, "seed must be a number");
+        return;
+    }
+    fault_set(status, rate, reset, retry_after);
+    if (seed_given)
+        fault_seed(seed);
+    char body[256], ra_text[24];
+    if (fault.retry_after >= 0)
+        snprintf(ra_text, sizeof ra_text, "%" PRId64, fault.retry_after);
+    else
+        snprintf(ra_text, sizeof ra_text, "null");
+    int len = snprintf(body, sizeof body,
+                       "{\"status\":%u,\"rate\":%.6g,\"reset\":%.6g,\"retry_after\":%s,"
+                       "\"seed\":%" PRIu64 "}\n",
+                       fault.status, fault.rate, fault.reset, ra_text, fault.seed);
+    answer_json(c, 200, body, (size_t)len);
+}
+
+static void ctl_stats(struct conn *c)
+{
+    char body[96];
+    int n = snprintf(body, sizeof body, "{\"requests\":%" PRIu64 ",\"failed\":%" PRIu64 "}\n",
+                     stats.requests, stats.failed);
+    answer_json(c, 200, body, (size_t)n);
 }
 
 /* Raw, deliberately broken answers; after them the connection closes unless
@@ -688,7 +1076,7 @@ static void answer(struct conn *c)
         answer_hello(c);
         break;
     case R_ECHO:
-        answer_echo(c);
+        answer_echo(c, 200);
         break;
     case R_STATUS:
         if (c->arg < 200 || c->arg > 599) {
@@ -748,10 +1136,7 @@ static void answer(struct conn *c)
         conn_close_graceful(c);
         break;
     case R_HANG:
-        c->paused = true;
-        c->hung = true;
-        conn_flush(c);
-        conn_read_start(c); /* only to notice when the peer goes away */
+        answer_hang(c);
         break;
     case R_BAD_GARBAGE:
     case R_BAD_CL_TE:
@@ -762,6 +1147,30 @@ static void answer(struct conn *c)
         break;
     case R_NOT_FOUND_NUM:
         out_simple(c, 404, "expected a number in the path\n", 30);
+        break;
+    case R_FAIL:
+        answer_fail(c);
+        break;
+    case R_FAIL_FULL:
+        out_simple(c, 507, "too many /fail keys\n", 20);
+        break;
+    case R_BAD_PATH:
+        out_simple(c, 400, c->err, strlen(c->err));
+        break;
+    case R_FAULT_STATUS:
+        answer_fault_status(c);
+        break;
+    case R_FAULT_RESET:
+        conn_reset(c);
+        break;
+    case R_CTL_FAIL:
+        ctl_fail(c);
+        break;
+    case R_CTL_STATS:
+        ctl_stats(c);
+        break;
+    case R_CTL_UNKNOWN:
+        out_simple(c, 404, "no such control path\n", 21);
         break;
     }
 }
@@ -796,6 +1205,89 @@ static bool path_num(const char *p, size_t n, const char *prefix, struct conn *c
     if (!parse_num(p + l, n - l, &c->arg))
         c->route = R_NOT_FOUND_NUM;
     return true;
+}
+
+/* The next path segment: [*p, '/' or end); *p moves past the '/'. */
+static size_t path_segment(const char **p, const char *end, const char **seg)
+{
+    const char *slash = memchr(*p, '/', (size_t)(end - *p));
+    const char *e = slash ? slash : end;
+    *seg = *p;
+    size_t n = (size_t)(e - *p);
+    *p = slash ? slash + 1 : end;
+    return n;
+}
+
+static bool key_ok(const char *k, size_t n)
+{
+    if (n == 0 || n > FAIL_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = k[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* /fail/N/WHAT/KEY[/...]: p and n are the path after "/fail/". The key is
+ * looked up later (fail_count), once the request is known to reach it. */
+static void route_fail(struct conn *c, const char *p, size_t n)
+{
+    const char *end = p + n, *seg;
+    uint64_t v;
+    size_t l = path_segment(&p, end, &seg);
+    c->route = R_BAD_PATH;
+    if (!parse_num(seg, l, &c->arg)) {
+        c->err = "want /fail/N/WHAT/KEY: N is a count\n";
+        return;
+    }
+    l = path_segment(&p, end, &seg);
+    c->fail_status = 0;
+    if (path_is(seg, l, "reset"))
+        c->fail = FW_RESET;
+    else if (path_is(seg, l, "close"))
+        c->fail = FW_CLOSE;
+    else if (path_is(seg, l, "hang"))
+        c->fail = FW_HANG;
+    else if (path_is(seg, l, "mid"))
+        c->fail = FW_MID;
+    else if (parse_num(seg, l, &v) && v >= 200 && v <= 599) {
+        c->fail = FW_STATUS;
+        c->fail_status = (unsigned)v;
+    } else {
+        c->err = "want /fail/N/WHAT/KEY: WHAT is 200..599, reset, close, hang or mid\n";
+        return;
+    }
+    l = path_segment(&p, end, &seg);
+    if (!key_ok(seg, l)) {
+        c->err = "want /fail/N/WHAT/KEY: KEY is 1..64 of [A-Za-z0-9_-]\n";
+        return;
+    }
+    c->key_off = (uint16_t)(seg - c->url);
+    c->key_len = (uint16_t)l;
+    c->retry_after = -1;
+    size_t ql;
+    const char *ra = query_get(c, "retry_after", &ql);
+    if (ra && parse_num(ra, ql, &v) && v <= INT32_MAX)
+        c->retry_after = (int64_t)v;
+    c->route = R_FAIL;
+}
+
+static void route_control(struct conn *c, const char *p, size_t n)
+{
+    if (path_is(p, n, "fail"))
+        c->route = R_CTL_FAIL;
+    else if (path_is(p, n, "stats"))
+        c->route = R_CTL_STATS;
+    else
+        c->route = R_CTL_UNKNOWN;
+}
+
+static bool route_is_control(enum route r)
+{
+    return r >= R_CTL_FAIL;
 }
 
 static void route_request(struct conn *c)
@@ -846,6 +1338,10 @@ static void route_request(struct conn *c)
         c->route = R_BAD_EXTRA;
     else if (path_is(p, n, "/bad/header-ctl"))
         c->route = R_BAD_HEADER_CTL;
+    else if (n >= 6 && memcmp(p, "/fail/", 6) == 0)
+        route_fail(c, p + 6, n - 6);
+    else if (n >= 12 && memcmp(p, "/_fnbackend/", 12) == 0)
+        route_control(c, p + 12, n - 12);
 }
 
 /* ---- llhttp callbacks ------------------------------------------------- */
@@ -924,7 +1420,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     c->body_bytes += len;
-    if (c->route == R_ECHO && !c->echo_overflow && !dbuf_put(&c->body, at, len, ECHO_MAX_BODY))
+    bool keep =
+        c->route == R_ECHO || (c->route == R_FAIL && (c->fail == FW_OK || c->fail == FW_STATUS));
+    if (keep && !c->echo_overflow && !dbuf_put(&c->body, at, len, ECHO_MAX_BODY))
         c->echo_overflow = true;
     return 0;
 }
@@ -945,6 +1443,13 @@ static void head_done(struct conn *c)
     c->http10 = llhttp_get_http_major(&c->parser) == 1 && llhttp_get_http_minor(&c->parser) == 0;
     c->keep_alive = llhttp_should_keep_alive(&c->parser);
     route_request(c);
+    if (!route_is_control(c->route)) {
+        stats.requests++;
+        if (fault.active)
+            fault_draw(c);
+        if (c->route == R_FAIL)
+            fail_count(c);
+    }
     if (c->expect_continue && !c->http10)
         out_str(c, "HTTP/1.1 100 Continue\r\n\r\n");
 }
@@ -1198,9 +1703,63 @@ static void build_hello(char *buf, size_t *len, bool keep_alive, bool head)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: fnbackend [--listen HOST:PORT]... [--unix PATH] [--name NAME] "
-               "[--record FILE]\n"
-               "Prints \"PORT n\" for each TCP listener once it is bound.\n");
+    fprintf(
+        f,
+        "usage: fnbackend [--listen HOST:PORT]... [--unix PATH]... [--name NAME]\n"
+        "                 [--record FILE] [--fail-status NNN:RATE] [--reset-rate RATE]\n"
+        "                 [--retry-after S] [--seed N]\n"
+        "The test function. Prints \"PORT n\" for each TCP listener once it is bound\n"
+        "(127.0.0.1:0 when no --listen or --unix is given).\n"
+        "\n"
+        "  --listen HOST:PORT    listen on TCP (up to 16)\n"
+        "  --unix PATH           listen on a unix socket (up to 16)\n"
+        "  --name NAME           x-backend: NAME on answers (default backend)\n"
+        "  --record FILE         append every byte read to FILE\n"
+        "  --fail-status NNN:RATE  answer NNN to a share RATE (0..1) of requests\n"
+        "  --reset-rate RATE     reset the connection of a share RATE of requests\n"
+        "  --retry-after S       Retry-After: S on the answers of --fail-status\n"
+        "  --seed N              seed of the failure draws (default: from the clock)\n"
+        "\n"
+        "Paths (query ignored unless said; anything else: \"hello from NAME\"):\n"
+        "  /echo                 the request head and body as the body\n"
+        "  /status/NNN           that status\n"
+        "  /delay/MS             200 after MS milliseconds\n"
+        "  /bytes/N, /chunked/N, /close-delimited/N   N body bytes, so framed\n"
+        "  /sink                 counts the request body, answers the count\n"
+        "  /close-mid            content-length 100, 10 bytes, then FIN\n"
+        "  /close-now            FIN, no answer\n"
+        "  /hang                 no answer; reads until the peer leaves\n"
+        "  /bad/{garbage,cl-te,dup-cl,extra,header-ctl}   malformed answers\n"
+        "  /fail/N/WHAT/KEY[/...][?retry_after=S]\n"
+        "                        the first N requests with KEY get WHAT, later ones\n"
+        "                        an echo with 200; each answer has x-backend-count:\n"
+        "                        K, this KEY's requests so far. WHAT: NNN (an echo\n"
+        "                        with that status, Retry-After: S if asked), reset\n"
+        "                        (RST), close (FIN), hang, mid (content-length 1000,\n"
+        "                        100 bytes, FIN). KEY: 1..64 of [A-Za-z0-9_-];\n"
+        "                        4096 keys at most, then 507\n"
+        "  /_fnbackend/fail[?status=NNN&rate=R&reset=R&retry_after=S|none&seed=N]\n"
+        "                        sets the global failures; answers them as JSON\n"
+        "                        {\"status\":NNN,\"rate\":R,\"reset\":R,\"retry_after\":S|null,\n"
+        "                        \"seed\":N}; rate=0&reset=0 heals\n"
+        "  /_fnbackend/stats     {\"requests\":N,\"failed\":M}: requests read and of\n"
+        "                        those failed on purpose (/_fnbackend/ not counted)\n");
+}
+
+/* A rate for an option: a number in [0, 1]. */
+static bool opt_rate(const char *s, double *v)
+{
+    char *e;
+    double d = strtod(s, &e);
+    if (e == s || *e || !(d >= 0 && d <= 1))
+        return false;
+    *v = d;
+    return true;
+}
+
+static bool opt_num(const char *s, uint64_t *v)
+{
+    return parse_num(s, strlen(s), v);
 }
 
 int main(int argc, char **argv)
@@ -1209,6 +1768,11 @@ int main(int argc, char **argv)
     const char *unixes[16];
     size_t n_listen = 0, n_unix = 0;
     const char *record_path = NULL;
+    unsigned fail_status = 503;
+    double fail_rate = 0, reset_rate = 0;
+    int64_t retry_after = -1;
+    uint64_t num, seed = 0;
+    bool seed_given = false;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1228,7 +1792,36 @@ int main(int argc, char **argv)
             name = argv[++i];
         else if (!strcmp(a, "--record"))
             record_path = argv[++i];
-        else {
+        else if (!strcmp(a, "--fail-status")) {
+            const char *v = argv[++i];
+            const char *colon = strchr(v, ':');
+            if (!colon || !parse_num(v, (size_t)(colon - v), &num) || num < 200 || num > 599 ||
+                !opt_rate(colon + 1, &fail_rate)) {
+                fprintf(stderr,
+                        "fnbackend: --fail-status wants NNN:RATE (200..599, 0..1), "
+                        "got %s\n",
+                        v);
+                return 2;
+            }
+            fail_status = (unsigned)num;
+        } else if (!strcmp(a, "--reset-rate")) {
+            if (!opt_rate(argv[++i], &reset_rate)) {
+                fprintf(stderr, "fnbackend: --reset-rate wants 0..1, got %s\n", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(a, "--retry-after")) {
+            if (!opt_num(argv[++i], &num) || num > INT32_MAX) {
+                fprintf(stderr, "fnbackend: --retry-after wants seconds, got %s\n", argv[i]);
+                return 2;
+            }
+            retry_after = (int64_t)num;
+        } else if (!strcmp(a, "--seed")) {
+            if (!opt_num(argv[++i], &seed)) {
+                fprintf(stderr, "fnbackend: --seed wants a number, got %s\n", argv[i]);
+                return 2;
+            }
+            seed_given = true;
+        } else {
             usage(stderr);
             return 2;
         }
@@ -1239,6 +1832,11 @@ int main(int argc, char **argv)
     }
     if (n_listen == 0 && n_unix == 0)
         listens[n_listen++] = "127.0.0.1:0";
+    if (!fault_set(fail_status, fail_rate, reset_rate, retry_after)) {
+        fprintf(stderr, "fnbackend: --fail-status and --reset-rate rates sum to more than 1\n");
+        return 2;
+    }
+    fault_seed(seed_given ? seed : uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL));
     if (record_path) {
         record_fd = open(record_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (record_fd < 0) {

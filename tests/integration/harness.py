@@ -24,6 +24,8 @@ import threading
 import time
 
 HOST = "127.0.0.1"  # every socket in this suite is on loopback, nothing else
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MAKE_CERTS = os.path.join(ROOT, "certs", "make-certs.sh")
 SAN = os.environ.get("FNPROXY_TEST_SAN") == "1"
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 
@@ -39,12 +41,23 @@ class Skip(Exception):
     as "skip NAME: reason" and counts it apart, never as a pass."""
 
 
-def case(timeout=60, exclusive=False):
-    """Registers a case. exclusive: run it alone (heavy on CPU or timing)."""
+def case(timeout=60, exclusive=False, netns=False, hosts=None, lo_addrs=()):
+    """Registers a case. exclusive: run it alone (heavy on CPU or timing).
+    netns: run it in a network namespace of its own whose only interface is
+    lo (run.py makes and removes it); hosts: that namespace's /etc/hosts
+    entries, {name: address or [addresses]}; lo_addrs: extra addresses put
+    on its lo ("10.0.0.1/32"), so that a test can listen on an address that
+    must never be dialled and see that it was not. Only with netns may a
+    case name any address outside 127.0.0.1."""
+    if (hosts or lo_addrs) and not netns:
+        raise ValueError("hosts and lo_addrs need netns=True")
 
     def wrap(fn):
         fn.case_timeout = timeout
         fn.case_exclusive = exclusive
+        fn.case_netns = netns
+        fn.case_hosts = dict(hosts or {})
+        fn.case_lo_addrs = tuple(lo_addrs)
         fn.case_name = fn.__module__.replace("test_", "", 1) + "." + fn.__name__
         CASES.append(fn)
         return fn
@@ -199,19 +212,26 @@ class Proc:
 
 
 class Backend(Proc):
-    """fnbackend: .port (first listener), .ports, .record()."""
+    """fnbackend: .port (first listener), .ports, .host, .record()."""
 
-    def __init__(self, ctx, name="backend", record=True, listeners=1, unix=None):
+    def __init__(self, ctx, name="backend", record=True, listeners=1, unix=None, listen=None,
+                 args=()):
         self.name = name
         self.record_path = ctx.path("%s-%d.record" % (name, len(ctx.procs))) if record else None
+        extra = args  # more options: --fail-status, --seed, ...
         args = [ctx.backend_bin, "--name", name]
-        for _ in range(listeners):
-            args += ["--listen", HOST + ":0"]
+        # listen: ["HOST:PORT", ...] instead of `listeners` ephemeral ports on HOST.
+        specs = list(listen) if listen else [HOST + ":0"] * listeners
+        listeners = len(specs)
+        self.host = specs[0].rsplit(":", 1)[0].strip("[]") if specs else HOST
+        for spec in specs:
+            args += ["--listen", spec]
         if unix:
             args += ["--unix", unix]
         if self.record_path:
             open(self.record_path, "wb").close()
             args += ["--record", self.record_path]
+        args += list(extra)
         super().__init__(ctx, args, "backend-" + name + "-%d" % len(ctx.procs),
                          stdout=subprocess.PIPE)
         self.ports = []
@@ -236,7 +256,9 @@ class Backend(Proc):
 
     @property
     def addr(self):
-        return "%s:%d" % (HOST, self.port)
+        if ":" in self.host:
+            return "[%s]:%d" % (self.host, self.port)
+        return "%s:%d" % (self.host, self.port)
 
     def record(self):
         with open(self.record_path, "rb") as f:
@@ -347,6 +369,7 @@ class Ctx:
         self.procs = []
         self.socks = []
         self.notes = []
+        self.hosts = {}  # a netns case's hosts table (see case())
 
     def path(self, name):
         return os.path.join(self.tmpdir, name)
@@ -354,8 +377,11 @@ class Ctx:
     def note(self, msg):
         self.notes.append(msg)
 
-    def start_backend(self, name="backend", record=True, listeners=1, unix=None):
-        return Backend(self, name=name, record=record, listeners=listeners, unix=unix)
+    def start_backend(self, name="backend", record=True, listeners=1, unix=None, listen=None,
+                      args=()):
+        """args: more fnbackend options, e.g. ["--fail-status", "503:0.1"]."""
+        return Backend(self, name=name, record=record, listeners=listeners, unix=unix,
+                       listen=listen, args=args)
 
     @staticmethod
     def render(text, ports, admin_port, **subst):
@@ -568,6 +594,15 @@ class Client:
             fail("timed out reading the body of %r" % r)
         return r
 
+    def read_body(self, r, timeout=None, max_body=1 << 31):
+        """Reads the body of head r (from read_head) into r.body."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        try:
+            self._read_body(r, deadline, False, max_body)
+        except socket.timeout:
+            fail("timed out reading the body of %r" % r)
+        return r
+
     def _read_body(self, r, deadline, head, max_body):
         if head or r.status in (204, 304) or 100 <= r.status < 200:
             return
@@ -655,6 +690,28 @@ class Client:
                 return got
             got += k
         return got
+
+    def read_exact(self, n, timeout=None):
+        """Exactly n bytes (for raw bytes, in a CONNECT tunnel say); fails
+        on EOF or timeout."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        try:
+            return self._exact(n, deadline)
+        except socket.timeout:
+            fail("timed out with %d of %d bytes" % (len(self.buf), n))
+
+    def read_to_eof(self, timeout=None, limit=1 << 30):
+        """Everything until the peer closes; fails on timeout."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        try:
+            while self._fill(deadline):
+                if len(self.buf) > limit:
+                    fail("more than %d bytes before EOF" % limit)
+        except socket.timeout:
+            fail("timed out waiting for EOF (have %d bytes)" % len(self.buf))
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
 
     def wait_closed(self, timeout=3):
         """True if the peer closes (EOF or reset) within timeout, reading and
@@ -784,6 +841,19 @@ def check_fnproxy_error(r, status, code, close=None, client=None):
     check(isinstance(j.get("message"), str) and j["message"], "JSON message missing: %r" % j)
     if close:
         check_eq((r.header("connection") or "").lower(), "close", "connection header")
+
+
+def make_certs(ctx, name="pki"):
+    """A development PKI in the case's temp dir (see certs/README.md)."""
+    d = ctx.path(name)
+    p = subprocess.run(["sh", MAKE_CERTS, d], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=60, cwd=ROOT)
+    if p.returncode != 0:
+        fail("make-certs.sh %s exited %d: %s" % (d, p.returncode, p.stderr.decode()[-500:]))
+    for f in ("ca.crt", "server.crt", "server.key", "wildcard.crt", "client-frontend.crt",
+              "client-hello.crt", "client-expired.crt", "client-rogue.crt"):
+        check(os.path.exists(os.path.join(d, f)), "make-certs.sh made no %s" % f)
+    return d
 
 
 def settle(backend, delay=0.3):

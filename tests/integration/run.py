@@ -13,14 +13,30 @@ marked exclusive run alone afterwards. One line per case ("ok NAME",
 N skipped"; exit status 1 if anything failed. A case skips by raising
 harness.Skip (harness.skip(reason)); a skip is never counted as a pass,
 and a skipped case whose teardown finds a problem fails.
+
+A case registered with @case(netns=True, hosts={...}) runs in a network
+namespace of its own that has only a loopback interface: this script makes
+fnp-<pid>-<n> (`ip netns add`, `ip link set lo up`, the case's extra lo
+addresses), writes /etc/netns/<ns>/hosts (localhost plus the case's hosts
+table) and /etc/netns/<ns>/resolv.conf (nameserver 127.0.0.1), runs the
+child as `ip netns exec <ns> <the same command>` (which bind-mounts those
+files over /etc/hosts and /etc/resolv.conf for everything in the case) and
+deletes the namespace and /etc/netns/<ns> afterwards, whatever the case's
+outcome (timeout included, and on SIGINT/SIGTERM of this script). The
+child refuses to run such a case anywhere but in a namespace whose only
+interface is lo. Without `ip` (iproute2) or the privilege to make a
+namespace the case fails; it never runs outside one. Namespaces of earlier
+runs whose runner died are removed at start.
 """
 
 import argparse
 import importlib
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,9 +63,12 @@ def run_one(args):
     cases = {c.case_name: c for c in load_cases()}
     fn = cases[args.run_one]
     ctx = harness.Ctx(os.path.abspath(args.fnproxy), os.path.abspath(args.backend), args.tmp)
+    ctx.hosts = fn.case_hosts
     result = {"outcome": "pass", "reason": "", "detail": ""}
     started = time.monotonic()
     try:
+        if fn.case_netns:
+            check_in_netns(args.netns)
         fn(ctx)
     except harness.Skip as e:
         result = {"outcome": "skip", "reason": str(e) or "(no reason given)", "detail": ""}
@@ -84,11 +103,134 @@ def run_one(args):
     return 0
 
 
+def check_in_netns(name):
+    """For a netns case, in the child: the case may send traffic only to
+    loopback, so it runs only where lo is the one interface and the hosts
+    file is the namespace's own (ip netns exec bind-mounted it)."""
+    ifaces = sorted(n for _, n in socket.if_nameindex())
+    if ifaces != ["lo"]:
+        harness.fail("refusing to run a netns case with interfaces %r (only lo allowed)"
+                     % ifaces)
+    with open("/etc/hosts") as f:
+        first = f.readline().strip()
+    if not name or first != Netns.MARK % name:
+        harness.fail("refusing to run a netns case: /etc/hosts is not namespace %r's (first "
+                     "line %r)" % (name, first))
+
+
+class Netns:
+    """A network namespace with only lo, and its /etc/netns files."""
+
+    PREFIX = "fnp-"
+    MARK = "# fnproxy test namespace %s"
+    serial = 0
+    serial_lock = threading.Lock()
+
+    def __init__(self, hosts=None, lo_addrs=(), name=None):
+        """A new name of this runner's, or (name given) an existing one."""
+        if name is None:
+            with Netns.serial_lock:
+                Netns.serial += 1
+                name = "%s%d-%d" % (self.PREFIX, os.getpid(), Netns.serial)
+        self.name = name
+        self.etc = os.path.join("/etc/netns", self.name)
+        self.hosts = hosts or {}
+        self.lo_addrs = list(lo_addrs)
+        self.made = os.path.exists(os.path.join("/run/netns", self.name))
+
+    @staticmethod
+    def ip(args, timeout=20):
+        """Runs ip; returns an error message or None."""
+        exe = shutil.which("ip")
+        if not exe:
+            return ("`ip` (iproute2) is not installed, so the case cannot get the network "
+                    "namespace it must run in; `sh scripts/deps.sh` installs it")
+        try:
+            p = subprocess.run([exe] + args, stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return "ip %s: %s" % (" ".join(args), e)
+        if p.returncode != 0:
+            return "ip %s exited %d: %s" % (" ".join(args), p.returncode,
+                                            p.stderr.decode("utf-8", "replace").strip())
+        return None
+
+    def hosts_text(self):
+        lines = [self.MARK % self.name, "127.0.0.1 localhost", "::1 localhost"]
+        for name, addrs in self.hosts.items():
+            for a in ([addrs] if isinstance(addrs, str) else addrs):
+                lines.append("%s %s" % (a, name))
+        return "\n".join(lines) + "\n"
+
+    def create(self):
+        """Makes the namespace; returns an error message or None (then
+        whatever was made is gone again)."""
+        err = self.ip(["netns", "add", self.name])
+        if err:
+            return err
+        self.made = True
+        err = self.ip(["-n", self.name, "link", "set", "lo", "up"])
+        for a in self.lo_addrs:
+            err = err or self.ip(["-n", self.name, "addr", "add", a, "dev", "lo"])
+        if not err:
+            try:
+                os.makedirs(self.etc)
+                with open(os.path.join(self.etc, "hosts"), "w") as f:
+                    f.write(self.hosts_text())
+                with open(os.path.join(self.etc, "resolv.conf"), "w") as f:
+                    f.write("nameserver 127.0.0.1\n")
+            except OSError as e:
+                err = "writing %s: %s" % (self.etc, e)
+        if err:
+            self.delete()
+        return err
+
+    def exec_prefix(self):
+        return [shutil.which("ip") or "ip", "netns", "exec", self.name]
+
+    def delete(self):
+        """Removes the namespace and its /etc/netns directory; returns an
+        error message or None."""
+        err = None
+        if self.made:
+            err = self.ip(["netns", "del", self.name])
+            if not err:
+                self.made = False
+        shutil.rmtree(self.etc, ignore_errors=True)
+        if os.path.exists(self.etc):
+            err = err or "could not remove %s" % self.etc
+        return err
+
+    @classmethod
+    def remove_stale(cls):
+        """Deletes namespaces of runners that are no longer alive."""
+        names = set()
+        for d in ("/run/netns", "/etc/netns"):
+            try:
+                names.update(os.listdir(d))
+            except OSError:
+                pass
+        for name in sorted(names):
+            m = re.match(r"^%s(\d+)-\d+$" % re.escape(cls.PREFIX), name)
+            if not m or int(m.group(1)) == os.getpid():
+                continue
+            try:
+                os.kill(int(m.group(1)), 0)
+                continue  # its runner is still running
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            cls(name=name).delete()
+
+
 class Runner:
     def __init__(self, args, cases):
         self.args = args
         self.cases = cases
         self.lock = threading.Lock()
+        self.live = {}  # child pid -> its Netns or None, while it runs
+        self.aborting = False
         self.passed = 0
         self.failed = 0
         self.skipped = 0
@@ -96,6 +238,8 @@ class Runner:
 
     def report(self, name, outcome, reason, detail, secs, notes=()):
         with self.lock:
+            if self.aborting:
+                return  # the case was killed by our interruption, not by itself
             if outcome in ("pass", "skip"):
                 if outcome == "pass":
                     self.passed += 1
@@ -122,12 +266,39 @@ class Runner:
 
     def run_case(self, fn):
         name = fn.case_name
+        started = time.monotonic()
+        ns = None
+        if fn.case_netns:
+            ns = Netns(fn.case_hosts, fn.case_lo_addrs)
+            with self.lock:
+                if self.aborting:
+                    return
+                err = ns.create()
+            if err:
+                self.report(name, "fail", "no network namespace for the case (it must run in "
+                            "one): %s" % err, "", time.monotonic() - started)
+                return
+        try:
+            self.run_child(fn, ns, started)
+        finally:
+            if ns is not None:
+                err = ns.delete()
+                if err:
+                    self.report(name + " (cleanup)", "fail", err, "", 0)
+
+    def run_child(self, fn, ns, started):
+        name = fn.case_name
         tmp = tempfile.mkdtemp(prefix="fnproxy-it-")
         cmd = [sys.executable, os.path.abspath(__file__), "--fnproxy", self.args.fnproxy,
                "--backend", self.args.backend, "--run-one", name, "--tmp", tmp]
-        started = time.monotonic()
-        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, start_new_session=True)
+        if ns is not None:
+            cmd = ns.exec_prefix() + cmd + ["--netns", ns.name]
+        with self.lock:
+            if self.aborting:
+                return
+            child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+            self.live[child.pid] = ns
         timed_out = False
         try:
             out, err = child.communicate(timeout=fn.case_timeout)
@@ -135,9 +306,12 @@ class Runner:
             timed_out = True
             self.kill_group(child.pid)
             out, err = child.communicate()
-        # Whatever the case left behind in its group goes too.
-        self.kill_group(child.pid)
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            # Whatever the case left behind in its group goes too.
+            self.kill_group(child.pid)
+            with self.lock:
+                self.live.pop(child.pid, None)
+            shutil.rmtree(tmp, ignore_errors=True)
         secs = time.monotonic() - started
         if timed_out:
             self.report(name, "fail", "timed out after %ds (all its processes killed)"
@@ -164,6 +338,21 @@ class Runner:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def abort(self):
+        """On SIGINT/SIGTERM: kills every running case's group and deletes
+        their namespaces (the worker threads are left to die with us)."""
+        with self.lock:
+            self.aborting = True
+            live = dict(self.live)
+        for pid, ns in live.items():
+            self.kill_group(pid)
+            if ns is not None:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+                ns.delete()
 
     def run(self):
         shared = [c for c in self.cases if not c.case_exclusive]
@@ -200,6 +389,7 @@ def main():
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--run-one", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
+    ap.add_argument("--netns", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.run_one:
@@ -218,8 +408,17 @@ def main():
             print("0 passed, 1 failed, 0 skipped")
             return 1
     started = time.monotonic()
+    if any(c.case_netns for c in cases):
+        Netns.remove_stale()
     r = Runner(args, cases)
-    r.run()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        r.run()
+    except KeyboardInterrupt:
+        r.abort()
+        print("interrupted: %d passed, %d failed, %d skipped" % (r.passed, r.failed, r.skipped),
+              flush=True)
+        os._exit(130)
     if args.verbose:
         print("(%.1fs)" % (time.monotonic() - started))
     print("%d passed, %d failed, %d skipped" % (r.passed, r.failed, r.skipped))

@@ -2,10 +2,13 @@
 so its behaviour is pinned down here first (and these exercise the harness
 without fnproxy)."""
 
+import errno
 import signal
+import socket
+import subprocess
 import time
 
-from harness import (SAN, Client, build_request, case, check, check_eq, chunked, parse_echo,
+from harness import (SAN, Client, build_request, case, check, check_eq, chunked, hget, parse_echo,
                      proc_status, request)
 
 
@@ -191,3 +194,334 @@ def big_bodies(ctx):
     kib = proc_status(b.pid, "VmHWM")
     limit = 256 if SAN else 64
     check(kib is not None and kib < limit * 1024, "backend VmHWM %s KiB" % kib)
+
+
+# ---------------------------------------------------------------------------
+# Failures on purpose: /fail/N/WHAT/KEY, the global rates, /_fnbackend/.
+
+FAULT_HEADERS = [("x-fnproxy-timeout-ms", "1500"), ("x-request-id", "rid-1"),
+                 ("Idempotency-Key", "ik-1")]
+
+
+def ending(c, timeout=3):
+    """How the connection ends from here: ("reset" | "eof" | "open", bytes
+    received first). "open": nothing ended it within timeout."""
+    data = bytes(c.buf)
+    c.buf.clear()
+    c.sock.settimeout(timeout)
+    try:
+        while True:
+            chunk = c.sock.recv(65536)
+            if not chunk:
+                return "eof", data
+            data += chunk
+    except ConnectionResetError as e:
+        check_eq(e.errno, errno.ECONNRESET, "errno of the reset")
+        return "reset", data
+    except socket.timeout:
+        return "open", data
+
+
+def get_or_reset(c, path, headers=None):
+    """One request on c: its Response, or None if the backend reset c
+    before answering (then c is closed). Fails on a plain EOF."""
+    c.send(build_request("GET", path, headers))
+    c.sock.settimeout(10)
+    try:
+        chunk = c.sock.recv(65536)
+    except ConnectionResetError:
+        c.close()
+        return None
+    check(chunk, "EOF instead of an answer to %s" % path)
+    c.buf += chunk
+    return c.read_response()
+
+
+def check_fail_echo(r, status, count, path, headers=()):
+    check_eq((r.status, r.header("x-backend-count")), (status, str(count)),
+             "status and x-backend-count of %s" % path)
+    line, hdrs, _ = parse_echo(r.body)
+    check_eq(line, "GET %s HTTP/1.1" % path, "echoed request line")
+    for k, v in headers:
+        check_eq(hget(hdrs, k), [v], "echoed %s" % k)
+
+
+def stats(port):
+    r = request(port, "GET", "/_fnbackend/stats")
+    check_eq((r.status, r.header("content-type")), (200, "application/json"), "stats answer")
+    j = r.json()
+    check_eq(sorted(j), ["failed", "requests"], "stats keys")
+    return j
+
+
+@case()
+def fail_status_counts_then_heals(ctx):
+    b = ctx.start_backend()
+    c = ctx.connect(b.port)
+    paths = ["/fail/2/503/k1?retry_after=3", "/fail/2/503/k1/other/part", "/fail/2/503/k1",
+             "/fail/2/503/k1?retry_after=3"]
+    for i, p in enumerate(paths):
+        c.send(build_request("GET", p, FAULT_HEADERS))
+        r = c.read_response()
+        check_fail_echo(r, 503 if i < 2 else 200, i + 1, p, FAULT_HEADERS)
+        want_ra = "3" if i == 0 else None
+        check_eq(r.header("retry-after"), want_ra, "retry-after of answer %d" % (i + 1))
+    check(c.is_open(), "keep-alive after 503s")
+    # Keys count apart; N=0 never fails; a body is echoed; 204 has none.
+    r = request(b.port, "GET", "/fail/1/429/k2?retry_after=0")
+    check_eq((r.status, r.header("x-backend-count"), r.header("retry-after")), (429, "1", "0"),
+             "another key")
+    r = request(b.port, "GET", "/fail/0/503/k3")
+    check_eq((r.status, r.header("x-backend-count")), (200, "1"), "N=0")
+    r = request(b.port, "POST", "/fail/1/500/k4", body=b"payload")
+    check_eq((r.status, r.header("x-echo-body-bytes")), (500, "7"), "POST status")
+    check_eq(parse_echo(r.body)[2], b"payload", "echoed body")
+    r = request(b.port, "POST", "/fail/1/500/k4", body=b"again")
+    check_eq((r.status, parse_echo(r.body)[2]), (200, b"again"), "POST then 200")
+    r = request(b.port, "GET", "/fail/1/204/k5")
+    check_eq((r.status, r.body, r.header("x-backend-count")), (204, b"", "1"), "204")
+    r = request(b.port, "GET", "/fail/1/503/k1")
+    check_eq((r.status, r.header("x-backend-count")), (200, "5"), "k1 kept its count")
+
+
+@case()
+def fail_reset_close_mid(ctx):
+    b = ctx.start_backend()
+    for what in ("reset", "close"):
+        path = "/fail/1/%s/key-%s" % (what, what)
+        c = ctx.connect(b.port)
+        c.send(build_request("GET", path, FAULT_HEADERS))
+        how, data = ending(c)
+        check_eq((how, data), ("reset" if what == "reset" else "eof", b""),
+                 "%s: how the connection ended, bytes before" % what)
+        c = ctx.connect(b.port)
+        c.send(build_request("GET", path, FAULT_HEADERS))
+        check_fail_echo(c.read_response(), 200, 2, path, FAULT_HEADERS)
+    path = "/fail/2/mid/key_mid"
+    for i in (1, 2):
+        c = ctx.connect(b.port)
+        c.send(build_request("GET", path))
+        r = c.read_head()
+        check_eq((r.status, r.header("content-length"), r.header("x-backend-count")),
+                 (200, "1000", str(i)), "mid head %d" % i)
+        check_eq(c.count_body(r, timeout=5), 100, "mid bytes before the close %d" % i)
+        check(c.eof, "mid ends in EOF")
+    c = ctx.connect(b.port)
+    c.send(build_request("GET", path))
+    check_fail_echo(c.read_response(), 200, 3, path)
+
+
+@case()
+def fail_hang(ctx):
+    b = ctx.start_backend()
+    path = "/fail/1/hang/hk"
+    hung = ctx.connect(b.port)
+    hung.send(build_request("GET", path))
+    how, data = ending(hung, timeout=1)
+    check_eq((how, data), ("open", b""), "hang: no answer within 1 s")
+    hung.send(build_request("GET", "/"))  # read and dropped
+    c = ctx.connect(b.port)
+    c.send(build_request("GET", path))
+    check_fail_echo(c.read_response(), 200, 2, path)
+    check_eq(ending(hung, timeout=0.3), ("open", b""), "still nothing on the hung connection")
+    hung.close()
+    r = request(b.port, "GET", "/")
+    check_eq(r.body, b"hello from backend\n", "served after the hung peer left")
+
+
+@case()
+def fail_bad_paths_and_key_limit(ctx):
+    b = ctx.start_backend(record=False)
+    for p in ("/fail/x/503/k", "/fail/1/abc/k", "/fail/1/999/k", "/fail/1/199/k",
+              "/fail/1/503/", "/fail/1/503", "/fail/", "/fail/1/503/a.b", "/fail/1/503/a%41",
+              "/fail/1/503/" + "k" * 65):
+        r = request(b.port, "GET", p)
+        check_eq(r.status, 400, "status of %s" % p)
+        check(r.body.startswith(b"want /fail/N/WHAT/KEY"), "body of %s: %r" % (p, r.body))
+    long_key = "K" * 64
+    r = request(b.port, "GET", "/fail/1/503/%s/tail" % long_key)
+    check_eq((r.status, r.header("x-backend-count")), (503, "1"), "a 64-byte key")
+    # 4096 keys at most: 4095 more fit, the next new one gets 507.
+    c = ctx.connect(b.port)
+    paths = ["/fail/0/503/n%d" % i for i in range(4095)] + ["/fail/0/503/one-too-many"]
+    for i in range(0, len(paths), 500):
+        batch = paths[i:i + 500]
+        c.send(b"".join(build_request("GET", p) for p in batch))
+        for p in batch:
+            r = c.read_response()
+            want = 507 if p.endswith("one-too-many") else 200
+            check_eq(r.status, want, "status of %s" % p)
+    r = request(b.port, "GET", "/fail/0/503/n17")
+    check_eq((r.status, r.header("x-backend-count")), (200, "2"), "a known key after the limit")
+    r = request(b.port, "GET", "/fail/1/503/" + long_key)
+    check_eq((r.status, r.header("x-backend-count")), (200, "2"), "the 64-byte key")
+
+
+def draw_pattern(port, n, path="/"):
+    """Status of n requests in order; 0 for a reset (then a new connection)."""
+    out = []
+    c = Client(port)
+    try:
+        for _ in range(n):
+            r = get_or_reset(c, path)
+            if r is None:
+                out.append(0)
+                c = Client(port)
+            else:
+                out.append(r.status)
+                if r.status == 503:
+                    check_eq(r.body, b"injected 503\n", "injected body")
+    finally:
+        c.close()
+    return out
+
+
+@case()
+def global_status_rate(ctx):
+    args = ["--fail-status", "503:0.10", "--seed", "42", "--retry-after", "2"]
+    b = ctx.start_backend(record=False, args=args)
+    c = ctx.connect(b.port)
+    n503 = 0
+    for i in range(1000):
+        c.send(build_request("GET", "/echo" if i % 2 else "/"))
+        r = c.read_response()
+        check(r.status in (200, 503), "status %d" % r.status)
+        if r.status == 503:
+            n503 += 1
+            check_eq((r.header("retry-after"), r.body), ("2", b"injected 503\n"), "a 503")
+        else:
+            check_eq(r.header("retry-after"), None, "retry-after on a 200")
+    check(50 <= n503 <= 150, "%d of 1000 answered 503 at rate 0.10" % n503)
+    check(c.is_open(), "keep-alive through injected 503s")
+    check_eq(stats(b.port), {"requests": 1000, "failed": n503}, "stats")
+    # The same seed draws the same; another seed does not.
+    p1 = draw_pattern(ctx.start_backend(record=False, args=args).port, 300)
+    p2 = draw_pattern(ctx.start_backend(record=False, args=args).port, 300)
+    p3 = draw_pattern(ctx.start_backend(record=False, args=args[:2] + ["--seed", "43"]).port, 300)
+    check(p1 == p2, "same seed, same failures")
+    check(p1 != p3, "another seed, other failures")
+
+
+@case()
+def global_reset_rate(ctx):
+    b = ctx.start_backend(record=False, args=["--reset-rate", "0.05", "--seed", "7"])
+    pattern = draw_pattern(b.port, 1000, "/fail/0/503/gk")
+    resets = pattern.count(0)
+    check(25 <= resets <= 75, "%d of 1000 reset at rate 0.05" % resets)
+    check_eq(pattern.count(200), 1000 - resets, "the others answered 200")
+    check_eq(stats(b.port), {"requests": 1000, "failed": resets}, "stats")
+    # A reset request never reached /fail: the key counted only the others.
+    r = request(b.port, "GET", "/_fnbackend/fail?reset=0")
+    check_eq(r.status, 200, "heal")
+    r = request(b.port, "GET", "/fail/0/503/gk")
+    check_eq(r.header("x-backend-count"), str(1000 - resets + 1), "key count")
+
+
+@case()
+def control_endpoint(ctx):
+    b = ctx.start_backend(record=False)
+    r = request(b.port, "GET", "/_fnbackend/fail")
+    check_eq((r.status, r.header("content-type")), (200, "application/json"), "settings")
+    j = r.json()
+    check_eq(sorted(j), ["rate", "reset", "retry_after", "seed", "status"], "settings keys")
+    check_eq((j["status"], j["rate"], j["reset"], j["retry_after"]), (503, 0, 0, None),
+             "default settings")
+    check(isinstance(j["seed"], int), "seed %r" % j["seed"])
+    # Everything fails...
+    r = request(b.port, "GET", "/_fnbackend/fail?status=502&rate=1&retry_after=5&seed=9")
+    check_eq(r.json(), {"status": 502, "rate": 1, "reset": 0, "retry_after": 5, "seed": 9},
+             "settings after a change")
+    for p in ("/", "/echo", "/fail/0/503/ck"):
+        r = request(b.port, "GET", p)
+        check_eq((r.status, r.header("retry-after")), (502, "5"), "failed %s" % p)
+    r = request(b.port, "GET", "/_fnbackend/fail?status=503&rate=0.1&reset=0.05")
+    check_eq(r.json(), {"status": 503, "rate": 0.1, "reset": 0.05, "retry_after": 5, "seed": 9},
+             "the example of the README")
+    r = request(b.port, "GET", "/_fnbackend/fail?rate=0&reset=1&retry_after=none")
+    check_eq((r.json()["reset"], r.json()["retry_after"]), (1, None), "reset everything")
+    c = ctx.connect(b.port)
+    check_eq(get_or_reset(c, "/"), None, "reset while reset=1")
+    # ... but never a control path, which is not counted either.
+    check_eq(stats(b.port), {"requests": 4, "failed": 4}, "stats while failing")
+    r = request(b.port, "GET", "/_fnbackend/fail?rate=0&reset=0")
+    check_eq((r.json()["rate"], r.json()["reset"]), (0, 0), "healed")
+    for p in ("/", "/echo", "/fail/0/503/ck"):
+        check_eq(request(b.port, "GET", p).status, 200, "healed %s" % p)
+    # A seed given again replays the same draws.
+    pats = []
+    for _ in range(2):
+        request(b.port, "GET", "/_fnbackend/fail?rate=0.3&reset=0.2&seed=1234")
+        pats.append(draw_pattern(b.port, 200))
+    check(pats[0] == pats[1], "seed=1234 twice: same draws")
+    check(0 in pats[0] and 503 in pats[0] and 200 in pats[0], "a mix: %r" % pats[0][:40])
+    for q in ("rate=2", "rate=-0.1", "rate=0.6&reset=0.6", "rate=x", "status=99",
+              "status=600", "retry_after=soon", "seed=-1"):
+        r = request(b.port, "GET", "/_fnbackend/fail?" + q)
+        check_eq((r.status, r.header("content-type")), (400, "application/json"), q)
+        check("error" in r.json(), "error for %s" % q)
+    r = request(b.port, "GET", "/_fnbackend/fail")
+    check_eq((r.json()["rate"], r.json()["reset"]), (0.3, 0.2), "a refused change changes nothing")
+    check_eq(request(b.port, "GET", "/_fnbackend/nope").status, 404, "unknown control path")
+
+
+@case()
+def stats_counts(ctx):
+    b = ctx.start_backend(record=False)
+    check_eq(stats(b.port), {"requests": 0, "failed": 0}, "fresh")
+    for p in ("/", "/echo", "/status/500", "/fail/x/503/k", "/fail/1/503/s", "/fail/1/503/s"):
+        request(b.port, "GET", p)
+    c = ctx.connect(b.port)
+    c.send(build_request("GET", "/fail/1/close/s2"))
+    check_eq(ending(c)[0], "eof", "close")
+    request(b.port, "GET", "/_fnbackend/fail?rate=0")
+    request(b.port, "GET", "/_fnbackend/nope")
+    # A 500 of /status is the route's answer, not an injected failure.
+    check_eq(stats(b.port), {"requests": 7, "failed": 2}, "after 7 requests, 2 failed")
+
+
+@case()
+def keepalive_and_pipelining_after_failures(ctx):
+    b = ctx.start_backend()
+    a = ctx.connect(b.port)
+    a.send(build_request("GET", "/"))
+    check_eq(a.read_response().status, 200, "first answer on the kept connection")
+    for what in ("reset", "close", "mid", "hang"):
+        c = ctx.connect(b.port)
+        c.send(build_request("GET", "/fail/1/%s/other-%s" % (what, what)))
+        ending(c, timeout=0.3)
+    paths = ["/", "/fail/1/503/pp", "/fail/1/503/pp", "/echo?x=1", "/delay/20",
+             "/fail/1/mid/pm/x", "/"]
+    a.send(b"".join(build_request("GET", p) for p in paths[:5]))
+    for i, p in enumerate(paths[:5]):
+        r = a.read_response()
+        want = {0: (200, None), 1: (503, "1"), 2: (200, "2"), 3: (200, None), 4: (200, None)}[i]
+        check_eq((r.status, r.header("x-backend-count")), want, "answer %d (%s)" % (i, p))
+    check_eq(r.body, b"delayed\n", "delay in order")
+    check(a.is_open(), "kept connection open after failures elsewhere")
+    # A pipelined burst whose second request is cut mid-body: the first is
+    # answered, the third never.
+    a.send(b"".join(build_request("GET", p) for p in paths[4:]))
+    check_eq(a.read_response().body, b"delayed\n", "answer before the cut one")
+    r = a.read_head()
+    check_eq((r.header("content-length"), a.count_body(r, timeout=5)), ("1000", 100),
+             "cut answer")
+    check(a.eof, "closed after the cut answer")
+    r = request(b.port, "GET", "/")
+    check_eq(r.body, b"hello from backend\n", "new connections still served")
+
+
+@case()
+def fail_options(ctx):
+    p = subprocess.run([ctx.backend_bin, "--help"], capture_output=True, timeout=10)
+    out = p.stdout.decode()
+    check_eq(p.returncode, 0, "--help exit status")
+    for needle in ("--fail-status NNN:RATE", "--reset-rate RATE", "--retry-after S", "--seed N",
+                   "/fail/N/WHAT/KEY", "/_fnbackend/fail", "/_fnbackend/stats", "/close-mid"):
+        check(needle in out, "--help mentions %s" % needle)
+    for bad in (["--fail-status", "503"], ["--fail-status", "503:1.5"], ["--fail-status", "99:0.1"],
+                ["--reset-rate", "x"], ["--reset-rate", "-1"], ["--seed", "abc"],
+                ["--retry-after", "-2"], ["--fail-status", "503:0.6", "--reset-rate", "0.5"]):
+        p = subprocess.run([ctx.backend_bin, "--listen", "127.0.0.1:0"] + bad,
+                           capture_output=True, timeout=10)
+        check_eq(p.returncode, 2, "exit status for %s" % " ".join(bad))
+        check(p.stderr.startswith(b"fnbackend: "), "a message for %s: %r" % (bad, p.stderr))

@@ -23,11 +23,10 @@ import time
 import xml.etree.ElementTree as ET
 
 from harness import (HOST, SAN, Client, build_request, case, check, check_eq,
-                     check_fnproxy_error, curl, fail, hget, listener_reasons, metric_value,
-                     parse_echo, raw_exchange, request, settle, wait_for, wait_reasons)
+                     check_fnproxy_error, curl, fail, hget, listener_reasons, make_certs,
+                     metric_value, parse_echo, raw_exchange, request, settle, wait_for,
+                     wait_reasons)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MAKE_CERTS = os.path.join(ROOT, "certs", "make-certs.sh")
 SPIFFE = "spiffe://fnproxy.local/fn/"
 
 # The reasons fnproxy_tls_handshake_errors_total may carry (README, issue 4).
@@ -45,19 +44,6 @@ SAN_QUARANTINE_MB = 8
 
 # ---------------------------------------------------------------------------
 # helpers
-
-
-def make_certs(ctx, name="pki"):
-    """A development PKI in the case's temp dir (see certs/README.md)."""
-    d = ctx.path(name)
-    p = subprocess.run(["sh", MAKE_CERTS, d], stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=60, cwd=ROOT)
-    if p.returncode != 0:
-        fail("make-certs.sh %s exited %d: %s" % (d, p.returncode, p.stderr.decode()[-500:]))
-    for f in ("ca.crt", "server.crt", "server.key", "wildcard.crt", "client-frontend.crt",
-              "client-hello.crt", "client-expired.crt", "client-rogue.crt"):
-        check(os.path.exists(os.path.join(d, f)), "make-certs.sh made no %s" % f)
-    return d
 
 
 def client_ctx(ca, cert=None, key=None, version=None):

@@ -204,7 +204,7 @@ def _timeouts(fp, route_labels=True):
 def timeout_kinds_name_what_stalled(ctx):
     """Each timeout is counted under the kind that names what stalled: the
     client's head (header), the client's body (body), the function's answer
-    (upstream)."""
+    not there by the request's deadline (total)."""
     from harness import wait_for
     b = ctx.start_backend()
     fp = ctx.start_fnproxy(std_config([b.addr], timeout="500ms", header_timeout="500ms"))
@@ -223,5 +223,5 @@ def timeout_kinds_name_what_stalled(ctx):
     # The function does not answer.
     r = request(fp.port, "GET", "/hang", timeout=5)
     check_fnproxy_error(r, 504, "upstream_timeout")
-    check(wait_for(lambda: _timeouts(fp) == {"header": 1.0, "body": 1.0, "upstream": 1.0}, 3),
+    check(wait_for(lambda: _timeouts(fp) == {"header": 1.0, "body": 1.0, "total": 1.0}, 3),
           "after a function that does not answer: %r" % _timeouts(fp))

@@ -189,12 +189,12 @@ static const struct jfield *jget(const struct jline *j, const char *key)
     return NULL;
 }
 
-/* Every line has these; an egress line (a verdict) also the last two. */
+/* Every line has the first N_INGRESS_KEYS; an egress line all of them. */
 static const char *const keys[] = {
-    "ts",          "request_id",  "client",    "listener", "method",   "path",
-    "status",      "function",    "route",     "upstream", "bytes_in", "bytes_out",
-    "duration_ms", "upstream_ms", "direction", "verdict",  "resolved"};
-#define N_INGRESS_KEYS 15
+    "ts",       "request_id", "client",   "listener", "method",    "path",        "status",
+    "function", "route",      "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms",
+    "attempts", "direction",  "verdict",  "host",     "port",      "resolved"};
+#define N_INGRESS_KEYS 16
 
 /* Parses a line and checks it has every key, in order, with the right type. */
 static void check_line(const char *line, size_t len, struct jline *j)
@@ -207,7 +207,8 @@ static void check_line(const char *line, size_t len, struct jline *j)
     bool egress = dir != NULL && strcmp(dir->val, "egress") == 0;
     assert_int_equal(j->n, egress ? sizeof(keys) / sizeof(keys[0]) : N_INGRESS_KEYS);
     for (size_t i = 0; i < j->n; i++) {
-        bool num = strcmp(keys[i], "status") == 0 || strncmp(keys[i], "bytes", 5) == 0 ||
+        bool num = strcmp(keys[i], "status") == 0 || strcmp(keys[i], "port") == 0 ||
+                   strcmp(keys[i], "attempts") == 0 || strncmp(keys[i], "bytes", 5) == 0 ||
                    strstr(keys[i], "_ms") != NULL;
         assert_string_equal(j->f[i].key, keys[i]);
         assert_true(j->f[i].is_str == !num);
@@ -237,6 +238,7 @@ static struct accesslog_entry typical(void)
         .bytes_out = 5120,
         .duration_us = 1234,
         .upstream_us = 981,
+        .attempts = 2,
     };
 }
 
@@ -260,7 +262,7 @@ static void test_typical_line(void **state)
         "\"client\":\"10.0.0.7\",\"listener\":\"public\",\"method\":\"POST\","
         "\"path\":\"/resize/img.png\",\"status\":200,\"function\":\"thumbnail\","
         "\"route\":\"resize\",\"upstream\":\"127.0.0.1:9001\",\"bytes_in\":412,"
-        "\"bytes_out\":5120,\"duration_ms\":1.234,\"upstream_ms\":0.981,"
+        "\"bytes_out\":5120,\"duration_ms\":1.234,\"upstream_ms\":0.981,\"attempts\":2,"
         "\"direction\":\"ingress\"}\n";
     struct jline j;
 
@@ -275,7 +277,7 @@ static void test_typical_line(void **state)
         "{\"ts\":\"1970-01-01T00:00:01.000Z\",\"request_id\":\"\",\"client\":\"\","
         "\"listener\":\"\",\"method\":\"\",\"path\":\"\",\"status\":404,\"function\":\"\","
         "\"route\":\"\",\"upstream\":\"\",\"bytes_in\":0,\"bytes_out\":0,"
-        "\"duration_ms\":0.007,\"upstream_ms\":0.000,\"direction\":\"ingress\"}\n";
+        "\"duration_ms\":0.007,\"upstream_ms\":0.000,\"attempts\":0,\"direction\":\"ingress\"}\n";
     assert_int_equal(len, sizeof(want2) - 1);
     assert_memory_equal(line, want2, len);
     check_line(line, len, &j);
@@ -288,12 +290,17 @@ static void test_typical_line(void **state)
     e.target_len = sizeof(url) - 1;
     e.route = "api";
     e.upstream = "127.0.1.1:8080";
+    e.egress = true;
     e.verdict = "would_deny";
+    e.host = "api.test";
+    e.port = 8080;
     line = format(&e, &len);
     check_line(line, len, &j);
     assert_string_equal(jget(&j, "path")->val, "http://api.test:8080/v1/x");
     assert_string_equal(jget(&j, "direction")->val, "egress");
     assert_string_equal(jget(&j, "verdict")->val, "would_deny");
+    assert_string_equal(jget(&j, "host")->val, "api.test");
+    assert_string_equal(jget(&j, "port")->val, "8080");
     assert_string_equal(jget(&j, "resolved")->val, "127.0.1.1:8080");
 
     /* Large numbers: no overflow, no scientific notation. */

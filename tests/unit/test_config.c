@@ -161,9 +161,9 @@ static void test_unknown_keys(void **state)
  * ignored: each is refused where it stands. */
 static void test_unsupported_keys(void **state)
 {
-    static const char *const route_keys[] = {"per_try_timeout", "retries", "fault"};
+    static const char *const route_keys[] = {"fault"};
     static const char *const ingress_keys[] = {"max_concurrency", "queue", "rate_limit"};
-    static const char *const rule_keys[] = {"retries", "fault"};
+    static const char *const rule_keys[] = {"fault"};
     char yaml[1024], want[256];
     size_t i;
 
@@ -487,8 +487,8 @@ static void test_durations(void **state)
         snprintf(yaml, sizeof(yaml), BASE "          timeout: %s\n          connect_timeout: %s\n",
                  good[i].text, good[i].text);
         c = parse_ok(yaml);
-        assert_int_equal(c->functions[0].routes[0].timeout_ms, good[i].ms);
-        assert_int_equal(c->functions[0].routes[0].connect_timeout_ms, good[i].ms);
+        assert_int_equal(c->functions[0].routes[0].t.timeout_ms, good[i].ms);
+        assert_int_equal(c->functions[0].routes[0].t.connect_timeout_ms, good[i].ms);
         config_free(c);
     }
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1129,6 +1129,139 @@ static void test_shadowed_routes(void **state)
 /* A function "app" whose egress map starts at 4:13, after "    egress: ". */
 #define EG_FN "functions:\n  - name: app\n    endpoints: [127.0.0.1:9001]\n    egress: "
 
+/* Timeouts and retries of a route (egress rules share the parser). */
+static void test_route_retries(void **state)
+{
+    struct config *c = parse_ok(BASE "          timeout: 10s\n"
+                                     "          per_try_timeout: 3s\n"
+                                     "          connect_timeout: 300ms\n"
+                                     "          retries:\n"
+                                     "            max: 3\n"
+                                     "            on: [connect-failure, reset, gateway-error, "
+                                     "per-try-timeout, 429, 409]\n"
+                                     "            backoff: { base: 10ms, max: 1s }\n"
+                                     "            budget: { ratio: 0.125, min_per_s: 7 }\n"
+                                     "            replay_buffer: 128KiB\n"
+                                     "        - name: defaults\n"
+                                     "          match: { path_prefix: /d }\n"
+                                     "          timeout: 4s\n");
+    const struct cfg_route *r = &c->functions[0].routes[0], *d = &c->functions[0].routes[1];
+    (void)state;
+
+    assert_int_equal(r->t.timeout_ms, 10000);
+    assert_int_equal(r->t.per_try_timeout_ms, 3000);
+    assert_int_equal(r->t.idle_timeout_ms, 10000); /* idle_timeout defaults to timeout */
+    assert_int_equal(r->t.connect_timeout_ms, 300);
+    assert_int_equal(r->retries.max, 3);
+    assert_int_equal(r->retries.on, RETRY_ON_CONNECT_FAILURE | RETRY_ON_RESET |
+                                        RETRY_ON_GATEWAY_ERROR | RETRY_ON_PER_TRY_TIMEOUT);
+    assert_int_equal(r->retries.n_statuses, 2);
+    assert_int_equal(r->retries.statuses[0], 429);
+    assert_int_equal(r->retries.statuses[1], 409);
+    assert_int_equal(r->retries.backoff_base_ms, 10);
+    assert_int_equal(r->retries.backoff_max_ms, 1000);
+    assert_int_equal(r->retries.budget_permille, 125);
+    assert_int_equal(r->retries.budget_min_per_s, 7);
+    assert_int_equal(r->retries.replay_max, 128 << 10);
+    /* The defaults (README): max 2 on connect-failure, 25ms..250ms, 20% + 5/s, 64 KiB. */
+    assert_int_equal(d->t.timeout_ms, 4000);
+    assert_int_equal(d->t.per_try_timeout_ms, 0);
+    assert_int_equal(d->t.idle_timeout_ms, 4000);
+    assert_int_equal(d->t.connect_timeout_ms, 1000);
+    assert_int_equal(d->retries.max, 2);
+    assert_int_equal(d->retries.on, RETRY_ON_CONNECT_FAILURE);
+    assert_int_equal(d->retries.n_statuses, 0);
+    assert_int_equal(d->retries.backoff_base_ms, 25);
+    assert_int_equal(d->retries.backoff_max_ms, 250);
+    assert_int_equal(d->retries.budget_permille, 200);
+    assert_int_equal(d->retries.budget_min_per_s, 5);
+    assert_int_equal(d->retries.replay_max, 64 << 10);
+    config_free(c);
+
+    c = parse_ok(EG_RULE("name: a, host: a.com, ports: [80], idle_timeout: 2s, "
+                         "retries: { max: 0, budget: { ratio: 1 } }"));
+    const struct cfg_egress_rule *e = &c->functions[0].egress->allow[0];
+    assert_int_equal(e->t.timeout_ms, 15000);
+    assert_int_equal(e->t.idle_timeout_ms, 2000);
+    assert_int_equal(e->t.connect_timeout_ms, 5000);
+    assert_int_equal(e->retries.max, 0);
+    assert_int_equal(e->retries.budget_permille, 1000);
+    config_free(c);
+}
+
+static void test_route_retries_errors(void **state)
+{
+#define R BASE "          retries: "
+    static const struct err_case cases[] = {
+        {R "3\n", "t.yaml:10:20: functions[0].ingress.routes[0].retries: expected a map like "
+                  "{ max: 2, on: [connect-failure, reset] }"},
+        {R "{ max: 11 }\n", "t.yaml:10:27: functions[0].ingress.routes[0].retries.max: expected a "
+                            "number from 0 to 10"},
+        {R "{ max: -1 }\n", "t.yaml:10:27: functions[0].ingress.routes[0].retries.max: expected a "
+                            "number from 0 to 10"},
+        {R "{ on: [] }\n", "t.yaml:10:26: functions[0].ingress.routes[0].retries.on: expected a "
+                           "list like [connect-failure, reset, 503]"},
+        {R "{ on: [reset, 5xxx] }\n",
+         "t.yaml:10:34: functions[0].ingress.routes[0].retries.on[1]: expected connect-failure, "
+         "refused, reset, gateway-error, 5xx, retriable-4xx, per-try-timeout or a status code "
+         "like 503"},
+        {R "{ on: [600] }\n",
+         "t.yaml:10:27: functions[0].ingress.routes[0].retries.on[0]: expected connect-failure, "
+         "refused, reset, gateway-error, 5xx, retriable-4xx, per-try-timeout or a status code "
+         "like 503"},
+        {R "{ backoff: { base: 1s, max: 10ms } }\n",
+         "t.yaml:10:31: functions[0].ingress.routes[0].retries.backoff: base (1000ms) is greater "
+         "than max (10ms)"},
+        {R "{ backoff: { base: 0ms } }\n",
+         "t.yaml:10:39: functions[0].ingress.routes[0].retries.backoff.base: must be greater than "
+         "zero"},
+        {R "{ budget: { ratio: 1.5 } }\n",
+         "t.yaml:10:39: functions[0].ingress.routes[0].retries.budget.ratio: expected a ratio "
+         "from 0 to 1, like 0.2"},
+        {R "{ budget: { ratio: 0.2x } }\n",
+         "t.yaml:10:39: functions[0].ingress.routes[0].retries.budget.ratio: expected a ratio "
+         "from 0 to 1, like 0.2"},
+        {R "{ budget: { ratio: 0.1234 } }\n",
+         "t.yaml:10:39: functions[0].ingress.routes[0].retries.budget.ratio: expected a ratio "
+         "from 0 to 1, like 0.2"},
+        {R "{ budget: { min_per_s: 10001 } }\n",
+         "t.yaml:10:43: functions[0].ingress.routes[0].retries.budget.min_per_s: expected a "
+         "number from 0 to 10000"},
+        {R "{ replay_buffer: 17MiB }\n",
+         "t.yaml:10:37: functions[0].ingress.routes[0].retries.replay_buffer: at most 16MiB"},
+        {R "{ tries: 3 }\n",
+         "t.yaml:10:22: functions[0].ingress.routes[0].retries.tries: unknown key \"tries\""},
+        {BASE "          per_try_timeout: 0s\n",
+         "t.yaml:10:28: functions[0].ingress.routes[0].per_try_timeout: must be greater than "
+         "zero"},
+        {BASE "          idle_timeout: soon\n",
+         "t.yaml:10:25: functions[0].ingress.routes[0].idle_timeout: expected a duration like "
+         "10s"},
+    };
+#undef R
+    (void)state;
+    check_errors(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* A unix socket is a function's own too: whoever can open the file. */
+static void test_egress_unix_listen(void **state)
+{
+    struct config *c = parse_ok(EG_FN "{ listen: unix:/run/fn/app-egress.sock }\n");
+    const struct cfg_listener *l;
+
+    (void)state;
+    assert_int_equal(c->n_listeners, 1);
+    l = &c->listeners[0];
+    assert_string_equal(l->name, "app.egress");
+    assert_int_equal(l->kind, CFG_LISTENER_EGRESS);
+    assert_int_equal(l->listen.kind, CFG_ADDR_UNIX);
+    assert_int_equal(l->listen.sa.ss_family, AF_UNIX);
+    assert_string_equal(((const struct sockaddr_un *)&l->listen.sa)->sun_path,
+                        "/run/fn/app-egress.sock");
+    assert_int_equal(c->functions[0].egress->listener, 0);
+    config_free(c);
+}
+
 static void test_egress_full(void **state)
 {
     struct config *c = parse_ok(
@@ -1225,8 +1358,8 @@ static void test_egress_full(void **state)
     assert_int_equal(r->n_paths, 0);
     assert_false(r->tls_originate);
     assert_null(r->ca);
-    assert_int_equal(r->timeout_ms, 15000);
-    assert_int_equal(r->connect_timeout_ms, 5000);
+    assert_int_equal(r->t.timeout_ms, 15000);
+    assert_int_equal(r->t.connect_timeout_ms, 5000);
     assert_int_equal(r->line, 16);
     assert_int_equal(r->col, 11);
 
@@ -1248,8 +1381,8 @@ static void test_egress_full(void **state)
     assert_string_equal(r->paths[1], "/v2/x");
     assert_true(r->tls_originate);
     assert_string_equal(r->ca, "certs/out/ca.crt");
-    assert_int_equal(r->timeout_ms, 5000);
-    assert_int_equal(r->connect_timeout_ms, 2000);
+    assert_int_equal(r->t.timeout_ms, 5000);
+    assert_int_equal(r->t.connect_timeout_ms, 2000);
     assert_int_equal(r->line, 18);
 
     r = &e->allow[3];
@@ -1349,11 +1482,10 @@ static void test_egress_errors(void **state)
          "t.yaml:4:13: functions[0].egress: missing required key \"listen\""},
         {EG_FN "{ listen: 127.0.0.1:1, policy: x }\n",
          "t.yaml:4:36: functions[0].egress.policy: unknown key \"policy\""},
-        {EG_FN "{ listen: unix:/run/fn.sock }\n",
-         "t.yaml:4:23: functions[0].egress.listen: unix sockets are not supported yet for "
-         "egress.listen"},
         {EG_FN "{ listen: 127.0.0.1 }\n",
-         "t.yaml:4:23: functions[0].egress.listen: expected IP:port"},
+         "t.yaml:4:23: functions[0].egress.listen: expected IP:port or unix:/path"},
+        {EG_FN "{ listen: \"unix:\" }\n",
+         "t.yaml:4:23: functions[0].egress.listen: expected unix:/absolute/path"},
         {EG_FN "{ listen: 127.0.0.1:1, mode: audit }\n",
          "t.yaml:4:42: functions[0].egress.mode: expected enforce or report"},
         {EG_FN "{ listen: 127.0.0.1:1, deny_private: no }\n",
@@ -1380,8 +1512,6 @@ static void test_egress_errors(void **state)
          "t.yaml:10:11: functions[0].egress.allow[0]: expected host or cidr, not both"},
         {EG_RULE("name: a, host: a.com, ports: [443], port: 80"),
          "t.yaml:10:49: functions[0].egress.allow[0].port: unknown key \"port\""},
-        {EG_RULE("name: a, host: a.com, ports: [443], retries: { max: 3 }"),
-         "t.yaml:10:49: functions[0].egress.allow[0].retries: not supported yet"},
 
         /* ports */
         {EG_RULE("name: a, host: a.com, ports: 443"),
@@ -1493,6 +1623,11 @@ static void test_egress_errors(void **state)
          "(t.yaml:2:29)"},
         {EG_FN "{ listen: 127.0.0.1:15001 }\n"
                "  - { name: b, endpoints: [127.0.0.1:1], egress: { listen: 127.0.0.1:15001 } }\n",
+         "t.yaml:5:60: functions[1].egress.listen: address already used by "
+         "functions[0].egress.listen (t.yaml:4:23)"},
+        {EG_FN "{ listen: unix:/run/fn/egress.sock }\n"
+               "  - { name: b, endpoints: [127.0.0.1:1], egress: { listen: "
+               "unix:/run/fn/egress.sock } }\n",
          "t.yaml:5:60: functions[1].egress.listen: address already used by "
          "functions[0].egress.listen (t.yaml:4:23)"},
         {"admin: { listen: 127.0.0.1:9901 }\n" EG_FN "{ listen: 127.0.0.1:9901 }\n",
@@ -1697,8 +1832,8 @@ static void test_defaults(void **state)
     assert_null(r->host);
     assert_string_equal(r->path_prefix, "/");
     assert_int_equal(r->methods, 0);
-    assert_int_equal(r->timeout_ms, 15000);
-    assert_int_equal(r->connect_timeout_ms, 1000);
+    assert_int_equal(r->t.timeout_ms, 15000);
+    assert_int_equal(r->t.connect_timeout_ms, 1000);
     assert_int_equal(r->line, 9);
     assert_int_equal(r->col, 11);
     config_free(c);
@@ -1828,8 +1963,8 @@ static void test_full_config(void **state)
     assert_string_equal(r->host, "thumb.example.com");
     assert_string_equal(r->path_prefix, "/resize");
     assert_int_equal(r->methods, CFG_M_POST | CFG_M_PUT);
-    assert_int_equal(r->timeout_ms, 10000);
-    assert_int_equal(r->connect_timeout_ms, 300);
+    assert_int_equal(r->t.timeout_ms, 10000);
+    assert_int_equal(r->t.connect_timeout_ms, 300);
     assert_int_equal(r->line, 19);
     assert_int_equal(r->col, 11);
     config_free(c);
@@ -1985,6 +2120,9 @@ int main(void)
         cmocka_unit_test(test_match_methods),
         cmocka_unit_test(test_shadowed_routes),
         cmocka_unit_test(test_egress_full),
+        cmocka_unit_test(test_egress_unix_listen),
+        cmocka_unit_test(test_route_retries),
+        cmocka_unit_test(test_route_retries_errors),
         cmocka_unit_test(test_egress_small),
         cmocka_unit_test(test_egress_errors),
         cmocka_unit_test(test_egress_listener_limit),

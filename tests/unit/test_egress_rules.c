@@ -708,6 +708,46 @@ static void test_generated(void **state)
     free(g);
 }
 
+/* s in a heap buffer of exactly its length (no NUL): reading past it fails under ASan. */
+static char *exact_copy(const char *s)
+{
+    size_t n = strlen(s);
+    char *p = malloc(n > 0 ? n : 1);
+
+    assert_non_null(p);
+    memcpy(p, s, n);
+    return p;
+}
+
+/* Paths a destination could serve as another path than their prefix says. */
+static void test_ambiguous_paths(void **state)
+{
+    static const char *const ambiguous[] = {
+        "/v1/../admin",  "/v1/%2e%2e/admin", "/v1/%2E%2E/admin", "/v1/.%2e/admin", "/v1/..%2fadmin",
+        "/v1/./x",       "/v1/x/../../a",    "/v1/..",           "/v1/.",          "/..",
+        "/v1/..;/admin", "/v1/.;x/a",        "/v1/%2fadmin",     "/v1/%2Fadmin",   "/v1/%5cadmin",
+        "/v1\\admin",    "/v1/%2e",
+    };
+    static const char *const plain[] = {
+        "/",        "/v1/",   "/v1/a.b",       "/v1/...",   "/v1/.hidden",
+        "/v1/a..b", "/v1/%2", "/v1/%2e%2e%2e", "/v1/a%20b", "/v1/;x",
+        "/v1/x;..", "",       "/v1/%",         "/v1/%2",    "/v1/%e2",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(ambiguous) / sizeof(ambiguous[0]); i++) {
+        char *p = exact_copy(ambiguous[i]);
+        if (!egress_path_ambiguous(p, strlen(ambiguous[i])))
+            fail_msg("%s: not found ambiguous", ambiguous[i]);
+        free(p);
+    }
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+        char *p = exact_copy(plain[i]);
+        if (egress_path_ambiguous(p, strlen(plain[i])))
+            fail_msg("%s: found ambiguous", plain[i]);
+        free(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -716,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_cidr_v4),         cmocka_unit_test(test_cidr_v6),
         cmocka_unit_test(test_compile_errors),  cmocka_unit_test(test_compile_error_index),
         cmocka_unit_test(test_empty),           cmocka_unit_test(test_generated),
+        cmocka_unit_test(test_ambiguous_paths),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,8 +13,12 @@
 
 #include "exch.h"
 
-static const struct exch_timeouts limits = {
-    .header_ms = 111, .connect_ms = 222, .timeout_ms = 333, .dns_ms = 444, .tunnel_ms = 555};
+static const struct exch_timeouts limits = {.header_ms = 111,
+                                            .connect_ms = 222,
+                                            .timeout_ms = 333,
+                                            .idle_ms = 666,
+                                            .dns_ms = 444,
+                                            .tunnel_ms = 555};
 
 static void test_phase_deadlines(void **state)
 {
@@ -25,10 +29,10 @@ static void test_phase_deadlines(void **state)
     } want[] = {
         {EXCH_PH_HEAD, 111, TMO_HEADER},        /* the client's head: header_timeout */
         {EXCH_PH_CONNECT, 222, TMO_CONNECT},    /* connect_timeout */
-        {EXCH_PH_BODY, 333, TMO_BODY},          /* the client's body: timeout */
-        {EXCH_PH_SEND, 333, TMO_UPSTREAM},      /* the function taking the request */
-        {EXCH_PH_WAIT_HEAD, 333, TMO_UPSTREAM}, /* the function's answer */
-        {EXCH_PH_STREAM, 333, TMO_IDLE},        /* the answer's body, either side */
+        {EXCH_PH_BODY, 666, TMO_BODY},          /* the client's body: idle_timeout */
+        {EXCH_PH_SEND, 666, TMO_UPSTREAM},      /* the function taking the request */
+        {EXCH_PH_WAIT_HEAD, 333, TMO_UPSTREAM}, /* the function's answer: timeout */
+        {EXCH_PH_STREAM, 666, TMO_IDLE},        /* the answer's body, either side */
         {EXCH_PH_RESOLVE, 444, TMO_DNS},        /* an egress name: dns.timeout */
         {EXCH_PH_TUNNEL, 555, TMO_IDLE},        /* a CONNECT tunnel: tunnel_idle_timeout */
         {EXCH_PH_REPLY, 111, TMO__N},           /* fnproxy's own answer: not counted */
@@ -61,17 +65,18 @@ static void test_connect_failures_try_another_endpoint(void **state)
     struct exch_attempt a = {0};
 
     for (size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++) {
-        assert_int_equal(exch_decide(fs[i], UV_ECONNREFUSED, &a), EXCH_NEXT_ENDPOINT);
+        assert_int_equal(exch_decide(fs[i], UV_ECONNREFUSED, &a), EXCH_NEXT_RETRY);
         /* whatever the method or body: nothing reached the function */
         a.has_body = true;
-        assert_int_equal(exch_decide(fs[i], UV_ECONNREFUSED, &a), EXCH_NEXT_ENDPOINT);
+        assert_int_equal(exch_decide(fs[i], UV_ECONNREFUSED, &a), EXCH_NEXT_RETRY);
         a.has_body = false;
     }
 }
 
 /* A pooled connection that breaks before the function said anything is
  * taken for stale: the request goes once more on a new connection, and only
- * then, and only without a body. */
+ * then, and only without a body. Any other broken connection is for the
+ * retry policy to judge (test_retry). */
 static void test_stale_pooled_connection_retried_once(void **state)
 {
     static const int errs[] = {UV_EOF, UV_ECONNRESET, UV_EPIPE};
@@ -79,19 +84,19 @@ static void test_stale_pooled_connection_retried_once(void **state)
 
     for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++)
         assert_int_equal(exch_decide(EXCH_FAIL_RESET, errs[i], &a), EXCH_NEXT_FRESH);
-    assert_int_equal(exch_decide(EXCH_FAIL_RESET, UV_ETIMEDOUT, &a), EXCH_NEXT_REPLY);
+    assert_int_equal(exch_decide(EXCH_FAIL_RESET, UV_ETIMEDOUT, &a), EXCH_NEXT_RETRY);
 
     a.stale_retried = true; /* the one retry was made */
-    assert_int_equal(exch_decide(EXCH_FAIL_RESET, UV_EOF, &a), EXCH_NEXT_REPLY);
+    assert_int_equal(exch_decide(EXCH_FAIL_RESET, UV_EOF, &a), EXCH_NEXT_RETRY);
     a.stale_retried = false;
     a.reused = false; /* a new connection is not stale */
-    assert_int_equal(exch_decide(EXCH_FAIL_RESET, UV_EOF, &a), EXCH_NEXT_REPLY);
+    assert_int_equal(exch_decide(EXCH_FAIL_RESET, UV_EOF, &a), EXCH_NEXT_RETRY);
     a.reused = true;
     a.got_bytes = true; /* the function had started answering */
-    assert_int_equal(exch_decide(EXCH_FAIL_RESET, UV_EOF, &a), EXCH_NEXT_REPLY);
+    assert_int_equal(exch_decide(EXCH_FAIL_RESET, UV_EOF, &a), EXCH_NEXT_RETRY);
     a.got_bytes = false;
     a.has_body = true; /* not replayable */
-    assert_int_equal(exch_decide(EXCH_FAIL_RESET, UV_EOF, &a), EXCH_NEXT_REPLY);
+    assert_int_equal(exch_decide(EXCH_FAIL_RESET, UV_EOF, &a), EXCH_NEXT_RETRY);
 }
 
 static void test_answers_and_aborts(void **state)
@@ -100,6 +105,8 @@ static void test_answers_and_aborts(void **state)
 
     assert_int_equal(exch_decide(EXCH_FAIL_PROTOCOL, 0, &a), EXCH_NEXT_REPLY);
     assert_int_equal(exch_decide(EXCH_FAIL_TIMEOUT, UV_ETIMEDOUT, &a), EXCH_NEXT_REPLY);
+    assert_int_equal(exch_decide(EXCH_FAIL_DEADLINE, UV_ETIMEDOUT, &a), EXCH_NEXT_REPLY);
+    assert_int_equal(exch_decide(EXCH_FAIL_PER_TRY_TIMEOUT, UV_ETIMEDOUT, &a), EXCH_NEXT_RETRY);
     /* Once the answer's head went out, nothing but closing is left. */
     a.resp_started = true;
     for (int f = 0; f < EXCH_FAIL__N; f++)

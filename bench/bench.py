@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""fnproxy load benchmark: fnproxy against direct, nginx and HAProxy.
+"""fnproxy load benchmark: fnproxy against direct, nginx and HAProxy
+(ingress, reverse proxy) and against Squid and tinyproxy (egress, forward
+proxy).
 
 Run through bench/run.sh (which installs the peers, raises the fd limit and
 makes sure everything this starts is killed on exit). Python 3 standard
@@ -17,6 +19,13 @@ Targets:
   fnproxy  build/fnproxy, workers: 1           (bench/fnproxy.yaml)
   nginx    1 worker, proxy_pass + keepalive   (bench/nginx-proxy.conf)
   haproxy  nbthread 1, http-reuse always      (bench/haproxy.cfg)
+Egress targets (the egress-* scenarios; started only when one runs):
+  direct     the same requests straight to the backend (origin form, no tunnel)
+  fnproxy    build/fnproxy, workers: 1, an egress listener   (bench/fnproxy-egress.yaml)
+  squid      squid -N, one worker, no cache                 (bench/squid.conf)
+  tinyproxy  tinyproxy -d (a thread per client connection)  (bench/tinyproxy.conf)
+Absolute-form HTTP is loaded by wrk with bench/proxy.lua; CONNECT tunnels by
+bench/connect-load.c (built into build/bench). Ratios there are to Squid.
 Backend: nginx returning a fixed body (bench/nginx-backend.conf) or
 fnbackend; both are measured at the start and the faster one serves every
 target (BENCH_BACKEND=nginx|fnbackend forces one). The backend is plain
@@ -27,8 +36,9 @@ tls-keepalive and tls-idle, and one with an RSA-2048 certificate from the
 same CA (made here), for tls-handshake only: see CERTS.
 
 Outputs under build/bench/: results.md, results.csv (medians and ratios),
-results-raw.csv (every rep), results.png, logs/ (every process's output,
-every wrk run), fnproxy-metrics.txt (its /metrics at the end).
+results-raw.csv (every rep), results.png (ingress), results-egress.png,
+logs/ (every process's output, every wrk and connect-load run),
+fnproxy-metrics.txt and fnproxy-egress-metrics.txt (/metrics at the end).
 """
 
 import argparse
@@ -67,6 +77,13 @@ TLS_IDLE_CONNS = 5000  # idle TLS connections (each a full handshake by the Pyth
 TARGETS = ["direct", "fnproxy", "nginx", "haproxy"]
 PEERS = ["nginx", "haproxy"]
 PROXIES = ["fnproxy", "nginx", "haproxy"]
+# Egress (forward proxy) scenarios: fnproxy's egress listener against Squid
+# and tinyproxy; ratios to Squid, the production forward proxy.
+EGRESS_TARGETS = ["direct", "fnproxy", "squid", "tinyproxy"]
+EGRESS_PEERS = ["squid"]
+ALL_TARGETS = TARGETS + ["squid", "tinyproxy"]  # the order of the tables
+BULK_SIZE = 16 << 20  # bytes per response in egress-connect-bulk
+TUNNEL_CONNS = 1      # tunnels in egress-connect-bulk ("bulk transfer through one tunnel")
 
 # The server certificates, by the "cert" key of a scenario: each proxy has a
 # TLS port per entry. ECDSA P-256 (certs/make-certs.sh's server.crt) is
@@ -110,8 +127,23 @@ SCENARIOS = [
      "path": "/"},
     {"key": "tls-idle", "title": "%d idle TLS 1.3 keep-alive connections" % TLS_IDLE_CONNS,
      "kind": "idle", "path": "/", "tls": True, "conns": TLS_IDLE_CONNS, "targets": PROXIES},
+    # Egress: the function's outbound calls through its forward proxy
+    # (HTTP_PROXY). "direct" sends the same requests straight to the
+    # backend: origin form, no tunnel.
+    {"key": "egress-http", "title": "egress: absolute-form HTTP through the forward proxy, "
+     "keep-alive, max rate", "kind": "wrk", "path": "/", "egress": True,
+     "targets": EGRESS_TARGETS, "peers": EGRESS_PEERS},
+    {"key": "egress-connect-new", "title": "egress: a new CONNECT tunnel per request "
+     "(connect, CONNECT, GET /, close), %d at once" % CONNS, "kind": "connect", "mode": "new",
+     "conns": CONNS, "path": "/", "egress": True, "targets": EGRESS_TARGETS,
+     "peers": EGRESS_PEERS},
+    {"key": "egress-connect-bulk", "title": "egress: %d MiB responses through %s CONNECT tunnel, "
+     "keep-alive, one at a time" % (BULK_SIZE >> 20, "one" if TUNNEL_CONNS == 1 else TUNNEL_CONNS),
+     "kind": "connect", "mode": "bulk", "conns": TUNNEL_CONNS, "path": "/bytes/%d" % BULK_SIZE,
+     "bulk": True, "egress": True, "targets": EGRESS_TARGETS, "peers": EGRESS_PEERS},
 ]
 IDLE_KINDS = ("idle", "tls-idle")
+EGRESS_KEYS = tuple(sc["key"] for sc in SCENARIOS if sc.get("egress"))
 
 
 def make_rsa_cert(d):
@@ -205,6 +237,36 @@ def tls_ready(ctx):
     return True, ""
 
 
+def egress_ready(ctx):
+    """Sets up the egress scenarios: builds bench/connect-load.c into
+    build/bench (ctx.connect_load) and checks that Squid and tinyproxy are
+    there (raising SystemExit if not). Returns "" if this fnproxy accepts
+    bench/fnproxy-egress.yaml, else why not (fnproxy then sits out)."""
+    for prog in ("squid", "tinyproxy"):
+        if shutil.which(prog) is None:
+            raise SystemExit("bench: %s is missing (bench/run.sh installs it: scripts/deps.sh "
+                             "squid tinyproxy)" % prog)
+    ctx.connect_load = os.path.join(OUT, "connect-load")
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise SystemExit("bench: no C compiler for bench/connect-load.c")
+    r = subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-o", ctx.connect_load,
+                        os.path.join(BENCH, "connect-load.c")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise SystemExit("bench: bench/connect-load.c does not build: %s" % r.stderr.strip()[:500])
+    probe = render("fnproxy-egress.yaml", "probe-egress.yaml", {
+        "PORT": free_port(), "ADMIN_PORT": free_port(), "BACKEND_PORT": free_port(),
+        "ACCESS_LOG_FNPROXY": ("access_log: %s" % os.path.join(LOGS, "probe-access.log"))
+        if ctx.access_log else ""})
+    r = subprocess.run([ctx.fnproxy, "--check", "-c", probe], cwd=ROOT, capture_output=True,
+                       text=True, timeout=10)
+    if r.returncode != 0:
+        return ("this fnproxy refuses bench/fnproxy-egress.yaml (no egress listener yet?): %s"
+                % (r.stdout + r.stderr).strip()[:300])
+    return ""
+
+
 def tls_probe(port, ca, cert_der):
     """One HTTPS GET to 127.0.0.1:port (SNI localhost), the certificate
     verified against ca. Returns "version suite" of the handshake; raises
@@ -282,7 +344,7 @@ def stop_all():
                 p.terminate()
             except ProcessLookupError:
                 pass
-    end = time.monotonic() + 4
+    end = time.monotonic() + 6  # Squid takes ~3.5 s to exit on SIGTERM
     for p in list(PROCS):
         try:
             p.wait(timeout=max(0.1, end - time.monotonic()))
@@ -439,6 +501,12 @@ class Server:
         self.tls_ports = {}  # proxies only: a TLS port per CERTS key (same certificates for all)
         self.tls_desc = {}  # per CERTS key: "TLSv1.3 TLS_AES_128_GCM_SHA256" from the start-up probe
         self.crashes = []
+        # Its access log, when access logs are on: the path, and whether
+        # what a run wrote is the change in the offset of its fd 1 (HAProxy,
+        # which clears O_APPEND on its stdout) rather than in the file's size.
+        self.access_log = None
+        self.access_log_fd1 = False
+        self.log_name = name  # its output: build/bench/logs/LOG_NAME.log
 
     def pids(self):
         if self.proc is None or self.proc.poll() is not None:
@@ -454,6 +522,24 @@ class Server:
         if tls:
             return "https://%s:%d%s" % (HOST, self.tls_ports[cert], path)
         return "http://%s:%d%s" % (HOST, self.port, path)
+
+    def check_alive(self, ctx, where):
+        """After a run: a target that died is recorded and restarted."""
+        if self.name == "direct" or self.alive():
+            return True
+        rc = self.proc.returncode
+        why = ("killed by signal %d" % -rc) if rc < 0 else ("exit %d" % rc)
+        self.crashes.append("%s: %s" % (where, why))
+        note("  !! %s died during %s (%s); see %s; restarting it"
+             % (self.log_name, where, why, os.path.join(LOGS, self.log_name + ".log")))
+        if self.proc in PROCS:
+            PROCS.remove(self.proc)
+        write_pidfile()
+        try:
+            self.start(ctx)
+        except SystemExit as e:
+            note("  !! %s could not be restarted: %s" % (self.log_name, e))
+        return False
 
 
 class Backend(Server):
@@ -478,6 +564,10 @@ class Backend(Server):
             os.makedirs(os.path.join(www, "bytes"), exist_ok=True)
             with open(os.path.join(www, "bytes", "65536"), "wb") as f:
                 f.write(b"x" * 65536)
+            if ctx.egress:  # egress-connect-bulk's large body
+                with open(os.path.join(www, "bytes", str(BULK_SIZE)), "wb") as f:
+                    for _ in range(BULK_SIZE >> 16):
+                        f.write(b"x" * 65536)
             user, group = user_group()
             conf = render("nginx-backend.conf", "nginx-backend.conf", {
                 "USER": user, "GROUP": group, "DIR": OUT, "PORT": self.port, "WWW": www,
@@ -487,10 +577,11 @@ class Backend(Server):
                               cpu=SERVER_CPU)
         if not wait_http(self.port, self.proc):
             raise SystemExit("bench: backend %s did not come up (see %s)" % (self.kind, LOGS))
-        st, body = http_get(self.port, "/bytes/65536")
-        if st != 200 or len(body) != 65536:
-            raise SystemExit("bench: backend %s: /bytes/65536 gave %d, %d bytes"
-                             % (self.kind, st, len(body)))
+        for size in (65536,) + ((BULK_SIZE,) if ctx.egress else ()):
+            st, body = http_get(self.port, "/bytes/%d" % size)
+            if st != 200 or len(body) != size:
+                raise SystemExit("bench: backend %s: /bytes/%d gave %d, %d bytes"
+                                 % (self.kind, size, st, len(body)))
 
 
 class Target(Server):
@@ -521,6 +612,7 @@ class Target(Server):
                 "RSA_CERT": ctx.certs["rsa"]["cert"], "RSA_KEY": ctx.certs["rsa"]["key"],
                 "ACCESS_LOG_FNPROXY": ("access_log: %s" % os.path.join(LOGS, "fnproxy-access.log"))
                 if ctx.access_log else ""})
+            self.access_log = os.path.join(LOGS, "fnproxy-access.log")
             self.proc = spawn("fnproxy", [ctx.fnproxy, "-c", conf], cpu=SERVER_CPU)
         elif self.name == "nginx":
             conf = render("nginx-proxy.conf", "nginx-proxy.conf", {
@@ -533,6 +625,7 @@ class Target(Server):
                 "ACCESS_LOG_NGINX": ("access_log %s combined buffer=64k flush=1s;"
                                      % os.path.join(LOGS, "nginx-access.log"))
                 if ctx.access_log else "access_log off;"})
+            self.access_log = os.path.join(LOGS, "nginx-access.log")
             self.proc = spawn("nginx", ["nginx", "-p", OUT, "-c", conf, "-e",
                                         os.path.join(LOGS, "nginx.error.log")], cpu=SERVER_CPU)
         elif self.name == "haproxy":
@@ -546,6 +639,7 @@ class Target(Server):
                 if ctx.access_log else ""})
             # stdout carries the access log only (HAProxy's own messages
             # go to stderr, logs/haproxy.log).
+            self.access_log, self.access_log_fd1 = os.path.join(LOGS, "haproxy-access.log"), True
             with open(os.path.join(LOGS, "haproxy-access.log"), "ab") as acc:
                 self.proc = spawn("haproxy", ["haproxy", "-db", "-f", conf], cpu=SERVER_CPU,
                                   stdout=acc)
@@ -568,24 +662,196 @@ class Target(Server):
                                          % (self.name, CERTS[kind], port, e))
                     time.sleep(0.05)
 
-    def check_alive(self, ctx, where):
-        """After a run: a target that died is recorded and restarted."""
-        if self.name == "direct" or self.alive():
-            return True
-        rc = self.proc.returncode
-        why = ("killed by signal %d" % -rc) if rc < 0 else ("exit %d" % rc)
-        self.crashes.append("%s: %s" % (where, why))
-        note("  !! %s died during %s (%s); see %s; restarting it"
-             % (self.name, where, why, os.path.join(LOGS, self.name + ".log")))
-        if self.proc in PROCS:
-            PROCS.remove(self.proc)
-        write_pidfile()
-        try:
-            self.start(ctx)
-        except SystemExit as e:
-            note("  !! %s could not be restarted: %s" % (self.name, e))
-        return False
 
+def proxy_exchange(port, head, then=None, timeout=3.0):
+    """Sends head to the proxy on port and reads its answer's status line
+    and headers. With then (a CONNECT answered 2xx), sends then through the
+    tunnel and reads that answer's head and its Content-Length body.
+    Returns (status of the first answer, status of the second or None,
+    body of the last)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(head)
+        f = s.makefile("rb")
+        st1, n = read_head(f)
+        if then is None or not 200 <= st1 < 300:
+            return st1, None, f.read(n) if n else b""
+        s.sendall(then)
+        st2, n = read_head(f)
+        return st1, st2, f.read(n) if n else b""
+
+
+def read_head(f):
+    """(status, Content-Length or 0) of the HTTP head read from file f."""
+    line = f.readline(8192)
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", line)
+    if not m:
+        raise OSError("not an HTTP answer: %r" % line[:60])
+    n = 0
+    while True:
+        h = f.readline(8192)
+        if h in (b"\r\n", b"\n", b""):
+            break
+        k, _, v = h.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v.strip())
+    return int(m.group(1)), n
+
+
+class EgressTarget(Server):
+    """A forward proxy for the egress-* scenarios (or direct: the backend
+    itself, reached without a proxy). Its port is the proxy's port."""
+
+    PROG = {"fnproxy": "fnproxy-egress", "squid": "squid", "tinyproxy": "tinyproxy"}
+
+    def __init__(self, name, ctx):
+        Server.__init__(self, name, name)
+        self.ctx = ctx
+        self.log_name = self.PROG.get(name, "backend")
+        self.service = None  # Squid's service name (its /dev/shm segments)
+
+    # direct is the backend, which the idle scenarios restart: ask it.
+    def pids(self):
+        return self.ctx.backend.pids() if self.name == "direct" else Server.pids(self)
+
+    def alive(self):
+        return self.ctx.backend.alive() if self.name == "direct" else Server.alive(self)
+
+    def restart(self, ctx):
+        if self.name == "direct":
+            ctx.backend.restart(ctx)
+        else:
+            stop(self.proc, grace=8.0)  # Squid takes ~3.5 s to exit
+            squid_shm_cleanup(self.service)
+        self.start(ctx)
+
+    def start(self, ctx):
+        b = ctx.backend
+        if self.name == "direct":
+            self.proc, self.port = b.proc, b.port
+            return
+        if self.port is None:
+            self.port = free_port()
+        if self.name == "fnproxy":
+            if not hasattr(self, "admin_port"):
+                self.admin_port = free_port()
+            self.access_log = os.path.join(LOGS, "fnproxy-egress-access.log")
+            conf = render("fnproxy-egress.yaml", "fnproxy-egress.yaml", {
+                "PORT": self.port, "ADMIN_PORT": self.admin_port, "BACKEND_PORT": b.port,
+                "ACCESS_LOG_FNPROXY": ("access_log: %s" % self.access_log)
+                if ctx.access_log else ""})
+            self.proc = spawn(self.log_name, [ctx.fnproxy, "-c", conf], cpu=SERVER_CPU)
+        elif self.name == "squid":
+            d = os.path.join(OUT, "squid")
+            os.makedirs(d, exist_ok=True)
+            user_line = ""
+            if os.geteuid() == 0:
+                # Squid will not run as root: it switches to this user,
+                # which must be able to write its directory.
+                user = squid_user()
+                pw = pwd.getpwnam(user)
+                os.chown(d, pw.pw_uid, pw.pw_gid)
+                user_line = "cache_effective_user %s" % user
+            self.access_log = os.path.join(d, "access.log")
+            # The service name prefixes its /dev/shm segments: one of ours.
+            self.service = "fnbench%d" % self.port
+            with open(os.path.join(OUT, "squid-service"), "w") as f:
+                f.write(self.service + "\n")  # for run.sh's trap
+            conf = render("squid.conf", "squid.conf", {
+                "SQUID_USER": user_line, "PORT": self.port, "SQUID_DIR": d,
+                "BACKEND_PORT": b.port, "NOFILE": ctx.nofile})
+            squid_shm_cleanup(self.service)
+            self.proc = spawn(self.log_name, ["squid", "-N", "-n", self.service, "-f", conf],
+                              cpu=SERVER_CPU)
+        elif self.name == "tinyproxy":
+            filt = os.path.join(OUT, "tinyproxy-filter")
+            with open(filt, "w") as f:
+                f.write("^127\\.0\\.0\\.1$\n")
+            conf = render("tinyproxy.conf", "tinyproxy.conf", {
+                "PORT": self.port, "BACKEND_PORT": b.port, "FILTER": filt, "DIR": OUT})
+            self.proc = spawn(self.log_name, ["tinyproxy", "-d", "-c", conf], cpu=SERVER_CPU)
+        # Up when a request through it gets the backend's answer, both ways.
+        origin = "%s:%d" % (HOST, b.port)
+        get = ("GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (origin, origin)).encode()
+        connect = ("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (origin, origin)).encode()
+        inner = ("GET /bytes/65536 HTTP/1.1\r\nHost: %s\r\n\r\n" % origin).encode()
+        end = time.monotonic() + 15
+        while True:
+            try:
+                st, _, body = proxy_exchange(self.port, get, timeout=1.0)
+                st1, st2, body2 = proxy_exchange(self.port, connect, inner, timeout=1.0)
+                if st != 200:
+                    raise SystemExit("bench: %s: GET http://%s/ answered %d %r"
+                                     % (self.log_name, origin, st, body[:40]))
+                if st1 != 200 or st2 != 200 or len(body2) != 65536:
+                    raise SystemExit("bench: %s: CONNECT %s answered %s, then GET /bytes/65536 "
+                                     "%s with %d bytes" % (self.log_name, origin, st1, st2,
+                                                           len(body2)))
+                break
+            except OSError as e:
+                if time.monotonic() > end or not self.alive():
+                    raise SystemExit("bench: %s did not come up (see %s/%s.log): %s"
+                                     % (self.log_name, LOGS, self.log_name, e))
+                time.sleep(0.1)
+
+    def refusals(self, ctx):
+        """What the proxy answers for a destination its rule does not allow
+        (the backend's address on another port), by plain HTTP and by
+        CONNECT: each should refuse both. Returns "GET 403, CONNECT 403"."""
+        other = "%s:%d" % (HOST, 1 if ctx.backend.port != 1 else 2)
+        out = []
+        for what, head in (
+                ("GET", "GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (other, other)),
+                ("CONNECT", "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (other, other))):
+            try:
+                out.append("%s %d" % (what, proxy_exchange(self.port, head.encode())[0]))
+            except OSError as e:
+                out.append("%s: %s" % (what, e))
+        return ", ".join(out)
+
+
+PROBLEM_METRICS = re.compile(r"^(fnproxy_(?:timeouts|upstream_errors|tls_handshake_errors|"
+                             r"policy_denials)_total\{[^}]*\}) (\S+)$", re.M)
+
+
+def metric_lines(t=None, text=None):
+    """{series: value} of the problem counters (timeouts, upstream errors,
+    TLS handshake errors, policy denials) in fnproxy t's /metrics, or in
+    text; {} if it cannot be read."""
+    if text is None:
+        try:
+            text = http_get(t.admin_port, "/metrics", timeout=5)[1].decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            return {}
+    return {k: float(v) for k, v in PROBLEM_METRICS.findall(text)}
+
+
+def squid_user():
+    """The unprivileged user Squid runs as when started as root: the Debian
+    package's proxy, else nobody."""
+    for u in ("proxy", "nobody"):
+        try:
+            pwd.getpwnam(u)
+            return u
+        except KeyError:
+            pass
+    raise SystemExit("bench: started as root, Squid needs an unprivileged user (proxy or nobody)")
+
+
+def squid_shm_cleanup(service):
+    """Removes the /dev/shm segments of Squid service name `service` (ours:
+    fnbench<port>), which Squid leaves behind when it is killed."""
+    if not service:
+        return
+    try:
+        names = os.listdir("/dev/shm")
+    except OSError:
+        return
+    for n in names:
+        if n.startswith(service + "-") and n.endswith(".shm"):
+            try:
+                os.unlink(os.path.join("/dev/shm", n))
+            except OSError:
+                pass
 
 # ---- running load ------------------------------------------------------
 
@@ -604,24 +870,47 @@ def wrk_tls_env(ctx, sc, resume=None):
     return {"LD_PRELOAD": ctx.shim, "BENCH_TLS_NO_RESUME": "0" if resume else "1"}
 
 
-def run_wrk(ctx, name, url, seconds, headers=(), paced=None, conns=CONNS, env=None):
+def run_wrk(ctx, name, url, seconds, headers=(), paced=None, conns=CONNS, env=None,
+            proxy_to=None):
+    """One wrk run; proxy_to: the absolute URL to fetch through the forward
+    proxy at url (bench/proxy.lua)."""
     argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--timeout", "5s", "--latency"]
     for h in headers:
         argv += ["-H", h]
-    argv += ["-s", os.path.join(BENCH, "paced.lua" if paced else "report.lua"), url]
+    script = "proxy.lua" if proxy_to else "paced.lua" if paced else "report.lua"
+    argv += ["-s", os.path.join(BENCH, script), url]
     if paced:
         argv += ["--", str(paced)]
+    elif proxy_to:
+        argv += ["--", proxy_to]
+    return run_load(name, argv, seconds, env)
+
+
+def run_connect(ctx, name, port, tunnel, path, mode, conns, seconds):
+    """One build/bench/connect-load run against 127.0.0.1:port, through a
+    CONNECT tunnel to tunnel (HOST:PORT) unless it is None (direct)."""
+    argv = [ctx.connect_load, "--server", "%s:%d" % (HOST, port), "--path", path,
+            "--mode", mode, "--conns", str(conns), "--duration", str(seconds), "--timeout", "5"]
+    if tunnel:
+        argv += ["--tunnel", tunnel]
+    return run_load(name, argv, seconds)
+
+
+def run_load(name, argv, seconds, env=None):
+    """Runs a load generator (wrk or connect-load) on the load CPU, its
+    output to logs/wrk/NAME.log, and parses its BENCH line. Returns the
+    figures (floats) or None."""
     logpath = os.path.join(LOGS, "wrk", name + ".log")
-    # wrk's own CPU time, from the rusage of reaped children (wrk is the
-    # only child reaped meanwhile): near 100% of its run, the load
+    # The generator's own CPU time, from the rusage of reaped children (it
+    # is the only child reaped meanwhile): near 100% of its run, the load
     # generator, not the target, sets the pace.
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(logpath, "wb") as out:
-        p = spawn("wrk", argv, cpu=LOAD_CPU, stdout=out, env=env)
+        p = spawn(os.path.basename(argv[0]), argv, cpu=LOAD_CPU, stdout=out, env=env)
     try:
         p.wait(timeout=seconds + 30)
     except subprocess.TimeoutExpired:
-        note("  !! wrk did not finish in time; killed")
+        note("  !! %s did not finish in time; killed" % os.path.basename(argv[0]))
     stop(p)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
@@ -642,8 +931,24 @@ def run_wrk(ctx, name, url, seconds, headers=(), paced=None, conns=CONNS, env=No
     return r
 
 
-def wrk_run(ctx, sc, t, rep, seconds):
-    """One measured wrk run of scenario sc against target t."""
+def load_once(ctx, sc, t, name, seconds):
+    """One run of scenario sc's load (wrk or connect-load) against target t,
+    logged as logs/wrk/NAME.log. Returns run_load's figures or None."""
+    if sc["kind"] == "connect":
+        tunnel = None if t.name == "direct" else "%s:%d" % (HOST, ctx.backend.port)
+        return run_connect(ctx, name, t.port, tunnel, sc["path"], sc["mode"],
+                           sc.get("conns", CONNS), seconds)
+    if sc.get("egress") and t.name != "direct":
+        # wrk to the proxy, every request for the backend's absolute URL.
+        return run_wrk(ctx, name, "http://%s:%d/" % (HOST, t.port), seconds,
+                       sc.get("headers", ()),
+                       proxy_to="http://%s:%d%s" % (HOST, ctx.backend.port, sc["path"]))
+    return run_wrk(ctx, name, t.url(sc["path"], sc.get("tls"), sc.get("cert", "ecdsa")), seconds,
+                   sc.get("headers", ()), sc.get("paced"), env=wrk_tls_env(ctx, sc))
+
+
+def load_run(ctx, sc, t, rep, seconds):
+    """One measured run (wrk or connect-load) of scenario sc against target t."""
     be = ctx.backend
     tp, bp = t.pids(), be.pids()
     proxied = t.name != "direct"
@@ -651,9 +956,7 @@ def wrk_run(ctx, sc, t, rep, seconds):
     bcpu0 = cpu_seconds(bp)
     ctx.truncate_access_logs()
     log0 = ctx.access_log_pos(t)
-    r = run_wrk(ctx, "%s-%s-%d" % (sc["key"], t.name, rep),
-                t.url(sc["path"], sc.get("tls"), sc.get("cert", "ecdsa")), seconds,
-                sc.get("headers", ()), sc.get("paced"), env=wrk_tls_env(ctx, sc))
+    r = load_once(ctx, sc, t, "%s-%s-%d" % (sc["key"], t.name, rep), seconds)
     cpu1 = cpu_seconds(t.pids()) if proxied else None
     bcpu1 = cpu_seconds(be.pids())
     rss = rss_kib(t.pids())
@@ -687,6 +990,17 @@ def wrk_run(ctx, sc, t, rep, seconds):
     if sc.get("tls"):
         row.update({"tls_full": r.get("tls_full"), "tls_resumed": r.get("tls_resumed"),
                     "tls_params": r.get("tls_params")})
+    if sc["kind"] == "connect":
+        body_mb = r["body_bytes"] / 1e6
+        row.update({
+            "body_bytes": int(r["body_bytes"]),
+            "mbps": body_mb / (r["duration_us"] / 1e6),  # MB (10^6 bytes) of body per second
+            "tunnels": int(r["tunnels"]), "reconnects": int(r["reconnects"]),
+            "tunnel_p50_ms": r["tunnel_p50_us"] / 1000 if r["tunnels"] else None,
+            "tunnel_p99_ms": r["tunnel_p99_us"] / 1000 if r["tunnels"] else None,
+            "proxy_cpu_us_mb": (cpu1 - cpu0) * 1e6 / body_mb if proxied and body_mb else None,
+            "backend_cpu_us_mb": (bcpu1 - bcpu0) * 1e6 / body_mb if body_mb else None,
+        })
     return row
 
 
@@ -766,7 +1080,7 @@ def summarize(raw, scenarios):
     out = []
     for sc in scenarios:
         by_t = {}
-        for t in TARGETS:
+        for t in ALL_TARGETS:
             rows = [r for r in raw if r["scenario"] == sc["key"] and r["target"] == t]
             if not rows:
                 continue
@@ -774,9 +1088,12 @@ def summarize(raw, scenarios):
                  "failed_reps": len([r for r in rows if r.get("failed")]),
                  "crashed_reps": len([r for r in rows if not r.get("alive_after", 1)])}
             for k in ("rps", "p50_ms", "p99_ms", "p999_ms", "proxy_cpu_us", "backend_cpu_us", "rss_kib",
-                      "wrk_cpu_pct",
-                      "kib_per_conn", "rss_before_kib", "rss_idle_kib", "rss_after_close_kib"):
+                      "wrk_cpu_pct", "proxy_cpu_pct",
+                      "kib_per_conn", "rss_before_kib", "rss_idle_kib", "rss_after_close_kib",
+                      "mbps", "proxy_cpu_us_mb", "backend_cpu_us_mb", "tunnel_p50_ms",
+                      "tunnel_p99_ms"):
                 s[k] = med(rows, k)
+            s["reconnects"] = sum(r.get("reconnects", 0) or 0 for r in rows)
             s["errors"] = sum(r.get(k, 0) or 0 for r in rows
                               for k in ("err_connect", "err_read", "err_write", "err_timeout"))
             s["non2xx"] = sum(r.get("non2xx", 0) or 0 for r in rows)
@@ -786,14 +1103,15 @@ def summarize(raw, scenarios):
         if not by_t:
             continue
         d = by_t.get("direct", {})
-        peers = [by_t[p] for p in PEERS if p in by_t]
+        peers = [by_t[p] for p in sc.get("peers", PEERS) if p in by_t]
 
         def best(key, pick):
             v = [p[key] for p in peers if p.get(key) is not None]
             return pick(v) if v else None
         b_rps, b_p99 = best("rps", max), best("p99_ms", min)
         b_cpu, b_kib = best("proxy_cpu_us", min), best("kib_per_conn", min)
-        for t in TARGETS:
+        b_mbps, b_cpu_mb = best("mbps", max), best("proxy_cpu_us_mb", min)
+        for t in ALL_TARGETS:
             if t not in by_t:
                 continue
             s = by_t[t]
@@ -803,6 +1121,9 @@ def summarize(raw, scenarios):
             s["p99_x_peer"] = ratio(s["p99_ms"], b_p99)
             s["cpu_x_peer"] = ratio(s["proxy_cpu_us"], b_cpu)
             s["kib_x_peer"] = ratio(s["kib_per_conn"], b_kib)
+            s["mbps_x_direct"] = ratio(s["mbps"], d.get("mbps"))
+            s["mbps_x_peer"] = ratio(s["mbps"], b_mbps)
+            s["cpu_mb_x_peer"] = ratio(s["proxy_cpu_us_mb"], b_cpu_mb)
             out.append(s)
     return out
 
@@ -811,14 +1132,37 @@ def fmt(v, spec="%.0f", none="-"):
     return none if v is None else spec % v
 
 
-def row_cells(s, idle):
+def layout(key):
+    """How scenario key's table looks: "idle" (memory per connection),
+    "bulk" (MB/s through a tunnel) or "load" (requests per second)."""
+    if key in IDLE_KINDS:
+        return "idle"
+    return "bulk" if any(sc["key"] == key and sc.get("bulk") for sc in SCENARIOS) else "load"
+
+
+def peer_label(key):
+    """What `x peer` means in scenario key: the better of nginx and HAProxy,
+    or Squid for the egress scenarios."""
+    peers = next((sc.get("peers", PEERS) for sc in SCENARIOS if sc["key"] == key), PEERS)
+    return "x " + peers[0] if len(peers) == 1 else "x peer"
+
+
+def row_cells(s, kind):
     """One summary row's cells as the printed table and results.md both show
-    them (each adds its own error columns to a load row)."""
-    if idle:
+    them (each adds its own error columns to a load or bulk row)."""
+    if kind == "idle":
         return [s["target"], fmt(s["kib_per_conn"], "%.2f"), fmt(s["kib_x_peer"], "%.2f"),
                 fmt(s["rss_before_kib"], "%.0f KiB"), fmt(s["rss_idle_kib"], "%.0f KiB"),
                 fmt(s["rss_after_close_kib"], "%.0f KiB"), str(s["conn_failed"]),
                 str(s["closed_by_peer"])]
+    if kind == "bulk":
+        return [s["target"], fmt(s["mbps"]), fmt(s["mbps_x_direct"], "%.2f"),
+                fmt(s["mbps_x_peer"], "%.2f"), fmt(s["rps"], "%.1f"), fmt(s["p50_ms"], "%.2f"),
+                fmt(s["p99_ms"], "%.2f"),
+                fmt(s["proxy_cpu_us_mb"] if s["target"] != "direct" else None, "%.1f"),
+                fmt(s["cpu_mb_x_peer"], "%.2f"), fmt(s["backend_cpu_us_mb"], "%.1f"),
+                fmt(s["proxy_cpu_pct"], "%.0f"), fmt(s["wrk_cpu_pct"], "%.0f"),
+                fmt(s["rss_kib"] and s["rss_kib"] / 1024, "%.1f")]
     return [s["target"], fmt(s["rps"]), fmt(s["rps_x_direct"], "%.2f"),
             fmt(s["rps_x_peer"], "%.2f"), fmt(s["p50_ms"], "%.3f"), fmt(s["p99_ms"], "%.3f"),
             fmt(s["p99_x_peer"], "%.2f"), fmt(s["p99_x_direct"], "%.2f"),
@@ -827,27 +1171,39 @@ def row_cells(s, idle):
             fmt(s["rss_kib"] and s["rss_kib"] / 1024, "%.1f")]
 
 
+TABLE_FMT = {
+    "idle": "%-9s %9s %9s %11s %11s %11s %6s %6s",
+    "load": "%-9s %9s %7s %7s %8s %8s %7s %7s %9s %7s %8s %6s %8s %6s",
+    "bulk": "%-9s %8s %7s %7s %7s %8s %8s %9s %7s %8s %7s %6s %8s %6s",
+}
+
+
 def table_lines(summary, titles):
     lines = []
     cur = None
     for s in summary:
+        kind = layout(s["scenario"])
         if s["scenario"] != cur:
             cur = s["scenario"]
+            xp = peer_label(cur)
             lines.append("")
             lines.append("== %s" % titles[cur])
-            if cur in IDLE_KINDS:
-                lines.append("%-8s %9s %9s %11s %11s %11s %6s %6s" % (
-                    "target", "KiB/conn", "x peer", "RSS before", "RSS idle", "after close",
+            if kind == "idle":
+                lines.append(TABLE_FMT[kind] % (
+                    "target", "KiB/conn", xp, "RSS before", "RSS idle", "after close",
                     "failed", "closed"))
+            elif kind == "bulk":
+                lines.append(TABLE_FMT[kind] % (
+                    "target", "MB/s", "x dir", xp, "resp/s", "p50 ms", "p99 ms", "CPU us/MB",
+                    xp, "be us/MB", "proxy%", "gen %", "RSS MiB", "errs"))
             else:
-                lines.append("%-8s %9s %7s %7s %8s %8s %7s %7s %9s %6s %8s %6s %8s %6s" % (
-                    "target", "req/s", "x dir", "x peer", "p50 ms", "p99 ms", "p99 xp",
-                    "p99 xd", "CPU us/rq", "x peer", "be us/rq", "wrk %", "RSS MiB", "errs"))
-        if cur in IDLE_KINDS:
-            lines.append("%-8s %9s %9s %11s %11s %11s %6s %6s" % tuple(row_cells(s, True)))
-        else:
-            lines.append("%-8s %9s %7s %7s %8s %8s %7s %7s %9s %6s %8s %6s %8s %6s"
-                         % tuple(row_cells(s, False) + [str(s["errors"] + s["non2xx"])]))
+                lines.append(TABLE_FMT[kind] % (
+                    "target", "req/s", "x dir", xp, "p50 ms", "p99 ms", "p99 xp",
+                    "p99 xd", "CPU us/rq", xp, "be us/rq", "gen %", "RSS MiB", "errs"))
+        cells = row_cells(s, kind)
+        if kind != "idle":
+            cells.append(str(s["errors"] + s["non2xx"]))
+        lines.append(TABLE_FMT[kind] % tuple(cells))
     return lines
 
 
@@ -855,32 +1211,43 @@ def markdown(summary, titles, info, checks, notes):
     md = ["# fnproxy benchmark results", ""]
     md += ["- %s: %s" % (k, v) for k, v in info]
     md += ["", "Medians over the reps. `x direct` and `x peer`: ratio to the direct run and to "
-           "the better of nginx and HAProxy (higher throughput, lower latency, CPU and memory). "
+           "the better of nginx and HAProxy (higher throughput, lower latency, CPU and memory); "
+           "in the egress scenarios `x squid`: ratio to Squid. "
            "CPU per request: user+sys time of the proxy's processes over the run (from "
-           "/proc/PID/stat) divided by the requests wrk completed; for `direct` only the "
-           "backend's is shown. wrk CPU %: the load generator's CPU time over the run's "
-           "length (near 100: wrk on CPU 0, not the target, set the pace). RSS: the target's "
-           "processes (for `direct`, the backend's) after the run. Errors: wrk's connect/read/write/timeout errors plus non-2xx answers, summed "
+           "/proc/PID/stat) divided by the requests the load generator completed (in the "
+           "tunnel throughput table, per MB of response body, MB = 10^6 bytes); for `direct` "
+           "only the backend's is shown. Load generator CPU %: wrk's (connect-load's for the "
+           "CONNECT scenarios) CPU time over the run's "
+           "length (near 100: the generator on CPU 0, not the target, set the pace). RSS: the "
+           "target's processes (for `direct`, the backend's) after the run. Errors: the "
+           "generator's connect/read/write/timeout errors plus non-2xx answers, summed "
            "over the reps.", ""]
     cur = None
     for s in summary:
+        kind = layout(s["scenario"])
         if s["scenario"] != cur:
             cur = s["scenario"]
+            xp = peer_label(cur)
             md += ["", "## %s" % titles[cur], ""]
-            if cur in IDLE_KINDS:
-                md += ["| target | KiB per idle conn | x peer | RSS before | RSS with idle conns "
-                       "| RSS after close | conns failed | closed while idle |",
+            if kind == "idle":
+                md += ["| target | KiB per idle conn | %s | RSS before | RSS with idle conns "
+                       "| RSS after close | conns failed | closed while idle |" % xp,
                        "|---|---:|---:|---:|---:|---:|---:|---:|"]
-            else:
-                md += ["| target | req/s | x direct | x peer | p50 ms | p99 ms | p99 x peer "
-                       "| p99 x direct | proxy CPU µs/req | CPU x peer | backend CPU µs/req "
-                       "| wrk CPU % | RSS MiB | errors | non-2xx |",
+            elif kind == "bulk":
+                md += ["| target | MB/s | x direct | %s | responses/s | p50 ms | p99 ms "
+                       "| proxy CPU µs/MB | CPU %s | backend CPU µs/MB | proxy CPU %% "
+                       "| load generator CPU %% | RSS MiB | errors | non-2xx |" % (xp, xp),
                        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        cells = row_cells(s, cur in IDLE_KINDS)
-        if cur not in IDLE_KINDS:
+            else:
+                md += ["| target | req/s | x direct | %s | p50 ms | p99 ms | p99 %s "
+                       "| p99 x direct | proxy CPU µs/req | CPU %s | backend CPU µs/req "
+                       "| load generator CPU %% | RSS MiB | errors | non-2xx |" % (xp, xp, xp),
+                       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        cells = row_cells(s, kind)
+        if kind != "idle":
             cells += [str(s["errors"]), str(s["non2xx"])]
         md.append("| " + " | ".join(cells) + " |")
-    md += ["", "## fnproxy against the targets of issues 3 and 4", "",
+    md += ["", "## fnproxy against its targets (issues 3 and 4; egress: against Squid)", "",
            "| target | goal | measured | |", "|---|---|---|---|"]
     md += ["| %s | %s | %s | %s |" % c for c in checks]
     if notes:
@@ -889,6 +1256,9 @@ def markdown(summary, titles, info, checks, notes):
 
 
 def target_checks(summary):
+    """fnproxy's figures against its targets, for the scenarios that ran."""
+    ran = {s["scenario"] for s in summary}
+
     def get(sc, t, k):
         for s in summary:
             if s["scenario"] == sc and s["target"] == t:
@@ -921,16 +1291,44 @@ def target_checks(summary):
     checks.append(("TLS keep-alive CPU per request", "(reported) x better peer", fmt(v, "%.2f"), "info"))
     v = get("tls-handshake", "fnproxy", "cpu_x_peer")
     checks.append(("TLS handshake CPU per request", "(reported) x better peer", fmt(v, "%.2f"), "info"))
-    return checks
+    # The egress guard (issue 10), against Squid.
+    v = get("egress-http", "fnproxy", "rps_x_peer")
+    add("egress HTTP request rate", ">= 3.00x squid", v, None if v is None else v >= 3.0)
+    v = get("egress-http", "fnproxy", "cpu_x_peer")
+    add("egress HTTP CPU per request", "<= 0.30x squid", v, None if v is None else v <= 0.3)
+    v = get("egress-connect-bulk", "fnproxy", "mbps_x_peer")
+    add("CONNECT tunnel throughput", ">= 1.00x squid", v, None if v is None else v >= 1.0)
+    v = get("egress-connect-new", "fnproxy", "rps_x_peer")
+    checks.append(("new CONNECT tunnels per second", "(reported) x squid", fmt(v, "%.2f"), "info"))
+    v = get("egress-connect-new", "fnproxy", "cpu_x_peer")
+    checks.append(("CPU per new tunnel and request", "(reported) x squid", fmt(v, "%.2f"), "info"))
+    keys = {"CPU per keep-alive request": "keepalive", "keep-alive throughput": "keepalive",
+            "p99 at %d req/s" % PACED_RATE: "paced", "memory per idle plain connection": "idle",
+            "new-connection rate": "newconn", "TLS full handshake rate": "tls-handshake",
+            "memory per idle TLS connection": "tls-idle",
+            "TLS keep-alive throughput": "tls-keepalive",
+            "TLS keep-alive CPU per request": "tls-keepalive",
+            "TLS handshake CPU per request": "tls-handshake",
+            "egress HTTP request rate": "egress-http", "egress HTTP CPU per request": "egress-http",
+            "CONNECT tunnel throughput": "egress-connect-bulk",
+            "new CONNECT tunnels per second": "egress-connect-new",
+            "CPU per new tunnel and request": "egress-connect-new"}
+    return [c for c in checks if keys.get(c[0]) in ran]
 
 
 def plot(summary, scenarios):
-    """build/bench/results.png: throughput, p99, CPU per request and KiB per
-    idle connection, per target. Returns the path or None."""
+    """build/bench/results.png (ingress): throughput, p99, CPU per request
+    and KiB per idle connection, per target; results-egress.png (egress,
+    plot_egress). Returns the paths made."""
     if not shutil.which("gnuplot"):
-        return None
-    keys = [sc["key"] for sc in scenarios if sc["kind"] == "wrk"]
+        return []
     get = {(s["scenario"], s["target"]): s for s in summary}
+    pngs = []
+    if any(sc.get("egress") for sc in scenarios):
+        pngs += plot_egress(get, [sc for sc in scenarios if sc.get("egress")])
+    keys = [sc["key"] for sc in scenarios if sc["kind"] == "wrk" and not sc.get("egress")]
+    if not keys and not any(sc["key"] in IDLE_KINDS for sc in scenarios):
+        return pngs
     dat = os.path.join(OUT, "plot.dat")
     with open(dat, "w") as f:
         f.write("# scenario " + " ".join("rps_%s" % t for t in TARGETS) + " "
@@ -957,8 +1355,44 @@ def plot(summary, scenarios):
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         note("bench: gnuplot failed: %s" % r.stderr.strip()[:500])
-        return None
-    return png
+        return pngs
+    return [png] + pngs
+
+
+def plot_egress(get, scenarios):
+    """build/bench/results-egress.png: per egress target, requests/s, p99 and
+    CPU per request of the request scenarios, and the tunnel's MB/s and CPU
+    per MB (bench/plot-egress.gp). Returns [path] or []."""
+    dat = os.path.join(OUT, "plot-egress.dat")
+    with open(dat, "w") as f:
+        f.write("# scenario " + " ".join("%s_%s" % (k, t) for k in ("rps", "p99", "cpu")
+                                         for t in EGRESS_TARGETS) + "\n")
+        for sc in scenarios:
+            if sc.get("bulk"):
+                continue
+            vals = []
+            for field in ("rps", "p99_ms", "cpu"):
+                for t in EGRESS_TARGETS:
+                    s = get.get((sc["key"], t), {})
+                    v = s.get("backend_cpu_us" if t == "direct" else "proxy_cpu_us") \
+                        if field == "cpu" else s.get(field)
+                    vals.append("?" if v is None else "%.6g" % v)
+            f.write("%s %s\n" % (sc["key"], " ".join(vals)))
+    bdat = os.path.join(OUT, "plot-egress-bulk.dat")
+    with open(bdat, "w") as f:
+        f.write("# target mbps cpu_us_per_mb (direct: the backend's)\n")
+        for t in EGRESS_TARGETS:
+            s = get.get(("egress-connect-bulk", t), {})
+            v = [s.get("mbps"), s.get("backend_cpu_us_mb" if t == "direct" else "proxy_cpu_us_mb")]
+            f.write("%s %s\n" % (t, " ".join("?" if x is None else "%.6g" % x for x in v)))
+    png = os.path.join(OUT, "results-egress.png")
+    r = subprocess.run(["gnuplot", "-e", "datafile='%s'; bulkfile='%s'; outfile='%s'"
+                        % (dat, bdat, png), os.path.join(BENCH, "plot-egress.gp")],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        note("bench: gnuplot failed (egress): %s" % r.stderr.strip()[:500])
+        return []
+    return [png]
 
 
 # ---- main --------------------------------------------------------------
@@ -987,6 +1421,8 @@ def versions():
         "nginx": first(["nginx", "-v"]).replace("nginx version: ", ""),
         "haproxy": first(["haproxy", "-v"]).split(" - ")[0],
         "wrk": first(["wrk", "--version"]).split(" Copyright")[0],
+        "squid": first(["squid", "-v"]).replace("Squid Cache: Version", "Squid"),
+        "tinyproxy": first(["tinyproxy", "-v"]),
         "fnproxy": first(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
     }
 
@@ -1010,13 +1446,17 @@ def main():
 
     t_start = time.monotonic()
     quick = a.quick
-    # Time budget. Full: 6 wrk scenarios (22 target x scenario pairs, the
-    # TLS ones without direct) x (1 s warm-up + 3 reps x 8 s) ~ 590 s, the
-    # two idle scenarios ~ 130 s, backend trial, start-up and the
-    # resumption probe ~ 30 s: ~ 12.5 min. Quick: 1 rep of 3 s, ~ 2.3 min.
+    # Time budget. Full: 6 ingress wrk scenarios (22 target x scenario
+    # pairs, the TLS ones without direct) x (1 s warm-up + 3 reps x 8 s)
+    # ~ 590 s, the two idle scenarios ~ 130 s, backend trial, start-up and
+    # the resumption probe ~ 30 s: ~ 12.5 min; the 3 egress scenarios (12
+    # pairs) x (1 s + 3 x 8 s + ~2 s of start and stop per pair) ~ 330 s,
+    # Squid's start and stop ~ 10 s: ~ 17-18 min in all (a full run took
+    # 1,004 s). Quick: 1 rep of 3 s, ~ 2.3 min ingress + ~ 1.1 min egress:
+    # ~ 3.5 min (211 s).
     reps = int(os.environ.get("BENCH_REPS", 1 if quick else 3))
     seconds = int(os.environ.get("BENCH_SECONDS", 3 if quick else 8))
-    budget = 170 if quick else 870  # seconds; runs that would pass it are skipped
+    budget = 240 if quick else 1200  # seconds; runs that would pass it are skipped
     # BENCH_SCENARIOS="tls-handshake ..." (keys, comma or space separated):
     # run only those, for a check of one scenario without the whole run.
     only = os.environ.get("BENCH_SCENARIOS", "").replace(",", " ").split()
@@ -1027,12 +1467,20 @@ def main():
     scenarios = [sc for sc in SCENARIOS if not only or sc["key"] in only]
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    # atexit runs these last first: stop everything, then remove what a
+    # killed Squid left in /dev/shm.
+    squid_services = []
+    atexit.register(lambda: [squid_shm_cleanup(sv) for sv in squid_services])
     atexit.register(stop_all)
 
     for d in (os.path.join(LOGS, "wrk"), os.path.join(OUT, "tmp")):
         os.makedirs(d, exist_ok=True)
 
     ctx = Ctx()
+    # The ingress targets start only when an ingress scenario runs, the
+    # egress ones (and the backend's large body) when an egress one does.
+    ctx.ingress = any(not sc.get("egress") for sc in scenarios)
+    ctx.egress = any(sc.get("egress") for sc in scenarios)
     ctx.fnproxy = os.path.join(BUILD, "fnproxy")
     ctx.fnbackend = os.path.join(BUILD, "fnbackend")
     for b in (ctx.fnproxy, ctx.fnbackend):
@@ -1048,36 +1496,39 @@ def main():
     if ctx.access_log and not fn_has_log:
         raise SystemExit("bench: BENCH_ACCESS_LOG=on but this fnproxy has no access_log key")
 
-    # Every proxy logs to a file under build/bench/logs, truncated before
-    # each run to keep it small. fnproxy and nginx append (O_APPEND), so the
-    # size after a run is what the run wrote. HAProxy's stdout loses
+    # Every proxy logs to a file (Server.access_log), truncated before
+    # each run to keep it small. fnproxy, nginx and Squid append (O_APPEND),
+    # so the size after a run is what the run wrote. HAProxy's stdout loses
     # O_APPEND (HAProxy sets O_NONBLOCK with F_SETFL): it goes on writing at
     # its own offset and the truncated part becomes a hole, so what it wrote
     # is the change in its fd 1's offset (/proc/PID/fdinfo/1).
-    access_logs = {t: os.path.join(LOGS, "%s-access.log" % t) for t in PROXIES}
+    ctx.servers = []  # every target, ingress and egress
+    ctx.metrics_base = {}  # fnproxy process -> {series: value} before the runs
 
     def truncate_access_logs():
-        for p in access_logs.values():
-            if ctx.access_log and os.path.exists(p):
-                os.truncate(p, 0)
+        for t in ctx.servers:
+            if ctx.access_log and t.access_log and os.path.exists(t.access_log):
+                os.truncate(t.access_log, 0)
     ctx.truncate_access_logs = truncate_access_logs
 
     def access_log_pos(t):
         """Where t's access log stands: bytes written, for a delta over a run."""
-        if not ctx.access_log or t.name not in access_logs:
+        if not ctx.access_log or not t.access_log:
             return None
         try:
-            if t.name == "haproxy":
+            if t.access_log_fd1:
                 with open("/proc/%d/fdinfo/1" % t.proc.pid) as f:
                     return int(re.search(r"^pos:\s*(\d+)", f.read(), re.M).group(1))
-            return os.path.getsize(access_logs[t.name])
+            return os.path.getsize(t.access_log)
         except (OSError, AttributeError):
             return None
     ctx.access_log_pos = access_log_pos
 
-    tls_ok, tls_why = tls_ready(ctx)
-    if not tls_ok:
-        raise SystemExit("bench: cannot set up the TLS scenarios: " + tls_why)
+    if ctx.ingress:
+        tls_ok, tls_why = tls_ready(ctx)
+        if not tls_ok:
+            raise SystemExit("bench: cannot set up the TLS scenarios: " + tls_why)
+    egress_why = egress_ready(ctx) if ctx.egress else ""
 
     cpus = sorted(os.sched_getaffinity(0))
     PIN = LOAD_CPU in cpus and SERVER_CPU in cpus and shutil.which("taskset") is not None
@@ -1087,6 +1538,9 @@ def main():
     mode = "quick (--quick)" if quick else "full"
     note("fnproxy bench, %s: %d rep(s) of %d s per scenario and target, wrk -t1 -c%d"
          % (mode, reps, seconds, CONNS))
+    if egress_why:
+        note("egress: fnproxy sits out: %s" % egress_why)
+        notes.append("egress scenarios without fnproxy: %s" % egress_why)
     if only:
         note("scenarios: only %s (BENCH_SCENARIOS)" % ", ".join(sc["key"] for sc in scenarios))
         notes.append("only the scenario(s) %s ran (BENCH_SCENARIOS)"
@@ -1099,7 +1553,9 @@ def main():
     note("fd limit %d; idle scenario: %d connections; access logs: %s"
          % (ctx.nofile, ctx.idle_conns, "on for every proxy" if ctx.access_log else
             "off for every proxy (fnproxy has no access_log yet)" if not fn_has_log else "off"))
-    note("versions: fnproxy %s, nginx %s, %s, %s" % (ver["fnproxy"], ver["nginx"], ver["haproxy"], ver["wrk"]))
+    note("versions: fnproxy %s, nginx %s, %s, %s, %s, %s" % (ver["fnproxy"], ver["nginx"],
+                                                          ver["haproxy"], ver["squid"],
+                                                          ver["tinyproxy"], ver["wrk"]))
     note("load average at start: %s" % open("/proc/loadavg").read().split()[:3])
 
     # Backend: measure both quickly, keep the faster.
@@ -1144,17 +1600,41 @@ def main():
     note("backend: %s on port %d (%s)" % (chosen, ctx.backend.port, pick_note))
 
     targets = {}
-    for name in TARGETS:
-        t = Target(name, name)
-        t.start(ctx)
-        targets[name] = t
-    note("targets: " + ", ".join("%s :%d" % (n, t.port) for n, t in targets.items())
-         + "; TLS: " + ", ".join("%s :%d (%s)" % (n, targets[n].tls_ports[k], CERTS[k])
-                                 for n in PROXIES for k in CERTS))
-    note("TLS probe (Python client, SNI localhost, verified against the bench CA): "
-         + "; ".join("%s %s %s" % (n, CERTS[k], targets[n].tls_desc[k])
-                     for n in PROXIES for k in CERTS))
-    fn_rss_start = rss_kib(targets["fnproxy"].pids())
+    if ctx.ingress:
+        for name in TARGETS:
+            t = Target(name, name)
+            t.start(ctx)
+            targets[name] = t
+            ctx.servers.append(t)
+        note("targets: " + ", ".join("%s :%d" % (n, t.port) for n, t in targets.items())
+             + "; TLS: " + ", ".join("%s :%d (%s)" % (n, targets[n].tls_ports[k], CERTS[k])
+                                     for n in PROXIES for k in CERTS))
+        note("TLS probe (Python client, SNI localhost, verified against the bench CA): "
+             + "; ".join("%s %s %s" % (n, CERTS[k], targets[n].tls_desc[k])
+                         for n in PROXIES for k in CERTS))
+        fn_rss_start = rss_kib(targets["fnproxy"].pids())
+    etargets = {}
+    if ctx.egress:
+        for name in EGRESS_TARGETS:
+            if name == "fnproxy" and egress_why:
+                continue
+            t = EgressTarget(name, ctx)
+            t.start(ctx)
+            if t.service:
+                squid_services.append(t.service)
+            etargets[name] = t
+            ctx.servers.append(t)
+        refused = ["%s: %s" % (n, t.refusals(ctx)) for n, t in etargets.items() if n != "direct"]
+        # Those refusals count in the egress fnproxy's denials: the end of
+        # the run reports only what came after (metric_lines).
+        if "fnproxy" in etargets:
+            ctx.metrics_base[etargets["fnproxy"].log_name] = metric_lines(etargets["fnproxy"])
+        note("egress targets: " + ", ".join("%s :%d" % (n, t.port) for n, t in etargets.items())
+             + "; a destination outside the rule (127.0.0.1, another port): " + "; ".join(refused))
+        notes.append("egress: what each proxy answers for a destination its rule does not allow "
+                     "(the backend's address, another port): " + "; ".join(refused)
+                     + (" (tinyproxy limits CONNECT ports only: its GET was let through and "
+                        "failed to connect)" if "tinyproxy: GET 5" in "; ".join(refused) else ""))
 
     raw = []
     titles = {sc["key"]: sc["title"] for sc in SCENARIOS}
@@ -1165,13 +1645,12 @@ def main():
     for sc in scenarios:
         ran.append(sc)
         note("\n-- %s" % sc["title"])
-        names = sc.get("targets", TARGETS)
-        if sc["kind"] == "wrk":
+        tset = etargets if sc.get("egress") else targets
+        names = [n for n in sc.get("targets", TARGETS) if n in tset]
+        if sc["kind"] in ("wrk", "connect"):
             for name in names:  # warm-up, not recorded
                 if time.monotonic() - t_start + 1 < budget:
-                    run_wrk(ctx, "warmup-%s-%s" % (sc["key"], name),
-                            targets[name].url(sc["path"], sc.get("tls"), sc.get("cert", "ecdsa")), 1,
-                            sc.get("headers", ()), sc.get("paced"), env=wrk_tls_env(ctx, sc))
+                    load_once(ctx, sc, tset[name], "warmup-%s-%s" % (sc["key"], name), 1)
         if sc.get("no_resume"):
             # Not recorded either: the same load with wrk left to resume
             # the session it kept (its own behaviour), to show that each
@@ -1190,19 +1669,32 @@ def main():
             k = rep % len(names)
             order = names[k:] + names[:k]
             for name in order:
-                t = targets[name]
-                need = seconds + 3 if sc["kind"] == "wrk" else (25 if sc.get("tls") else 20)
+                t = tset[name]
+                need = seconds + 3 if sc["kind"] in ("wrk", "connect") else (25 if sc.get("tls") else 20)
                 if time.monotonic() - t_start + need > budget:
                     skipped_budget += 1
                     continue
-                if sc["kind"] == "wrk":
-                    row = wrk_run(ctx, sc, t, rep, seconds)
+                if sc["kind"] in ("wrk", "connect"):
+                    row = load_run(ctx, sc, t, rep, seconds)
                     if row.get("failed"):
-                        note("  %-8s rep %d: wrk gave no result (see build/bench/logs/wrk/)" % (name, rep + 1))
+                        note("  %-8s rep %d: %s gave no result (see build/bench/logs/wrk/)"
+                             % (name, rep + 1, "wrk" if sc["kind"] == "wrk" else "connect-load"))
+                    elif sc.get("bulk"):
+                        errs = row["err_connect"] + row["err_read"] + row["err_write"] + row["err_timeout"]
+                        note("  %-9s rep %d: %7.0f MB/s  %5.1f resp/s  p50 %7.2f ms  p99 %7.2f ms  "
+                             "cpu %s us/MB  proxy %s%%  gen %s%%  rss %6.1f MiB%s" % (
+                                 name, rep + 1, row["mbps"], row["rps"], row["p50_ms"],
+                                 row["p99_ms"],
+                                 fmt(row["proxy_cpu_us_mb"], "%.1f"),
+                                 fmt(row["proxy_cpu_pct"], "%.0f"), fmt(row["wrk_cpu_pct"], "%.0f"),
+                                 row["rss_kib"] / 1024,
+                                 ("  ERRORS %d" % errs if errs else "")
+                                 + ("  NON-2XX %d" % row["non2xx"] if row["non2xx"] else "")
+                                 + ("  reconnects %d" % row["reconnects"] if row["reconnects"] else "")))
                     else:
                         errs = row["err_connect"] + row["err_read"] + row["err_write"] + row["err_timeout"]
                         note("  %-8s rep %d: %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %s us/req  "
-                             "proxy %s%%  wrk %s%%  rss %6.1f MiB%s" % (
+                             "proxy %s%%  gen %s%%  rss %6.1f MiB%s" % (
                                  name, rep + 1, row["rps"], row["p50_ms"], row["p99_ms"],
                                  fmt(row["proxy_cpu_us"] if name != "direct" else None, "%.1f"),
                                  fmt(row["proxy_cpu_pct"], "%.0f"),
@@ -1211,7 +1703,9 @@ def main():
                                  + ("  NON-2XX %d" % row["non2xx"] if row["non2xx"] else "")
                                  + ("  handshakes: %s full, %s resumed" % (row.get("tls_full"),
                                                                           row.get("tls_resumed"))
-                                    if sc.get("tls") else "")))
+                                    if sc.get("tls") else "")
+                                 + ("  tunnel p99 %.3f ms" % row["tunnel_p99_ms"]
+                                    if row.get("tunnel_p99_ms") is not None else "")))
                 else:
                     row = idle_run(ctx, sc, t, rep)
                     if row.get("failed"):
@@ -1223,41 +1717,47 @@ def main():
                                  row["rss_before_kib"], row["rss_idle_kib"], row["kib_per_conn"],
                                  row["rss_after_close_kib"], row["fds_before"], row["fds_idle"]))
                 raw.append(row)
-                if name == "fnproxy":
+                if name == "fnproxy" and not sc.get("egress"):
                     fn_rss_trace.append((sc["key"], rep + 1, rss_kib(t.pids())))
     if skipped_budget:
         notes.append("%d run(s) skipped to stay within the %d s budget" % (skipped_budget, budget))
 
-    # fnproxy's own view: its metrics and log.
-    fn = targets["fnproxy"]
-    try:
-        st, body = http_get(fn.admin_port, "/metrics", timeout=5)
-        with open(os.path.join(OUT, "fnproxy-metrics.txt"), "wb") as f:
-            f.write(body)
-        text = body.decode("utf-8", "replace")
-        codes = re.findall(r'^fnproxy_requests_total\{[^}]*code="(\d+)"[^}]*\} (\d+)', text, re.M)
-        bad = [(c, n) for c, n in codes if not c.startswith("2") and int(n) > 0]
-        probs = [l for l in text.splitlines()
-                 if re.match(r"fnproxy_(timeouts|upstream_errors|tls_handshake_errors)_total\{", l)
-                 and not l.endswith(" 0")]
-        if bad:
-            notes.append("fnproxy /metrics counts non-2xx answers: "
-                         + ", ".join("%s x%s" % b for b in bad))
-        for l in probs:
-            notes.append("fnproxy /metrics: " + l)
-    except (OSError, http.client.HTTPException) as e:
-        notes.append("fnproxy /metrics could not be read at the end: %s" % e)
-    for t in targets.values():
+    # fnproxy's own view: its metrics and log (the ingress process and the
+    # egress one, each if it ran).
+    for fn in (targets.get("fnproxy"), etargets.get("fnproxy")):
+        if fn is None:
+            continue
+        who = fn.log_name if fn in etargets.values() else "fnproxy"
+        try:
+            st, body = http_get(fn.admin_port, "/metrics", timeout=5)
+            with open(os.path.join(OUT, "%s-metrics.txt" % who), "wb") as f:
+                f.write(body)
+            text = body.decode("utf-8", "replace")
+            codes = re.findall(r'^fnproxy_requests_total\{[^}]*code="(\d+)"[^}]*\} (\d+)', text,
+                               re.M)
+            bad = [(c, n) for c, n in codes if not c.startswith("2") and int(n) > 0]
+            base = ctx.metrics_base.get(who, {})
+            probs = ["%s %g (%g before the runs)" % (k, v, base[k]) if k in base else "%s %g" % (k, v)
+                     for k, v in metric_lines(text=text).items() if v > base.get(k, 0)]
+            if bad:
+                notes.append("%s /metrics counts non-2xx answers: %s"
+                             % (who, ", ".join("%s x%s" % b for b in bad)))
+            for l in probs:
+                notes.append("%s /metrics: %s" % (who, l))
+        except (OSError, http.client.HTTPException) as e:
+            notes.append("%s /metrics could not be read at the end: %s" % (who, e))
+        try:
+            with open(os.path.join(LOGS, who + ".log"), errors="replace") as f:
+                loglines = [l.rstrip() for l in f if re.search(r"\b(ERROR|WARN|error|warn)", l)]
+            if loglines:
+                notes.append("%s logged %d warning/error line(s), first: `%s`"
+                             % (who, len(loglines), loglines[0][:200]))
+        except OSError:
+            pass
+    for t in list(targets.values()) + list(etargets.values()):
         for c in t.crashes:
-            notes.append("%s CRASHED: %s (log: build/bench/logs/%s.log)" % (t.name, c, t.name))
-    try:
-        with open(os.path.join(LOGS, "fnproxy.log"), errors="replace") as f:
-            loglines = [l.rstrip() for l in f if re.search(r"\b(ERROR|WARN|error|warn)", l)]
-        if loglines:
-            notes.append("fnproxy logged %d warning/error line(s), first: `%s`"
-                         % (len(loglines), loglines[0][:200]))
-    except OSError:
-        pass
+            notes.append("%s CRASHED: %s (log: build/bench/logs/%s.log)"
+                         % (t.log_name if t in etargets.values() else t.name, c, t.log_name))
     for name, kind in [(n, k) for k in IDLE_KINDS for n in TARGETS[1:]]:
         rows = [r for r in raw if r["scenario"] == kind and r["target"] == name
                 and not r.get("failed") and r.get("rss_after_close_kib") and r.get("rss_idle_kib")]
@@ -1312,11 +1812,14 @@ def main():
     # Access logs: every proxy wrote one (bytes per request, keep-alive runs).
     if ctx.access_log:
         per = []
-        for name in PROXIES:
+        for name in PROXIES + ["squid"]:
             rows = [r for r in raw if r["target"] == name and r["scenario"] == "keepalive"
                     and not r.get("failed") and r.get("access_log_bytes") is not None]
+            # (Not egress-connect-bulk: its one tunnel is logged when it
+            # closes, after the run, and the line may still be buffered.)
             empty = [r for r in raw if r["target"] == name and not r.get("failed")
-                     and r.get("requests") and r.get("access_log_bytes") == 0]
+                     and r.get("requests") and r.get("access_log_bytes") == 0
+                     and r["scenario"] != "egress-connect-bulk"]
             if empty:
                 notes.append("%s's access log stayed EMPTY in %d run(s): %s" % (
                     name, len(empty), ", ".join("%s rep %d" % (r["scenario"], r["rep"]) for r in empty)))
@@ -1326,6 +1829,36 @@ def main():
         if per:
             notes.append("access log bytes written per keep-alive request (the tail still "
                          "buffered at the end of a run not counted): " + ", ".join(per))
+    # Egress: how the tunnels went, and what each proxy wrote per request.
+    for key in ("egress-connect-new", "egress-connect-bulk"):
+        per = []
+        for name in EGRESS_TARGETS:
+            rows = [r for r in raw if r["scenario"] == key and r["target"] == name
+                    and not r.get("failed")]
+            if rows and name != "direct":
+                per.append("%s %s tunnels, tunnel set-up p50 %s ms, p99 %s ms%s" % (
+                    name, sum(r["tunnels"] for r in rows), fmt(med(rows, "tunnel_p50_ms"), "%.3f"),
+                    fmt(med(rows, "tunnel_p99_ms"), "%.3f"),
+                    ", %d reconnects" % sum(r["reconnects"] for r in rows)
+                    if any(r["reconnects"] for r in rows) else ""))
+        if per:
+            notes.append("%s (connect() to the proxy's 200, medians over the reps): %s"
+                         % (key, "; ".join(per)))
+    if any(r["scenario"] == "egress-http" and r["target"] == "tinyproxy" for r in raw):
+        notes.append("egress-http: tinyproxy closes every client connection after one answer "
+                     "(without saying `Connection: close`), which wrk counts as a read error "
+                     "and reconnects; its errors are that, and it logs nothing per request "
+                     "(LogLevel Notice; it has no access log)")
+    if ctx.access_log and etargets:
+        per = []
+        for name in ("fnproxy", "squid"):
+            rows = [r for r in raw if r["target"] == name and r["scenario"] == "egress-http"
+                    and not r.get("failed") and r.get("access_log_bytes") is not None]
+            if rows:
+                per.append("%s %.0f" % (name, statistics.median(
+                    r["access_log_bytes"] / r["requests"] for r in rows)))
+        if per:
+            notes.append("egress access log bytes per egress-http request: " + ", ".join(per))
     notes.append("backend: " + chosen + " (" + pick_note + ")")
 
     summary = summarize(raw, ran)
@@ -1341,10 +1874,15 @@ def main():
                                                   platform.release())),
         ("pinning", ("wrk and the idle client on CPU %d; proxy and backend on CPU %d (taskset)"
                      % (LOAD_CPU, SERVER_CPU)) if PIN else "none"),
-        ("load", "wrk -t1 -c%d, %d s per run, %d rep(s), targets alternated rep by rep; paced: "
-                 "%d req/s over %d connections; idle: %d connections (TLS: %d), one request each"
-         % (CONNS, seconds, reps, PACED_RATE, CONNS, ctx.idle_conns,
-            min(TLS_IDLE_CONNS, ctx.idle_conns))),
+        ("load", "wrk -t1 -c%d, %d s per run, %d rep(s), targets alternated rep by rep"
+         % (CONNS, seconds, reps)
+         + ("; paced: %d req/s over %d connections; idle: %d connections (TLS: %d), one request "
+            "each" % (PACED_RATE, CONNS, ctx.idle_conns, min(TLS_IDLE_CONNS, ctx.idle_conns))
+            if ctx.ingress else "")
+         + ("; egress: wrk with absolute-form requests (bench/proxy.lua), connect-load "
+            "(bench/connect-load.c, one thread, epoll) with %d connections each opening a "
+            "tunnel for one GET, and with %d tunnel(s) downloading %d MiB responses one after "
+            "another" % (CONNS, TUNNEL_CONNS, BULK_SIZE >> 20) if ctx.egress else "")),
         ("TLS", "fnproxy, nginx and HAProxy terminate TLS 1.2/1.3 with the same ECDSA P-256 "
                 "certificate, except in tls-handshake, where they all serve an " + CERTS["rsa"]
                 + " one from the same CA (an RSA signature costs the server far more than its "
@@ -1353,20 +1891,30 @@ def main():
                 "each has them by default; backend plain, so no `direct` row. Negotiated with "
                 "wrk: " + (tls_info or "?")),
         ("backend", "%s (%s)" % (chosen, pick_note)),
-        ("versions", "fnproxy %s; nginx %s; %s; %s" % (ver["fnproxy"], ver["nginx"], ver["haproxy"],
-                                                       ver["wrk"])),
+        ("versions", "fnproxy %s; nginx %s; %s; %s; %s; %s" % (
+            ver["fnproxy"], ver["nginx"], ver["haproxy"], ver["squid"], ver["tinyproxy"],
+            ver["wrk"])),
+        ("egress", "fnproxy's egress listener (bench/fnproxy-egress.yaml: one cidr rule for the "
+                   "backend's address and port, deny_private on), Squid (squid -N, one worker, "
+                   "no cache, http_access for that address and port only) and tinyproxy "
+                   "(Allow 127.0.0.1, ConnectPort and a host filter for the backend); ratios "
+                   "to Squid; `direct`: the same requests straight to the backend"),
         ("access logs", ("on for every proxy, each to a file under build/bench/logs (fnproxy: JSON "
                          "lines, batched; nginx: combined, buffer=64k flush=1s; HAProxy: httplog "
-                         "to stdout, one write per line); metrics on (fnproxy's admin endpoint)")
+                         "to stdout, one write per line; Squid: its native format, stdio module, "
+                         "under build/bench/squid; tinyproxy: none, see the notes); metrics on "
+                         "(fnproxy's admin endpoint)")
          if ctx.access_log else "off for all targets"),
         ("load average", "end of run: %s (a shared machine: numbers are indicative)" % load_end),
         ("duration", "%.0f s" % elapsed),
     ]
+    info = [(k, v) for k, v in info if (k != "egress" or ctx.egress)
+            and (k != "TLS" or any(sc.get("tls") for sc in ran))]
     checks = target_checks(summary)
 
     lines = table_lines(summary, titles)
     note("\n" + "\n".join(lines))
-    note("\nissue 3 and 4 targets for fnproxy:")
+    note("\nfnproxy's targets (issues 3 and 4; egress against Squid):")
     for c in checks:
         note("  %-34s %-22s %-10s %s" % c)
     if notes:
@@ -1379,9 +1927,12 @@ def main():
     write_csv(os.path.join(OUT, "results.csv"), summary,
               ["scenario", "target", "reps", "failed_reps", "crashed_reps", "rps", "rps_x_direct",
                "rps_x_peer", "p50_ms", "p99_ms", "p999_ms", "p99_x_direct", "p99_x_peer",
-               "proxy_cpu_us", "cpu_x_peer", "backend_cpu_us", "wrk_cpu_pct", "rss_kib", "kib_per_conn",
+               "proxy_cpu_us", "cpu_x_peer", "backend_cpu_us", "wrk_cpu_pct", "proxy_cpu_pct",
+               "rss_kib", "kib_per_conn",
                "kib_x_peer", "rss_before_kib", "rss_idle_kib", "rss_after_close_kib", "errors",
-               "non2xx", "conn_failed", "closed_by_peer"])
+               "non2xx", "conn_failed", "closed_by_peer", "mbps", "mbps_x_direct", "mbps_x_peer",
+               "proxy_cpu_us_mb", "cpu_mb_x_peer", "backend_cpu_us_mb", "tunnel_p50_ms",
+               "tunnel_p99_ms", "reconnects"])
     write_csv(os.path.join(OUT, "results-raw.csv"), raw,
               ["scenario", "target", "rep", "failed", "alive_after", "requests", "rps", "p50_ms",
                "p90_ms", "p99_ms", "p999_ms", "max_ms", "err_connect", "err_read", "err_write",
@@ -1389,14 +1940,17 @@ def main():
                "rss_kib", "conns",
                "conn_failed", "closed_by_peer", "open_s", "rss_before_kib", "rss_idle_kib",
                "kib_per_conn", "rss_after_close_kib", "fds_before", "fds_idle", "tls_full",
-               "tls_resumed", "tls_params", "access_log_bytes"])
-    png = plot(summary, ran)
+               "tls_resumed", "tls_params", "access_log_bytes", "body_bytes", "mbps",
+               "proxy_cpu_us_mb", "backend_cpu_us_mb", "tunnels", "tunnel_p50_ms",
+               "tunnel_p99_ms", "reconnects"])
+    pngs = plot(summary, ran)
     note("\nwrote %s, %s, %s%s (%.0f s)" % (
         os.path.relpath(os.path.join(OUT, "results.md"), ROOT),
         os.path.relpath(os.path.join(OUT, "results.csv"), ROOT),
         os.path.relpath(os.path.join(OUT, "results-raw.csv"), ROOT),
-        (", " + os.path.relpath(png, ROOT)) if png else " (no chart)", elapsed))
-    crashed = any(t.crashes for t in targets.values())
+        "".join(", " + os.path.relpath(p, ROOT) for p in pngs) if pngs else " (no chart)",
+        elapsed))
+    crashed = any(t.crashes for t in list(targets.values()) + list(etargets.values()))
     return 1 if crashed else 0
 
 

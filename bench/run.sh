@@ -1,17 +1,20 @@
 #!/bin/sh
-# bench/run.sh [--quick]: fnproxy against direct, nginx and HAProxy on
-# loopback. `make bench` runs it in full (3 reps of 8 s, about 12.5 min,
-# bounded at 14.5), `make bench-quick` with --quick (1 rep of 3 s, about
-# 2.3 min, bounded at 2.8).
+# bench/run.sh [--quick]: fnproxy against direct, nginx and HAProxy
+# (ingress) and against Squid and tinyproxy (egress) on loopback. `make
+# bench` runs it in full (3 reps of 8 s, about 17 min, bounded at 20),
+# `make bench-quick` with --quick (1 rep of 3 s, about 3.5 min, bounded
+# at 4).
 #
 # This wrapper installs the peers (Debian packages, only if missing),
 # raises the fd limit for the 10,000-connection scenario, and runs
 # bench/bench.py, which does the work (it also makes the TLS certificates
-# with certs/make-certs.sh and builds bench/wrk-tls-shim.c, both into
-# build/bench). Everything started is killed on
-# exit, on failure and on Ctrl-C: bench.py stops what it started, and the
-# trap here kills, by pid, whatever bench.py recorded in build/bench/pids.
-# Results: build/bench/results.{md,csv,png}.
+# with certs/make-certs.sh and builds bench/wrk-tls-shim.c and
+# bench/connect-load.c, all into build/bench). Everything started is
+# killed on exit, on failure and on Ctrl-C: bench.py stops what it
+# started, and the trap here kills, by pid, whatever bench.py recorded in
+# build/bench/pids (and removes the /dev/shm segments of the Squid it
+# started, named after build/bench/squid-service).
+# Results: build/bench/results.{md,csv,png}, results-egress.png.
 #
 # Environment: BUILD (default build), BENCH_REPS, BENCH_SECONDS,
 # BENCH_BACKEND=nginx|fnbackend, BENCH_ACCESS_LOG=auto|on|off, BENCH_SCENARIOS
@@ -22,7 +25,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 OUT="$BUILD/bench"
 
-sh scripts/deps.sh wrk nginx-light haproxy gnuplot-nox
+sh scripts/deps.sh wrk nginx-light haproxy gnuplot-nox squid tinyproxy
 
 for b in "$BUILD/fnproxy" "$BUILD/fnbackend"; do
     if [ ! -x "$b" ]; then
@@ -43,7 +46,7 @@ mkdir -p "$OUT/logs"
 still_ours() {
     for pid in $(cat "$OUT/pids"); do
         if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null |
-            grep -Eq 'wrk|nginx|haproxy|fnproxy|fnbackend|idle\.py'; then
+            grep -Eq 'wrk|nginx|haproxy|fnproxy|fnbackend|idle\.py|squid|tinyproxy|connect-load'; then
             printf ' %s' "$pid"
         fi
     done
@@ -73,6 +76,14 @@ cleanup() {
             ours=$(still_ours)
             [ -z "$ours" ] || kill -KILL $ours 2>/dev/null || true
         fi
+    fi
+    # A Squid killed here leaves its shared-memory segments, named after
+    # the service name bench.py gave it (fnbench<port>).
+    if [ -s "$OUT/squid-service" ]; then
+        svc=$(head -n1 "$OUT/squid-service")
+        case "$svc" in
+        fnbench[0-9]*) rm -f /dev/shm/"$svc"-*.shm ;;
+        esac
     fi
     exit "$status"
 }

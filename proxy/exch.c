@@ -90,7 +90,7 @@ enum exch_next exch_decide(enum exch_failure f, int err, const struct exch_attem
     case EXCH_FAIL_PER_TRY_TIMEOUT:
         return EXCH_NEXT_RETRY;
     case EXCH_FAIL_RESET:
-        if (a->reused && !a->got_bytes && !a->has_body && !a->stale_retried &&
+        if (a->reused && !a->got_bytes && !a->has_body && !a->stale_retried && a->idempotent &&
             (err == UV_EOF || err == UV_ECONNRESET || err == UV_EPIPE))
             return EXCH_NEXT_FRESH; /* the pool's stale connection, not a retry */
         return EXCH_NEXT_RETRY;
@@ -947,6 +947,16 @@ static enum retry_cond exch_retry_cond(enum exch_failure f, int err)
     }
 }
 
+/* Whether an endpoint (or egress address) is left that this request has
+ * not tried. */
+static bool exch_untried_left(const struct exch *x)
+{
+    size_t n = (x->flags & X_F_EGRESS) ? x->dial.n : x->fs->n_eps;
+    uint64_t all = n >= 64 ? UINT64_MAX : (1ULL << n) - 1;
+
+    return (x->tried & all) != all;
+}
+
 /* Another attempt, if the retry policy allows it (policy/retry.h): true
  * when one is made, now or after its backoff. A retry not made is counted
  * with its reason. retry_after: a 503's or 429's Retry-After in ms, or -1. */
@@ -967,8 +977,11 @@ static bool exch_try_retry(struct exch *x, enum retry_cond cond, int status, int
         .idempotent = (x->flags & X_F_IDEMPOTENT) != 0,
         .replayable = !(x->flags & X_F_REPLAY_LOST),
         .retries = x->n_retries,
-        /* Nothing reached the function: another endpoint may be tried at once. */
-        .wait_ms = connect ? 0 : retry_backoff_ms(rp, x->n_retries, worker_rand(w)),
+        /* Nothing reached the function, or the next attempt goes to an
+         * endpoint not tried yet: at once. Backoff spares one that failed. */
+        .wait_ms = connect || exch_untried_left(x)
+                       ? 0
+                       : retry_backoff_ms(rp, x->n_retries, worker_rand(w)),
         .left_ms = x->deadline > now ? x->deadline - now : 0,
     };
     if (retry_after >= 0 && (uint64_t)retry_after > f.wait_ms)
@@ -1004,6 +1017,7 @@ void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const cha
         .got_bytes = (x->flags & X_F_GOT_BYTES) != 0,
         .has_body = (x->flags & X_F_HAS_BODY) != 0,
         .stale_retried = (x->flags & X_F_STALE_RETRIED) != 0,
+        .idempotent = (x->flags & X_F_IDEMPOTENT) != 0,
         .resp_started = (x->flags & X_F_RESP_STARTED) != 0,
     };
     enum exch_next next = exch_decide(f, err, &a);

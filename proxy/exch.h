@@ -119,13 +119,15 @@ struct exch_attempt {
     bool got_bytes;     /* the function sent something in this attempt */
     bool has_body;      /* the request has a body (not replayable yet) */
     bool stale_retried; /* the one retry on a new connection was made */
+    bool idempotent;    /* idempotent method, or Idempotency-Key */
     bool resp_started;  /* the answer's head went to the client */
 };
 
 /* The decision, as a pure function (unit-tested). A pooled connection that
  * breaks before the function said anything may have been closed by the
- * function while idle: the request, if it has no body, is made once more on
- * a new connection. */
+ * function while idle: the request, if it has no body and may be sent
+ * twice (the function may have got it before the connection broke), is
+ * made once more on a new connection. */
 enum exch_next exch_decide(enum exch_failure f, int err, const struct exch_attempt *a);
 
 /* The head of the answer, for the client side to frame: the function's

@@ -188,6 +188,31 @@ def stale_pooled_retry_exactly_once_on_new_connection(ctx):
           % (r.header("x-backend-conn"), sorted(seen)))
 
 
+@case()
+def stale_pooled_retry_never_resends_a_post(ctx):
+    """A POST without a body on a pooled connection that breaks before an
+    answer is not sent again: the function may have got it (it did here),
+    and POST is not idempotent. With an Idempotency-Key it is, once."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(std_config([b.addr], timeout="3s"), workers=1)
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/status/200"))
+    check_eq(c.read_response().status, 200, "warm-up: one pooled connection")
+    c.send(build_request("POST", "/fail/1/reset/post-a", body=b""))
+    r = c.read_response()
+    check_fnproxy_error(r, 502, "upstream_bad_response")
+    check_eq(r.header("x-fnproxy-attempts"), "1", "attempts of the POST")
+    check_eq(b.record().count(b"POST /fail/1/reset/post-a "), 1, "times the POST reached the function")
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/status/200"))
+    check_eq(c.read_response().status, 200, "warm-up again")
+    c.send(build_request("POST", "/fail/1/reset/post-b", headers=[("Idempotency-Key", "k1")],
+                         body=b""))
+    r = c.read_response()
+    check_eq(r.status, 200, "a POST with an Idempotency-Key, sent again on a new connection")
+    check_eq(r.header("x-fnproxy-attempts"), "2", "attempts of the POST with a key")
+
+
 def _timeouts(fp, route_labels=True):
     """fnproxy_timeouts_total by kind, once the scrape shows them all."""
     from harness import metric_value

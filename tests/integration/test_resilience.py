@@ -114,9 +114,14 @@ def timeouts(fp, route=ROUTE, **kw):
 def check_counts(what, get, want, timeout=3):
     """Polls get() until it equals want (counters are bumped in the
     workers; a scrape right after the answer may be early), else fails."""
-    got = wait_for(lambda: (lambda v: v if v == want else None)(get()), timeout)
-    if got is None:
-        fail("%s: got %r, want %r" % (what, get(), want))
+    last = [None]
+
+    def done():
+        last[0] = get()
+        return last[0] == want
+
+    if not wait_for(done, timeout):
+        fail("%s: got %r, want %r" % (what, last[0], want))
 
 
 def backend_stats(b):
@@ -231,6 +236,43 @@ def never_reads(s, srv):
         time.sleep(0.05)
 
 
+def scripted(script):
+    """A handler: connection n (1-based) behaves as script[n-1] (the last
+    entry for later ones), for every request on it: "hang" never answers,
+    "503" answers 503 to its first request and "conn N" to later ones, "ok"
+    answers 200 "conn N". Notes "N closed" when the peer closes."""
+
+    def handler(s, srv):
+        with srv.lock:
+            n = srv.conns
+        what = script[min(n, len(script)) - 1]
+        s.settimeout(0.1)
+        buf = b""
+        served = 0
+        while not srv.stop.is_set():
+            while b"\r\n\r\n" in buf:
+                _, buf = buf.split(b"\r\n\r\n", 1)
+                if what == "hang":
+                    continue
+                body = b"conn %d" % n
+                status = b"503 Service Unavailable" if what == "503" and served == 0 else b"200 OK"
+                s.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+                          + body)
+                served += 1
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                srv.note("%d closed" % n)
+                return
+            buf += chunk
+
+    return handler
+
+
 class StalledListener:
     """127.0.0.1:port whose accept queue is full: the kernel drops new SYNs,
     so a connect to it hangs (test_egress.connect_timeout_answers_504 does
@@ -272,15 +314,19 @@ class StalledListener:
 @case()
 def on_connect_failure(ctx):
     """A dead endpoint next to a live one: a request that tried the dead one
-    first is retried on the live one (on: [connect-failure], the default);
+    first is retried on the live one (on: [connect-failure], the default),
+    at once (no backoff after a failed connect, even with a 2s one);
     with every endpoint dead, 502 after max+1 attempts; and without
     connect-failure in `on` a refused connect ends the request."""
     b = ctx.start_backend()
-    fp = ctx.start_fnproxy(rcfg([dead_addr(), b.addr], "timeout: 5s"))
+    # A backoff of 2s that must not apply: nothing reached anyone.
+    fp = ctx.start_fnproxy(rcfg([dead_addr(), b.addr], "timeout: 5s,"
+                                " retries: { backoff: { base: 2s, max: 2s } }"))
     seen = {1: 0, 2: 0}
     for i in range(24):
-        r = request(fp.port, "GET", "/echo?i=%d" % i)
+        r, took = timed(fp.port, "GET", "/echo?i=%d" % i)
         check_eq(r.status, 200, "request %d with a dead and a live endpoint" % i)
+        check(took < 1, "request %d took %.2fs: no backoff after a failed connect" % (i, took))
         n = attempts(r)
         check(n in seen, "request %d: x-fnproxy-attempts %d" % (i, n))
         seen[n] += 1
@@ -379,6 +425,70 @@ def on_reset(ctx):
     check_eq((r.status, r.header("x-backend-count")), (200, "2"),
              "the key's next request: the function saw the first exactly once")
 
+    # A FIN instead of the RST is the same failure (/fail/1/close).
+    fp3 = ctx.start_fnproxy(rcfg([b.addr], "timeout: 5s, retries: { max: 2, on: [reset] }"))
+    r = request(fp3.port, "GET", "/fail/1/close/rs3")
+    echo_of(r, "GET after a close, on: [reset]")
+    check_eq((attempts(r), r.header("x-backend-count")), (2, "2"),
+             "close: attempts, requests the function saw")
+
+
+def half_head_then_rst(s, srv):
+    """The first connection: part of a response head, then a reset. Later
+    ones: a whole answer "ok"."""
+    with srv.lock:
+        first = srv.conns == 1
+    if read_head(s) is None:
+        return
+    if first:
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Len")
+        time.sleep(0.05)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        return
+    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+
+@case()
+def on_reset_after_part_of_the_head(ctx):
+    """reset: "the connection broke before a whole response head": a
+    function that sent part of its head and reset is retried (on: [reset]);
+    without reset in `on`, 502. A response cut after its head had gone to
+    the client (/fail/1/mid) is never retried: the client sees the head,
+    fewer bytes than promised and a close, and the function saw it once."""
+    srv = RawServer(half_head_then_rst)
+    try:
+        fp = ctx.start_fnproxy(rcfg([srv.addr], "timeout: 5s, retries: { max: 2, on: [reset] }"))
+        r = request(fp.port, "GET", "/x")
+        check_eq((r.status, r.body, attempts(r)), (200, b"ok", 2),
+                 "after part of a head and a reset: status, body, attempts")
+        check_eq(srv.conns, 2, "connections the function got")
+    finally:
+        srv.close()
+    srv = RawServer(half_head_then_rst)
+    try:
+        fp = ctx.start_fnproxy(rcfg([srv.addr], "timeout: 5s, retries: { max: 2, on: [503] }"))
+        r = request(fp.port, "GET", "/x")
+        check_fnproxy_error(r, 502, "upstream_bad_response")
+        check_eq(attempts(r), 1, "attempts, reset not in on")
+    finally:
+        srv.close()
+
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(rcfg([b.addr], "timeout: 5s, retries: { max: 2, on: [reset] }"))
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/fail/1/mid/mid1"))
+    r = c.read_head(timeout=5)
+    check_eq((r.status, attempts(r)), (200, 1), "cut after the head: status, attempts")
+    if r.header("content-length"):
+        n = c.count_body(r, timeout=5)
+    else:
+        n = len(c.read_to_eof(5))
+    check(n < 1000 and c.eof, "cut after the head: %d of 1000 bytes, closed %s" % (n, c.eof))
+    r = request(fp.port, "GET", "/fail/1/mid/mid1")
+    check_eq((r.status, r.header("x-backend-count")), (200, "2"),
+             "the key's next request: the cut one reached the function once")
+    check_counts("retries after a cut body", lambda: (retries(fp), skipped(fp)), (0, {}))
+
 
 def _status_case(on, retried, not_retried, tag):
     """A case: with retries.on = on, each status in `retried` is made again
@@ -420,6 +530,36 @@ on_retriable_4xx = _status_case("retriable-4xx", (409,), (429, 400, 503, 500),
 on_explicit_status = _status_case("429", (429,), (409, 503, 500), "explicit_status")
 on_explicit_statuses_and_class = _status_case("418, retriable-4xx", (418, 409), (503, 429),
                                               "statuses_and_class")
+
+
+@case()
+def retry_prefers_another_endpoint(ctx):
+    """A retry goes to an endpoint not tried yet, then to any but the last
+    (README). Each fnbackend counts /fail keys on its own, so with two
+    instances and /fail/1/503/K the first attempt gets a 503 from one, the
+    retry a 503 from the other (its first request with K), and the third
+    attempt the 200 from the first (its second): x-backend-count 2 after
+    3 attempts, and each instance got the key the expected number of times.
+    Had the retry gone back to the same instance, it would have answered
+    200 at the second attempt. With three instances and max 2 every
+    attempt finds a fresh one: the client gets the third 503."""
+    keys = ("timeout: 5s, retries: { max: 2, on: [503], backoff: { base: 1ms, max: 2ms } }")
+    bs = [ctx.start_backend(name="i%d" % i) for i in range(3)]
+    fp = ctx.start_fnproxy(rcfg([bs[0].addr, bs[1].addr], keys))
+    for i in range(6):
+        r = request(fp.port, "GET", "/fail/1/503/two%d" % i)
+        echo_of(r, "two instances, request %d" % i)
+        check_eq((attempts(r), r.header("x-backend-count")), (3, "2"),
+                 "two instances, request %d: attempts, the answering instance's count" % i)
+    got = sorted(backend_stats(b)["requests"] for b in bs[:2])
+    check_eq(sum(got), 18, "requests the two instances got for 6 requests of 3 attempts")
+    fp3 = ctx.start_fnproxy(rcfg([b.addr for b in bs], keys))
+    for i in range(6):
+        r = request(fp3.port, "GET", "/fail/1/503/three%d" % i)
+        check_eq((r.status, attempts(r), r.header("x-backend-count")), (503, 3, "1"),
+                 "three instances, request %d: status, attempts, the last one's count" % i)
+    check_counts("three instances: retries, skipped", lambda: (retries(fp3), skipped(fp3)),
+                 (12, {"max": 6}))
 
 
 @case()
@@ -471,6 +611,65 @@ def on_per_try_timeout(ctx):
           "5s timeout" % took)
     check_counts("timeouts, retries, per-try-timeout not in on",
                  lambda: (timeouts(fp2), retries(fp2), skipped(fp2)), ({"per_try": 1}, 0, {}))
+
+
+@case()
+def failed_attempt_connection_closed_never_reused(ctx):
+    """An attempt that failed (its per-try timeout passed, or its status was
+    retried) is cancelled cleanly: fnproxy closes that connection to the
+    function at once and never sends a later request over it; the same for
+    a request that ran out of its total timeout."""
+    for on, first, keys in (("per-try-timeout", "hang", "per_try_timeout: 300ms, "),
+                            ("503", "503", "")):
+        srv = RawServer(scripted([first, "ok"]))
+        try:
+            fp = ctx.start_fnproxy(rcfg([srv.addr], "timeout: 5s, %sretries: { max: 2, on: [%s],"
+                                        " backoff: { base: 1ms, max: 2ms } }" % (keys, on)),
+                                   workers=1)
+            r = request(fp.port, "GET", "/x")
+            t_answer = time.monotonic()
+            check_eq((r.status, r.body, attempts(r)), (200, b"conn 2", 2),
+                     "on [%s]: the retry's answer" % on)
+            ev = wait_until(lambda: [t for e, t in srv.events if e == "1 closed"], 3,
+                            "on [%s]: fnproxy to close the failed attempt's connection" % on)
+            check(ev[0] - t_answer < 1, "on [%s]: the failed connection closed %.2fs after "
+                  "the answer" % (on, ev[0] - t_answer))
+            for i in range(5):
+                r = request(fp.port, "GET", "/y%d" % i)
+                check_eq((r.status, r.body), (200, b"conn 2"),
+                         "on [%s]: request %d after (conn 1 must never serve again)" % (on, i))
+        finally:
+            srv.close()
+    srv = RawServer(scripted(["hang", "ok"]))
+    try:
+        fp = ctx.start_fnproxy(rcfg([srv.addr], "timeout: 400ms"), workers=1)
+        r = request(fp.port, "GET", "/x")
+        check_fnproxy_error(r, 504, "upstream_timeout")
+        wait_until(lambda: any(e == "1 closed" for e, _ in srv.events), 3,
+                   "fnproxy to close the connection of a request past its timeout")
+        r = request(fp.port, "GET", "/y")
+        check_eq((r.status, r.body), (200, b"conn 2"), "the request after a 504")
+    finally:
+        srv.close()
+
+
+@case()
+def pipelined_requests_retried_in_order(ctx):
+    """Pipelined requests on one client connection, the first and the third
+    failing once (a reset, a 503): each is retried and the answers come in
+    order, each with its own x-fnproxy-attempts."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(rcfg([b.addr], "timeout: 5s, retries: { max: 2, on: [reset, 503],"
+                                " backoff: { base: 1ms, max: 2ms } }"))
+    c = ctx.connect(fp.port)
+    paths = ["/fail/1/reset/pl1", "/echo?two", "/fail/1/503/pl3", "/echo?four"]
+    c.send(b"".join(build_request("GET", p) for p in paths))
+    for p, want in zip(paths, (2, 1, 2, 1)):
+        r = c.read_response(timeout=5)
+        line, _, _ = echo_of(r, "pipelined %s" % p)
+        check_eq((line, attempts(r)), ("GET %s HTTP/1.1" % p, want),
+                 "pipelined answer: the request it echoes, attempts")
+    check_counts("retries", lambda: retries(fp), 2)
 
 
 # ---------------------------------------------------------------------------
@@ -551,6 +750,35 @@ def timeout_idle_response_body(ctx):
         srv.close()
 
 
+def trickle(s, srv):
+    """A head at once, then 10 body bytes, one every 120ms."""
+    if read_head(s) is None:
+        return
+    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    for i in range(10):
+        time.sleep(0.12)
+        s.sendall(b"%d" % i)
+    wait_peer_gone(s, srv, 5)
+
+
+@case()
+def timeouts_bound_the_head_not_a_moving_body(ctx):
+    """timeout and per_try_timeout bound the response head; a body that
+    keeps moving (a byte every 120ms for 1.2s) is not cut by a 500ms
+    timeout, a 300ms per-try timeout or a 400ms idle_timeout."""
+    srv = RawServer(trickle)
+    try:
+        fp = ctx.start_fnproxy(rcfg([srv.addr], "timeout: 500ms, per_try_timeout: 300ms,"
+                                    " idle_timeout: 400ms"))
+        r, took = timed(fp.port, "GET", "/slow")
+        check_eq((r.status, r.body, attempts(r)), (200, b"0123456789", 1),
+                 "a body trickling for 1.2s")
+        check(took >= 1.0, "took %.2fs" % took)
+        check_counts("timeout kinds", lambda: timeouts(fp), {})
+    finally:
+        srv.close()
+
+
 @case()
 def timeout_body_client_stalls(ctx):
     """The client stops sending its body: 408 request_timeout after
@@ -623,13 +851,46 @@ def post_reset_after_sending_not_retried(ctx):
     r = request(fp3.port, "PUT", "/fail/1/reset/put1", body=b"x=2")
     _, _, body = echo_of(r, "a reset PUT")
     check_eq((attempts(r), body), (2, b"x=2"), "a reset PUT: attempts, the body it carried")
-    check_counts("PUT: retries and skipped", lambda: (retries(fp3), skipped(fp3)), (1, {}))
+    fp4 = ctx.start_fnproxy(rcfg([b.addr], keys), workers=1)
+    r = request(fp4.port, "DELETE", "/fail/1/reset/del1")
+    echo_of(r, "a reset DELETE")
+    check_eq(attempts(r), 2, "a reset DELETE: attempts")
+    check_counts("PUT, DELETE: retries and skipped",
+                 lambda: (retries(fp3), skipped(fp3), retries(fp4)), (1, {}, 1))
+
+
+@case()
+def post_status_and_per_try_timeout_not_retried(ctx):
+    """The function got a POST and answered 503, or did not answer within
+    per_try_timeout: either way it may have acted on it, so no retry
+    (non_idempotent): the 503 goes to the client, the hang is a 504. With
+    Idempotency-Key both are retried, the body replayed."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(rcfg([b.addr], "timeout: 5s, per_try_timeout: 300ms,"
+                                " retries: { max: 2, on: [503, per-try-timeout] }"))
+    r = request(fp.port, "POST", "/fail/1/503/ps1", body=b"a=1")
+    check_eq((r.status, attempts(r), r.header("x-backend-count")), (503, 1, "1"),
+             "POST answered 503: status, attempts, requests the function saw")
+    r = request(fp.port, "POST", "/fail/1/hang/ps2", body=b"a=2")
+    check_fnproxy_error(r, 504, "upstream_timeout")
+    check_eq(attempts(r), 1, "POST that hung: attempts")
+    check_counts("POST: retries and skipped", lambda: (retries(fp), skipped(fp)),
+                 (0, {"non_idempotent": 2}))
+    body = pattern(2000)
+    for path in ("/fail/1/503/ps3", "/fail/1/hang/ps4"):
+        r = request(fp.port, "POST", path, [("Idempotency-Key", path)], body)
+        _, _, got = echo_of(r, "POST with Idempotency-Key to %s" % path)
+        check_eq((attempts(r), r.header("x-backend-count"), got == body), (2, "2", True),
+                 "POST with Idempotency-Key to %s: attempts, requests seen, body intact" % path)
+    check_counts("with Idempotency-Key: retries and skipped",
+                 lambda: (retries(fp), skipped(fp)), (2, {"non_idempotent": 2}))
 
 
 @case()
 def post_to_dead_endpoint_retried(ctx):
     """A POST whose first attempt could not connect reached no one: it is
-    made again on the live endpoint whatever its method, body intact."""
+    made again on the live endpoint whatever its method, body intact, and
+    whatever its size (replay_buffer 1KiB, a 64 KiB body)."""
     b = ctx.start_backend()
     fp = ctx.start_fnproxy(rcfg([dead_addr(), b.addr],
                                 "timeout: 5s, retries: { max: 2, on: [connect-failure] }"))
@@ -643,13 +904,27 @@ def post_to_dead_endpoint_retried(ctx):
         n2 += attempts(r) == 2
     check(n2 > 0, "no POST of 24 tried the dead endpoint first")
     check_counts("retries and skipped", lambda: (retries(fp), skipped(fp)), (n2, {}))
+    # Even a body larger than the replay buffer: none of it was read yet.
+    fp2 = ctx.start_fnproxy(rcfg([dead_addr(), b.addr], "timeout: 5s, retries: { max: 2,"
+                                 " on: [connect-failure], replay_buffer: 1KiB }"))
+    big = pattern(64 << 10)
+    n2 = 0
+    for i in range(16):
+        r = request(fp2.port, "POST", "/echo?q=%d" % i, body=big)
+        _, _, got = echo_of(r, "64 KiB POST %d over a 1 KiB replay buffer" % i)
+        check(got == big, "64 KiB POST %d: the function got %d bytes, equal %s"
+              % (i, len(got), got == big))
+        n2 += attempts(r) == 2
+    check(n2 > 0, "no 64 KiB POST of 16 tried the dead endpoint first")
+    check_counts("64 KiB: retries and skipped", lambda: (retries(fp2), skipped(fp2)), (n2, {}))
 
 
 @case()
 def idempotency_key_retried_body_intact(ctx):
     """A POST with Idempotency-Key is made again after a reset, and the
     function gets the whole body: 40 KiB of a pattern with Content-Length,
-    and a chunked body of several chunks (de-chunked by the echo)."""
+    a chunked body of several chunks (de-chunked by the echo), and a body
+    sent after Expect: 100-continue (the client gets one 100)."""
     b = ctx.start_backend()
     keys = "timeout: 5s, retries: { max: 2, on: [reset] }"
     body = pattern(40 << 10)
@@ -678,7 +953,22 @@ def idempotency_key_retried_body_intact(ctx):
     want = b"".join(pieces)
     check(got == want, "the chunked retry's body: %d bytes of %d, equal: %s"
           % (len(got), len(want), got == want))
-    check_counts("retries", lambda: (retries(fp), retries(fp2)), (1, 1))
+
+    # Expect: 100-continue: one 100 for the client, the body replayed.
+    fp3 = ctx.start_fnproxy(rcfg([b.addr], keys))
+    body3 = pattern(9000)
+    c = ctx.connect(fp3.port)
+    c.send(build_request("POST", "/fail/1/reset/idem3",
+                         [("Idempotency-Key", "k-3"), ("Expect", "100-continue"),
+                          ("Content-Length", str(len(body3)))]))
+    r = c.read_head(timeout=5)
+    check_eq(r.status, 100, "the answer to Expect: 100-continue")
+    c.send(body3)
+    r = c.read_response(timeout=5, skip_1xx=False)
+    _, hdrs, got = echo_of(r, "100-continue POST after a reset (a second 100?)")
+    check_eq((attempts(r), r.header("x-backend-count"), got == body3), (2, "2", True),
+             "100-continue: attempts, requests the function saw, body intact")
+    check_counts("retries", lambda: (retries(fp), retries(fp2), retries(fp3)), (1, 1, 1))
 
 
 # ---------------------------------------------------------------------------
@@ -688,7 +978,8 @@ def idempotency_key_retried_body_intact(ctx):
 @case()
 def replay_buffer_cap(ctx):
     """replay_buffer 1KiB: a POST with Idempotency-Key and a 4 KiB body that
-    is reset is not made again (skipped body); one of 512 bytes is."""
+    is reset is not made again (skipped body); one of 512 bytes is; and
+    the cap is inclusive: 1024 bytes are replayed, 1025 are not."""
     b = ctx.start_backend()
     keys = "timeout: 5s, retries: { max: 2, on: [reset], replay_buffer: 1KiB }"
     fp = ctx.start_fnproxy(rcfg([b.addr], keys))
@@ -697,6 +988,18 @@ def replay_buffer_cap(ctx):
     check_eq(attempts(r), 1, "attempts of a 4 KiB body over a 1 KiB replay buffer")
     check_counts("4 KiB: retries and skipped", lambda: (retries(fp), skipped(fp)),
                  (0, {"body": 1}))
+
+    # The boundary: a body of exactly replay_buffer bytes fits, one more does not.
+    fp3 = ctx.start_fnproxy(rcfg([b.addr], keys))
+    r = request(fp3.port, "POST", "/fail/1/reset/rb3", [("Idempotency-Key", "c")], pattern(1024))
+    _, _, got = echo_of(r, "1024 bytes (= replay_buffer) after a reset")
+    check_eq((attempts(r), got == pattern(1024)), (2, True), "1024 bytes: attempts, body intact")
+    fp4 = ctx.start_fnproxy(rcfg([b.addr], keys))
+    r = request(fp4.port, "POST", "/fail/1/reset/rb4", [("Idempotency-Key", "d")], pattern(1025))
+    check_fnproxy_error(r, 502, "upstream_bad_response")
+    check_eq(attempts(r), 1, "1025 bytes: attempts")
+    check_counts("1024 and 1025 bytes: skipped", lambda: (skipped(fp3), skipped(fp4)),
+                 ({}, {"body": 1}))
 
     fp2 = ctx.start_fnproxy(rcfg([b.addr], keys))
     small = pattern(512)
@@ -720,7 +1023,10 @@ def retry_after_honoured(ctx):
     fp = ctx.start_fnproxy(rcfg([b.addr], "timeout: 5s, retries: { max: 2, on: [503],"
                                 " backoff: { base: 1ms, max: 5ms } }"))
     r, took = timed(fp.port, "GET", "/fail/1/503/ra1?retry_after=1")
-    echo_of(r, "after a 503 with Retry-After: 1")
+    _, hdrs, _ = echo_of(r, "after a 503 with Retry-After: 1")
+    left = _timeout_ms(hdrs, "the retry after Retry-After: 1")
+    check(0 < left <= 4000 + 50, "the retry's x-fnproxy-timeout-ms %d: the 1s wait is spent "
+          "from the 5s timeout" % left)
     check_eq((attempts(r), r.header("x-backend-count")), (2, "2"),
              "attempts, requests the function saw")
     check(0.9 <= took < 5, "200 after %.2fs: want Retry-After's 1s wait" % took)
@@ -965,8 +1271,11 @@ def access_log_attempts_and_route_metrics(ctx):
     b = ctx.start_backend()
     log = ctx.path("access.log")
     keys = "timeout: 5s, retries: { max: 3, on: [503], backoff: { base: 1ms, max: 2ms } }"
+    keys_c = ("timeout: 2s, per_try_timeout: 150ms,"
+              " retries: { max: 1, on: [per-try-timeout] }")
     fp = ctx.start_fnproxy(rcfg([b.addr], routes=[("a", "host: a.test", keys),
-                                                  ("b", "host: b.test", keys)],
+                                                  ("b", "host: b.test", keys),
+                                                  ("c", "host: c.test", keys_c)],
                                 access_log=log))
     want = {}
     plan = [("a", 0), ("a", 1), ("a", 2), ("b", 2), ("b", 3), ("b", 0)]
@@ -977,6 +1286,11 @@ def access_log_attempts_and_route_metrics(ctx):
         check_eq(r.status, 200, "request %d" % i)
         check_eq(attempts(r), fails + 1, "request %d: attempts" % i)
         want[rid] = fails + 1
+    # fnproxy's own answer: two attempts cut by their per-try timeouts.
+    r = request(fp.port, "GET", "/hang", [("x-request-id", "rid-c")], host="c.test")
+    check_fnproxy_error(r, 504, "upstream_timeout")
+    check_eq(attempts(r), 2, "route c: attempts of the 504")
+    want["rid-c"] = 2
 
     def entries():
         try:
@@ -989,7 +1303,8 @@ def access_log_attempts_and_route_metrics(ctx):
 
     got = wait_until(entries, 3, "access log lines of the %d requests" % len(want))
     check_eq({k: got[k] for k in want}, want, "attempts in the access log by request id")
-    check_counts("retries per route", lambda: (retries(fp, "a"), retries(fp, "b")), (3, 5))
+    check_counts("retries per route",
+                 lambda: (retries(fp, "a"), retries(fp, "b"), retries(fp, "c")), (3, 5, 1))
 
 
 # ---------------------------------------------------------------------------

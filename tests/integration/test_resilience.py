@@ -541,7 +541,8 @@ def retry_prefers_another_endpoint(ctx):
     attempt the 200 from the first (its second): x-backend-count 2 after
     3 attempts, and each instance got the key the expected number of times.
     Had the retry gone back to the same instance, it would have answered
-    200 at the second attempt. With three instances and max 2 every
+    200 at the second attempt. Later attempts alternate between the two
+    (never the last one tried). With three instances and max 2 every
     attempt finds a fresh one: the client gets the third 503."""
     keys = ("timeout: 5s, retries: { max: 2, on: [503], backoff: { base: 1ms, max: 2ms } }")
     bs = [ctx.start_backend(name="i%d" % i) for i in range(3)]
@@ -553,6 +554,18 @@ def retry_prefers_another_endpoint(ctx):
                  "two instances, request %d: attempts, the answering instance's count" % i)
     got = sorted(backend_stats(b)["requests"] for b in bs[:2])
     check_eq(sum(got), 18, "requests the two instances got for 6 requests of 3 attempts")
+    # Once both were tried, never the last one again: the attempts alternate,
+    # so /fail/2/503 with max 3 gets 503 four times (each instance's first
+    # two); any repeat of an instance would reach its third request, a 200.
+    fp2 = ctx.start_fnproxy(rcfg([bs[0].addr, bs[1].addr], keys.replace("max: 2", "max: 3")))
+    before = [backend_stats(b)["requests"] for b in bs[:2]]
+    for i in range(6):
+        r = request(fp2.port, "GET", "/fail/2/503/alt%d" % i)
+        check_eq((r.status, attempts(r), r.header("x-backend-count")), (503, 4, "2"),
+                 "two instances, /fail/2/503, request %d: status, attempts, count" % i)
+    after = [backend_stats(b)["requests"] for b in bs[:2]]
+    check_eq([a - b for a, b in zip(after, before)], [12, 12],
+             "requests each instance got for 6 requests alternating between them")
     fp3 = ctx.start_fnproxy(rcfg([b.addr for b in bs], keys))
     for i in range(6):
         r = request(fp3.port, "GET", "/fail/1/503/three%d" % i)

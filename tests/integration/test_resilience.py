@@ -557,7 +557,7 @@ def retry_prefers_another_endpoint(ctx):
     # Once both were tried, never the last one again: the attempts alternate,
     # so /fail/2/503 with max 3 gets 503 four times (each instance's first
     # two); any repeat of an instance would reach its third request, a 200.
-    fp2 = ctx.start_fnproxy(rcfg([bs[0].addr, bs[1].addr], keys.replace("max: 2", "max: 3")))
+    fp2 = ctx.start_fnproxy(rcfg([bs[0].addr, bs[1].addr], keys.replace("{ max: 2,", "{ max: 3,")))
     before = [backend_stats(b)["requests"] for b in bs[:2]]
     for i in range(6):
         r = request(fp2.port, "GET", "/fail/2/503/alt%d" % i)

@@ -239,8 +239,9 @@ def never_reads(s, srv):
 def scripted(script):
     """A handler: connection n (1-based) behaves as script[n-1] (the last
     entry for later ones), for every request on it: "hang" never answers,
-    "503" answers 503 to its first request and "conn N" to later ones, "ok"
-    answers 200 "conn N". Notes "N closed" when the peer closes."""
+    "503" answers 503 to its first request and "conn N" to later ones,
+    "503always" 503 to every one, "ok" answers 200 "conn N". Notes
+    "request" for each request and "N closed" when the peer closes."""
 
     def handler(s, srv):
         with srv.lock:
@@ -252,10 +253,12 @@ def scripted(script):
         while not srv.stop.is_set():
             while b"\r\n\r\n" in buf:
                 _, buf = buf.split(b"\r\n\r\n", 1)
+                srv.note("request")
                 if what == "hang":
                     continue
                 body = b"conn %d" % n
-                status = b"503 Service Unavailable" if what == "503" and served == 0 else b"200 OK"
+                fail503 = what == "503always" or (what == "503" and served == 0)
+                status = b"503 Service Unavailable" if fail503 else b"200 OK"
                 s.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
                           + body)
                 served += 1
@@ -542,7 +545,8 @@ def retry_prefers_another_endpoint(ctx):
     3 attempts, and each instance got the key the expected number of times.
     Had the retry gone back to the same instance, it would have answered
     200 at the second attempt. Later attempts alternate between the two
-    (never the last one tried). With three instances and max 2 every
+    (any but the last one tried), as the order of arrivals at two raw
+    servers shows. With three instances and max 2 every
     attempt finds a fresh one: the client gets the third 503."""
     keys = ("timeout: 5s, retries: { max: 2, on: [503], backoff: { base: 1ms, max: 2ms } }")
     bs = [ctx.start_backend(name="i%d" % i) for i in range(3)]
@@ -554,18 +558,27 @@ def retry_prefers_another_endpoint(ctx):
                  "two instances, request %d: attempts, the answering instance's count" % i)
     got = sorted(backend_stats(b)["requests"] for b in bs[:2])
     check_eq(sum(got), 18, "requests the two instances got for 6 requests of 3 attempts")
-    # Once both were tried, never the last one again: the attempts alternate,
-    # so /fail/2/503 with max 3 gets 503 four times (each instance's first
-    # two); any repeat of an instance would reach its third request, a 200.
-    fp2 = ctx.start_fnproxy(rcfg([bs[0].addr, bs[1].addr], keys.replace("{ max: 2,", "{ max: 3,")))
-    before = [backend_stats(b)["requests"] for b in bs[:2]]
-    for i in range(6):
-        r = request(fp2.port, "GET", "/fail/2/503/alt%d" % i)
-        check_eq((r.status, attempts(r), r.header("x-backend-count")), (503, 4, "2"),
-                 "two instances, /fail/2/503, request %d: status, attempts, count" % i)
-    after = [backend_stats(b)["requests"] for b in bs[:2]]
-    check_eq([a - b for a, b in zip(after, before)], [12, 12],
-             "requests each instance got for 6 requests alternating between them")
+    # Once both were tried, any but the last one: the attempts alternate.
+    # Two raw servers answering 503 to everything note each request; the
+    # order of arrivals shows no instance got two attempts in a row.
+    srvs = [RawServer(scripted(["503always"])) for _ in range(2)]
+    try:
+        fp2 = ctx.start_fnproxy(rcfg([x.addr for x in srvs], keys.replace("{ max: 2,",
+                                                                          "{ max: 4,")))
+        for i in range(8):
+            r = request(fp2.port, "GET", "/alt%d" % i)
+            check_eq((r.status, attempts(r)), (503, 5), "always 503, request %d" % i)
+        arrivals = sorted((t, k) for k, x in enumerate(srvs) for e, t in x.events
+                          if e == "request")
+        order = "".join("AB"[k] for _, k in arrivals)
+        check_eq(len(order), 40, "requests the two instances got")
+        for i in range(8):
+            seq = order[5 * i:5 * i + 5]
+            check(seq in ("ABABA", "BABAB"), "request %d's attempts went to %s (and all: %s): "
+                  "want no instance twice in a row" % (i, seq, order))
+    finally:
+        for x in srvs:
+            x.close()
     fp3 = ctx.start_fnproxy(rcfg([b.addr for b in bs], keys))
     for i in range(6):
         r = request(fp3.port, "GET", "/fail/1/503/three%d" % i)

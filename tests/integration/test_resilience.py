@@ -698,6 +698,45 @@ def pipelined_requests_retried_in_order(ctx):
     check_counts("retries", lambda: retries(fp), 2)
 
 
+@case()
+def client_gone_during_a_retry(ctx):
+    """A client that resets its connection while its request waits for a
+    retry (a Retry-After of 1s) or for an attempt that hangs: the request
+    ends there (code 499), no further attempt reaches the function, and
+    fnproxy serves on. A client that only half-closes after its request
+    still gets the answer of the retry (README: it "still gets, and is
+    counted with, the answer")."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(rcfg([b.addr], "timeout: 5s, per_try_timeout: 300ms,"
+                                " retries: { max: 2, on: [503, per-try-timeout] }"), workers=1)
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/fail/1/503/gone1?retry_after=1"))
+    wait_until(lambda: backend_stats(b)["requests"] == 1, 3, "the first attempt to arrive")
+    time.sleep(0.1)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    c.close()
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/fail/1/hang/gone2"))
+    wait_until(lambda: backend_stats(b)["requests"] == 2, 3, "the hanging attempt to arrive")
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    c.close()
+    time.sleep(1.5)  # past the Retry-After and the per-try timeout
+    check_eq(backend_stats(b)["requests"], 2, "requests the function got after the clients left")
+    check_counts("requests counted 499",
+                 lambda: metric(fp, "fnproxy_requests_total", code="499"), 2)
+    for k in ("gone1", "gone2"):
+        r = request(fp.port, "GET", "/fail/1/503/%s" % k)
+        check_eq((r.status, r.header("x-backend-count")), (200, "2"),
+                 "%s: the key's next request (the function saw it once before)" % k)
+
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/fail/1/503/half?retry_after=1"))
+    c.shutdown_write()
+    r = c.read_response(timeout=5)
+    echo_of(r, "a half-closed client's request after a 503 with Retry-After: 1")
+    check_eq(attempts(r), 2, "half-closed client: attempts")
+
+
 # ---------------------------------------------------------------------------
 # 2. each timeout kind
 
@@ -734,7 +773,8 @@ def timeout_connect(ctx):
     """A connect that hangs (a listener with a full accept queue), with
     connect_timeout 200ms and the default retries (max 2 on
     connect-failure): three connects, each timed out (kind connect), then
-    502 upstream_unreachable (README: no endpoint accepted a connection)."""
+    502 upstream_unreachable (README: no endpoint accepted a connection).
+    A timeout shorter than connect_timeout cuts the connect: 504, total."""
     stalled = StalledListener()
     try:
         fp = ctx.start_fnproxy(rcfg([stalled.addr], "timeout: 5s, connect_timeout: 200ms"))
@@ -745,6 +785,15 @@ def timeout_connect(ctx):
               % took)
         check_counts("timeout kinds, retries", lambda: (timeouts(fp), retries(fp), skipped(fp)),
                      ({"connect": 3}, 2, {"max": 1}))
+        # The request's timeout is shorter than connect_timeout: it ends the
+        # connect, 504 upstream_timeout, kind total.
+        fp2 = ctx.start_fnproxy(rcfg([stalled.addr], "timeout: 300ms, connect_timeout: 2s"))
+        r, took = timed(fp2.port, "GET", "/x")
+        check_fnproxy_error(r, 504, "upstream_timeout")
+        check(0.25 <= took < 1.8, "504 after %.2fs: want the 300ms timeout, not the 2s "
+              "connect_timeout" % took)
+        check_counts("timeout kinds, timeout < connect_timeout", lambda: timeouts(fp2),
+                     {"total": 1})
     finally:
         stalled.close()
 

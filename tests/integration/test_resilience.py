@@ -1382,6 +1382,50 @@ def access_log_attempts_and_route_metrics(ctx):
                  lambda: (retries(fp, "a"), retries(fp, "b"), retries(fp, "c")), (3, 5, 1))
 
 
+@case()
+def attempts_header_on_answers_before_any_attempt(ctx):
+    """README: "Every answer carries x-fnproxy-attempts: N; the access log
+    has attempts." fnproxy's own answers made before any attempt (404 no
+    route, 413 over max_body, 400 bad framing) log attempts 0, so the
+    header must say 0 as well."""
+    b = ctx.start_backend()
+    log = ctx.path("access.log")
+    cfg = rcfg([b.addr], routes=[(ROUTE, "path_prefix: /a", "timeout: 2s")], access_log=log)
+    fp = ctx.start_fnproxy(cfg.replace("    ingress:\n", "    ingress:\n      max_body: 100\n"))
+    answers = {}
+    r = request(fp.port, "GET", "/nothing", [("x-request-id", "rid-404")])
+    check_fnproxy_error(r, 404, "no_route")
+    answers["rid-404"] = r
+    r = request(fp.port, "POST", "/a", [("x-request-id", "rid-413")], b"x" * 200)
+    check_fnproxy_error(r, 413, "body_too_large")
+    answers["rid-413"] = r
+    c = ctx.connect(fp.port)
+    c.send(b"POST /a HTTP/1.1\r\nHost: x\r\nx-request-id: rid-400\r\nContent-Length: 1\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    r = c.read_response(timeout=5)
+    check_fnproxy_error(r, 400, "bad_request")
+    answers["rid-400"] = r
+
+    def logged():
+        """attempts by status of the three lines (the 400's request id is
+        fnproxy's own: a malformed request's headers are not taken)."""
+        try:
+            with open(log) as f:
+                got = {e.get("status"): e.get("attempts")
+                       for e in map(json.loads, f.read().splitlines())}
+        except (OSError, ValueError):
+            return None
+        return got if {400, 404, 413} <= set(got) else None
+
+    got = wait_for(logged, 3)
+    if got is None:
+        with open(log) as f:
+            fail("the access log lacks some of the 400, 404, 413: %s" % f.read()[-1500:])
+    check_eq(got, {400: 0, 404: 0, 413: 0}, "attempts in the access log by status")
+    check_eq({k: r.header("x-fnproxy-attempts") for k, r in answers.items()},
+             {k: "0" for k in answers}, "x-fnproxy-attempts of fnproxy's own answers")
+
+
 # ---------------------------------------------------------------------------
 # 10. egress
 

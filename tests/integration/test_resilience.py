@@ -5,8 +5,11 @@ The function is fnbackend, whose /fail/N/WHAT/KEY paths fail the first N
 requests with KEY (a status, a reset, a hang) and then echo with
 x-backend-count (tests/backend/README.md), so a case knows exactly which
 attempt failed and how many reached the function. Where fnbackend cannot
-play the part (a response body that stalls after its head, a function
-that never reads its request body) a raw socket server of the case does.
+play the part (a response body that stalls after its head or trickles, a
+function that never reads its request body, part of a head then a reset,
+noting which connection or instance each attempt reached) a raw socket
+server of the case does; a listener with a full accept queue makes a
+connect hang. The egress case runs in test_egress's network namespace.
 
 Every case checks what the client got (status, x-fnproxy-attempts, the
 echo of what the function got) and what fnproxy counted
@@ -21,14 +24,13 @@ new: the first request a fresh fnproxy sends.
 """
 
 import json
-import random
 import socket
 import threading
 import time
 
 import test_egress as eg  # its namespace (hosts, addresses) and helpers
-from harness import (HOST, SAN, Sender, build_request, case, check, check_eq,
-                     check_fnproxy_error, chunked, fail, free_port, hget, metric_value,
+from harness import (HOST, Sender, build_request, case, check, check_eq,
+                     check_fnproxy_error, fail, free_port, hget, metric_value,
                      parse_echo, request, wait_for, wait_until)
 
 ROUTE = "r"

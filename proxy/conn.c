@@ -123,9 +123,8 @@ static int h1c_send_head(struct exch *x, const struct exch_head *h)
     if (x->resp_head == NULL)
         return UV_ENOMEM;
     if (h->rh == NULL) {
-        char attempts[40] = "";
-        if (x->attempts > 0)
-            snprintf(attempts, sizeof(attempts), "x-fnproxy-attempts: %u\r\n", x->attempts);
+        char attempts[40];
+        snprintf(attempts, sizeof(attempts), "x-fnproxy-attempts: %u\r\n", x->attempts);
         len = snprintf(x->resp_head, WORKER_BUF_SIZE,
                        "HTTP/1.1 %d %s\r\n"
                        "content-type: application/json\r\n"

@@ -169,6 +169,10 @@ def total_requests(insts):
     return sum(x.requests() for x in insts)
 
 
+def per_instance(insts):
+    return [x.requests() for x in insts]
+
+
 # ---- proxies -------------------------------------------------------------
 
 def wait_tcp(port, proc, timeout=10.0):
@@ -364,9 +368,12 @@ def one_run(g, sc, name, rep, seconds):
             for x in insts:
                 x.fail(0, 0)
             healed_at = time.time()
-            mid = total_requests(insts)
+            per0 = per_instance(insts)
+            mid = sum(per0)
             r = wrk(g, tag, px.port, HEAL_MEASURE_S)
-            after = total_requests(insts)
+            per1 = per_instance(insts)
+            after = sum(per1)
+            row["per_instance"] = [b1 - b0 for b0, b1 in zip(per0, per1)]
             if rf:
                 f = figures(rf, failing)
                 row.update({"fail_success_pct": f["success_pct"], "fail_amp": f["amp"],
@@ -374,9 +381,12 @@ def one_run(g, sc, name, rep, seconds):
             before = mid
         else:
             healed_at = None
-            before = total_requests(insts)
+            per0 = per_instance(insts)
+            before = sum(per0)
             r = wrk(g, tag, px.port, seconds)
-            after = total_requests(insts)
+            per1 = per_instance(insts)
+            after = sum(per1)
+            row["per_instance"] = [b1 - b0 for b0, b1 in zip(per0, per1)]
         row["metrics"] = px.metrics()
     finally:
         px.stop()
@@ -438,6 +448,9 @@ def summarize(raw, scenarios):
                 for a, n in (r.get("attempts") or {}).items():
                     att[a] = att.get(a, 0) + n
             s["attempts"] = att
+            pi = [sum(r["per_instance"][i] for r in ok if r.get("per_instance"))
+                  for i in range(N_INSTANCES)]
+            s["per_instance"] = pi if sum(pi) else None
             mt = {}
             for r in ok:
                 for k, v in (r.get("metrics") or {}).items():
@@ -487,11 +500,17 @@ def scenario_notes(s):
     bits = []
     if s["statuses"]:
         bits.append("statuses " + s["statuses"])
+    if s.get("per_instance"):
+        tot = sum(s["per_instance"])
+        bits.append("requests received by i1/i2/i3: " + "/".join(
+            "%.1f%%" % (100.0 * n / tot) for n in s["per_instance"])
+            + (" (i1 refuses connections)" if s["scenario"] == "resil-one-down" else "")
+            + (" (after the heal)" if s["scenario"] == "resil-heal" else ""))
     if s["target"] == "fnproxy":
         if s["attempts"]:
             tot = sum(s["attempts"].values())
-            bits.append("attempts per request (access log, last rep%s): %s" % (
-                ", after the heal" if s["scenario"] == "resil-heal" else "",
+            bits.append("attempts per request (access log, all reps%s): %s" % (
+                ", lines after the heal" if s["scenario"] == "resil-heal" else "",
                 ", ".join("%d: %d (%.2f%%)" % (a, n, 100.0 * n / tot)
                           for a, n in sorted(s["attempts"].items()))))
         if s["metrics"]:
@@ -512,8 +531,9 @@ def section(summary, scenarios, checks, notes, info_line):
           "the three instances received (their `/_fnbackend/stats`) over requests the client "
           "completed; a connection refused reaches no instance, so it can be below 1. Medians "
           "over the reps; failed, non-2xx and socket errors summed over them. fnproxy's "
-          "attempts per request come from its access log (the last rep), its counters from "
-          "its `/metrics` after each run (medians).", ""]
+          "attempts per request come from its access log (every rep), its counters from "
+          "its `/metrics` after each run (medians); requests received per instance: "
+          "summed over the reps.", ""]
     for sc in scenarios:
         rows = [s for s in summary if s["scenario"] == sc["key"]]
         if not rows:
@@ -540,7 +560,8 @@ def write_csv(path, rows, fields):
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else
-                            ("%.6g" % r[k] if isinstance(r.get(k), float) else r[k]))
+                            "%.6g" % r[k] if isinstance(r.get(k), float) else
+                            "/".join(map(str, r[k])) if isinstance(r.get(k), list) else r[k])
                         for k in fields})
 
 
@@ -713,12 +734,12 @@ def run(scenarios, quick, append):
             f.write("\n".join(head) + "\n" + text)
     fields = ["scenario", "target", "reps", "failed_reps", "success_pct", "success_min",
               "tried", "failed_n", "non2xx", "sock_errors", "timeouts", "rps", "p50_ms",
-              "p99_ms", "amp", "fail_amp", "fail_success_pct", "statuses"]
+              "p99_ms", "amp", "fail_amp", "fail_success_pct", "statuses", "per_instance"]
     write_csv(os.path.join(B.OUT, "results-resilience.csv"), summary, fields)
     write_csv(os.path.join(B.OUT, "results-resilience-raw.csv"), raw,
               ["scenario", "target", "rep", "failed", "requests", "tried", "ok", "failed_n",
                "success_pct", "non2xx", "sock_errors", "timeouts", "rps", "p50_ms", "p99_ms",
-               "received", "amp", "fail_amp", "fail_success_pct", "fail_requests", "statuses",
+               "received", "per_instance", "amp", "fail_amp", "fail_success_pct", "fail_requests", "statuses",
                "fail_statuses", "nginx_no_live", "nginx_disabled"])
     note("\nwrote the reliability section of %s, %s, %s (%.0f s)" % (
         os.path.relpath(path, B.ROOT),

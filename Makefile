@@ -116,9 +116,10 @@ build/fuzz/fuzz_http1: tests/fuzz/fuzz_http1.c proxy/http1.c proxy/http1.h
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_http1.c proxy/http1.c \
 	    $(LLHTTP_SRC_DIR)/api.c $(LLHTTP_SRC_DIR)/http.c $(LLHTTP_SRC_DIR)/llhttp.c -luv -o $@
 
-FUZZ_CONFIG_SRC := policy/config.c policy/router.c policy/egress_rules.c policy/egress_addr.c
+FUZZ_CONFIG_SRC := policy/config.c policy/router.c policy/egress_rules.c policy/egress_addr.c \
+                   policy/retry.c policy/outlier.c
 build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_CONFIG_SRC) policy/config.h policy/router.h \
-                        policy/egress_rules.h policy/egress_addr.h
+                        policy/egress_rules.h policy/egress_addr.h policy/retry.h policy/outlier.h
 	@mkdir -p $(dir $@)
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_config.c $(FUZZ_CONFIG_SRC) \
 	    -lyaml -o $@

@@ -1723,6 +1723,101 @@ static int retries_value(struct pctx *x, int key, const struct ynode *v, void *o
     }
 }
 
+/* A percentage from 0 to 100 with at most three decimals ("10", "0.5"), in
+ * thousandths of a percent. */
+static int get_percent(struct pctx *x, const struct ynode *v, uint32_t *share)
+{
+    uint64_t whole, frac = 0;
+    size_t i, n, scale = 1000;
+    bool big;
+
+    if (!node_is_value(v))
+        goto bad;
+    i = scan_uint(v->str, v->len, &whole, &big);
+    if (i == 0 || big || whole > 100)
+        goto bad;
+    if (i < v->len) {
+        if (v->str[i] != '.' || i + 1 == v->len || v->len - i - 1 > 3)
+            goto bad;
+        n = scan_uint(v->str + i + 1, v->len - i - 1, &frac, &big);
+        if (n != v->len - i - 1)
+            goto bad;
+        for (size_t d = 0; d < n; d++)
+            scale /= 10;
+        frac *= scale;
+    }
+    if (whole * 1000 + frac > 100000)
+        goto bad;
+    *share = (uint32_t)(whole * 1000 + frac);
+    return 0;
+bad:
+    return fail(x, v, "expected a percentage from 0 to 100, like 10 or 0.5");
+}
+
+enum { DELAY_K_PERCENT, DELAY_K_DURATION };
+enum { ABORT_K_PERCENT, ABORT_K_STATUS };
+
+static int delay_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_fault *f = obj;
+
+    if (key == DELAY_K_PERCENT)
+        return get_percent(x, v, &f->delay_share);
+    return get_timeout(x, v, &f->delay_ms);
+}
+
+static int abort_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_fault *f = obj;
+    uint64_t n;
+    int rc;
+
+    if (key == ABORT_K_PERCENT)
+        return get_percent(x, v, &f->abort_share);
+    rc = get_uint_max(x, v, 599, &n);
+    if (rc == 0 && n < 200)
+        rc = fail(x, v, "expected a status from 200 to 599");
+    f->abort_status = (int)n;
+    return rc;
+}
+
+enum { FAULT_K_DELAY, FAULT_K_ABORT, FAULT_K_N };
+
+static int fault_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    static const char *const delay_keys[] = {"percent", "duration", NULL};
+    static const char *const abort_keys[] = {"percent", "status", NULL};
+    const struct ynode *seen[2] = {0};
+    struct cfg_fault *f = obj;
+    int rc;
+
+    if (v->type != YN_MAP)
+        return fail(x, v,
+                    key == FAULT_K_DELAY ? "expected a map like { percent: 10, duration: 100ms }"
+                                         : "expected a map like { percent: 10, status: 503 }");
+    if (key == FAULT_K_DELAY) {
+        rc = map_walk(x, v, delay_keys, NULL, seen, delay_value, f);
+        if (rc == 0 && !seen[DELAY_K_DURATION])
+            rc = fail(x, v, "missing required key \"duration\"");
+    } else {
+        rc = map_walk(x, v, abort_keys, NULL, seen, abort_value, f);
+        if (rc == 0 && !seen[ABORT_K_STATUS])
+            rc = fail(x, v, "missing required key \"status\"");
+    }
+    return rc;
+}
+
+/* fault: { delay: { percent, duration }, abort: { percent, status } } */
+static int parse_fault(struct pctx *x, const struct ynode *n, struct cfg_fault *f)
+{
+    static const char *const known[] = {"delay", "abort", NULL};
+    const struct ynode *seen[FAULT_K_N] = {0};
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { abort: { percent: 10, status: 503 } }");
+    return map_walk(x, n, known, NULL, seen, fault_value, f);
+}
+
 /* retries: { max, on, backoff: { base, max }, budget: { ratio, min_per_s },
  * replay_buffer }; what is left out keeps its default. */
 static int parse_retries(struct pctx *x, const struct ynode *n, struct retry_policy *p)
@@ -1816,6 +1911,7 @@ enum {
     ROUTE_K_PER_TRY_TIMEOUT,
     ROUTE_K_IDLE_TIMEOUT,
     ROUTE_K_RETRIES,
+    ROUTE_K_FAULT,
     ROUTE_K_N
 };
 
@@ -1836,8 +1932,10 @@ static int route_value(struct pctx *x, int key, const struct ynode *v, void *obj
         return get_timeout(x, v, &r->t.per_try_timeout_ms);
     case ROUTE_K_IDLE_TIMEOUT:
         return get_timeout(x, v, &r->t.idle_timeout_ms);
-    default:
+    case ROUTE_K_RETRIES:
         return parse_retries(x, v, &r->retries);
+    default:
+        return parse_fault(x, v, &r->fault);
     }
 }
 
@@ -1845,9 +1943,8 @@ static int parse_route(struct pctx *x, const struct ynode *n, struct cfg_route *
                        const struct ynode **name_node)
 {
     static const char *const known[] = {
-        "name",         "match",   "timeout", "connect_timeout", "per_try_timeout",
-        "idle_timeout", "retries", NULL};
-    static const char *const later[] = {"fault", NULL};
+        "name",    "match", "timeout", "connect_timeout", "per_try_timeout", "idle_timeout",
+        "retries", "fault", NULL};
     const struct ynode *seen[ROUTE_K_N] = {0};
     int rc;
 
@@ -1857,7 +1954,7 @@ static int parse_route(struct pctx *x, const struct ynode *n, struct cfg_route *
     r->col = n->col;
     timeouts_default(&r->t, 1000);
     retries_default(&r->retries);
-    rc = map_walk(x, n, known, later, seen, route_value, r);
+    rc = map_walk(x, n, known, NULL, seen, route_value, r);
     if (rc < 0)
         return rc;
     timeouts_done(&r->t);
@@ -2143,6 +2240,7 @@ enum {
     ALLOW_K_PER_TRY_TIMEOUT,
     ALLOW_K_IDLE_TIMEOUT,
     ALLOW_K_RETRIES,
+    ALLOW_K_FAULT,
     ALLOW_K_N
 };
 
@@ -2179,8 +2277,10 @@ static int allow_value(struct pctx *x, int key, const struct ynode *v, void *obj
         return get_timeout(x, v, &r->t.per_try_timeout_ms);
     case ALLOW_K_IDLE_TIMEOUT:
         return get_timeout(x, v, &r->t.idle_timeout_ms);
-    default:
+    case ALLOW_K_RETRIES:
         return parse_retries(x, v, &r->retries);
+    default:
+        return parse_fault(x, v, &r->fault);
     }
 }
 
@@ -2188,10 +2288,9 @@ static int parse_allow_rule(struct pctx *x, const struct ynode *n, struct cfg_eg
                             const struct ynode **name_node)
 {
     static const char *const known[] = {
-        "name",    "host", "cidr",    "ports",           "methods",         "paths",
-        "tls",     "ca",   "timeout", "connect_timeout", "per_try_timeout", "idle_timeout",
-        "retries", NULL};
-    static const char *const later[] = {"fault", NULL};
+        "name",    "host",  "cidr",    "ports",           "methods",         "paths",
+        "tls",     "ca",    "timeout", "connect_timeout", "per_try_timeout", "idle_timeout",
+        "retries", "fault", NULL};
     const struct ynode *seen[ALLOW_K_N] = {0};
     int rc;
 
@@ -2201,7 +2300,7 @@ static int parse_allow_rule(struct pctx *x, const struct ynode *n, struct cfg_eg
     r->col = n->col;
     timeouts_default(&r->t, 5 * 1000);
     retries_default(&r->retries);
-    rc = map_walk(x, n, known, later, seen, allow_value, r);
+    rc = map_walk(x, n, known, NULL, seen, allow_value, r);
     if (rc < 0)
         return rc;
     timeouts_done(&r->t);
@@ -2487,7 +2586,83 @@ static int add_egress_listeners(struct pctx *x)
     return 0;
 }
 
-enum { FN_K_NAME, FN_K_ENDPOINTS, FN_K_INGRESS, FN_K_UPSTREAM_TLS, FN_K_EGRESS, FN_K_N };
+enum { OUT_K_CONSECUTIVE, OUT_K_BASE, OUT_K_MAX, OUT_K_PERCENT, OUT_K_N };
+
+static int outlier_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct outlier_policy *o = obj;
+    uint64_t n;
+    int rc;
+
+    switch (key) {
+    case OUT_K_CONSECUTIVE:
+        rc = get_uint_max(x, v, 1000, &n);
+        o->consecutive_failures = (unsigned)n;
+        return rc;
+    case OUT_K_BASE:
+        return get_timeout(x, v, &o->base_ejection_ms);
+    case OUT_K_MAX:
+        return get_timeout(x, v, &o->max_ejection_ms);
+    default:
+        rc = get_uint_max(x, v, 100, &n);
+        o->max_ejected_percent = (unsigned)n;
+        return rc;
+    }
+}
+
+/* outlier: { consecutive_failures, base_ejection_time, max_ejection_time,
+ * max_ejected_percent } */
+static int parse_outlier(struct pctx *x, const struct ynode *n, struct outlier_policy *o)
+{
+    static const char *const known[] = {"consecutive_failures", "base_ejection_time",
+                                        "max_ejection_time", "max_ejected_percent", NULL};
+    const struct ynode *seen[OUT_K_N] = {0};
+    int rc;
+
+    if (n->type != YN_MAP)
+        return fail(x, n,
+                    "expected a map like { consecutive_failures: 5, base_ejection_time: 10s }");
+    rc = map_walk(x, n, known, NULL, seen, outlier_value, o);
+    if (rc == 0 && o->base_ejection_ms > o->max_ejection_ms)
+        rc = fail(x, n, "base_ejection_time is greater than max_ejection_time");
+    return rc;
+}
+
+enum { CB_K_ACTIVE, CB_K_PENDING, CB_K_N };
+
+static int breaker_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_circuit_breaker *b = obj;
+    uint64_t n;
+    int rc = get_uint_max(x, v, 1000000, &n);
+
+    if (key == CB_K_ACTIVE)
+        b->max_active = (unsigned)n;
+    else
+        b->max_pending = (unsigned)n;
+    return rc;
+}
+
+static int parse_breaker(struct pctx *x, const struct ynode *n, struct cfg_circuit_breaker *b)
+{
+    static const char *const known[] = {"max_active", "max_pending", NULL};
+    const struct ynode *seen[CB_K_N] = {0};
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { max_active: 1024, max_pending: 1024 }");
+    return map_walk(x, n, known, NULL, seen, breaker_value, b);
+}
+
+enum {
+    FN_K_NAME,
+    FN_K_ENDPOINTS,
+    FN_K_INGRESS,
+    FN_K_UPSTREAM_TLS,
+    FN_K_EGRESS,
+    FN_K_OUTLIER,
+    FN_K_BREAKER,
+    FN_K_N
+};
 
 static int function_value(struct pctx *x, int key, const struct ynode *v, void *obj)
 {
@@ -2502,16 +2677,20 @@ static int function_value(struct pctx *x, int key, const struct ynode *v, void *
         return parse_ingress(x, v, f);
     case FN_K_UPSTREAM_TLS:
         return parse_upstream_tls(x, v, &f->upstream_tls);
-    default:
+    case FN_K_EGRESS:
         return parse_egress(x, v, f);
+    case FN_K_OUTLIER:
+        return parse_outlier(x, v, &f->outlier);
+    default:
+        return parse_breaker(x, v, &f->circuit_breaker);
     }
 }
 
 static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_function *f,
                           const struct ynode **name_node)
 {
-    static const char *const known[] = {"name",         "endpoints", "ingress",
-                                        "upstream_tls", "egress",    NULL};
+    static const char *const known[] = {"name",   "endpoints", "ingress",         "upstream_tls",
+                                        "egress", "outlier",   "circuit_breaker", NULL};
     const struct ynode *seen[FN_K_N] = {0};
     int rc;
 
@@ -2519,6 +2698,13 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
         return fail(x, n, "expected a map with the function's name and endpoints");
     f->line = n->line;
     f->col = n->col;
+    f->outlier = (struct outlier_policy){
+        .consecutive_failures = 5,
+        .base_ejection_ms = 10 * 1000,
+        .max_ejection_ms = 300 * 1000,
+        .max_ejected_percent = 50,
+    };
+    f->circuit_breaker = (struct cfg_circuit_breaker){.max_active = 1024, .max_pending = 1024};
     rc = map_walk(x, n, known, NULL, seen, function_value, f);
     if (rc < 0)
         return rc;

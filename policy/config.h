@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "outlier.h"
 #include "retry.h"
 
 #define CFG_ERR_MAX 512 /* size callers give for error messages */
@@ -107,6 +108,15 @@ struct cfg_timeouts {
     uint64_t connect_timeout_ms; /* one connect; default 1s (routes), 5s (egress rules) */
 };
 
+/* fault: requests delayed or answered by fnproxy on purpose, to test how
+ * functions and their callers cope. Shares are in thousandths of a percent. */
+struct cfg_fault {
+    uint32_t delay_share; /* of 100000 requests, how many wait delay_ms first */
+    uint64_t delay_ms;
+    uint32_t abort_share; /* ... and how many get abort_status without reaching the function */
+    int abort_status;
+};
+
 struct cfg_route {
     char *name;
     size_t listener;   /* index into config.listeners */
@@ -115,6 +125,7 @@ struct cfg_route {
     unsigned methods;  /* CFG_M_* bits; 0 = any method */
     struct cfg_timeouts t;
     struct retry_policy retries; /* defaults: README "Retries" */
+    struct cfg_fault fault;      /* none by default */
     int line, col;
 };
 
@@ -134,6 +145,7 @@ struct cfg_egress_rule {
     char *ca;           /* with tls_originate: CA bundle; NULL: the system store */
     struct cfg_timeouts t;
     struct retry_policy retries;
+    struct cfg_fault fault;
     int line, col;
 };
 
@@ -163,6 +175,12 @@ struct cfg_dns {
     uint32_t cache_entries;   /* per worker; default 1024; 0: no cache */
 };
 
+/* functions[].circuit_breaker: per endpoint and worker; 0: no cap. */
+struct cfg_circuit_breaker {
+    unsigned max_active;  /* requests in flight to one endpoint; default 1024 */
+    unsigned max_pending; /* connects under way to one endpoint; default 1024 */
+};
+
 struct cfg_function {
     char *name;
     struct cfg_addr *endpoints;
@@ -173,7 +191,9 @@ struct cfg_function {
     struct cfg_upstream_tls *upstream_tls; /* NULL: plain to the instances */
     struct cfg_route *routes;              /* ingress.routes */
     size_t n_routes;
-    struct cfg_egress *egress; /* NULL: none (the function makes no outbound calls) */
+    struct cfg_egress *egress;     /* NULL: none (the function makes no outbound calls) */
+    struct outlier_policy outlier; /* its endpoints' and egress destinations' ejection */
+    struct cfg_circuit_breaker circuit_breaker;
     int line, col;
 };
 

@@ -130,6 +130,10 @@ void exch_touch(struct exch *x)
         t.tunnel_ms = x->fn->egress->tunnel_idle_timeout_ms;
     }
     ms = exch_phase_timeout(x->phase, &t, &kind);
+    if (x->phase == EXCH_PH_BACKOFF) { /* its wait is fixed, whatever else moves */
+        uint64_t now = worker_now_ms(x->cl->w);
+        ms = x->wake_at > now ? x->wake_at - now : 0;
+    }
     if (x->phase == EXCH_PH_CONNECT || x->phase == EXCH_PH_SEND || x->phase == EXCH_PH_WAIT_HEAD) {
         /* Waiting on the function: the request's and the attempt's deadlines too. */
         uint64_t now = worker_now_ms(x->cl->w);
@@ -342,6 +346,7 @@ void exch_connect_done(struct exch *x)
     if (x->t_connect != 0) {
         x->connect_us += metrics_now_us() - x->t_connect;
         x->t_connect = 0;
+        x->ep->pending--;
     }
 }
 
@@ -350,6 +355,7 @@ static void exch_drop_upstream(struct exch *x, bool reusable)
 {
     if (x->u == NULL)
         return;
+    exch_connect_done(x); /* a connect given up on */
     exch_attempt_done(x);
     pool_put(x->u, reusable && !(x->flags & X_F_UP_BROKEN));
     x->u = NULL;
@@ -564,13 +570,15 @@ void exch_refuse_head(struct exch *x, int status, const char *code, const char *
     exch_reply(x, status, code, why);
 }
 
-void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struct retry_policy *rp)
+void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struct retry_policy *rp,
+                     const struct cfg_fault *fault)
 {
     struct h1_head *h = &x->req.head;
     uint64_t now = worker_now_ms(x->cl->w);
 
     x->tmo = tmo;
     x->retries = rp;
+    x->fault = fault;
     x->deadline = now + tmo->timeout_ms;
     if (retry_method_idempotent(h->method.p, h->method.len)) {
         x->flags |= X_F_IDEMPOTENT;
@@ -581,6 +589,36 @@ void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struc
     }
     if (rp != NULL)
         retry_budget_request(&x->stats->budget, now / 1000);
+}
+
+/* Waits ms before the next attempt (a backoff, an injected delay). */
+static void exch_wait(struct exch *x, uint64_t ms)
+{
+    x->wake_at = worker_now_ms(x->cl->w) + ms;
+    exch_enter(x, EXCH_PH_BACKOFF);
+}
+
+/* true with a share in 100000 */
+static bool exch_chance(struct exch *x, uint32_t share)
+{
+    return share != 0 && worker_rand(x->cl->w) % 100000 < share;
+}
+
+void exch_first_attempt(struct exch *x)
+{
+    const struct cfg_fault *f = x->fault;
+
+    if (f != NULL && exch_chance(x, f->abort_share)) {
+        metrics_inc(&x->stats->faults[FAULT_ABORT]);
+        exch_reply(x, f->abort_status, "fault_injected", "answered by fault injection (abort)");
+        return;
+    }
+    if (f != NULL && exch_chance(x, f->delay_share)) {
+        metrics_inc(&x->stats->faults[FAULT_DELAY]);
+        exch_wait(x, f->delay_ms); /* its end starts the first attempt */
+        return;
+    }
+    exch_connect(x);
 }
 
 static bool client_allowed(const struct cfg_function *fn, const char *id)
@@ -645,7 +683,7 @@ void exch_begin(struct exch *x)
     x->route = m.route;
     x->fs = &x->ws->fns[m.fn_idx];
     x->stats = x->fs->routes[m.route_idx];
-    exch_set_policy(x, &m.route->t, &m.route->retries);
+    exch_set_policy(x, &m.route->t, &m.route->retries, &m.route->fault);
     if (x->fn->n_allowed_clients > 0 && !client_allowed(x->fn, cl->id)) {
         metrics_inc(&x->stats->denials[DENY_CLIENT]);
         exch_reply(x, 403, "client_not_allowed",
@@ -694,26 +732,49 @@ void exch_begin(struct exch *x)
         return;
     }
     x->req_out.chunked = (h->flags & H1_F_CHUNKED) != 0;
-    exch_connect(x);
+    exch_first_attempt(x);
 }
 
 /* Picks the endpoint: the less loaded of two random untried ones; once
  * every one was tried, any but the last one tried (a retry prefers another
  * endpoint). */
-static struct endpoint *exch_pick_endpoint(struct exch *x, size_t *idx)
+/* At its circuit breaker's limits: as many requests in flight as allowed,
+ * or as many connects under way with no idle connection to take instead. */
+bool endpoint_full(const struct endpoint *ep, const struct cfg_circuit_breaker *cb)
+{
+    return (cb->max_active != 0 && ep->outstanding >= cb->max_active) ||
+           (cb->max_pending != 0 && ep->pending >= cb->max_pending && ep->n_idle == 0);
+}
+
+static struct endpoint *exch_pick_endpoint(struct exch *x, size_t *idx, bool *full)
 {
     struct fn_state *fs = x->fs;
-    size_t cand[CFG_MAX_ENDPOINTS], n = 0;
-
+    size_t cand[CFG_MAX_ENDPOINTS], ejected[CFG_MAX_ENDPOINTS], n = 0, n_ejected = 0;
     uint64_t all = fs->n_eps >= 64 ? UINT64_MAX : (1ULL << fs->n_eps) - 1;
+    uint64_t now = worker_now_ms(x->cl->w);
 
     if (fs->n_eps == 0)
         return NULL;
     if ((x->tried & all) == all)
         x->tried = fs->n_eps > 1 ? 1ULL << x->ep_idx : 0;
-    for (size_t i = 0; i < fs->n_eps; i++)
-        if (!(x->tried & (1ULL << i)))
+    for (size_t i = 0; i < fs->n_eps; i++) {
+        if (x->tried & (1ULL << i))
+            continue;
+        if (endpoint_full(fs->eps[i], &x->fn->circuit_breaker)) {
+            *full = true;
+            continue;
+        }
+        if (outlier_ejected(&fs->eps[i]->outlier, now))
+            ejected[n_ejected++] = i;
+        else
             cand[n++] = i;
+    }
+    if (n == 0) { /* only ejected ones left: better them than nothing */
+        memcpy(cand, ejected, n_ejected * sizeof(cand[0]));
+        n = n_ejected;
+    }
+    if (n == 0)
+        return NULL;
     if (n == 1) {
         *idx = cand[0];
         return fs->eps[cand[0]];
@@ -744,13 +805,21 @@ void exch_connect(struct exch *x)
     struct endpoint *ep;
     struct tls_ctx *tls;
     size_t idx = 0;
+    bool full = false;
     int err = 0;
 
     if (x->flags & X_F_EGRESS) {
-        ep = fwd_next_endpoint(x, &idx, &tls);
+        ep = fwd_next_endpoint(x, &idx, &tls, &full);
     } else {
-        ep = exch_pick_endpoint(x, &idx);
+        ep = exch_pick_endpoint(x, &idx, &full);
         tls = x->ws->snap->upstream_tls[x->fn_idx];
+    }
+    if (ep == NULL && full) {
+        metrics_inc(&x->stats->breaker_rejections);
+        x->flags |= X_F_UP_BROKEN;
+        exch_reply(x, 503, "overloaded",
+                   "every endpoint is at its circuit_breaker limits; try again shortly");
+        return;
     }
     if (ep == NULL) { /* no endpoint at all (or out of memory) */
         exch_give_up(x, EXCH_FAIL_REFUSED, NULL);
@@ -780,8 +849,31 @@ void exch_connect(struct exch *x)
         return;
     }
     x->t_connect = x->t_attempt;
+    ep->pending++;
     x->connected = true;
     exch_enter(x, EXCH_PH_CONNECT);
+}
+
+/* An attempt's outcome, for outlier ejection: a failure to connect or to
+ * answer, or a 5xx, counts against the endpoint; anything else for it. */
+static void exch_endpoint_outcome(struct exch *x, bool ok)
+{
+    struct endpoint *ep = x->ep;
+    unsigned n = (x->flags & X_F_EGRESS) ? x->dial.n : (unsigned)x->fs->n_eps, n_ejected = 0;
+    uint64_t now = worker_now_ms(x->cl->w);
+
+    if (ep == NULL)
+        return;
+    if (!ok && !(x->flags & X_F_EGRESS))
+        for (size_t i = 0; i < x->fs->n_eps; i++)
+            n_ejected += outlier_ejected(&x->fs->eps[i]->outlier, now);
+    if (!outlier_record(&ep->outlier, &x->fn->outlier, ok, now, n_ejected, n))
+        return;
+    metrics_inc(&x->stats->ejections);
+    if (log_ratelimit(&ep->last_error_log_ms, 1000))
+        log_warn("function %s: %s ejected for %llu ms after %u failures in a row (ejection %u)",
+                 x->fn->name, ep->addr.text, (unsigned long long)(ep->outlier.until_ms - now),
+                 x->fn->outlier.consecutive_failures, ep->outlier.ejections);
 }
 
 /* No more attempts: the answer says why the last one failed. */
@@ -872,8 +964,7 @@ static bool exch_try_retry(struct exch *x, enum retry_cond cond, int status, int
         exch_connect(x);
         return true;
     }
-    x->phase = EXCH_PH_BACKOFF;
-    x->cl->ops->arm(x, f.wait_ms);
+    exch_wait(x, f.wait_ms);
     return true;
 }
 
@@ -892,6 +983,9 @@ void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const cha
     enum metrics_timeout kind;
 
     x->last_fail = (uint8_t)f;
+    if (next != EXCH_NEXT_FRESH && next != EXCH_NEXT_ABORT && f != EXCH_FAIL_TIMEOUT &&
+        f != EXCH_FAIL_DEADLINE)
+        exch_endpoint_outcome(x, false); /* the endpoint failed this attempt */
 
     switch (f) {
     case EXCH_FAIL_REFUSED:
@@ -1199,6 +1293,7 @@ static bool exch_response_head(struct exch *x)
         x->flags |= X_F_INTERIM; /* 1xx: dropped; the final response follows */
         return true;
     }
+    exch_endpoint_outcome(x, rh->status < 500);
     if (x->retries != NULL && retry_on_status(x->retries, rh->status)) {
         int64_t after = -1;
         if (rh->status == 503 || rh->status == 429)

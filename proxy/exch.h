@@ -247,8 +247,10 @@ struct exch {
     const char *reply_msg;
     const struct cfg_timeouts *tmo;     /* the route's or egress rule's; NULL before one */
     const struct retry_policy *retries; /* ... and its retry policy */
+    const struct cfg_fault *fault;      /* ... and its fault injection (NULL: none) */
     uint64_t deadline;                  /* loop ms: the response head by then (0: none yet) */
     uint64_t try_deadline;              /* loop ms: this attempt's (0: none) */
+    uint64_t wake_at;                   /* loop ms: the end of a BACKOFF wait */
     unsigned n_retries;                 /* retries made */
     uint8_t ep_idx;                     /* the endpoint (or address) of the last attempt */
     char *replay;                       /* body bytes as sent, for a retry */

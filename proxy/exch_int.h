@@ -14,7 +14,12 @@ void exch_make_request_id(struct exch *x);
 
 /* The routed request's deadlines and retry policy (rp NULL: no retries);
  * after x->stats is set. */
-void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struct retry_policy *rp);
+void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struct retry_policy *rp,
+                     const struct cfg_fault *fault);
+
+/* The first attempt, after any fault the route injects (an answer of its
+ * own, or a delay first). */
+void exch_first_attempt(struct exch *x);
 
 /* Arms the current phase's deadline from now; exch_enter changes phase first. */
 void exch_touch(struct exch *x);
@@ -25,6 +30,9 @@ void exch_enter(struct exch *x, enum exch_phase ph);
 void exch_reply(struct exch *x, int status, const char *code, const char *message);
 void exch_reply_json(struct exch *x, int status, const char *code, const char *message,
                      const char *extra);
+
+/* At its circuit breaker's limits (no more requests for it now). */
+bool endpoint_full(const struct endpoint *ep, const struct cfg_circuit_breaker *cb);
 
 /* The next attempt (exch.c picks the endpoint, or forward.c for egress). */
 void exch_connect(struct exch *x);

@@ -240,7 +240,7 @@ static void fwd_check_addrs(struct exch *x, const struct resolve_addrs *a)
         fwd_deny(x, denied > 0 ? DENY_PRIVATE : DENY_OWN_LISTENER);
         return;
     }
-    exch_connect(x);
+    exch_first_attempt(x);
 }
 
 static void on_resolved(struct resolve_req *q, int status, const struct resolve_addrs *a)
@@ -423,13 +423,13 @@ void fwd_begin(struct exch *x)
         x->verdict = FWD_ALLOW;
         x->rule = &eg->allow[x->policy.rule];
         x->stats = x->fs->egress_rules[x->policy.rule];
-        exch_set_policy(x, &x->rule->t, &x->rule->retries);
+        exch_set_policy(x, &x->rule->t, &x->rule->retries, &x->rule->fault);
     } else if (eg->mode == CFG_EGRESS_ENFORCE) {
         fwd_deny(x, denial_of(x->policy.deny));
         return;
     } else {
         fwd_would_deny(x, denial_of(x->policy.deny));
-        exch_set_policy(x, &fwd_default_tmo, NULL);
+        exch_set_policy(x, &fwd_default_tmo, NULL, NULL);
     }
     fwd_travelling_deadline(x);
 
@@ -464,30 +464,15 @@ void fwd_begin(struct exch *x)
     exch_enter(x, EXCH_PH_RESOLVE);
 }
 
-struct endpoint *fwd_next_endpoint(struct exch *x, size_t *idx, struct tls_ctx **tls)
+/* The endpoint of dial address i (one more reference), and the TLS
+ * context it is reached with. */
+static struct endpoint *fwd_endpoint_of(struct exch *x, unsigned i, struct tls_ctx **tls)
 {
-    const struct resolve_addr *ra;
+    const struct resolve_addr *ra = &x->dial.a[i];
     struct cfg_addr a = {.kind = CFG_ADDR_INET};
     const char *tls_name = NULL, *ca = NULL;
     char ip[INET6_ADDRSTRLEN];
-    struct endpoint *ep;
-    unsigned i;
 
-    for (i = 0; i < x->dial.n && (x->tried & (1ULL << i)); i++)
-        ;
-    if (i == x->dial.n && x->dial.n > 0) {
-        /* Every address was tried: a retry takes another than the last. */
-        x->tried = x->dial.n > 1 ? 1ULL << x->ep_idx : 0;
-        for (i = 0; i < x->dial.n && (x->tried & (1ULL << i)); i++)
-            ;
-    }
-    if (x->flags & X_F_EP_OWNED)
-        endpoint_put(x->ep);
-    x->flags &= ~X_F_EP_OWNED;
-    x->ep = NULL;
-    if (i == x->dial.n)
-        return NULL;
-    ra = &x->dial.a[i];
     if (ra->family == AF_INET) {
         struct sockaddr_in *sin = (struct sockaddr_in *)&a.sa;
         sin->sin_family = AF_INET;
@@ -511,11 +496,48 @@ struct endpoint *fwd_next_endpoint(struct exch *x, size_t *idx, struct tls_ctx *
         ca = x->rule->ca;
         *tls = x->ws->snap->egress_tls[x->fn_idx][x->policy.rule];
     }
-    ep = endpoint_get(&x->cl->w->pool, &a, tls_name, ca);
-    if (ep == NULL)
+    return endpoint_get(&x->cl->w->pool, &a, tls_name, ca);
+}
+
+struct endpoint *fwd_next_endpoint(struct exch *x, size_t *idx, struct tls_ctx **tls, bool *full)
+{
+    uint64_t all = x->dial.n >= 64 ? UINT64_MAX : (1ULL << x->dial.n) - 1;
+    uint64_t now = worker_now_ms(x->cl->w);
+    int fallback = -1; /* an ejected one, if nothing better */
+
+    if (x->flags & X_F_EP_OWNED)
+        endpoint_put(x->ep);
+    x->flags &= ~X_F_EP_OWNED;
+    x->ep = NULL;
+    if (x->dial.n == 0)
         return NULL;
-    x->flags |= X_F_EP_OWNED;
-    *idx = i;
+    if ((x->tried & all) == all) /* every address was tried: another than the last */
+        x->tried = x->dial.n > 1 ? 1ULL << x->ep_idx : 0;
+    for (unsigned i = 0; i < x->dial.n; i++) {
+        if (x->tried & (1ULL << i))
+            continue;
+        struct endpoint *ep = fwd_endpoint_of(x, i, tls);
+        if (ep == NULL)
+            return NULL;
+        if (endpoint_full(ep, &x->fn->circuit_breaker)) {
+            *full = true;
+        } else if (outlier_ejected(&ep->outlier, now)) {
+            if (fallback < 0)
+                fallback = (int)i;
+        } else {
+            x->flags |= X_F_EP_OWNED;
+            *idx = i;
+            return ep;
+        }
+        endpoint_put(ep);
+    }
+    if (fallback < 0)
+        return NULL;
+    struct endpoint *ep = fwd_endpoint_of(x, (unsigned)fallback, tls);
+    if (ep != NULL) {
+        x->flags |= X_F_EP_OWNED;
+        *idx = (size_t)fallback;
+    }
     return ep;
 }
 

@@ -41,10 +41,11 @@ enum fwd_verdict {
 /* The head of a request on an egress listener was parsed and checked. */
 void fwd_begin(struct exch *x);
 
-/* The next address to dial and its endpoint (referenced by the exchange),
- * or NULL when every address was tried; *tls is the rule's context for
- * tls: originate. */
-struct endpoint *fwd_next_endpoint(struct exch *x, size_t *idx, struct tls_ctx **tls);
+/* The next address to dial and its endpoint (referenced by the exchange):
+ * an untried one, then any but the last; an ejected one only when no other
+ * is left. NULL when there is none, with *full set when it is at its
+ * circuit breaker limits. *tls is the rule's context for tls: originate. */
+struct endpoint *fwd_next_endpoint(struct exch *x, size_t *idx, struct tls_ctx **tls, bool *full);
 
 /* Every address failed: 504 when the last one timed out, else 502. */
 void fwd_unreachable(struct exch *x);

@@ -122,6 +122,10 @@ static void route_sum(struct metrics *const *shards, size_t n, const struct rout
                 sum->would_deny[k] += load(&s->would_deny[k]);
             }
             sum->retries += load(&s->retries);
+            sum->ejections += load(&s->ejections);
+            sum->breaker_rejections += load(&s->breaker_rejections);
+            for (int k = 0; k < FAULT__N; k++)
+                sum->faults[k] += load(&s->faults[k]);
             for (int k = 0; k < RETRY__N; k++)
                 sum->retries_skipped[k] += load(&s->retries_skipped[k]);
             histogram_merge(&sum->duration, &s->duration);
@@ -310,6 +314,21 @@ static void render_route_counts(FILE *out, const char *name, const char *help, c
     }
 }
 
+/* A counter family by route: the count at byte offset off of each route's
+ * stats; zeros left out. */
+static void render_route_counter(FILE *out, const char *name, const char *help,
+                                 struct route_stats *const *all, size_t n_all, size_t off)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t i = 0; i < n_all; i++) {
+        uint64_t v = *(const uint64_t *)((const char *)all[i] + off);
+        if (v != 0)
+            fprintf(out, "%s{direction=\"%s\",function=\"%s\",route=\"%s\"} %llu\n", name,
+                    direction_names[all[i]->direction], all[i]->function, all[i]->route,
+                    (unsigned long long)v);
+    }
+}
+
 void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
 {
     static const char *const phase_labels[PHASE__N] = {",phase=\"connect\"", ",phase=\"upstream\"",
@@ -331,15 +350,16 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
 
     render_route_counts(out, "fnproxy_timeouts_total", "Timeouts, by kind.", "kind", all, n_all,
                         offsetof(struct route_stats, timeouts), timeout_names, TMO__N);
-    fputs("# HELP fnproxy_retries_total Retries made (attempts after the first).\n"
-          "# TYPE fnproxy_retries_total counter\n",
-          out);
-    for (size_t i = 0; i < n_all; i++)
-        if (all[i]->retries != 0)
-            fprintf(out,
-                    "fnproxy_retries_total{direction=\"%s\",function=\"%s\",route=\"%s\"} %llu\n",
-                    direction_names[all[i]->direction], all[i]->function, all[i]->route,
-                    (unsigned long long)all[i]->retries);
+    render_route_counter(out, "fnproxy_retries_total", "Retries made (attempts after the first).",
+                         all, n_all, offsetof(struct route_stats, retries));
+    render_route_counter(out, "fnproxy_outlier_ejections_total",
+                         "Endpoints ejected after failing in a row (counted on the route of the "
+                         "failure that ejected them).",
+                         all, n_all, offsetof(struct route_stats, ejections));
+    render_route_counter(out, "fnproxy_circuit_breaker_rejections_total",
+                         "Requests answered 503 because every endpoint was at its "
+                         "circuit_breaker limits.",
+                         all, n_all, offsetof(struct route_stats, breaker_rejections));
     const char *skip_names[RETRY__N];
     for (int k = 0; k < RETRY__N; k++) {
         const char *name = retry_verdict_name((enum retry_verdict)k);
@@ -348,6 +368,10 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
     render_route_counts(out, "fnproxy_retries_skipped_total",
                         "Retries the policy wanted and did not make, by reason.", "reason", all,
                         n_all, offsetof(struct route_stats, retries_skipped), skip_names, RETRY__N);
+    static const char *const fault_names[FAULT__N] = {"delay", "abort"};
+    render_route_counts(out, "fnproxy_faults_injected_total",
+                        "Requests delayed or answered on purpose (fault), by kind.", "kind", all,
+                        n_all, offsetof(struct route_stats, faults), fault_names, FAULT__N);
     render_route_counts(out, "fnproxy_upstream_errors_total",
                         "Failed exchanges with a function, by reason.", "reason", all, n_all,
                         offsetof(struct route_stats, upstream_errors), uperr_names, UPERR__N);

@@ -95,6 +95,9 @@ enum metrics_denial {
 /* fnproxy_phase_duration_seconds{phase=...}; queue and tls come later. */
 enum metrics_phase { PHASE_CONNECT = 0, PHASE_UPSTREAM, PHASE_PROXY, PHASE_DNS, PHASE__N };
 
+/* fnproxy_faults_injected_total{kind=...} */
+enum metrics_fault { FAULT_DELAY = 0, FAULT_ABORT, FAULT__N };
+
 /* The direction label: which side of the function a series counts. */
 enum metrics_direction { DIR_INGRESS = 0, DIR_EGRESS, DIR__N };
 
@@ -109,6 +112,9 @@ struct route_stats {
     uint64_t denials[DENY__N];
     uint64_t would_deny[DENY__N];       /* egress, mode: report: let through, would be denied */
     uint64_t retries;                   /* fnproxy_retries_total */
+    uint64_t ejections;                 /* fnproxy_outlier_ejections_total */
+    uint64_t breaker_rejections;        /* fnproxy_circuit_breaker_rejections_total */
+    uint64_t faults[FAULT__N];          /* fnproxy_faults_injected_total, by kind */
     uint64_t retries_skipped[RETRY__N]; /* fnproxy_retries_skipped_total, by retry_verdict */
     struct retry_budget budget;       /* the route's retry budget on this worker: not a metric, kept
                                        * here because it lives as long as the series */

@@ -25,6 +25,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "outlier.h"
 #include "xprt.h"
 
 struct upconn;
@@ -43,12 +44,14 @@ struct endpoint {
     struct endpoint *next, *prev; /* the pool's registry */
     struct pool *pool;
     struct cfg_addr addr;
-    char *tls_name;             /* TLS to it: the name sent and verified; NULL: plain */
-    char *tls_ca;               /* ... and the CA file it is verified with, part of the key */
-    unsigned refs;              /* snapshots and owners that name it + its connections */
-    unsigned outstanding;       /* owners using a connection to it, for least-outstanding */
-    uint64_t last_error_log_ms; /* failures are logged at most once a second */
-    struct upconn *idle;        /* pooled connections, most recently used first */
+    char *tls_name;               /* TLS to it: the name sent and verified; NULL: plain */
+    char *tls_ca;                 /* ... and the CA file it is verified with, part of the key */
+    unsigned refs;                /* snapshots and owners that name it + its connections */
+    unsigned outstanding;         /* owners using a connection to it, for least-outstanding */
+    unsigned pending;             /* ... of which still connecting (circuit_breaker.max_pending) */
+    struct outlier_state outlier; /* failures in a row, ejection (outlier.h) */
+    uint64_t last_error_log_ms;   /* failures are logged at most once a second */
+    struct upconn *idle;          /* pooled connections, most recently used first */
     unsigned n_idle;
 };
 

@@ -161,35 +161,13 @@ static void test_unknown_keys(void **state)
  * ignored: each is refused where it stands. */
 static void test_unsupported_keys(void **state)
 {
-    static const char *const route_keys[] = {"fault"};
     static const char *const ingress_keys[] = {"max_concurrency", "queue", "rate_limit"};
-    static const char *const rule_keys[] = {"fault"};
     char yaml[1024], want[256];
-    size_t i;
 
-    for (i = 0; i < sizeof(route_keys) / sizeof(route_keys[0]); i++) {
-        snprintf(yaml, sizeof(yaml), BASE "        - name: r1\n          %s: 1\n", route_keys[i]);
-        snprintf(want, sizeof(want),
-                 "t.yaml:11:11: functions[0].ingress.routes[1].%s: not "
-                 "supported yet",
-                 route_keys[i]);
-        check_error(yaml, want);
-    }
-    for (i = 0; i < sizeof(ingress_keys) / sizeof(ingress_keys[0]); i++) {
+    for (size_t i = 0; i < sizeof(ingress_keys) / sizeof(ingress_keys[0]); i++) {
         snprintf(yaml, sizeof(yaml), BASE "      %s: 1\n", ingress_keys[i]);
         snprintf(want, sizeof(want), "t.yaml:10:7: functions[0].ingress.%s: not supported yet",
                  ingress_keys[i]);
-        check_error(yaml, want);
-    }
-    for (i = 0; i < sizeof(rule_keys) / sizeof(rule_keys[0]); i++) {
-        snprintf(yaml, sizeof(yaml),
-                 BASE "    egress:\n"
-                      "      listen: 127.0.0.1:15001\n"
-                      "      allow:\n"
-                      "        - { name: a, host: a.com, ports: [80], %s: { max: 3 } }\n",
-                 rule_keys[i]);
-        snprintf(want, sizeof(want),
-                 "t.yaml:13:48: functions[0].egress.allow[0].%s: not supported yet", rule_keys[i]);
         check_error(yaml, want);
     }
 }
@@ -1243,6 +1221,97 @@ static void test_route_retries_errors(void **state)
     check_errors(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+static void test_fault(void **state)
+{
+    struct config *c = parse_ok(BASE "          fault: { delay: { percent: 12.5, duration: 100ms },"
+                                     " abort: { percent: 0.001, status: 503 } }\n");
+    const struct cfg_fault *f = &c->functions[0].routes[0].fault;
+    (void)state;
+
+    assert_int_equal(f->delay_share, 12500);
+    assert_int_equal(f->delay_ms, 100);
+    assert_int_equal(f->abort_share, 1);
+    assert_int_equal(f->abort_status, 503);
+    config_free(c);
+    c = parse_ok(EG_RULE("name: a, host: a.com, ports: [80], fault: { abort: { percent: 100, "
+                         "status: 429 } }"));
+    assert_int_equal(c->functions[0].egress->allow[0].fault.abort_share, 100000);
+    assert_int_equal(c->functions[0].egress->allow[0].fault.delay_share, 0);
+    config_free(c);
+
+#define R BASE "          fault: "
+    static const struct err_case cases[] = {
+        {R "{ abort: { percent: 101, status: 503 } }\n",
+         "t.yaml:10:38: functions[0].ingress.routes[0].fault.abort.percent: expected a "
+         "percentage from 0 to 100, like 10 or 0.5"},
+        {R "{ abort: { percent: 1.2345, status: 503 } }\n",
+         "t.yaml:10:38: functions[0].ingress.routes[0].fault.abort.percent: expected a "
+         "percentage from 0 to 100, like 10 or 0.5"},
+        {R "{ abort: { percent: 5, status: 100 } }\n",
+         "t.yaml:10:49: functions[0].ingress.routes[0].fault.abort.status: expected a status "
+         "from 200 to 599"},
+        {R "{ abort: { percent: 5 } }\n",
+         "t.yaml:10:27: functions[0].ingress.routes[0].fault.abort: missing required key "
+         "\"status\""},
+        {R "{ delay: { percent: 5 } }\n",
+         "t.yaml:10:27: functions[0].ingress.routes[0].fault.delay: missing required key "
+         "\"duration\""},
+        {R "{ crash: {} }\n",
+         "t.yaml:10:20: functions[0].ingress.routes[0].fault.crash: unknown key \"crash\""},
+    };
+#undef R
+    check_errors(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+static void test_outlier_and_breaker(void **state)
+{
+    struct config *c = parse_ok(
+        "functions:\n"
+        "  - name: a\n"
+        "    endpoints: [127.0.0.1:1]\n"
+        "    outlier: { consecutive_failures: 3, base_ejection_time: 2s, max_ejection_time: 1m,"
+        " max_ejected_percent: 30 }\n"
+        "    circuit_breaker: { max_active: 10, max_pending: 0 }\n"
+        "  - name: b\n"
+        "    endpoints: [127.0.0.1:2]\n");
+    const struct cfg_function *a = &c->functions[0], *b = &c->functions[1];
+    (void)state;
+
+    assert_int_equal(a->outlier.consecutive_failures, 3);
+    assert_int_equal(a->outlier.base_ejection_ms, 2000);
+    assert_int_equal(a->outlier.max_ejection_ms, 60000);
+    assert_int_equal(a->outlier.max_ejected_percent, 30);
+    assert_int_equal(a->circuit_breaker.max_active, 10);
+    assert_int_equal(a->circuit_breaker.max_pending, 0);
+    /* The defaults (README). */
+    assert_int_equal(b->outlier.consecutive_failures, 5);
+    assert_int_equal(b->outlier.base_ejection_ms, 10000);
+    assert_int_equal(b->outlier.max_ejection_ms, 300000);
+    assert_int_equal(b->outlier.max_ejected_percent, 50);
+    assert_int_equal(b->circuit_breaker.max_active, 1024);
+    assert_int_equal(b->circuit_breaker.max_pending, 1024);
+    config_free(c);
+
+#define F "functions:\n  - name: a\n    endpoints: [127.0.0.1:1]\n"
+    static const struct err_case cases[] = {
+        {F "    outlier: 5\n",
+         "t.yaml:4:14: functions[0].outlier: expected a map like { consecutive_failures: 5, "
+         "base_ejection_time: 10s }"},
+        {F "    outlier: { max_ejected_percent: 101 }\n",
+         "t.yaml:4:37: functions[0].outlier.max_ejected_percent: expected a number from 0 to 100"},
+        {F "    outlier: { base_ejection_time: 1m, max_ejection_time: 10s }\n",
+         "t.yaml:4:14: functions[0].outlier: base_ejection_time is greater than "
+         "max_ejection_time"},
+        {F "    outlier: { consecutive: 5 }\n",
+         "t.yaml:4:16: functions[0].outlier.consecutive: unknown key \"consecutive\""},
+        {F "    circuit_breaker: { max_active: x }\n",
+         "t.yaml:4:36: functions[0].circuit_breaker.max_active: expected a number from 0 to "
+         "1000000"},
+    };
+#undef F
+    check_errors(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 /* A unix socket is a function's own too: whoever can open the file. */
 static void test_egress_unix_listen(void **state)
 {
@@ -2123,6 +2192,8 @@ int main(void)
         cmocka_unit_test(test_egress_unix_listen),
         cmocka_unit_test(test_route_retries),
         cmocka_unit_test(test_route_retries_errors),
+        cmocka_unit_test(test_outlier_and_breaker),
+        cmocka_unit_test(test_fault),
         cmocka_unit_test(test_egress_small),
         cmocka_unit_test(test_egress_errors),
         cmocka_unit_test(test_egress_listener_limit),

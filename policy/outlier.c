@@ -1,0 +1,35 @@
+/*
+ * outlier.c - consecutive-failure outlier ejection (see outlier.h).
+ */
+#include "outlier.h"
+
+bool outlier_ejected(const struct outlier_state *s, uint64_t now_ms)
+{
+    return s->until_ms > now_ms;
+}
+
+bool outlier_record(struct outlier_state *s, const struct outlier_policy *p, bool ok,
+                    uint64_t now_ms, unsigned n_ejected, unsigned n)
+{
+    uint64_t ms;
+
+    if (s->ejections > 0 && now_ms >= s->until_ms + p->max_ejection_ms)
+        s->ejections = 0; /* healthy for long: start over */
+    if (ok) {
+        s->consecutive = 0;
+        return false;
+    }
+    if (p->consecutive_failures == 0 || outlier_ejected(s, now_ms))
+        return false;
+    if (++s->consecutive < p->consecutive_failures)
+        return false;
+    if (n < 2 || (uint64_t)(n_ejected + 1) * 100 > (uint64_t)p->max_ejected_percent * n)
+        return false; /* the run goes on: it ejects once room is made */
+    s->consecutive = 0;
+    s->ejections++;
+    ms = p->base_ejection_ms * s->ejections;
+    if (ms > p->max_ejection_ms || ms / s->ejections != p->base_ejection_ms)
+        ms = p->max_ejection_ms;
+    s->until_ms = now_ms + ms;
+    return true;
+}

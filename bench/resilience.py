@@ -394,6 +394,9 @@ def one_run(g, sc, name, rep, seconds):
         text = log_since(g.nginx_errlog, err0)
         row["nginx_no_live"] = text.count("no live upstreams")
         row["nginx_disabled"] = text.count("upstream server temporarily disabled")
+    if row.get("metrics"):
+        row["fn_metrics"] = " ".join("%s=%g" % (k.replace("fnproxy_", ""), v)
+                                     for k, v in sorted(row["metrics"].items()))
     if name == "fnproxy" and px.access_log:
         row["attempts"] = fnproxy_attempts(px.access_log, healed_at)
     for x in insts:
@@ -740,7 +743,7 @@ def run(scenarios, quick, append):
               ["scenario", "target", "rep", "failed", "requests", "tried", "ok", "failed_n",
                "success_pct", "non2xx", "sock_errors", "timeouts", "rps", "p50_ms", "p99_ms",
                "received", "per_instance", "amp", "fail_amp", "fail_success_pct", "fail_requests", "statuses",
-               "fail_statuses", "nginx_no_live", "nginx_disabled"])
+               "fail_statuses", "nginx_no_live", "nginx_disabled", "fn_metrics"])
     note("\nwrote the reliability section of %s, %s, %s (%.0f s)" % (
         os.path.relpath(path, B.ROOT),
         os.path.relpath(os.path.join(B.OUT, "results-resilience.csv"), B.ROOT),

@@ -1214,6 +1214,7 @@ enum {
     LIS_K_KEEPALIVE,
     LIS_K_MAX_HEADER,
     LIS_K_TLS,
+    LIS_K_MIN_RATE,
     LIS_K_N
 };
 
@@ -1238,6 +1239,12 @@ static int listener_value(struct pctx *x, int key, const struct ynode *v, void *
             rc = fail(x, v, "must be from 1KiB to 1MiB");
         l->max_header_bytes = (size_t)bytes;
         return rc;
+    case LIS_K_MIN_RATE:
+        rc = get_size(x, v, &bytes);
+        if (rc == 0 && bytes > (1u << 30))
+            rc = fail(x, v, "at most 1GiB (a second)");
+        l->min_client_rate = bytes;
+        return rc;
     default:
         return parse_listener_tls(x, v, &l->tls);
     }
@@ -1246,8 +1253,14 @@ static int listener_value(struct pctx *x, int key, const struct ynode *v, void *
 static int parse_listener(struct pctx *x, const struct ynode *n, struct cfg_listener *l,
                           const struct ynode **name_node)
 {
-    static const char *const known[] = {
-        "name", "listen", "header_timeout", "keepalive_timeout", "max_header_bytes", "tls", NULL};
+    static const char *const known[] = {"name",
+                                        "listen",
+                                        "header_timeout",
+                                        "keepalive_timeout",
+                                        "max_header_bytes",
+                                        "tls",
+                                        "min_client_rate",
+                                        NULL};
     const struct ynode *seen[LIS_K_N] = {0};
     int rc;
 
@@ -1258,6 +1271,7 @@ static int parse_listener(struct pctx *x, const struct ynode *n, struct cfg_list
     l->header_timeout_ms = 10 * 1000;
     l->keepalive_timeout_ms = 60 * 1000;
     l->max_header_bytes = 16 << 10;
+    l->min_client_rate = CFG_MIN_CLIENT_RATE;
     rc = map_walk(x, n, known, NULL, seen, listener_value, l);
     if (rc < 0)
         return rc;
@@ -2554,6 +2568,7 @@ static int add_egress_listeners(struct pctx *x)
         l->header_timeout_ms = 10 * 1000;
         l->keepalive_timeout_ms = 60 * 1000;
         l->max_header_bytes = 16 << 10;
+        l->min_client_rate = CFG_MIN_CLIENT_RATE;
         l->line = el->node->line;
         l->col = el->node->col;
         nodes[c->n_listeners] = el->node;

@@ -24,9 +24,10 @@
 
 /* What fnproxy serves at most; a config beyond is refused with an error
  * naming the list (--check refuses what start would). */
-#define CFG_MAX_WORKERS 64   /* worker threads */
-#define CFG_MAX_LISTENERS 64 /* listeners */
-#define CFG_MAX_ENDPOINTS 64 /* endpoints of one function */
+#define CFG_MAX_WORKERS 64       /* worker threads */
+#define CFG_MAX_LISTENERS 64     /* listeners */
+#define CFG_MAX_ENDPOINTS 64     /* endpoints of one function */
+#define CFG_MIN_CLIENT_RATE 1024 /* listeners' min_client_rate default, bytes a second */
 
 /* Request methods a route can match on, as bits of cfg_route.methods. */
 enum cfg_method {
@@ -95,6 +96,8 @@ struct cfg_listener {
     uint64_t header_timeout_ms;    /* request head must arrive within; default 10s */
     uint64_t keepalive_timeout_ms; /* idle between requests; default 60s */
     size_t max_header_bytes;       /* request line + headers; default 16 KiB */
+    uint64_t min_client_rate;      /* bytes a second a client must send its body and read its
+                                    * answer at, over the time fnproxy waits on it; 0: none */
     struct cfg_listener_tls *tls;  /* NULL: plain HTTP */
     int line, col;                 /* where the item starts in the file */
 };

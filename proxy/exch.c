@@ -147,6 +147,8 @@ void exch_touch(struct exch *x)
 
 void exch_enter(struct exch *x, enum exch_phase ph)
 {
+    if (ph == EXCH_PH_BODY && x->phase != EXCH_PH_BODY)
+        x->body_since = worker_now_ms(x->cl->w);
     x->phase = ph;
     exch_touch(x);
 }
@@ -427,9 +429,24 @@ int exch_send(struct exch *x, bool now)
     for (unsigned i = 0; i < x->resp_out.n; i++)
         x->bytes_out += x->resp_out.iov[i].len;
     rc = x->cl->ops->send(x, now);
-    if (rc == 0)
+    if (rc == 0) {
         x->flags |= X_F_DOWN_WRITING;
+        x->down_since = worker_now_ms(x->cl->w);
+    }
     return rc;
+}
+
+/* Whether the client moved fewer than min_client_rate bytes a second over
+ * the wait_ms fnproxy has waited on it so far (judged once 10 s were
+ * waited): a client that trickles its body or reads its answer a byte at a
+ * time must not hold a connection to the function for ever. */
+#define CLIENT_RATE_WINDOW_MS 10000
+static bool exch_client_too_slow(struct exch *x, uint64_t bytes, uint64_t wait_ms)
+{
+    const struct cfg_listener *lc = exch_listener(x);
+
+    return lc != NULL && lc->min_client_rate != 0 && wait_ms >= CLIENT_RATE_WINDOW_MS &&
+           bytes * 1000 < lc->min_client_rate * wait_ms;
 }
 
 /* A part of the response reached the client: the bytes it came from in
@@ -450,6 +467,16 @@ static void exch_response_written(struct exch *x)
 void exch_client_sent(struct exch *x, int status)
 {
     x->flags &= ~X_F_DOWN_WRITING;
+    if (x->down_since != 0) {
+        x->down_wait_ms += worker_now_ms(x->cl->w) - x->down_since;
+        x->down_since = 0;
+    }
+    if (x->phase == EXCH_PH_STREAM && exch_client_too_slow(x, x->bytes_out, x->down_wait_ms)) {
+        log_debug("request %s: the client reads under min_client_rate: closed", x->request_id);
+        exch_count_timeout(x, TMO_SLOW_CLIENT);
+        exch_abort(x);
+        return;
+    }
     if (status < 0) {
         x->cl->ops->abort(x);
         return;
@@ -1094,6 +1121,18 @@ static void on_up_connected(void *owner, int status)
 
 void exch_input(struct exch *x)
 {
+    if (x->phase == EXCH_PH_BODY) {
+        uint64_t now = worker_now_ms(x->cl->w);
+        x->body_wait_ms += now - x->body_since;
+        x->body_since = now;
+        if (exch_client_too_slow(x, x->req.body_bytes, x->body_wait_ms)) {
+            exch_count_timeout(x, TMO_SLOW_CLIENT);
+            x->flags |= X_F_UP_BROKEN;
+            exch_reply(x, 408, "request_timeout",
+                       "the request body arrives slower than min_client_rate");
+            return;
+        }
+    }
     exch_touch(x);
     if (x->flags & X_F_TUNNEL) {
         fwd_tunnel_input(x);

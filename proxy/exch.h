@@ -251,6 +251,8 @@ struct exch {
     uint64_t deadline;                  /* loop ms: the response head by then (0: none yet) */
     uint64_t try_deadline;              /* loop ms: this attempt's (0: none) */
     uint64_t wake_at;                   /* loop ms: the end of a BACKOFF wait */
+    uint64_t body_since, body_wait_ms;  /* loop ms: waiting on the client's body (BODY) */
+    uint64_t down_since, down_wait_ms;  /* ... on the client taking the answer (a send) */
     unsigned n_retries;                 /* retries made */
     uint8_t ep_idx;                     /* the endpoint (or address) of the last attempt */
     char *replay;                       /* body bytes as sent, for a retry */

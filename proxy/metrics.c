@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const timeout_names[TMO__N] = {"connect", "header", "body",    "upstream",
-                                                  "idle",    "dns",    "per_try", "total"};
+static const char *const timeout_names[TMO__N] = {
+    "connect", "header", "body", "upstream", "idle", "dns", "per_try", "total", "slow_client"};
 static const char *const uperr_names[UPERR__N] = {"refused", "reset",    "tls",
                                                   "timeout", "protocol", "dns"};
 

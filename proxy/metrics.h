@@ -68,6 +68,7 @@ enum metrics_timeout {
     TMO_DNS,         /* an egress name not resolved within dns.timeout */
     TMO_PER_TRY,     /* one attempt: no response head within per_try_timeout */
     TMO_TOTAL,       /* no response head within timeout, every attempt and backoff included */
+    TMO_SLOW_CLIENT, /* the client sent its body or read its answer under min_client_rate */
     TMO__N
 };
 enum metrics_uperr {

@@ -1221,6 +1221,24 @@ static void test_route_retries_errors(void **state)
     check_errors(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+static void test_min_client_rate(void **state)
+{
+    struct config *c = parse_ok("listeners:\n"
+                                "  - { name: a, listen: 127.0.0.1:1 }\n"
+                                "  - { name: b, listen: 127.0.0.1:2, min_client_rate: 64KiB }\n"
+                                "  - { name: c, listen: 127.0.0.1:3, min_client_rate: 0 }\n");
+    (void)state;
+
+    assert_int_equal(c->listeners[0].min_client_rate, 1024);
+    assert_int_equal(c->listeners[1].min_client_rate, 64 << 10);
+    assert_int_equal(c->listeners[2].min_client_rate, 0);
+    config_free(c);
+    check_error("listeners:\n  - { name: a, listen: 127.0.0.1:1, min_client_rate: fast }\n",
+                "t.yaml:2:54: listeners[0].min_client_rate: expected a size like 16KiB");
+    check_error("listeners:\n  - { name: a, listen: 127.0.0.1:1, min_client_rate: 2GiB }\n",
+                "t.yaml:2:54: listeners[0].min_client_rate: at most 1GiB (a second)");
+}
+
 static void test_fault(void **state)
 {
     struct config *c = parse_ok(BASE "          fault: { delay: { percent: 12.5, duration: 100ms },"
@@ -2194,6 +2212,7 @@ int main(void)
         cmocka_unit_test(test_route_retries_errors),
         cmocka_unit_test(test_outlier_and_breaker),
         cmocka_unit_test(test_fault),
+        cmocka_unit_test(test_min_client_rate),
         cmocka_unit_test(test_egress_small),
         cmocka_unit_test(test_egress_errors),
         cmocka_unit_test(test_egress_listener_limit),

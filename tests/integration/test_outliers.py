@@ -216,3 +216,48 @@ def slow_body_sender_gets_408(ctx):
     check_fnproxy_error(r, 408, "request_timeout")
     check(9 <= took <= 20, "408 after %.1fs of a 100 B/s body (10 s window)" % took)
     check_eq(counter(fp, "fnproxy_timeouts_total", kind="slow_client"), 1.0, "slow_client")
+
+
+@case(timeout=60)
+def paused_backend_per_try_timeout_and_ejection(ctx):
+    """One of two instances is paused (SIGSTOP, as a frozen function is): it
+    accepts connections (the kernel does) and never answers. With
+    per_try_timeout 300ms and retries on per-try-timeout, each request that
+    lands there is answered by the other instance within the deadline; after
+    two such timeouts in a row it is ejected and requests stop waiting on it;
+    resumed (SIGCONT) and its ejection over, it serves again."""
+    import signal
+    a = ctx.start_backend(name="a")
+    b = ctx.start_backend(name="b")
+    fp = ctx.start_fnproxy(config(
+        [a.addr, b.addr],
+        fn_extra="    outlier: { consecutive_failures: 2, base_ejection_time: 2s }\n",
+        route_extra="          per_try_timeout: 300ms\n"
+                    "          retries: { max: 1, on: [connect-failure, per-try-timeout] }\n"),
+        workers=1)
+    c = ctx.connect(fp.port)
+    c.send(build_request("GET", "/status/200"))
+    check_eq(c.read_response().status, 200, "before the pause")
+    b.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        for i in range(20):
+            c.send(build_request("GET", "/status/200"))
+            r = c.read_response(timeout=5)
+            check_eq((r.status, r.header("x-backend")), (200, "a"), "request %d while b is paused"
+                     % i)
+        took = time.monotonic() - t0
+        check(took < 2.0, "20 requests took %.1fs: more than two waited on the paused one" % took)
+        check_eq(counter(fp, "fnproxy_timeouts_total", kind="per_try"), 2.0,
+                 "per-try timeouts before the ejection")
+        check_eq(counter(fp, "fnproxy_outlier_ejections_total"), 1.0, "the paused one ejected")
+    finally:
+        b.send_signal(signal.SIGCONT)
+    time.sleep(2.2)
+    seen = set()
+    for i in range(40):
+        c.send(build_request("GET", "/status/200"))
+        r = c.read_response(timeout=5)
+        check_eq(r.status, 200, "request %d after the resume" % i)
+        seen.add(r.header("x-backend"))
+    check_eq(seen, {"a", "b"}, "instances serving after the resume")

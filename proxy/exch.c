@@ -986,14 +986,17 @@ static bool exch_try_retry(struct exch *x, enum retry_cond cond, int status, int
     };
     if (retry_after >= 0 && (uint64_t)retry_after > f.wait_ms)
         f.wait_ms = (uint64_t)retry_after;
-    f.budget_ok = retry_budget_allows(&x->stats->budget, rp, now / 1000);
+    /* A failed connect put no load on the function: another endpoint is
+     * tried without spending the budget, which guards the functions. */
+    f.budget_ok = connect || retry_budget_allows(&x->stats->budget, rp, now / 1000);
     v = retry_decide(rp, &f);
     if (v != RETRY_GO) {
         if (v != RETRY_NOT_ON)
             metrics_inc(&x->stats->retries_skipped[v]);
         return false;
     }
-    retry_budget_spend(&x->stats->budget, now / 1000);
+    if (!connect)
+        retry_budget_spend(&x->stats->budget, now / 1000);
     metrics_inc(&x->stats->retries);
     x->n_retries++;
     x->flags |= X_F_UP_BROKEN;

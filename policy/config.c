@@ -1603,35 +1603,47 @@ static int get_uint_max(struct pctx *x, const struct ynode *v, uint64_t max, uin
     return 0;
 }
 
-/* A ratio from 0 to 1 with at most three decimals ("0.2", "1", "0.125"),
- * in permille. */
-static int get_ratio(struct pctx *x, const struct ynode *v, uint32_t *permille)
+/* A decimal with at most three decimals ("0.2", "12.5", "100") from 0 to
+ * max, in thousandths; -1 if it is not one. */
+static int thousandths_parse(const char *s, size_t len, uint64_t max, uint32_t *out)
 {
     uint64_t whole, frac = 0;
     size_t i, n, scale = 1000;
     bool big;
 
-    if (!node_is_value(v))
-        goto bad;
-    i = scan_uint(v->str, v->len, &whole, &big);
-    if (i == 0 || big || whole > 1)
-        goto bad;
-    if (i < v->len) {
-        if (v->str[i] != '.' || i + 1 == v->len || v->len - i - 1 > 3)
-            goto bad;
-        n = scan_uint(v->str + i + 1, v->len - i - 1, &frac, &big);
-        if (n != v->len - i - 1)
-            goto bad;
+    i = scan_uint(s, len, &whole, &big);
+    if (i == 0 || big || whole > max)
+        return -1;
+    if (i < len) {
+        if (s[i] != '.' || i + 1 == len || len - i - 1 > 3)
+            return -1;
+        n = scan_uint(s + i + 1, len - i - 1, &frac, &big);
+        if (n != len - i - 1)
+            return -1;
         for (size_t d = 0; d < n; d++)
             scale /= 10;
         frac *= scale;
     }
-    if (whole * 1000 + frac > 1000)
-        goto bad;
-    *permille = (uint32_t)(whole * 1000 + frac);
+    if (whole * 1000 + frac > max * 1000)
+        return -1;
+    *out = (uint32_t)(whole * 1000 + frac);
     return 0;
-bad:
-    return fail(x, v, "expected a ratio from 0 to 1, like 0.2");
+}
+
+/* A ratio from 0 to 1, in permille. */
+static int get_ratio(struct pctx *x, const struct ynode *v, uint32_t *permille)
+{
+    if (!node_is_value(v) || thousandths_parse(v->str, v->len, 1, permille) < 0)
+        return fail(x, v, "expected a ratio from 0 to 1, like 0.2");
+    return 0;
+}
+
+/* A percentage from 0 to 100, in thousandths of a percent. */
+static int get_percent(struct pctx *x, const struct ynode *v, uint32_t *share)
+{
+    if (!node_is_value(v) || thousandths_parse(v->str, v->len, 100, share) < 0)
+        return fail(x, v, "expected a percentage from 0 to 100, like 10 or 0.5");
+    return 0;
 }
 
 static int get_retry_on(struct pctx *x, const struct ynode *v, struct retry_policy *p)
@@ -1735,37 +1747,6 @@ static int retries_value(struct pctx *x, int key, const struct ynode *v, void *o
         p->replay_max = n;
         return rc;
     }
-}
-
-/* A percentage from 0 to 100 with at most three decimals ("10", "0.5"), in
- * thousandths of a percent. */
-static int get_percent(struct pctx *x, const struct ynode *v, uint32_t *share)
-{
-    uint64_t whole, frac = 0;
-    size_t i, n, scale = 1000;
-    bool big;
-
-    if (!node_is_value(v))
-        goto bad;
-    i = scan_uint(v->str, v->len, &whole, &big);
-    if (i == 0 || big || whole > 100)
-        goto bad;
-    if (i < v->len) {
-        if (v->str[i] != '.' || i + 1 == v->len || v->len - i - 1 > 3)
-            goto bad;
-        n = scan_uint(v->str + i + 1, v->len - i - 1, &frac, &big);
-        if (n != v->len - i - 1)
-            goto bad;
-        for (size_t d = 0; d < n; d++)
-            scale /= 10;
-        frac *= scale;
-    }
-    if (whole * 1000 + frac > 100000)
-        goto bad;
-    *share = (uint32_t)(whole * 1000 + frac);
-    return 0;
-bad:
-    return fail(x, v, "expected a percentage from 0 to 100, like 10 or 0.5");
 }
 
 enum { DELAY_K_PERCENT, DELAY_K_DURATION };

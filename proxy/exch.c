@@ -625,6 +625,22 @@ static void exch_wait(struct exch *x, uint64_t ms)
     exch_enter(x, EXCH_PH_BACKOFF);
 }
 
+int exch_head_buf(struct exch *x, size_t cap)
+{
+    if (cap <= WORKER_BUF_SIZE) {
+        x->req_head = worker_buf_get(x->cl->w);
+        x->req_head_cap = WORKER_BUF_SIZE;
+    } else {
+        x->req_head = malloc(cap);
+        x->req_head_cap = (uint32_t)cap;
+    }
+    if (x->req_head == NULL) {
+        exch_reply(x, 503, "overloaded", "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /* true with a share in 100000 */
 static bool exch_chance(struct exch *x, uint32_t share)
 {
@@ -733,17 +749,8 @@ void exch_begin(struct exch *x)
     for (unsigned i = 0; i < h->n_hdr; i++)
         if (h1_span_eq(h->hdr[i].name, "x-forwarded-for"))
             cap += 2;
-    if (cap <= WORKER_BUF_SIZE) {
-        x->req_head = worker_buf_get(cl->w);
-        x->req_head_cap = WORKER_BUF_SIZE;
-    } else {
-        x->req_head = malloc(cap);
-        x->req_head_cap = (uint32_t)cap;
-    }
-    if (x->req_head == NULL) {
-        exch_reply(x, 503, "overloaded", "out of memory");
+    if (exch_head_buf(x, cap) < 0)
         return;
-    }
     struct h1_forward f = {
         .client_ip = cl->ip,
         .proto = cl->tls ? "https" : "http",

@@ -17,6 +17,10 @@ void exch_make_request_id(struct exch *x);
 void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struct retry_policy *rp,
                      const struct cfg_fault *fault);
 
+/* x->req_head for a forwarded head of at most cap bytes (a pooled buffer
+ * when it fits); 0, or -1 answered 503. */
+int exch_head_buf(struct exch *x, size_t cap);
+
 /* The first attempt, after any fault the route injects (an answer of its
  * own, or a delay first). */
 void exch_first_attempt(struct exch *x);

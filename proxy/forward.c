@@ -8,7 +8,6 @@
 
 #include <arpa/inet.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -263,7 +262,7 @@ static int fwd_write_head(struct exch *x, bool port_given)
     struct h1_head *h = &x->req.head;
     struct h1_span t = h->target, origin;
     char host[sizeof(x->target.host) + 8], query_target[2048];
-    size_t i = sizeof("http://") - 1, cap;
+    size_t i = sizeof("http://") - 1;
     bool v6 = x->target.is_ip && x->target.family == AF_INET6;
 
     while (i < t.len && t.p[i] != '/' && t.p[i] != '?')
@@ -287,18 +286,8 @@ static int fwd_write_head(struct exch *x, bool port_given)
     else
         snprintf(host, sizeof(host), v6 ? "[%s]" : "%s", x->target.host);
 
-    cap = (size_t)x->req_bytes + 512 + sizeof(x->request_id);
-    if (cap <= WORKER_BUF_SIZE) {
-        x->req_head = worker_buf_get(x->cl->w);
-        x->req_head_cap = WORKER_BUF_SIZE;
-    } else {
-        x->req_head = malloc(cap);
-        x->req_head_cap = (uint32_t)cap;
-    }
-    if (x->req_head == NULL) {
-        exch_reply(x, 503, "overloaded", "out of memory");
+    if (exch_head_buf(x, (size_t)x->req_bytes + 512 + sizeof(x->request_id)) < 0)
         return -1;
-    }
     struct h1_forward f = {
         .request_id = x->request_id,
         .host = host,

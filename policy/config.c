@@ -2582,7 +2582,15 @@ static int add_egress_listeners(struct pctx *x)
     return 0;
 }
 
-enum { OUT_K_CONSECUTIVE, OUT_K_BASE, OUT_K_MAX, OUT_K_PERCENT, OUT_K_N };
+enum {
+    OUT_K_CONSECUTIVE,
+    OUT_K_BASE,
+    OUT_K_MAX,
+    OUT_K_PERCENT,
+    OUT_K_FAILURE_PERCENT,
+    OUT_K_FAILURE_WINDOW,
+    OUT_K_N
+};
 
 static int outlier_value(struct pctx *x, int key, const struct ynode *v, void *obj)
 {
@@ -2599,9 +2607,19 @@ static int outlier_value(struct pctx *x, int key, const struct ynode *v, void *o
         return get_timeout(x, v, &o->base_ejection_ms);
     case OUT_K_MAX:
         return get_timeout(x, v, &o->max_ejection_ms);
-    default:
+    case OUT_K_PERCENT:
         rc = get_uint_max(x, v, 100, &n);
         o->max_ejected_percent = (unsigned)n;
+        return rc;
+    case OUT_K_FAILURE_PERCENT:
+        rc = get_uint_max(x, v, 100, &n);
+        o->failure_percent = (unsigned)n;
+        return rc;
+    default:
+        rc = get_uint_max(x, v, 100000, &n);
+        if (rc == 0 && n == 0)
+            rc = fail(x, v, "must be greater than zero");
+        o->failure_window = (unsigned)n;
         return rc;
     }
 }
@@ -2610,8 +2628,13 @@ static int outlier_value(struct pctx *x, int key, const struct ynode *v, void *o
  * max_ejected_percent } */
 static int parse_outlier(struct pctx *x, const struct ynode *n, struct outlier_policy *o)
 {
-    static const char *const known[] = {"consecutive_failures", "base_ejection_time",
-                                        "max_ejection_time", "max_ejected_percent", NULL};
+    static const char *const known[] = {"consecutive_failures",
+                                        "base_ejection_time",
+                                        "max_ejection_time",
+                                        "max_ejected_percent",
+                                        "failure_percent",
+                                        "failure_window",
+                                        NULL};
     const struct ynode *seen[OUT_K_N] = {0};
     int rc;
 
@@ -2699,6 +2722,7 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
         .base_ejection_ms = 10 * 1000,
         .max_ejection_ms = 300 * 1000,
         .max_ejected_percent = 50,
+        .failure_window = 20,
     };
     f->circuit_breaker = (struct cfg_circuit_breaker){.max_active = 1024, .max_pending = 1024};
     rc = map_walk(x, n, known, NULL, seen, function_value, f);

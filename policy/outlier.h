@@ -4,7 +4,10 @@
  * outlier detection), the n-th time for n times the base, at most the max,
  * and never more than a share of a function's endpoints at once. When its
  * time is up it takes real traffic again; one more run of failures ejects
- * it for longer. Pure: the caller passes the time.
+ * it for longer. A second trigger, off by default, catches an endpoint that
+ * fails often but seldom many times in a row: failure_percent or more of
+ * its last failure_window attempts (counted in blocks of that many). Pure:
+ * the caller passes the time.
  */
 #ifndef FNPROXY_OUTLIER_H
 #define FNPROXY_OUTLIER_H
@@ -17,6 +20,8 @@ struct outlier_policy {
     uint64_t base_ejection_ms;
     uint64_t max_ejection_ms;
     unsigned max_ejected_percent; /* of a function's endpoints at once */
+    unsigned failure_percent;     /* failures in a window that eject; 0: never */
+    unsigned failure_window;      /* attempts in that window */
 };
 
 /* One endpoint's record (per worker). */
@@ -24,6 +29,8 @@ struct outlier_state {
     uint32_t consecutive; /* failures in a row */
     uint32_t ejections;   /* times ejected, for the growing ejection time */
     uint64_t until_ms;    /* ejected until then (0: never was) */
+    uint32_t window_n;    /* attempts in the current window */
+    uint32_t window_fail; /* ... of which failed */
 };
 
 bool outlier_ejected(const struct outlier_state *s, uint64_t now_ms);

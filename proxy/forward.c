@@ -454,13 +454,14 @@ void fwd_begin(struct exch *x)
 }
 
 /* The endpoint of dial address i (one more reference), and the TLS
- * context it is reached with. */
+ * context it is reached with. Endpoints are found by address; the text of
+ * one is written once, when it is made. */
 static struct endpoint *fwd_endpoint_of(struct exch *x, unsigned i, struct tls_ctx **tls)
 {
     const struct resolve_addr *ra = &x->dial.a[i];
     struct cfg_addr a = {.kind = CFG_ADDR_INET};
     const char *tls_name = NULL, *ca = NULL;
-    char ip[INET6_ADDRSTRLEN];
+    struct endpoint *ep;
 
     if (ra->family == AF_INET) {
         struct sockaddr_in *sin = (struct sockaddr_in *)&a.sa;
@@ -468,16 +469,12 @@ static struct endpoint *fwd_endpoint_of(struct exch *x, unsigned i, struct tls_c
         sin->sin_port = htons(x->dial.port);
         memcpy(&sin->sin_addr, ra->addr, 4);
         a.sa_len = sizeof(*sin);
-        inet_ntop(AF_INET, ra->addr, ip, sizeof(ip));
-        snprintf(a.text, sizeof(a.text), "%s:%u", ip, (unsigned)x->dial.port);
     } else {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a.sa;
         sin6->sin6_family = AF_INET6;
         sin6->sin6_port = htons(x->dial.port);
         memcpy(&sin6->sin6_addr, ra->addr, 16);
         a.sa_len = sizeof(*sin6);
-        inet_ntop(AF_INET6, ra->addr, ip, sizeof(ip));
-        snprintf(a.text, sizeof(a.text), "[%s]:%u", ip, (unsigned)x->dial.port);
     }
     *tls = NULL;
     if (x->rule != NULL && x->rule->tls_originate && !(x->flags & X_F_TUNNEL)) {
@@ -485,7 +482,14 @@ static struct endpoint *fwd_endpoint_of(struct exch *x, unsigned i, struct tls_c
         ca = x->rule->ca;
         *tls = x->ws->snap->egress_tls[x->fn_idx][x->policy.rule];
     }
-    return endpoint_get(&x->cl->w->pool, &a, tls_name, ca);
+    ep = endpoint_get(&x->cl->w->pool, &a, tls_name, ca);
+    if (ep != NULL && ep->addr.text[0] == '\0') {
+        char ip[INET6_ADDRSTRLEN];
+        inet_ntop(ra->family, ra->addr, ip, sizeof(ip));
+        snprintf(ep->addr.text, sizeof(ep->addr.text), ra->family == AF_INET ? "%s:%u" : "[%s]:%u",
+                 ip, (unsigned)x->dial.port);
+    }
+    return ep;
 }
 
 struct endpoint *fwd_next_endpoint(struct exch *x, size_t *idx, struct tls_ctx **tls, bool *full)

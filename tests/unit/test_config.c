@@ -1288,7 +1288,7 @@ static void test_outlier_and_breaker(void **state)
         "  - name: a\n"
         "    endpoints: [127.0.0.1:1]\n"
         "    outlier: { consecutive_failures: 3, base_ejection_time: 2s, max_ejection_time: 1m,"
-        " max_ejected_percent: 30 }\n"
+        " max_ejected_percent: 30, failure_percent: 10, failure_window: 50 }\n"
         "    circuit_breaker: { max_active: 10, max_pending: 0 }\n"
         "  - name: b\n"
         "    endpoints: [127.0.0.1:2]\n");
@@ -1299,6 +1299,8 @@ static void test_outlier_and_breaker(void **state)
     assert_int_equal(a->outlier.base_ejection_ms, 2000);
     assert_int_equal(a->outlier.max_ejection_ms, 60000);
     assert_int_equal(a->outlier.max_ejected_percent, 30);
+    assert_int_equal(a->outlier.failure_percent, 10);
+    assert_int_equal(a->outlier.failure_window, 50);
     assert_int_equal(a->circuit_breaker.max_active, 10);
     assert_int_equal(a->circuit_breaker.max_pending, 0);
     /* The defaults (README). */
@@ -1306,6 +1308,8 @@ static void test_outlier_and_breaker(void **state)
     assert_int_equal(b->outlier.base_ejection_ms, 10000);
     assert_int_equal(b->outlier.max_ejection_ms, 300000);
     assert_int_equal(b->outlier.max_ejected_percent, 50);
+    assert_int_equal(b->outlier.failure_percent, 0);
+    assert_int_equal(b->outlier.failure_window, 20);
     assert_int_equal(b->circuit_breaker.max_active, 1024);
     assert_int_equal(b->circuit_breaker.max_pending, 1024);
     config_free(c);

@@ -95,12 +95,42 @@ static void test_max_ejected_share(void **state)
         assert_false(outlier_record(&s, &off, false, 0, 0, 3));
 }
 
+/* failure_percent: 20% of 10 attempts, counted in blocks of 10. */
+static void test_failure_share(void **state)
+{
+    struct outlier_policy p = pol;
+    struct outlier_state s = {0};
+    (void)state;
+
+    p.failure_percent = 20;
+    p.failure_window = 10;
+    /* One failure in ten, never two in a row: a share of 10%, kept. */
+    for (int block = 0; block < 5; block++)
+        for (int i = 0; i < 10; i++)
+            assert_false(outlier_record(&s, &p, i != 4, 0, 0, 3));
+    /* Two in ten, apart: 20%, ejected at the end of the block. */
+    for (int i = 0; i < 9; i++)
+        assert_false(outlier_record(&s, &p, i != 2 && i != 6, 0, 0, 3));
+    assert_true(outlier_record(&s, &p, true, 0, 0, 3));
+    assert_true(outlier_ejected(&s, 500));
+    /* Back: a fresh window, not the old one's failures. */
+    for (int i = 0; i < 9; i++)
+        assert_false(outlier_record(&s, &p, i != 0, 1000, 0, 3));
+    assert_false(outlier_record(&s, &p, true, 1000, 0, 3));
+    /* Off (percent 0): the same failures never eject by share. */
+    p.failure_percent = 0;
+    s = (struct outlier_state){0};
+    for (int i = 0; i < 100; i++)
+        assert_false(outlier_record(&s, &p, i % 2 == 0, 0, 0, 3));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ejects_after_a_run),
         cmocka_unit_test(test_ejection_time_grows_and_is_capped),
         cmocka_unit_test(test_max_ejected_share),
+        cmocka_unit_test(test_failure_share),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,9 +1,10 @@
 #!/bin/sh
 # bench/run.sh [--quick]: fnproxy against direct, nginx and HAProxy
-# (ingress) and against Squid and tinyproxy (egress) on loopback. `make
-# bench` runs it in full (3 reps of 8 s, about 17 min, bounded at 20),
-# `make bench-quick` with --quick (1 rep of 3 s, about 3.5 min, bounded
-# at 4).
+# (ingress), against Squid and tinyproxy (egress) on loopback, then the
+# reliability group (bench/resilience.py). `make bench` runs it in full (3
+# reps of 8 s, about 21 min: 17 bounded at 20, and the reliability group's
+# 3.5 bounded at 7), `make bench-quick` with --quick (1 rep of 3 s, about
+# 4.5 min, bounded at 6).
 #
 # This wrapper installs the peers (Debian packages, only if missing),
 # raises the fd limit for the 10,000-connection scenario, and runs

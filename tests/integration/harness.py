@@ -909,6 +909,54 @@ def metric_value(text, name, labels):
     return total
 
 
+class RawServer:
+    """A TCP server (on 127.0.0.1 and a free port unless told) whose every
+    connection is handed to handler(sock, server) in a thread of its own,
+    closed when the handler returns. .conns counts them."""
+
+    def __init__(self, handler, host=HOST, port=0, rcvbuf=None):
+        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.srv.bind((host, port))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        self.addr = "%s:%d" % (host, self.port)
+        self.handler = handler
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.conns = 0
+        self.events = []  # (what, monotonic time) of the handler's choosing
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def note(self, what):
+        with self.lock:
+            self.events.append((what, time.monotonic()))
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.srv.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns += 1
+            threading.Thread(target=self._run, args=(s,), daemon=True).start()
+
+    def _run(self, s):
+        try:
+            self.handler(s, self)
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def close(self):
+        self.stop.set()
+        self.srv.close()
+
+
 class Sender(threading.Thread):
     """Sends bytes from a generator in the background, ignoring errors (the
     peer may answer and close before taking everything)."""

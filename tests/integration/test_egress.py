@@ -30,11 +30,10 @@ import signal
 import socket
 import ssl
 import struct
-import threading
 import time
 
 import dnsserver
-from harness import (SAN, Sender, build_request, case, check, check_eq, check_fnproxy_error,
+from harness import (SAN, RawServer, Sender, build_request, case, check, check_eq, check_fnproxy_error,
                      curl, fail, free_port, hget, make_certs, metric_value, parse_echo, request,
                      settle, wait_for, wait_until)
 
@@ -220,28 +219,16 @@ class TunnelPeer:
     .conns counts connections accepted, .ended those that are over."""
 
     def __init__(self, host, port=8080):
-        self.addr = "%s:%d" % (host, port)
-        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind((host, port))
-        self.srv.listen(64)
-        self.lock = threading.Lock()
-        self.conns = 0
         self.ended = 0
         self.errors = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.server = RawServer(self._serve, host=host, port=port)
+        self.addr = self.server.addr
 
-    def _accept(self):
-        while True:
-            try:
-                s, _ = self.srv.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns += 1
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+    @property
+    def conns(self):
+        return self.server.conns
 
-    def _serve(self, s):
+    def _serve(self, s, server):
         s.settimeout(120)
         try:
             buf = b""
@@ -275,12 +262,12 @@ class TunnelPeer:
         except OSError as e:
             self.errors.append(str(e))
         finally:
-            s.close()
-            with self.lock:
+            s.close()  # before it counts as ended (RawServer's close then does nothing)
+            with server.lock:
                 self.ended += 1
 
     def close(self):
-        self.srv.close()
+        self.server.close()
 
 
 INNER_TLS = """\

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from harness import (Client, build_request, case, check, check_eq, check_fnproxy_error,
+from harness import (build_request, case, check, check_eq, check_fnproxy_error,
                      free_port, metric_value, request)
 
 

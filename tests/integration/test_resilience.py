@@ -29,7 +29,7 @@ import threading
 import time
 
 import test_egress as eg  # its namespace (hosts, addresses) and helpers
-from harness import (HOST, Sender, build_request, case, check, check_eq,
+from harness import (HOST, RawServer, Sender, build_request, case, check, check_eq,
                      check_fnproxy_error, fail, free_port, hget, metric_value,
                      parse_echo, request, wait_for, wait_until)
 
@@ -147,52 +147,6 @@ def pattern(n):
 
 # ---------------------------------------------------------------------------
 # raw servers and sockets for what fnbackend cannot do
-
-
-class RawServer:
-    """A TCP server on 127.0.0.1 whose every connection is handed to
-    handler(sock, server) in a thread of its own. .conns counts them."""
-
-    def __init__(self, handler, rcvbuf=None):
-        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.srv.bind((HOST, 0))
-        self.srv.listen(16)
-        self.port = self.srv.getsockname()[1]
-        self.addr = "%s:%d" % (HOST, self.port)
-        self.handler = handler
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.conns = 0
-        self.events = []  # (what, monotonic time) of the handler's choosing
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def note(self, what):
-        with self.lock:
-            self.events.append((what, time.monotonic()))
-
-    def _accept(self):
-        while True:
-            try:
-                s, _ = self.srv.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns += 1
-            threading.Thread(target=self._run, args=(s,), daemon=True).start()
-
-    def _run(self, s):
-        try:
-            self.handler(s, self)
-        except OSError:
-            pass
-        finally:
-            s.close()
-
-    def close(self):
-        self.stop.set()
-        self.srv.close()
 
 
 def read_head(s):

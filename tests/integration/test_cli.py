@@ -96,3 +96,20 @@ def run_with_bad_config_fails(ctx):
     p = ctx.run_fnproxy(["-c", path])
     check(p.returncode != 0, "fnproxy -c BAD exits non-zero (got %d)" % p.returncode)
     check(("%s:6:5:" % path) in p.stderr.decode(), "error on stderr: %r" % p.stderr)
+
+
+@case()
+def readme_walkthrough_config_checks(ctx):
+    """The config walk-through in README.md is a config fnproxy takes: every
+    key it shows exists, with a valid value (--check; files are not read)."""
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "README.md")) as f:
+        text = f.read()
+    section = text[text.index("## Configuration walk-through"):]
+    m = re.search(r"```yaml\n(.*?)```", section, re.S)
+    check(m is not None, "README's walk-through has a yaml block")
+    path = ctx.write_config(m.group(1), "readme.yaml")
+    p = ctx.run_fnproxy(["--check", "-c", path])
+    out, err = _out(p)
+    check_eq(p.returncode, 0, "--check of README's walk-through (%s)" % (err.strip() or out))

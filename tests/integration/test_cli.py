@@ -2,7 +2,7 @@
 
 import re
 
-from harness import case, check, check_eq, std_config
+from harness import case, check, check_eq, make_certs, std_config
 
 
 def _out(p):
@@ -101,7 +101,8 @@ def run_with_bad_config_fails(ctx):
 @case()
 def readme_walkthrough_config_checks(ctx):
     """The config walk-through in README.md is a config fnproxy takes: every
-    key it shows exists, with a valid value (--check; files are not read)."""
+    key it shows exists, with a valid value (--check, which also loads the
+    certificates: those it names under certs/out/ are made for the case)."""
     import os
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(root, "README.md")) as f:
@@ -109,7 +110,8 @@ def readme_walkthrough_config_checks(ctx):
     section = text[text.index("## Configuration walk-through"):]
     m = re.search(r"```yaml\n(.*?)```", section, re.S)
     check(m is not None, "README's walk-through has a yaml block")
-    path = ctx.write_config(m.group(1), "readme.yaml")
+    pki = make_certs(ctx)
+    path = ctx.write_config(m.group(1).replace("certs/out/", pki + "/"), "readme.yaml")
     p = ctx.run_fnproxy(["--check", "-c", path])
     out, err = _out(p)
     check_eq(p.returncode, 0, "--check of README's walk-through (%s)" % (err.strip() or out))

@@ -184,6 +184,32 @@ struct cfg_circuit_breaker {
     unsigned max_pending; /* connects under way to one endpoint; default 1024 */
 };
 
+/* How a rate limit is keyed (ingress.rate_limit.per). */
+enum cfg_rate_per {
+    CFG_RATE_FUNCTION = 0, /* one bucket for the function */
+    CFG_RATE_CLIENT_ID,    /* one per verified mTLS identity (no identity: one shared bucket) */
+    CFG_RATE_CLIENT_IP,    /* one per client address */
+};
+
+/* functions[].ingress admission (README "Admission"): global across workers,
+ * kept across reloads by function name. */
+struct cfg_admission {
+    unsigned max_concurrency;  /* requests in flight to the function at once; 0: no limit */
+    unsigned queue_depth;      /* queue.depth: requests waiting beyond it; default 100 */
+    uint64_t queue_timeout_ms; /* queue.timeout: the longest wait; default 5s */
+    uint64_t rate_milli;       /* rate_limit.rps in thousandths; 0: no rate limit */
+    unsigned burst;            /* rate_limit.burst; default rps rounded up, at least 1 */
+    enum cfg_rate_per per;     /* rate_limit.per */
+};
+
+/* functions[].readiness: probe endpoints until they answer; hold requests
+ * meanwhile. */
+struct cfg_readiness {
+    char *path;           /* GET path answering 2xx when ready; NULL: a TCP connect */
+    uint64_t interval_ms; /* between probes of an endpoint not ready; default 50ms */
+    uint64_t timeout_ms;  /* one probe; default 1s */
+};
+
 struct cfg_function {
     char *name;
     struct cfg_addr *endpoints;
@@ -197,6 +223,8 @@ struct cfg_function {
     struct cfg_egress *egress;     /* NULL: none (the function makes no outbound calls) */
     struct outlier_policy outlier; /* its endpoints' and egress destinations' ejection */
     struct cfg_circuit_breaker circuit_breaker;
+    struct cfg_admission admission;
+    struct cfg_readiness *readiness; /* NULL: none (requests go straight to the endpoints) */
     int line, col;
 };
 

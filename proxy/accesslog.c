@@ -362,6 +362,8 @@ size_t accesslog_format(struct accesslog_buf *b, char *out, const struct accessl
     p = put_ms(p, e->upstream_us);
     p = PUT_LIT(p, ",\"attempts\":");
     p = put_u64(p, e->attempts);
+    p = PUT_LIT(p, ",\"queue_ms\":");
+    p = put_ms(p, e->queue_us);
     if (e->egress) {
         /* The address dialled is "upstream"; "resolved" says so for egress. */
         p = PUT_LIT(p, ",\"direction\":\"egress\",\"verdict\":\"");

@@ -53,7 +53,7 @@
 #define ACCESSLOG_ENTRY_MAX                                                                        \
     (6 * (ACCESSLOG_PATH_MAX + ACCESSLOG_METHOD_MAX + ACCESSLOG_ID_MAX + 7 * ACCESSLOG_NAME_MAX +  \
           ACCESSLOG_HOST_MAX) +                                                                    \
-     512)
+     768)
 
 struct accesslog;
 
@@ -78,6 +78,7 @@ struct accesslog_entry {
     uint64_t duration_us; /* as fnproxy_request_duration_seconds (metrics.h) */
     uint64_t upstream_us; /* as the upstream phase (metrics.h); 0 without an upstream */
     unsigned attempts;    /* attempts made (retries + 1; 0 when none was) */
+    uint64_t queue_us;    /* waiting for admission (max_concurrency, readiness) */
     /* An egress request (a function's outbound call) also has: */
     bool egress;
     const char *verdict; /* "allow", "deny", "would_deny"; "" when refused before a decision */

@@ -24,7 +24,8 @@ struct admin {
     uv_tcp_t tcp;
     struct metrics *const *shards;
     size_t n_shards;
-    bool ready;
+    bool ready;     /* false once draining */
+    bool fns_ready; /* every function with readiness has a ready endpoint */
     bool stopping;
     struct admin_conn *conns;
     unsigned n_open; /* listener + connections not yet closed */
@@ -146,10 +147,12 @@ static void admin_route(struct admin_conn *ac)
     } else if (h1_span_eq(t, "/healthz")) {
         admin_respond(ac, 200, "text/plain", "ok\n", 3);
     } else if (h1_span_eq(t, "/ready")) {
-        if (ac->a->ready)
-            admin_respond(ac, 200, "text/plain", "ready\n", 6);
-        else
+        if (!ac->a->ready)
             admin_respond(ac, 503, "text/plain", "draining\n", 9);
+        else if (!ac->a->fns_ready)
+            admin_respond(ac, 503, "text/plain", "starting\n", 9);
+        else
+            admin_respond(ac, 200, "text/plain", "ready\n", 6);
     } else if (h1_span_eq(t, "/metrics")) {
         admin_render(ac, metrics_render, "text/plain; version=0.0.4");
     } else if (h1_span_eq(t, "/stats")) {
@@ -235,6 +238,7 @@ struct admin *admin_start(uv_loop_t *loop, const struct cfg_addr *addr,
     a->shards = shards;
     a->n_shards = n_shards;
     a->ready = true;
+    a->fns_ready = true;
     a->n_open = 1;
     uv_tcp_init(loop, &a->tcp);
     a->tcp.data = a;
@@ -254,6 +258,12 @@ void admin_set_ready(struct admin *a, bool ready)
 {
     if (a != NULL)
         a->ready = ready;
+}
+
+void admin_set_functions_ready(struct admin *a, bool ready)
+{
+    if (a != NULL)
+        a->fns_ready = ready;
 }
 
 void admin_stop(struct admin *a)

@@ -22,6 +22,10 @@ struct admin *admin_start(uv_loop_t *loop, const struct cfg_addr *addr,
 /* /ready answers 503 from now on (draining). */
 void admin_set_ready(struct admin *a, bool ready);
 
+/* /ready answers 503 while a function with readiness has no ready
+ * endpoint (probe.h). */
+void admin_set_functions_ready(struct admin *a, bool ready);
+
 /* Closes the listener and any open admin connections; frees a when done. */
 void admin_stop(struct admin *a);
 

@@ -131,9 +131,10 @@ static int h1c_send_head(struct exch *x, const struct exch_head *h)
                        "content-length: %zu\r\n"
                        "x-fnproxy-error: %s\r\n"
                        "%s%s%s"
-                       "%s%s"
+                       "%s%s%s"
                        "\r\n",
                        h->status, h1_reason(h->status), h->body_len, h->error_code,
+                       h->headers != NULL ? h->headers : "",
                        x->request_id[0] ? "x-request-id: " : "", x->request_id,
                        x->request_id[0] ? "\r\n" : "", attempts,
                        conn_closes_after(c, x) ? "connection: close\r\n" : "");

@@ -33,7 +33,7 @@ static void exch_give_up(struct exch *x, enum exch_failure f, const char *msg);
 /* --- phases and decisions (pure) ------------------------------------------------ */
 
 static const char *const phase_names[EXCH_PH__N] = {
-    [EXCH_PH_HEAD] = "head",           [EXCH_PH_ROUTE] = "route",     [EXCH_PH_RESOLVE] = "resolve",
+    [EXCH_PH_HEAD] = "head",           [EXCH_PH_ROUTE] = "route", [EXCH_PH_QUEUE] = "queue",     [EXCH_PH_RESOLVE] = "resolve",
     [EXCH_PH_CONNECT] = "connect",     [EXCH_PH_BODY] = "body",       [EXCH_PH_SEND] = "send",
     [EXCH_PH_WAIT_HEAD] = "wait_head", [EXCH_PH_BACKOFF] = "backoff", [EXCH_PH_STREAM] = "stream",
     [EXCH_PH_TUNNEL] = "tunnel",       [EXCH_PH_REPLY] = "reply",     [EXCH_PH_DONE] = "done",
@@ -130,7 +130,7 @@ void exch_touch(struct exch *x)
         t.tunnel_ms = x->fn->egress->tunnel_idle_timeout_ms;
     }
     ms = exch_phase_timeout(x->phase, &t, &kind);
-    if (x->phase == EXCH_PH_BACKOFF) { /* its wait is fixed, whatever else moves */
+    if (x->phase == EXCH_PH_BACKOFF || x->phase == EXCH_PH_QUEUE) { /* a fixed wait */
         uint64_t now = worker_now_ms(x->cl->w);
         ms = x->wake_at > now ? x->wake_at - now : 0;
     }
@@ -267,6 +267,7 @@ static void exch_count(struct exch *x)
                                        .connect_us = x->connect_us,
                                        .upstream_us = x->upstream_us,
                                        .dns_us = x->dns_us,
+                                       .queue_us = x->queue_us,
                                        .connected = x->connected,
                                        .sent = x->sent,
                                        .resolved = x->resolved,
@@ -300,6 +301,7 @@ static void exch_count(struct exch *x)
                                    .bytes_out = x->bytes_out,
                                    .duration_us = duration,
                                    .upstream_us = x->upstream_us,
+                                   .queue_us = x->queue_us,
                                    .attempts = x->attempts,
                                });
 }
@@ -373,6 +375,51 @@ static void exch_release_endpoint(struct exch *x)
     x->ep = NULL;
 }
 
+/* --- admission (admit.h) --------------------------------------------------- */
+
+static const struct snap_admit *exch_admission(const struct exch *x)
+{
+    return &x->ws->snap->admit[x->fn_idx];
+}
+
+/* Leaves the worker's queued list, with the time it waited. */
+static void exch_unqueue(struct exch *x)
+{
+    struct worker *w = x->cl->w;
+
+    if (x->q_prev != NULL)
+        x->q_prev->q_next = x->q_next;
+    else
+        w->queued = x->q_next;
+    if (x->q_next != NULL)
+        x->q_next->q_prev = x->q_prev;
+    else
+        w->queued_tail = x->q_prev;
+    x->q_next = x->q_prev = NULL;
+    x->flags &= ~X_F_QUEUED;
+    x->queue_us = metrics_now_us() - x->t_queued;
+}
+
+/* Lets go of the exchange's slot, or of its place in the queue: the
+ * function's next waiter goes on. */
+static void exch_admit_done(struct exch *x)
+{
+    struct admit_fn *af;
+
+    if (!(x->flags & (X_F_QUEUED | X_F_ADMITTED)))
+        return;
+    af = exch_admission(x)->af;
+    if (x->flags & X_F_QUEUED) {
+        exch_unqueue(x);
+        if (admit_cancel(af, &x->wt))
+            admit_release(af); /* granted meanwhile */
+    }
+    if (x->flags & X_F_ADMITTED) {
+        x->flags &= ~X_F_ADMITTED;
+        admit_release(af);
+    }
+}
+
 /* The exchange is over (answer written, or abandoned): the client side
  * goes on with its next request, or closes. */
 void exch_end(struct exch *x)
@@ -380,6 +427,7 @@ void exch_end(struct exch *x)
     bool reusable = (x->flags & X_F_REQ_SENT) && (x->flags & X_F_RESP_PARSED) &&
                     (x->resp.head.flags & H1_F_KEEP_ALIVE);
 
+    exch_admit_done(x);
     exch_count(x);
     exch_drop_upstream(x, reusable);
     exch_release_endpoint(x);
@@ -410,6 +458,7 @@ void exch_client_gone(struct exch *x)
     if (x->flags & X_F_RESOLVING)
         resolve_cancel(&x->rq);
     x->flags &= ~X_F_RESOLVING;
+    exch_admit_done(x);
     exch_count(x);
     x->flags |= X_F_UP_BROKEN;
     exch_drop_upstream(x, false);
@@ -505,6 +554,12 @@ void exch_reply(struct exch *x, int status, const char *code, const char *messag
 void exch_reply_json(struct exch *x, int status, const char *code, const char *message,
                      const char *extra)
 {
+    exch_reply_full(x, status, code, message, extra, NULL);
+}
+
+void exch_reply_full(struct exch *x, int status, const char *code, const char *message,
+                     const char *extra, const char *headers)
+{
     char body[512];
     int body_len;
 
@@ -537,7 +592,8 @@ void exch_reply_json(struct exch *x, int status, const char *code, const char *m
     h1_out_reset(&x->resp_out);
     if (x->cl->ops->send_head(x, &(struct exch_head){.status = status,
                                                      .error_code = code,
-                                                     .body_len = (size_t)body_len}) < 0) {
+                                                     .body_len = (size_t)body_len,
+                                                     .headers = headers}) < 0) {
         x->cl->ops->abort(x);
         return;
     }
@@ -664,6 +720,127 @@ void exch_first_attempt(struct exch *x)
     exch_connect(x);
 }
 
+/* 429 when the function's rate limit (or its client's) is spent. */
+static bool exch_rate_limited(struct exch *x)
+{
+    const struct snap_admit *sa = exch_admission(x);
+    struct ratelimit_result r;
+    char headers[256];
+
+    if (sa->af == NULL || sa->rate.interval_ns == 0)
+        return false;
+    if (sa->clients != NULL) {
+        const char *key = x->fn->admission.per == CFG_RATE_CLIENT_IP ? x->cl->ip
+                          : x->cl->id != NULL                         ? x->cl->id
+                                                                      : "";
+        ratelimit_table_take(sa->clients, key, strlen(key), &sa->rate, x->t0 * 1000, &r);
+    } else {
+        ratelimit_take(&sa->af->bucket, &sa->rate, x->t0 * 1000, &r);
+    }
+    if (r.allowed)
+        return false;
+    metrics_inc(&x->stats->denials[DENY_RATE_LIMITED]);
+    if (ratelimit_headers(headers, sizeof(headers), x->fn->name, &sa->rate, &r) == 0)
+        headers[0] = '\0';
+    exch_reply_full(x, 429, "rate_limited", "the function's rate limit is spent; see Retry-After",
+                    "", headers);
+    return true;
+}
+
+static void exch_overloaded(struct exch *x, const char *why)
+{
+    metrics_inc(&x->stats->denials[DENY_OVERLOADED]);
+    exch_reply_full(x, 503, "overloaded", why, "", "retry-after: 1\r\n");
+}
+
+static void exch_admitted(struct exch *x)
+{
+    x->flags |= X_F_ADMITTED;
+    exch_first_attempt(x);
+}
+
+/* Called with the function's lock held, on the thread that freed the slot
+ * (or the prober's): only tells x's worker. */
+static void on_admit_wake(struct admit_waiter *wt)
+{
+    struct exch *x = (struct exch *)((char *)wt - offsetof(struct exch, wt));
+    struct worker *w = x->cl->w;
+
+    __atomic_store_n(&w->admit_wake, true, __ATOMIC_RELEASE);
+    uv_async_send(&w->wake);
+}
+
+/* A slot of the function (max_concurrency, readiness), or a place in its
+ * queue: QUEUE until one is handed over or queue.timeout passes. */
+static void exch_admit(struct exch *x)
+{
+    const struct snap_admit *sa = exch_admission(x);
+    struct worker *w = x->cl->w;
+    uint64_t now;
+
+    if (!sa->gate) {
+        exch_first_attempt(x);
+        return;
+    }
+    if (admit_try(sa->af)) {
+        exch_admitted(x);
+        return;
+    }
+    x->wt.wake = on_admit_wake;
+    switch (admit_enqueue(sa->af, &x->wt)) {
+    case ADMIT_OK:
+        exch_admitted(x);
+        return;
+    case ADMIT_FULL:
+        exch_overloaded(x, "the function is at max_concurrency and its queue is full");
+        return;
+    case ADMIT_QUEUED:
+        break;
+    }
+    x->flags |= X_F_QUEUED;
+    x->t_queued = metrics_now_us();
+    x->q_prev = w->queued_tail;
+    if (w->queued_tail != NULL)
+        w->queued_tail->q_next = x;
+    else
+        w->queued = x;
+    w->queued_tail = x;
+    now = worker_now_ms(w);
+    x->wake_at = now + x->fn->admission.queue_timeout_ms;
+    if (x->deadline != 0 && x->deadline < x->wake_at)
+        x->wake_at = x->deadline;
+    exch_enter(x, EXCH_PH_QUEUE);
+}
+
+void exch_admit_granted(struct worker *w)
+{
+    struct exch *x, *next;
+
+    for (x = w->queued; x != NULL; x = next) {
+        next = x->q_next;
+        if (!admit_granted(&x->wt))
+            continue;
+        __atomic_store_n(&x->wt.state, ADMIT_W_IDLE, __ATOMIC_RELAXED);
+        exch_unqueue(x);
+        exch_admitted(x);
+    }
+}
+
+/* queue.timeout (or the request's deadline) passed while waiting. */
+static void exch_queue_timeout(struct exch *x)
+{
+    struct admit_fn *af = exch_admission(x)->af;
+
+    exch_unqueue(x);
+    if (admit_cancel(af, &x->wt)) { /* a slot came just now */
+        exch_admitted(x);
+        return;
+    }
+    exch_overloaded(x, __atomic_load_n(&af->gated, __ATOMIC_RELAXED)
+                           ? "no endpoint of the function became ready within queue.timeout"
+                           : "no slot of the function (max_concurrency) within queue.timeout");
+}
+
 static bool client_allowed(const struct cfg_function *fn, const char *id)
 {
     if (id == NULL)
@@ -740,6 +917,8 @@ void exch_begin(struct exch *x)
         exch_reply(x, 413, "body_too_large", "request body is larger than max_body");
         return;
     }
+    if (exch_rate_limited(x))
+        return;
     if ((h->flags & H1_F_EXPECT_CONTINUE) && (x->flags & X_F_HAS_BODY) && h->minor >= 1)
         x->flags |= X_F_CONTINUE;
 
@@ -766,7 +945,7 @@ void exch_begin(struct exch *x)
         return;
     }
     x->req_out.chunked = (h->flags & H1_F_CHUNKED) != 0;
-    exch_first_attempt(x);
+    exch_admit(x);
 }
 
 /* Picks the endpoint: the less loaded of two random untried ones; once
@@ -786,6 +965,7 @@ static struct endpoint *exch_pick_endpoint(struct exch *x, size_t *idx, bool *fu
     size_t cand[CFG_MAX_ENDPOINTS], ejected[CFG_MAX_ENDPOINTS], n = 0, n_ejected = 0;
     uint64_t all = fs->n_eps >= 64 ? UINT64_MAX : (1ULL << fs->n_eps) - 1;
     uint64_t now = worker_now_ms(x->cl->w);
+    struct admit_ep *const *ready = exch_admission(x)->eps;
 
     if (fs->n_eps == 0)
         return NULL;
@@ -798,8 +978,9 @@ static struct endpoint *exch_pick_endpoint(struct exch *x, size_t *idx, bool *fu
             *full = true;
             continue;
         }
-        if (outlier_ejected(&fs->eps[i]->outlier, now))
-            ejected[n_ejected++] = i;
+        if (outlier_ejected(&fs->eps[i]->outlier, now) ||
+            (ready != NULL && !__atomic_load_n(&ready[i]->ready, __ATOMIC_ACQUIRE)))
+            ejected[n_ejected++] = i; /* ejected, or not ready: last resorts */
         else
             cand[n++] = i;
     }
@@ -1042,6 +1223,8 @@ void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const cha
     case EXCH_FAIL_REFUSED:
         exch_connect_done(x);
         exch_count_uperr(x, UPERR_REFUSED);
+        if (!(x->flags & X_F_EGRESS) && exch_admission(x)->eps != NULL)
+            admit_ep_down(exch_admission(x)->eps[x->ep_idx]); /* probed again until it answers */
         log_debug("connect to %s failed: %s", x->ep->addr.text, uv_strerror(err));
         break;
     case EXCH_FAIL_CONNECT_TIMEOUT:
@@ -1425,6 +1608,7 @@ again:
     }
     if (ev == H1_EV_DONE) {
         x->flags |= X_F_RESP_PARSED;
+        exch_admit_done(x); /* the function is done with it: the slot is free */
         if (u->parsed != u->len)
             x->flags |= X_F_UP_BROKEN; /* more bytes than the response said */
     }
@@ -1495,6 +1679,7 @@ static void on_up_data(void *owner, ssize_t nread)
         x->flags |= X_F_UP_BROKEN;
         if (ev == H1_EV_DONE) {
             x->flags |= X_F_RESP_PARSED;
+            exch_admit_done(x);
             if (x->resp_out.n > 0) {
                 if (exch_send(x, false) < 0)
                     x->cl->ops->abort(x);
@@ -1543,6 +1728,9 @@ void exch_on_deadline(struct exch *x)
         return;
     case EXCH_PH_BACKOFF:
         exch_connect(x);
+        return;
+    case EXCH_PH_QUEUE:
+        exch_queue_timeout(x);
         return;
     case EXCH_PH_TUNNEL:
         exch_count_timeout(x, TMO_IDLE);

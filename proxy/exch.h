@@ -9,6 +9,8 @@
  *
  *     HEAD      the request head is arriving          header_timeout, 408
  *     ROUTE     matched, checked against policy       (no wait)
+ *     QUEUE     waiting for a slot of the function    queue.timeout, 503 overloaded
+ *               (max_concurrency) or a ready endpoint
  *     RESOLVE   egress: the destination's name        dns.timeout, 502 dns_failed
  *     CONNECT   a connection to an endpoint is made   connect_timeout, a retry
  *     BODY      waiting for the client's body         idle_timeout, 408
@@ -21,9 +23,10 @@
  *     DONE
  *
  * CONNECT, SEND and WAIT_HEAD are also bounded by the request's deadline
- * (timeout, from when the request was routed: every attempt and backoff
- * spend from it; 504) and the attempt's (per_try_timeout: a retry). QUEUE
- * (admission) is the phase the next piece adds. An exchange on an egress
+ * (timeout, from when the request was routed: the queue, every attempt and
+ * backoff spend from it; 504) and the attempt's (per_try_timeout: a retry).
+ * QUEUE is bounded by queue.timeout and the request's deadline; a slot
+ * freed on any worker ends it (admit.h). An exchange on an egress
  * listener (a function's forward
  * proxy) is routed by forward.c instead of the router: its target and
  * endpoints come from the egress decision, the rest is the same.
@@ -50,6 +53,7 @@
 
 #include <uv.h>
 
+#include "admit.h"
 #include "egress.h"
 #include "http1.h"
 #include "metrics.h"
@@ -60,6 +64,7 @@
 enum exch_phase {
     EXCH_PH_HEAD = 0,
     EXCH_PH_ROUTE,
+    EXCH_PH_QUEUE,
     EXCH_PH_RESOLVE,
     EXCH_PH_CONNECT,
     EXCH_PH_BODY,
@@ -138,6 +143,7 @@ struct exch_head {
     const struct h1_head *rh;
     const char *error_code;
     size_t body_len;
+    const char *headers; /* fnproxy's own answer: more header lines, each ending CRLF; or NULL */
 };
 
 struct exch;
@@ -207,6 +213,8 @@ enum exch_flags {
     X_F_RESOLVING = 1u << 20,     /* x->rq is in flight */
     X_F_REPLAY_LOST = 1u << 21,   /* body bytes were sent that the replay buffer does not hold */
     X_F_IDEMPOTENT = 1u << 22,    /* idempotent method, or Idempotency-Key */
+    X_F_ADMITTED = 1u << 23,      /* holds a slot of its function (admit.h) */
+    X_F_QUEUED = 1u << 24,        /* waits for one, in the worker's queued list */
 };
 
 struct exch {
@@ -269,6 +277,11 @@ struct exch {
     uint8_t tunnel;         /* TUN_* bits: which sides of a tunnel are done */
     uint8_t last_fail;      /* enum exch_failure of the last failed attempt */
     uint32_t tunnel_unsent; /* client bytes handed to the destination, not yet written */
+    /* Admission (admit.h). */
+    struct admit_waiter wt;
+    struct exch *q_next, *q_prev; /* the worker's queued exchanges */
+    uint64_t t_queued;            /* it started waiting, metrics_now_us() */
+    uint64_t queue_us;            /* how long it waited */
     /* Large members last: exch_new clears everything before them. */
     struct h1_parser req;
     struct h1_parser resp;
@@ -303,6 +316,10 @@ void exch_client_sent(struct exch *x, int status);
 
 /* The deadline of the current phase passed. */
 void exch_on_deadline(struct exch *x);
+
+/* Some of the worker's queued exchanges were granted a slot (admit.h):
+ * they go on. */
+void exch_admit_granted(struct worker *w);
 
 /* The process was frozen for lost_ms: the exchange's deadlines move on. */
 void exch_thaw(struct exch *x, uint64_t lost_ms);

@@ -34,6 +34,9 @@ void exch_enter(struct exch *x, enum exch_phase ph);
 void exch_reply(struct exch *x, int status, const char *code, const char *message);
 void exch_reply_json(struct exch *x, int status, const char *code, const char *message,
                      const char *extra);
+/* ... with more header lines (each ending CRLF; NULL: none). */
+void exch_reply_full(struct exch *x, int status, const char *code, const char *message,
+                     const char *extra, const char *headers);
 
 /* At its circuit breaker's limits (no more requests for it now). */
 bool endpoint_full(const struct endpoint *ep, const struct cfg_circuit_breaker *cb);

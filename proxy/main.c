@@ -29,6 +29,7 @@
 #include "admin.h"
 #include "config.h"
 #include "log.h"
+#include "probe.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -52,6 +53,7 @@ struct server {
     struct worker *workers;
     struct metrics *shards[CFG_MAX_WORKERS];
     struct admin *admin;
+    struct prober *prober; /* readiness probes */
     struct lsock *lsocks; /* by listener index of the current snapshot */
     size_t n_lsocks;
     unsigned generation;
@@ -278,6 +280,8 @@ static void reload(struct server *sv)
         return;
     }
     sv->generation++;
+    snapshot_commit(s);
+    prober_set(sv->prober, s);
     if ((cfg->workers != 0 && cfg->workers != sv->n_workers) ||
         cfg->has_admin != sv->snap->cfg->has_admin ||
         (cfg->has_admin && strcmp(cfg->admin_listen.text, sv->snap->cfg->admin_listen.text) != 0))
@@ -336,6 +340,8 @@ static void on_workers_exited(uv_async_t *a)
      * the workers. */
     admin_stop(sv->admin);
     sv->admin = NULL;
+    prober_stop(sv->prober);
+    sv->prober = NULL;
     uv_close((uv_handle_t *)a, on_signal_closed);
 }
 
@@ -354,6 +360,13 @@ static void on_signal(uv_signal_t *h, int signum)
     } else {
         shutdown_begin(sv, signum);
     }
+}
+
+static void on_functions_ready(bool all_ready, void *arg)
+{
+    struct server *sv = arg;
+
+    admin_set_functions_ready(sv->admin, all_ready);
 }
 
 static unsigned worker_count(const struct config *cfg)
@@ -406,6 +419,16 @@ static int run(struct server *sv)
         goto out_sockets;
     }
     sv->workers_exited.data = sv;
+    sv->prober = prober_start(sv->loop, on_functions_ready, sv);
+    if (sv->prober == NULL) {
+        log_error("out of memory");
+        admin_stop(sv->admin);
+        sv->admin = NULL;
+        uv_close((uv_handle_t *)&sv->workers_exited, on_signal_closed);
+        goto out_sockets;
+    }
+    snapshot_commit(sv->snap);
+    prober_set(sv->prober, sv->snap);
     for (; started < sv->n_workers; started++) {
         worker_fds(sv->lsocks, cfg->n_listeners, started, fds);
         int wrc = worker_start(&sv->workers[started], started, sv->snap, fds, sv->alog);
@@ -438,6 +461,8 @@ static int run(struct server *sv)
             worker_stop(&sv->workers[w], 0);
         admin_stop(sv->admin);
         sv->admin = NULL;
+        prober_stop(sv->prober);
+        sv->prober = NULL;
         uv_close((uv_handle_t *)&sv->workers_exited, on_signal_closed);
     }
     uv_run(sv->loop, UV_RUN_DEFAULT);

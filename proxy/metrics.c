@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admit.h"
+
 static const char *const timeout_names[TMO__N] = {
     "connect", "header", "body", "upstream", "idle", "dns", "per_try", "total", "slow_client"};
 static const char *const uperr_names[UPERR__N] = {"refused", "reset",    "tls",
@@ -266,8 +268,8 @@ static void prom_tls_record_errors(FILE *out, const struct listener_stats *sum, 
                     (unsigned long long)sum->tls_record_errors[k]);
 }
 
-static const char *const denial_names[DENY__N] = {"client", "no_rule", "private_address",
-                                                  "own_listener"};
+static const char *const denial_names[DENY__N] = {
+    "client", "no_rule", "private_address", "own_listener", "overloaded", "rate_limited"};
 
 /* Denials are per function (DESIGN.md): the routes of a function summed.
  * off is the offset of the counts (denials or would_deny). */
@@ -329,10 +331,41 @@ static void render_route_counter(FILE *out, const char *name, const char *help,
     }
 }
 
+/* Admission gauges (admit.h): global, not per worker. Functions with
+ * neither max_concurrency nor readiness have none. */
+static bool admit_gated(const struct admit_fn *af)
+{
+    return __atomic_load_n(&af->limit, __ATOMIC_RELAXED) != UINT32_MAX || af->has_readiness;
+}
+
+static void prom_queue_depth(const struct admit_fn *af, void *out)
+{
+    if (admit_gated(af))
+        fprintf(out, "fnproxy_queue_depth{function=\"%s\"} %u\n", af->name,
+                __atomic_load_n(&af->queued, __ATOMIC_RELAXED));
+}
+
+static void prom_in_flight(const struct admit_fn *af, void *out)
+{
+    if (admit_gated(af))
+        fprintf(out, "fnproxy_admitted_in_flight{function=\"%s\"} %u\n", af->name,
+                __atomic_load_n(&af->inflight, __ATOMIC_RELAXED));
+}
+
+static void prom_endpoint_ready(const struct admit_fn *af, void *out)
+{
+    if (!af->has_readiness)
+        return;
+    for (const struct admit_ep *ep = af->eps; ep != NULL; ep = ep->next)
+        fprintf(out, "fnproxy_endpoint_ready{function=\"%s\",endpoint=\"%s\"} %d\n", af->name,
+                ep->addr, __atomic_load_n(&ep->ready, __ATOMIC_RELAXED) ? 1 : 0);
+}
+
 void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
 {
     static const char *const phase_labels[PHASE__N] = {",phase=\"connect\"", ",phase=\"upstream\"",
-                                                       ",phase=\"proxy\"", ",phase=\"dns\""};
+                                                       ",phase=\"proxy\"", ",phase=\"dns\"",
+                                                       ",phase=\"queue\""};
     struct route_stats **all;
     size_t n_all = collect_routes(shards, n, &all);
 
@@ -416,6 +449,22 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n)
           "# TYPE fnproxy_connections_active gauge\n",
           out);
     each_listener(shards, n, prom_listener, out);
+
+    fputs("# HELP fnproxy_queue_depth Requests waiting for admission (max_concurrency, "
+          "readiness), by function.\n"
+          "# TYPE fnproxy_queue_depth gauge\n",
+          out);
+    admit_each(prom_queue_depth, out);
+    fputs("# HELP fnproxy_admitted_in_flight Requests holding a slot of their function's "
+          "max_concurrency, across workers.\n"
+          "# TYPE fnproxy_admitted_in_flight gauge\n",
+          out);
+    admit_each(prom_in_flight, out);
+    fputs("# HELP fnproxy_endpoint_ready Whether an endpoint of a function with readiness "
+          "answered its probe (1) or not (0).\n"
+          "# TYPE fnproxy_endpoint_ready gauge\n",
+          out);
+    admit_each(prom_endpoint_ready, out);
 
     fputs("# HELP fnproxy_tls_handshake_errors_total Failed TLS handshakes, by reason.\n"
           "# TYPE fnproxy_tls_handshake_errors_total counter\n",

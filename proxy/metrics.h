@@ -87,14 +87,16 @@ enum metrics_denial {
     DENY_NO_RULE,      /* egress: no allow rule names the destination */
     DENY_PRIVATE,      /* egress: a private address no cidr rule names */
     DENY_OWN_LISTENER, /* egress: one of fnproxy's own listeners (always denied) */
+    DENY_OVERLOADED,   /* ingress: max_concurrency reached and the queue full or waited out */
+    DENY_RATE_LIMITED, /* ingress: the rate limit is spent */
     DENY__N
 };
 /* fnproxy_tls_handshake_errors_total{reason=...}: tls.h's failures, then a
  * handshake that did not finish in time. */
 #define METRICS_TLS_TIMEOUT TLS_FAIL__N
 #define METRICS_TLS_REASONS (TLS_FAIL__N + 1)
-/* fnproxy_phase_duration_seconds{phase=...}; queue and tls come later. */
-enum metrics_phase { PHASE_CONNECT = 0, PHASE_UPSTREAM, PHASE_PROXY, PHASE_DNS, PHASE__N };
+/* fnproxy_phase_duration_seconds{phase=...}; tls comes later. */
+enum metrics_phase { PHASE_CONNECT = 0, PHASE_UPSTREAM, PHASE_PROXY, PHASE_DNS, PHASE_QUEUE, PHASE__N };
 
 /* fnproxy_faults_injected_total{kind=...} */
 enum metrics_fault { FAULT_DELAY = 0, FAULT_ABORT, FAULT__N };
@@ -188,6 +190,7 @@ struct metrics_request_time {
     uint64_t connect_us;  /* summed over new connections tried */
     uint64_t upstream_us; /* summed over attempts that sent a head */
     uint64_t dns_us;      /* resolving an egress name */
+    uint64_t queue_us;    /* waiting for admission; 0: did not wait */
     bool connected;       /* a new connection was tried: observe connect */
     bool sent;            /* a request head was sent: observe upstream */
     bool resolved;        /* a name was resolved: observe dns */
@@ -197,7 +200,7 @@ struct metrics_request_time {
 static inline void metrics_observe_request(struct route_stats *s,
                                            const struct metrics_request_time *t)
 {
-    uint64_t other = t->connect_us + t->upstream_us + t->dns_us;
+    uint64_t other = t->connect_us + t->upstream_us + t->dns_us + t->queue_us;
 
     if (s == NULL)
         return;
@@ -208,6 +211,8 @@ static inline void metrics_observe_request(struct route_stats *s,
         histogram_record(&s->phase[PHASE_UPSTREAM], t->upstream_us);
     if (t->resolved)
         histogram_record(&s->phase[PHASE_DNS], t->dns_us);
+    if (t->queue_us != 0)
+        histogram_record(&s->phase[PHASE_QUEUE], t->queue_us);
     histogram_record(&s->phase[PHASE_PROXY], t->duration_us > other ? t->duration_us - other : 0);
 }
 

@@ -100,6 +100,58 @@ static int load_egress_tls(struct snapshot *s, char *err, size_t errlen)
     return 0;
 }
 
+/* Admission state by function name, shared with the snapshots before and
+ * after (admit.h). */
+static int load_admission(struct snapshot *s, char *err, size_t errlen)
+{
+    const struct config *cfg = s->cfg;
+
+    for (size_t i = 0; i < cfg->n_functions; i++) {
+        const struct cfg_function *fn = &cfg->functions[i];
+        const struct cfg_admission *a = &fn->admission;
+        struct snap_admit *sa = &s->admit[i];
+
+        sa->gate = a->max_concurrency != 0 || fn->readiness != NULL;
+        if (!sa->gate && a->rate_milli == 0)
+            continue;
+        if ((sa->af = admit_fn_get(fn->name)) == NULL)
+            goto oom;
+        if (a->rate_milli != 0)
+            ratelimit_params_init(&sa->rate, a->rate_milli, a->burst);
+        if (a->rate_milli != 0 && a->per != CFG_RATE_FUNCTION &&
+            (sa->clients = admit_fn_clients(sa->af)) == NULL)
+            goto oom;
+        if (fn->readiness == NULL)
+            continue;
+        if ((sa->eps = calloc(fn->n_endpoints, sizeof(*sa->eps))) == NULL)
+            goto oom;
+        for (size_t e = 0; e < fn->n_endpoints; e++)
+            if ((sa->eps[e] = admit_ep_get(sa->af, fn->endpoints[e].text)) == NULL)
+                goto oom;
+    }
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
+void snapshot_commit(struct snapshot *s)
+{
+    const struct config *cfg = s->cfg;
+
+    for (size_t i = 0; i < cfg->n_functions; i++) {
+        const struct snap_admit *sa = &s->admit[i];
+        const struct cfg_function *fn = &cfg->functions[i];
+
+        if (sa->af == NULL)
+            continue;
+        admit_configure(sa->af, fn->admission.max_concurrency,
+                        sa->gate ? fn->admission.queue_depth : 0, fn->readiness != NULL);
+        if (sa->eps != NULL)
+            admit_set_ready(sa->af, sa->eps, fn->n_endpoints);
+    }
+}
+
 static void snapshot_free(struct snapshot *s)
 {
     if (s->listener_tls != NULL)
@@ -116,6 +168,16 @@ static void snapshot_free(struct snapshot *s)
             free(s->egress_tls[i]);
         }
     }
+    if (s->admit != NULL) {
+        for (size_t i = 0; i < s->cfg->n_functions; i++) {
+            struct snap_admit *sa = &s->admit[i];
+            for (size_t e = 0; sa->eps != NULL && e < s->cfg->functions[i].n_endpoints; e++)
+                admit_ep_put(sa->eps[e]);
+            free(sa->eps);
+            admit_fn_put(sa->af);
+        }
+    }
+    free(s->admit);
     free(s->listener_tls);
     free(s->upstream_tls);
     free(s->egress_tls);
@@ -140,13 +202,14 @@ struct snapshot *snapshot_new(struct config *cfg, unsigned generation, char *err
     s->listener_tls = calloc(cfg->n_listeners + 1, sizeof(*s->listener_tls));
     s->upstream_tls = calloc(cfg->n_functions + 1, sizeof(*s->upstream_tls));
     s->egress_tls = calloc(cfg->n_functions + 1, sizeof(*s->egress_tls));
+    s->admit = calloc(cfg->n_functions + 1, sizeof(*s->admit));
     if (s->router == NULL || s->listener_tls == NULL || s->upstream_tls == NULL ||
-        s->egress_tls == NULL) {
+        s->egress_tls == NULL || s->admit == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out_free;
     }
     if (load_listener_tls(s, err, errlen) < 0 || load_upstream_tls(s, err, errlen) < 0 ||
-        load_egress_tls(s, err, errlen) < 0)
+        load_egress_tls(s, err, errlen) < 0 || load_admission(s, err, errlen) < 0)
         goto out_free;
     return s;
 

@@ -500,6 +500,8 @@ static void on_wake(uv_async_t *a)
     }
     if (stop)
         worker_drain(w, drain_ms);
+    if (__atomic_exchange_n(&w->admit_wake, false, __ATOMIC_ACQUIRE))
+        exch_admit_granted(w);
 }
 
 /* The resolver egress names go through. Its options are the first

@@ -100,6 +100,8 @@ struct worker {
     char *scratch;   /* reads of idle connections land here first */
     void *free_bufs; /* pooled WORKER_BUF_SIZE buffers, linked through their first bytes */
     unsigned n_free_bufs;
+    struct exch *queued, *queued_tail; /* waiting for admission, oldest first */
+    bool admit_wake;                   /* atomic: one of them was granted a slot */
     struct exch *free_exch;
     unsigned n_free_exch;
     uint64_t replay_bytes; /* replay buffers of exchanges, under REPLAY_WORKER_MAX */

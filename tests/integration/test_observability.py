@@ -22,7 +22,8 @@ from harness import (HOST, Client, Fnproxy, Proc, build_request, case, check, ch
                      free_port, metric_value, request, wait_for, wait_until)
 
 FIELDS = ("ts", "request_id", "client", "listener", "method", "path", "status", "function",
-          "route", "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "attempts", "direction")
+          "route", "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "attempts",
+          "queue_ms", "direction")
 STR_FIELDS = ("ts", "request_id", "client", "listener", "method", "path", "function", "route",
               "upstream", "direction")
 TS_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z$")

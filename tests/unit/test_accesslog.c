@@ -29,7 +29,7 @@
 
 /* ---- a strict reader for one log line ---- */
 
-#define JF_MAX 20
+#define JF_MAX 24
 #define JV_MAX (ACCESSLOG_PATH_MAX + 64)
 
 struct jfield {
@@ -193,8 +193,8 @@ static const struct jfield *jget(const struct jline *j, const char *key)
 static const char *const keys[] = {
     "ts",       "request_id", "client",   "listener", "method",    "path",        "status",
     "function", "route",      "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms",
-    "attempts", "direction",  "verdict",  "host",     "port",      "resolved"};
-#define N_INGRESS_KEYS 16
+    "attempts", "queue_ms",   "direction", "verdict", "host",      "port",        "resolved"};
+#define N_INGRESS_KEYS 17
 
 /* Parses a line and checks it has every key, in order, with the right type. */
 static void check_line(const char *line, size_t len, struct jline *j)
@@ -239,6 +239,7 @@ static struct accesslog_entry typical(void)
         .duration_us = 1234,
         .upstream_us = 981,
         .attempts = 2,
+        .queue_us = 12500,
     };
 }
 
@@ -263,7 +264,7 @@ static void test_typical_line(void **state)
         "\"path\":\"/resize/img.png\",\"status\":200,\"function\":\"thumbnail\","
         "\"route\":\"resize\",\"upstream\":\"127.0.0.1:9001\",\"bytes_in\":412,"
         "\"bytes_out\":5120,\"duration_ms\":1.234,\"upstream_ms\":0.981,\"attempts\":2,"
-        "\"direction\":\"ingress\"}\n";
+        "\"queue_ms\":12.500,\"direction\":\"ingress\"}\n";
     struct jline j;
 
     assert_int_equal(len, sizeof(want) - 1);
@@ -277,7 +278,8 @@ static void test_typical_line(void **state)
         "{\"ts\":\"1970-01-01T00:00:01.000Z\",\"request_id\":\"\",\"client\":\"\","
         "\"listener\":\"\",\"method\":\"\",\"path\":\"\",\"status\":404,\"function\":\"\","
         "\"route\":\"\",\"upstream\":\"\",\"bytes_in\":0,\"bytes_out\":0,"
-        "\"duration_ms\":0.007,\"upstream_ms\":0.000,\"attempts\":0,\"direction\":\"ingress\"}\n";
+        "\"duration_ms\":0.007,\"upstream_ms\":0.000,\"attempts\":0,\"queue_ms\":0.000,"
+        "\"direction\":\"ingress\"}\n";
     assert_int_equal(len, sizeof(want2) - 1);
     assert_memory_equal(line, want2, len);
     check_line(line, len, &j);

@@ -2672,6 +2672,64 @@ static int parse_breaker(struct pctx *x, const struct ynode *n, struct cfg_circu
     return map_walk(x, n, known, NULL, seen, breaker_value, b);
 }
 
+#define READY_PATH_MAX 1024
+#define READY_TIME_MAX_MS (60 * 1000)
+
+/* The probe's request target goes on the wire as written: visible ASCII
+ * only (no spaces, no control bytes), and no fragment, which is never sent.
+ * A query is allowed: some health checks take one. */
+static int get_probe_path(struct pctx *x, const struct ynode *v, char **out)
+{
+    if (!node_is_value(v) || v->len == 0 || v->str[0] != '/')
+        return fail(x, v, "expected a path like /healthz, starting with /");
+    if (v->len > READY_PATH_MAX)
+        return fail(x, v, "path too long: at most %d bytes", READY_PATH_MAX);
+    for (size_t i = 0; i < v->len; i++) {
+        unsigned char ch = (unsigned char)v->str[i];
+
+        if (ch < 0x21 || ch > 0x7e || ch == '#')
+            return fail(x, v, "expected a path of visible ASCII characters, without spaces or #");
+    }
+    *out = dup_node(x, v->str, v->len);
+    return *out ? 0 : -ENOMEM;
+}
+
+enum { READY_K_PATH, READY_K_INTERVAL, READY_K_TIMEOUT, READY_K_N };
+
+static int readiness_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_readiness *r = obj;
+    uint64_t *ms;
+    int rc;
+
+    if (key == READY_K_PATH)
+        return get_probe_path(x, v, &r->path);
+    ms = key == READY_K_INTERVAL ? &r->interval_ms : &r->timeout_ms;
+    rc = get_timeout(x, v, ms);
+    if (rc == 0 && *ms > READY_TIME_MAX_MS)
+        rc = fail(x, v, "at most 1m");
+    return rc;
+}
+
+/* readiness: { path, interval, timeout }; without a path the probe is a TCP
+ * connect, so readiness: {} is a whole configuration. */
+static int parse_readiness(struct pctx *x, const struct ynode *n, struct cfg_readiness **out)
+{
+    static const char *const known[] = {"path", "interval", "timeout", NULL};
+    const struct ynode *seen[READY_K_N] = {0};
+    struct cfg_readiness *r;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { path: /healthz, interval: 50ms, timeout: 1s }");
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return fail_oom(x);
+    *out = r;
+    r->interval_ms = 50;
+    r->timeout_ms = 1000;
+    return map_walk(x, n, known, NULL, seen, readiness_value, r);
+}
+
 enum {
     FN_K_NAME,
     FN_K_ENDPOINTS,
@@ -2680,6 +2738,7 @@ enum {
     FN_K_EGRESS,
     FN_K_OUTLIER,
     FN_K_BREAKER,
+    FN_K_READINESS,
     FN_K_N
 };
 
@@ -2700,8 +2759,10 @@ static int function_value(struct pctx *x, int key, const struct ynode *v, void *
         return parse_egress(x, v, f);
     case FN_K_OUTLIER:
         return parse_outlier(x, v, &f->outlier);
-    default:
+    case FN_K_BREAKER:
         return parse_breaker(x, v, &f->circuit_breaker);
+    default:
+        return parse_readiness(x, v, &f->readiness);
     }
 }
 
@@ -2709,7 +2770,8 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
                           const struct ynode **name_node)
 {
     static const char *const known[] = {"name",   "endpoints", "ingress",         "upstream_tls",
-                                        "egress", "outlier",   "circuit_breaker", NULL};
+                                        "egress", "outlier",   "circuit_breaker", "readiness",
+                                        NULL};
     const struct ynode *seen[FN_K_N] = {0};
     int rc;
 
@@ -3134,6 +3196,10 @@ void config_free(struct config *c)
             free(f->upstream_tls->ca);
             free(f->upstream_tls->server_name);
             free(f->upstream_tls);
+        }
+        if (f->readiness != NULL) {
+            free(f->readiness->path);
+            free(f->readiness);
         }
         for (j = 0; j < f->n_routes; j++) {
             free(f->routes[j].name);

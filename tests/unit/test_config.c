@@ -1334,6 +1334,110 @@ static void test_outlier_and_breaker(void **state)
     check_errors(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+/* readiness: a probe per endpoint; no path means a TCP connect. */
+static void test_readiness(void **state)
+{
+    struct config *c = parse_ok("functions:\n"
+                                "  - name: a\n"
+                                "    endpoints: [127.0.0.1:1]\n"
+                                "    readiness: { path: \"/healthz?deep=1\", interval: 10ms,"
+                                " timeout: 2s }\n"
+                                "  - name: b\n"
+                                "    endpoints: [127.0.0.1:2]\n"
+                                "    readiness: {}\n"
+                                "  - name: c\n"
+                                "    endpoints: [127.0.0.1:3]\n");
+    const struct cfg_readiness *r = c->functions[0].readiness;
+    char yaml[1200], want[256];
+    (void)state;
+
+    assert_non_null(r);
+    assert_string_equal(r->path, "/healthz?deep=1");
+    assert_int_equal(r->interval_ms, 10);
+    assert_int_equal(r->timeout_ms, 2000);
+    /* {} is a TCP probe with the defaults (README). */
+    r = c->functions[1].readiness;
+    assert_non_null(r);
+    assert_null(r->path);
+    assert_int_equal(r->interval_ms, 50);
+    assert_int_equal(r->timeout_ms, 1000);
+    assert_null(c->functions[2].readiness);
+    config_free(c);
+
+    c = parse_ok("functions:\n  - name: a\n    endpoints: [127.0.0.1:1]\n"
+                 "    readiness: { path: /, interval: 1m, timeout: 1ms }\n");
+    r = c->functions[0].readiness;
+    assert_string_equal(r->path, "/");
+    assert_int_equal(r->interval_ms, 60000);
+    assert_int_equal(r->timeout_ms, 1);
+    config_free(c);
+
+    /* A path of exactly 1024 bytes is taken; one more is refused. */
+    memset(want, 0, sizeof(want));
+    for (int len = 1024; len <= 1025; len++) {
+        int n = snprintf(yaml, sizeof(yaml),
+                         "functions:\n  - name: a\n    endpoints: [127.0.0.1:1]\n"
+                         "    readiness: { path: /");
+        memset(yaml + n, 'x', (size_t)len - 1);
+        snprintf(yaml + n + len - 1, sizeof(yaml) - (size_t)(n + len - 1), " }\n");
+        if (len == 1024) {
+            c = parse_ok(yaml);
+            assert_int_equal(strlen(c->functions[0].readiness->path), 1024);
+            config_free(c);
+        } else {
+            check_error(yaml, "t.yaml:4:24: functions[0].readiness.path: path too long: at most "
+                              "1024 bytes");
+        }
+    }
+
+#define F "functions:\n  - name: a\n    endpoints: [127.0.0.1:1]\n"
+    static const struct err_case cases[] = {
+        {F "    readiness: /healthz\n",
+         "t.yaml:4:16: functions[0].readiness: expected a map like { path: /healthz, interval: "
+         "50ms, timeout: 1s }"},
+        {F "    readiness:\n",
+         "t.yaml:4:15: functions[0].readiness: expected a map like { path: /healthz, interval: "
+         "50ms, timeout: 1s }"},
+        {F "    readiness: { path: healthz }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path like /healthz, starting "
+         "with /"},
+        {F "    readiness: { path: \"\" }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path like /healthz, starting "
+         "with /"},
+        {F "    readiness: { path: [/healthz] }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path like /healthz, starting "
+         "with /"},
+        {F "    readiness: { path: \"/a b\" }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path of visible ASCII "
+         "characters, without spaces or #"},
+        {F "    readiness: { path: /a#b }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path of visible ASCII "
+         "characters, without spaces or #"},
+        {F "    readiness: { path: \"/\\u00e9\" }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path of visible ASCII "
+         "characters, without spaces or #"},
+        {F "    readiness: { path: \"/a\\tb\" }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path of visible ASCII "
+         "characters, without spaces or #"},
+        {F "    readiness: { interval: 0ms }\n",
+         "t.yaml:4:28: functions[0].readiness.interval: must be greater than zero"},
+        {F "    readiness: { interval: 61s }\n",
+         "t.yaml:4:28: functions[0].readiness.interval: at most 1m"},
+        {F "    readiness: { interval: fast }\n",
+         "t.yaml:4:28: functions[0].readiness.interval: expected a duration like 10s"},
+        {F "    readiness: { timeout: 2m }\n",
+         "t.yaml:4:27: functions[0].readiness.timeout: at most 1m"},
+        {F "    readiness: { timeout: 0s }\n",
+         "t.yaml:4:27: functions[0].readiness.timeout: must be greater than zero"},
+        {F "    readiness: { port: 8080 }\n",
+         "t.yaml:4:18: functions[0].readiness.port: unknown key \"port\""},
+        {F "    readiness: {}\n    readiness: {}\n",
+         "t.yaml:5:5: functions[0].readiness: duplicate key \"readiness\" (first at t.yaml:4:5)"},
+    };
+#undef F
+    check_errors(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 /* A unix socket is a function's own too: whoever can open the file. */
 static void test_egress_unix_listen(void **state)
 {
@@ -2215,6 +2319,7 @@ int main(void)
         cmocka_unit_test(test_route_retries),
         cmocka_unit_test(test_route_retries_errors),
         cmocka_unit_test(test_outlier_and_breaker),
+        cmocka_unit_test(test_readiness),
         cmocka_unit_test(test_fault),
         cmocka_unit_test(test_min_client_rate),
         cmocka_unit_test(test_egress_small),

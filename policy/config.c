@@ -872,6 +872,21 @@ static int map_walk(struct pctx *x, const struct ynode *n, const char *const *kn
     return 0;
 }
 
+/* The key node of key in map n (already walked, so there is at most one);
+ * NULL if absent or n is no map. For checks made once a whole map is read
+ * that must point at one key inside it. */
+static const struct ynode *map_get(const struct ynode *n, const char *key)
+{
+    const struct ynode *k;
+
+    if (n == NULL || n->type != YN_MAP)
+        return NULL;
+    for (k = n->first; k != NULL && k->next != NULL; k = k->next->next)
+        if (node_eq(k, key))
+            return k;
+    return NULL;
+}
+
 /* ---- duplicate detection ---- */
 
 struct dup_item {
@@ -2004,17 +2019,129 @@ static int parse_routes(struct pctx *x, const struct ynode *v, struct cfg_functi
     return 0;
 }
 
-enum { INGRESS_K_MAX_BODY, INGRESS_K_ROUTES, INGRESS_K_ALLOWED, INGRESS_K_N };
+/* Admission bounds: beyond them a config is more likely a typo than a plan,
+ * and they keep the counters and token arithmetic far from overflowing. */
+#define ADMIT_MAX 1000000      /* max_concurrency, rate_limit.burst */
+#define QUEUE_DEPTH_MAX 100000 /* queue.depth */
+#define QUEUE_TIMEOUT_MAX_MS (60 * 60 * 1000)
+#define RATE_MAX 1000000 /* rate_limit.rps */
+
+enum { QUEUE_K_DEPTH, QUEUE_K_TIMEOUT, QUEUE_K_N };
+
+static int queue_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_admission *a = obj;
+    uint64_t n;
+    int rc;
+
+    if (key == QUEUE_K_DEPTH) {
+        rc = get_uint_max(x, v, QUEUE_DEPTH_MAX, &n);
+        a->queue_depth = (unsigned)n;
+        return rc;
+    }
+    rc = get_timeout(x, v, &a->queue_timeout_ms);
+    if (rc == 0 && a->queue_timeout_ms > QUEUE_TIMEOUT_MAX_MS)
+        rc = fail(x, v, "at most 60m");
+    return rc;
+}
+
+/* queue: { depth, timeout }; what is left out keeps its default (set with
+ * the function's). depth 0: over the limit is answered at once. */
+static int parse_queue(struct pctx *x, const struct ynode *n, struct cfg_admission *a)
+{
+    static const char *const known[] = {"depth", "timeout", NULL};
+    const struct ynode *seen[QUEUE_K_N] = {0};
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { depth: 100, timeout: 5s }");
+    return map_walk(x, n, known, NULL, seen, queue_value, a);
+}
+
+enum { RATE_K_RPS, RATE_K_BURST, RATE_K_PER, RATE_K_N };
+
+static int rate_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_admission *a = obj;
+    uint32_t milli = 0;
+    uint64_t n;
+    int rc;
+
+    switch (key) {
+    case RATE_K_RPS:
+        if (!node_is_value(v) || thousandths_parse(v->str, v->len, RATE_MAX, &milli) < 0 ||
+            milli == 0)
+            return fail(x, v, "expected requests a second from 0.001 to %u, like 500 or 0.5",
+                        RATE_MAX);
+        a->rate_milli = milli;
+        return 0;
+    case RATE_K_BURST:
+        rc = get_uint_max(x, v, ADMIT_MAX, &n);
+        if (rc == 0 && n == 0)
+            rc = fail(x, v, "must be greater than zero");
+        a->burst = (unsigned)n;
+        return rc;
+    default:
+        if (node_is_value(v) && node_eq(v, "client_id"))
+            a->per = CFG_RATE_CLIENT_ID;
+        else if (node_is_value(v) && node_eq(v, "client_ip"))
+            a->per = CFG_RATE_CLIENT_IP;
+        else
+            return fail(x, v, "expected client_id or client_ip");
+        return 0;
+    }
+}
+
+/* rate_limit: { rps, burst, per }: rps is required; burst defaults to rps
+ * rounded up (a second's worth), at least 1. */
+static int parse_rate_limit(struct pctx *x, const struct ynode *n, struct cfg_admission *a)
+{
+    static const char *const known[] = {"rps", "burst", "per", NULL};
+    const struct ynode *seen[RATE_K_N] = {0};
+    int rc;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { rps: 500, burst: 100 }");
+    rc = map_walk(x, n, known, NULL, seen, rate_value, a);
+    if (rc < 0)
+        return rc;
+    if (!seen[RATE_K_RPS])
+        return fail(x, n, "missing required key \"rps\"");
+    if (!seen[RATE_K_BURST])
+        a->burst = (unsigned)((a->rate_milli + 999) / 1000);
+    return 0;
+}
+
+enum {
+    INGRESS_K_MAX_BODY,
+    INGRESS_K_ROUTES,
+    INGRESS_K_ALLOWED,
+    INGRESS_K_MAX_CONCURRENCY,
+    INGRESS_K_QUEUE,
+    INGRESS_K_RATE_LIMIT,
+    INGRESS_K_N
+};
 
 static int ingress_value(struct pctx *x, int key, const struct ynode *v, void *obj)
 {
     struct cfg_function *f = obj;
+    uint64_t n;
+    int rc;
 
     switch (key) {
     case INGRESS_K_MAX_BODY:
         return get_size(x, v, &f->max_body);
     case INGRESS_K_ALLOWED:
         return parse_allowed_clients(x, v, f);
+    case INGRESS_K_MAX_CONCURRENCY:
+        rc = get_uint_max(x, v, ADMIT_MAX, &n);
+        if (rc == 0 && n == 0)
+            rc = fail(x, v, "must be greater than zero (leave it out for no limit)");
+        f->admission.max_concurrency = (unsigned)n;
+        return rc;
+    case INGRESS_K_QUEUE:
+        return parse_queue(x, v, &f->admission);
+    case INGRESS_K_RATE_LIMIT:
+        return parse_rate_limit(x, v, &f->admission);
     default:
         return parse_routes(x, v, f);
     }
@@ -2022,13 +2149,13 @@ static int ingress_value(struct pctx *x, int key, const struct ynode *v, void *o
 
 static int parse_ingress(struct pctx *x, const struct ynode *n, struct cfg_function *f)
 {
-    static const char *const known[] = {"max_body", "routes", "allowed_clients", NULL};
-    static const char *const later[] = {"max_concurrency", "queue", "rate_limit", NULL};
+    static const char *const known[] = {
+        "max_body", "routes", "allowed_clients", "max_concurrency", "queue", "rate_limit", NULL};
     const struct ynode *seen[INGRESS_K_N] = {0};
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map with max_body and routes");
-    return map_walk(x, n, known, later, seen, ingress_value, f);
+    return map_walk(x, n, known, NULL, seen, ingress_value, f);
 }
 
 static int parse_endpoints(struct pctx *x, const struct ynode *v, struct cfg_function *f)
@@ -2766,6 +2893,44 @@ static int function_value(struct pctx *x, int key, const struct ynode *v, void *
     }
 }
 
+/* The first of f's routes whose listener asks for no client certificate;
+ * NULL if every one does (or f has no routes). */
+static const struct cfg_route *route_without_client_ca(struct pctx *x, const struct cfg_function *f)
+{
+    for (size_t r = 0; r < f->n_routes; r++) {
+        const struct cfg_listener *l = &x->c->listeners[f->routes[r].listener];
+
+        if (l->tls == NULL || l->tls->client_ca == NULL)
+            return &f->routes[r];
+    }
+    return NULL;
+}
+
+/* What only the whole function tells: readiness is read beside ingress, and
+ * routes may follow rate_limit. ingress is the ingress map; r is
+ * route_without_client_ca(). The path is the function's when called. */
+static int check_admission(struct pctx *x, const struct cfg_function *f,
+                           const struct ynode *ingress, const struct cfg_route *r)
+{
+    const struct ynode *k;
+
+    /* per: client_id keys on the verified identity: as for allowed_clients. */
+    if (f->admission.per == CFG_RATE_CLIENT_ID && r != NULL) {
+        k = map_get(map_get(ingress, "rate_limit")->next, "per");
+        path_key(x, "ingress.rate_limit.per");
+        return fail(x, k->next, "client_id needs tls.client_ca on listener \"%s\" (route %s)",
+                    x->c->listeners[r->listener].name, r->name);
+    }
+    /* A queue holds requests over max_concurrency or while no endpoint is
+     * ready: with neither, it would never hold one. */
+    k = map_get(ingress, "queue");
+    if (k != NULL && f->admission.max_concurrency == 0 && f->readiness == NULL) {
+        path_key(x, "ingress.queue");
+        return fail(x, k, "a queue needs max_concurrency or readiness on this function");
+    }
+    return 0;
+}
+
 static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_function *f,
                           const struct ynode **name_node)
 {
@@ -2773,6 +2938,7 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
                                         "egress", "outlier",   "circuit_breaker", "readiness",
                                         NULL};
     const struct ynode *seen[FN_K_N] = {0};
+    const struct cfg_route *r;
     int rc;
 
     if (n->type != YN_MAP)
@@ -2787,6 +2953,7 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
         .failure_window = 20,
     };
     f->circuit_breaker = (struct cfg_circuit_breaker){.max_active = 1024, .max_pending = 1024};
+    f->admission = (struct cfg_admission){.queue_depth = 100, .queue_timeout_ms = 5 * 1000};
     rc = map_walk(x, n, known, NULL, seen, function_value, f);
     if (rc < 0)
         return rc;
@@ -2800,17 +2967,14 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
             if (f->endpoints[e].kind == CFG_ADDR_UNIX && f->upstream_tls->server_name == NULL)
                 return fail(x, seen[FN_K_UPSTREAM_TLS],
                             "server_name is required with unix endpoints");
-    if (f->n_allowed_clients > 0) {
-        /* An identity can only be checked where client certificates are. */
-        for (size_t r = 0; r < f->n_routes; r++) {
-            const struct cfg_listener *l = &x->c->listeners[f->routes[r].listener];
-            if (l->tls == NULL || l->tls->client_ca == NULL)
-                return fail(
-                    x, seen[FN_K_INGRESS],
+    /* An identity can only be checked where client certificates are. */
+    r = route_without_client_ca(x, f);
+    if (f->n_allowed_clients > 0 && r != NULL)
+        return fail(x, seen[FN_K_INGRESS],
                     "ingress.allowed_clients needs tls.client_ca on listener \"%s\" (route %s)",
-                    l->name, f->routes[r].name);
-        }
-    }
+                    x->c->listeners[r->listener].name, r->name);
+    if (seen[FN_K_INGRESS] != NULL)
+        return check_admission(x, f, seen[FN_K_INGRESS]->next, r);
     return 0;
 }
 

@@ -815,11 +815,9 @@ static int get_methods(struct pctx *x, const struct ynode *v, unsigned *out)
 
 /* Checks one key of a map against the keys it may have: a scalar, known,
  * seen once. Returns its index in known[]; or reports the error (the path
- * then names the key) and returns a negative code. later[] lists keys that
- * DESIGN.md defines but fnproxy does not do yet: silently ignoring them
- * would let a config believe it has, say, TLS when it has not. */
+ * then names the key) and returns a negative code. */
 static int map_key(struct pctx *x, const struct ynode *k, const char *const *known,
-                   const char *const *later, const struct ynode **seen)
+                   const struct ynode **seen)
 {
     char shown[48];
     int i;
@@ -839,10 +837,6 @@ static int map_key(struct pctx *x, const struct ynode *k, const char *const *kno
     }
     node_shown(k, shown, sizeof(shown));
     path_key(x, shown);
-    for (i = 0; later && later[i]; i++) {
-        if (node_eq(k, later[i]))
-            return fail(x, k, "not supported yet");
-    }
     return fail(x, k, "unknown key \"%s\"", shown);
 }
 
@@ -852,13 +846,12 @@ typedef int map_value_fn(struct pctx *x, int key, const struct ynode *v, void *o
 /* Checks each key of map n (map_key) and hands its value to take, with the
  * key on the error path. seen[] then holds the known keys found. */
 static int map_walk(struct pctx *x, const struct ynode *n, const char *const *known,
-                    const char *const *later, const struct ynode **seen, map_value_fn *take,
-                    void *obj)
+                    const struct ynode **seen, map_value_fn *take, void *obj)
 {
     const struct ynode *k, *v;
 
     for (k = n->first; k != NULL && (v = k->next) != NULL; k = v->next) {
-        int i = map_key(x, k, known, later, seen), rc;
+        int i = map_key(x, k, known, seen), rc;
         size_t mark;
 
         if (i < 0)
@@ -1093,7 +1086,7 @@ static int parse_cert(struct pctx *x, const struct ynode *n, struct cfg_cert *c)
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { cert: server.crt, key: server.key }");
-    rc = map_walk(x, n, known, NULL, seen, cert_value, c);
+    rc = map_walk(x, n, known, seen, cert_value, c);
     if (rc < 0)
         return rc;
     if (!seen[CERT_K_CERT])
@@ -1167,7 +1160,7 @@ static int parse_listener_tls(struct pctx *x, const struct ynode *n, struct cfg_
     *out = t;
     t->min_version = 12;
     t->handshake_timeout_ms = 10 * 1000;
-    rc = map_walk(x, n, known, NULL, seen, listener_tls_value, t);
+    rc = map_walk(x, n, known, seen, listener_tls_value, t);
     if (rc < 0)
         return rc;
     if (!seen[LTLS_K_CERTS])
@@ -1194,7 +1187,7 @@ static int parse_upstream_tls(struct pctx *x, const struct ynode *n, struct cfg_
     if (t == NULL)
         return fail_oom(x);
     *out = t;
-    return map_walk(x, n, known, NULL, seen, upstream_tls_value, t);
+    return map_walk(x, n, known, seen, upstream_tls_value, t);
 }
 
 static int parse_allowed_clients(struct pctx *x, const struct ynode *v, struct cfg_function *f)
@@ -1287,7 +1280,7 @@ static int parse_listener(struct pctx *x, const struct ynode *n, struct cfg_list
     l->keepalive_timeout_ms = 60 * 1000;
     l->max_header_bytes = 16 << 10;
     l->min_client_rate = CFG_MIN_CLIENT_RATE;
-    rc = map_walk(x, n, known, NULL, seen, listener_value, l);
+    rc = map_walk(x, n, known, seen, listener_value, l);
     if (rc < 0)
         return rc;
     if (!seen[LIS_K_NAME])
@@ -1364,7 +1357,7 @@ static int parse_admin(struct pctx *x, const struct ynode *n)
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { listen: 127.0.0.1:9901 }");
-    rc = map_walk(x, n, known, NULL, seen, admin_value, NULL);
+    rc = map_walk(x, n, known, seen, admin_value, NULL);
     if (rc < 0)
         return rc;
     if (!seen[0])
@@ -1531,7 +1524,7 @@ static int parse_dns_cache(struct pctx *x, const struct ynode *n, struct cfg_dns
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { min_ttl: 0s, max_ttl: 300s, entries: 1024 }");
-    rc = map_walk(x, n, known, NULL, seen, dns_cache_value, d);
+    rc = map_walk(x, n, known, seen, dns_cache_value, d);
     if (rc < 0)
         return rc;
     if (d->cache_min_ttl_s > d->cache_max_ttl_s) {
@@ -1573,7 +1566,7 @@ static int parse_dns(struct pctx *x, const struct ynode *n)
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { servers: [127.0.0.1:53], timeout: 5s }");
-    return map_walk(x, n, known, NULL, seen, dns_value, &x->c->dns);
+    return map_walk(x, n, known, seen, dns_value, &x->c->dns);
 }
 
 /* ---- timeouts and retries: of routes and egress rules alike ---- */
@@ -1745,7 +1738,7 @@ static int retries_value(struct pctx *x, int key, const struct ynode *v, void *o
     case RETRIES_K_BACKOFF:
         if (v->type != YN_MAP)
             return fail(x, v, "expected a map like { base: 25ms, max: 250ms }");
-        rc = map_walk(x, v, backoff_keys, NULL, seen, backoff_value, p);
+        rc = map_walk(x, v, backoff_keys, seen, backoff_value, p);
         if (rc == 0 && p->backoff_base_ms > p->backoff_max_ms)
             rc =
                 fail(x, v, "base (%llums) is greater than max (%llums)",
@@ -1754,7 +1747,7 @@ static int retries_value(struct pctx *x, int key, const struct ynode *v, void *o
     case RETRIES_K_BUDGET:
         if (v->type != YN_MAP)
             return fail(x, v, "expected a map like { ratio: 0.2, min_per_s: 5 }");
-        return map_walk(x, v, budget_keys, NULL, seen, budget_value, p);
+        return map_walk(x, v, budget_keys, seen, budget_value, p);
     default:
         rc = get_size(x, v, &n);
         if (rc == 0 && n > REPLAY_MAX_MAX)
@@ -1806,11 +1799,11 @@ static int fault_value(struct pctx *x, int key, const struct ynode *v, void *obj
                     key == FAULT_K_DELAY ? "expected a map like { percent: 10, duration: 100ms }"
                                          : "expected a map like { percent: 10, status: 503 }");
     if (key == FAULT_K_DELAY) {
-        rc = map_walk(x, v, delay_keys, NULL, seen, delay_value, f);
+        rc = map_walk(x, v, delay_keys, seen, delay_value, f);
         if (rc == 0 && !seen[DELAY_K_DURATION])
             rc = fail(x, v, "missing required key \"duration\"");
     } else {
-        rc = map_walk(x, v, abort_keys, NULL, seen, abort_value, f);
+        rc = map_walk(x, v, abort_keys, seen, abort_value, f);
         if (rc == 0 && !seen[ABORT_K_STATUS])
             rc = fail(x, v, "missing required key \"status\"");
     }
@@ -1825,7 +1818,7 @@ static int parse_fault(struct pctx *x, const struct ynode *n, struct cfg_fault *
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { abort: { percent: 10, status: 503 } }");
-    return map_walk(x, n, known, NULL, seen, fault_value, f);
+    return map_walk(x, n, known, seen, fault_value, f);
 }
 
 /* retries: { max, on, backoff: { base, max }, budget: { ratio, min_per_s },
@@ -1837,7 +1830,7 @@ static int parse_retries(struct pctx *x, const struct ynode *n, struct retry_pol
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { max: 2, on: [connect-failure, reset] }");
-    return map_walk(x, n, known, NULL, seen, retries_value, p);
+    return map_walk(x, n, known, seen, retries_value, p);
 }
 
 /* ---- functions and routes ---- */
@@ -1905,7 +1898,7 @@ static int parse_match(struct pctx *x, const struct ynode *n, struct cfg_route *
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { path_prefix: /api, methods: [GET] }");
-    rc = map_walk(x, n, known, NULL, seen, match_value, r);
+    rc = map_walk(x, n, known, seen, match_value, r);
     if (rc < 0)
         return rc;
     if (!seen[MATCH_K_LISTENER])
@@ -1964,7 +1957,7 @@ static int parse_route(struct pctx *x, const struct ynode *n, struct cfg_route *
     r->col = n->col;
     timeouts_default(&r->t, 1000);
     retries_default(&r->retries);
-    rc = map_walk(x, n, known, NULL, seen, route_value, r);
+    rc = map_walk(x, n, known, seen, route_value, r);
     if (rc < 0)
         return rc;
     timeouts_done(&r->t);
@@ -2054,7 +2047,7 @@ static int parse_queue(struct pctx *x, const struct ynode *n, struct cfg_admissi
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { depth: 100, timeout: 5s }");
-    return map_walk(x, n, known, NULL, seen, queue_value, a);
+    return map_walk(x, n, known, seen, queue_value, a);
 }
 
 enum { RATE_K_RPS, RATE_K_BURST, RATE_K_PER, RATE_K_N };
@@ -2101,7 +2094,7 @@ static int parse_rate_limit(struct pctx *x, const struct ynode *n, struct cfg_ad
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { rps: 500, burst: 100 }");
-    rc = map_walk(x, n, known, NULL, seen, rate_value, a);
+    rc = map_walk(x, n, known, seen, rate_value, a);
     if (rc < 0)
         return rc;
     if (!seen[RATE_K_RPS])
@@ -2155,7 +2148,7 @@ static int parse_ingress(struct pctx *x, const struct ynode *n, struct cfg_funct
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map with max_body and routes");
-    return map_walk(x, n, known, NULL, seen, ingress_value, f);
+    return map_walk(x, n, known, seen, ingress_value, f);
 }
 
 static int parse_endpoints(struct pctx *x, const struct ynode *v, struct cfg_function *f)
@@ -2422,7 +2415,7 @@ static int parse_allow_rule(struct pctx *x, const struct ynode *n, struct cfg_eg
     r->col = n->col;
     timeouts_default(&r->t, 5 * 1000);
     retries_default(&r->retries);
-    rc = map_walk(x, n, known, NULL, seen, allow_value, r);
+    rc = map_walk(x, n, known, seen, allow_value, r);
     if (rc < 0)
         return rc;
     timeouts_done(&r->t);
@@ -2582,7 +2575,7 @@ static int parse_egress(struct pctx *x, const struct ynode *n, struct cfg_functi
     p.e->mode = CFG_EGRESS_ENFORCE;
     p.e->deny_private = true;
     p.e->tunnel_idle_timeout_ms = 5 * 60 * 1000;
-    rc = map_walk(x, n, known, NULL, seen, egress_value, &p);
+    rc = map_walk(x, n, known, seen, egress_value, &p);
     if (rc < 0)
         return rc;
     if (!seen[EGRESS_K_LISTEN])
@@ -2768,7 +2761,7 @@ static int parse_outlier(struct pctx *x, const struct ynode *n, struct outlier_p
     if (n->type != YN_MAP)
         return fail(x, n,
                     "expected a map like { consecutive_failures: 5, base_ejection_time: 10s }");
-    rc = map_walk(x, n, known, NULL, seen, outlier_value, o);
+    rc = map_walk(x, n, known, seen, outlier_value, o);
     if (rc == 0 && o->base_ejection_ms > o->max_ejection_ms)
         rc = fail(x, n, "base_ejection_time is greater than max_ejection_time");
     return rc;
@@ -2796,7 +2789,7 @@ static int parse_breaker(struct pctx *x, const struct ynode *n, struct cfg_circu
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { max_active: 1024, max_pending: 1024 }");
-    return map_walk(x, n, known, NULL, seen, breaker_value, b);
+    return map_walk(x, n, known, seen, breaker_value, b);
 }
 
 #define READY_PATH_MAX 1024
@@ -2854,7 +2847,7 @@ static int parse_readiness(struct pctx *x, const struct ynode *n, struct cfg_rea
     *out = r;
     r->interval_ms = 50;
     r->timeout_ms = 1000;
-    return map_walk(x, n, known, NULL, seen, readiness_value, r);
+    return map_walk(x, n, known, seen, readiness_value, r);
 }
 
 enum {
@@ -2954,7 +2947,7 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
     };
     f->circuit_breaker = (struct cfg_circuit_breaker){.max_active = 1024, .max_pending = 1024};
     f->admission = (struct cfg_admission){.queue_depth = 100, .queue_timeout_ms = 5 * 1000};
-    rc = map_walk(x, n, known, NULL, seen, function_value, f);
+    rc = map_walk(x, n, known, seen, function_value, f);
     if (rc < 0)
         return rc;
     if (!seen[FN_K_NAME])
@@ -3202,7 +3195,7 @@ static int parse_root(struct pctx *x, const struct ynode *root)
     x->c->dns.cache_min_ttl_s = 0;
     x->c->dns.cache_max_ttl_s = 300;
     x->c->dns.cache_entries = 1024;
-    rc = map_walk(x, root, known, NULL, seen, root_value, NULL);
+    rc = map_walk(x, root, known, seen, root_value, NULL);
     if (rc < 0)
         return rc;
     rc = check_admin_clash(x);

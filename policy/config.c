@@ -815,11 +815,9 @@ static int get_methods(struct pctx *x, const struct ynode *v, unsigned *out)
 
 /* Checks one key of a map against the keys it may have: a scalar, known,
  * seen once. Returns its index in known[]; or reports the error (the path
- * then names the key) and returns a negative code. later[] lists keys that
- * DESIGN.md defines but fnproxy does not do yet: silently ignoring them
- * would let a config believe it has, say, TLS when it has not. */
+ * then names the key) and returns a negative code. */
 static int map_key(struct pctx *x, const struct ynode *k, const char *const *known,
-                   const char *const *later, const struct ynode **seen)
+                   const struct ynode **seen)
 {
     char shown[48];
     int i;
@@ -839,10 +837,6 @@ static int map_key(struct pctx *x, const struct ynode *k, const char *const *kno
     }
     node_shown(k, shown, sizeof(shown));
     path_key(x, shown);
-    for (i = 0; later && later[i]; i++) {
-        if (node_eq(k, later[i]))
-            return fail(x, k, "not supported yet");
-    }
     return fail(x, k, "unknown key \"%s\"", shown);
 }
 
@@ -852,13 +846,12 @@ typedef int map_value_fn(struct pctx *x, int key, const struct ynode *v, void *o
 /* Checks each key of map n (map_key) and hands its value to take, with the
  * key on the error path. seen[] then holds the known keys found. */
 static int map_walk(struct pctx *x, const struct ynode *n, const char *const *known,
-                    const char *const *later, const struct ynode **seen, map_value_fn *take,
-                    void *obj)
+                    const struct ynode **seen, map_value_fn *take, void *obj)
 {
     const struct ynode *k, *v;
 
     for (k = n->first; k != NULL && (v = k->next) != NULL; k = v->next) {
-        int i = map_key(x, k, known, later, seen), rc;
+        int i = map_key(x, k, known, seen), rc;
         size_t mark;
 
         if (i < 0)
@@ -870,6 +863,21 @@ static int map_walk(struct pctx *x, const struct ynode *n, const char *const *kn
         path_pop(x, mark);
     }
     return 0;
+}
+
+/* The key node of key in map n (already walked, so there is at most one);
+ * NULL if absent or n is no map. For checks made once a whole map is read
+ * that must point at one key inside it. */
+static const struct ynode *map_get(const struct ynode *n, const char *key)
+{
+    const struct ynode *k;
+
+    if (n == NULL || n->type != YN_MAP)
+        return NULL;
+    for (k = n->first; k != NULL && k->next != NULL; k = k->next->next)
+        if (node_eq(k, key))
+            return k;
+    return NULL;
 }
 
 /* ---- duplicate detection ---- */
@@ -1078,7 +1086,7 @@ static int parse_cert(struct pctx *x, const struct ynode *n, struct cfg_cert *c)
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { cert: server.crt, key: server.key }");
-    rc = map_walk(x, n, known, NULL, seen, cert_value, c);
+    rc = map_walk(x, n, known, seen, cert_value, c);
     if (rc < 0)
         return rc;
     if (!seen[CERT_K_CERT])
@@ -1152,7 +1160,7 @@ static int parse_listener_tls(struct pctx *x, const struct ynode *n, struct cfg_
     *out = t;
     t->min_version = 12;
     t->handshake_timeout_ms = 10 * 1000;
-    rc = map_walk(x, n, known, NULL, seen, listener_tls_value, t);
+    rc = map_walk(x, n, known, seen, listener_tls_value, t);
     if (rc < 0)
         return rc;
     if (!seen[LTLS_K_CERTS])
@@ -1179,7 +1187,7 @@ static int parse_upstream_tls(struct pctx *x, const struct ynode *n, struct cfg_
     if (t == NULL)
         return fail_oom(x);
     *out = t;
-    return map_walk(x, n, known, NULL, seen, upstream_tls_value, t);
+    return map_walk(x, n, known, seen, upstream_tls_value, t);
 }
 
 static int parse_allowed_clients(struct pctx *x, const struct ynode *v, struct cfg_function *f)
@@ -1272,7 +1280,7 @@ static int parse_listener(struct pctx *x, const struct ynode *n, struct cfg_list
     l->keepalive_timeout_ms = 60 * 1000;
     l->max_header_bytes = 16 << 10;
     l->min_client_rate = CFG_MIN_CLIENT_RATE;
-    rc = map_walk(x, n, known, NULL, seen, listener_value, l);
+    rc = map_walk(x, n, known, seen, listener_value, l);
     if (rc < 0)
         return rc;
     if (!seen[LIS_K_NAME])
@@ -1349,7 +1357,7 @@ static int parse_admin(struct pctx *x, const struct ynode *n)
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { listen: 127.0.0.1:9901 }");
-    rc = map_walk(x, n, known, NULL, seen, admin_value, NULL);
+    rc = map_walk(x, n, known, seen, admin_value, NULL);
     if (rc < 0)
         return rc;
     if (!seen[0])
@@ -1516,7 +1524,7 @@ static int parse_dns_cache(struct pctx *x, const struct ynode *n, struct cfg_dns
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { min_ttl: 0s, max_ttl: 300s, entries: 1024 }");
-    rc = map_walk(x, n, known, NULL, seen, dns_cache_value, d);
+    rc = map_walk(x, n, known, seen, dns_cache_value, d);
     if (rc < 0)
         return rc;
     if (d->cache_min_ttl_s > d->cache_max_ttl_s) {
@@ -1558,7 +1566,7 @@ static int parse_dns(struct pctx *x, const struct ynode *n)
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { servers: [127.0.0.1:53], timeout: 5s }");
-    return map_walk(x, n, known, NULL, seen, dns_value, &x->c->dns);
+    return map_walk(x, n, known, seen, dns_value, &x->c->dns);
 }
 
 /* ---- timeouts and retries: of routes and egress rules alike ---- */
@@ -1730,7 +1738,7 @@ static int retries_value(struct pctx *x, int key, const struct ynode *v, void *o
     case RETRIES_K_BACKOFF:
         if (v->type != YN_MAP)
             return fail(x, v, "expected a map like { base: 25ms, max: 250ms }");
-        rc = map_walk(x, v, backoff_keys, NULL, seen, backoff_value, p);
+        rc = map_walk(x, v, backoff_keys, seen, backoff_value, p);
         if (rc == 0 && p->backoff_base_ms > p->backoff_max_ms)
             rc =
                 fail(x, v, "base (%llums) is greater than max (%llums)",
@@ -1739,7 +1747,7 @@ static int retries_value(struct pctx *x, int key, const struct ynode *v, void *o
     case RETRIES_K_BUDGET:
         if (v->type != YN_MAP)
             return fail(x, v, "expected a map like { ratio: 0.2, min_per_s: 5 }");
-        return map_walk(x, v, budget_keys, NULL, seen, budget_value, p);
+        return map_walk(x, v, budget_keys, seen, budget_value, p);
     default:
         rc = get_size(x, v, &n);
         if (rc == 0 && n > REPLAY_MAX_MAX)
@@ -1791,11 +1799,11 @@ static int fault_value(struct pctx *x, int key, const struct ynode *v, void *obj
                     key == FAULT_K_DELAY ? "expected a map like { percent: 10, duration: 100ms }"
                                          : "expected a map like { percent: 10, status: 503 }");
     if (key == FAULT_K_DELAY) {
-        rc = map_walk(x, v, delay_keys, NULL, seen, delay_value, f);
+        rc = map_walk(x, v, delay_keys, seen, delay_value, f);
         if (rc == 0 && !seen[DELAY_K_DURATION])
             rc = fail(x, v, "missing required key \"duration\"");
     } else {
-        rc = map_walk(x, v, abort_keys, NULL, seen, abort_value, f);
+        rc = map_walk(x, v, abort_keys, seen, abort_value, f);
         if (rc == 0 && !seen[ABORT_K_STATUS])
             rc = fail(x, v, "missing required key \"status\"");
     }
@@ -1810,7 +1818,7 @@ static int parse_fault(struct pctx *x, const struct ynode *n, struct cfg_fault *
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { abort: { percent: 10, status: 503 } }");
-    return map_walk(x, n, known, NULL, seen, fault_value, f);
+    return map_walk(x, n, known, seen, fault_value, f);
 }
 
 /* retries: { max, on, backoff: { base, max }, budget: { ratio, min_per_s },
@@ -1822,7 +1830,7 @@ static int parse_retries(struct pctx *x, const struct ynode *n, struct retry_pol
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { max: 2, on: [connect-failure, reset] }");
-    return map_walk(x, n, known, NULL, seen, retries_value, p);
+    return map_walk(x, n, known, seen, retries_value, p);
 }
 
 /* ---- functions and routes ---- */
@@ -1890,7 +1898,7 @@ static int parse_match(struct pctx *x, const struct ynode *n, struct cfg_route *
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { path_prefix: /api, methods: [GET] }");
-    rc = map_walk(x, n, known, NULL, seen, match_value, r);
+    rc = map_walk(x, n, known, seen, match_value, r);
     if (rc < 0)
         return rc;
     if (!seen[MATCH_K_LISTENER])
@@ -1949,7 +1957,7 @@ static int parse_route(struct pctx *x, const struct ynode *n, struct cfg_route *
     r->col = n->col;
     timeouts_default(&r->t, 1000);
     retries_default(&r->retries);
-    rc = map_walk(x, n, known, NULL, seen, route_value, r);
+    rc = map_walk(x, n, known, seen, route_value, r);
     if (rc < 0)
         return rc;
     timeouts_done(&r->t);
@@ -2004,17 +2012,129 @@ static int parse_routes(struct pctx *x, const struct ynode *v, struct cfg_functi
     return 0;
 }
 
-enum { INGRESS_K_MAX_BODY, INGRESS_K_ROUTES, INGRESS_K_ALLOWED, INGRESS_K_N };
+/* Admission bounds: beyond them a config is more likely a typo than a plan,
+ * and they keep the counters and token arithmetic far from overflowing. */
+#define ADMIT_MAX 1000000      /* max_concurrency, rate_limit.burst */
+#define QUEUE_DEPTH_MAX 100000 /* queue.depth */
+#define QUEUE_TIMEOUT_MAX_MS (60 * 60 * 1000)
+#define RATE_MAX 1000000 /* rate_limit.rps */
+
+enum { QUEUE_K_DEPTH, QUEUE_K_TIMEOUT, QUEUE_K_N };
+
+static int queue_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_admission *a = obj;
+    uint64_t n;
+    int rc;
+
+    if (key == QUEUE_K_DEPTH) {
+        rc = get_uint_max(x, v, QUEUE_DEPTH_MAX, &n);
+        a->queue_depth = (unsigned)n;
+        return rc;
+    }
+    rc = get_timeout(x, v, &a->queue_timeout_ms);
+    if (rc == 0 && a->queue_timeout_ms > QUEUE_TIMEOUT_MAX_MS)
+        rc = fail(x, v, "at most 60m");
+    return rc;
+}
+
+/* queue: { depth, timeout }; what is left out keeps its default (set with
+ * the function's). depth 0: over the limit is answered at once. */
+static int parse_queue(struct pctx *x, const struct ynode *n, struct cfg_admission *a)
+{
+    static const char *const known[] = {"depth", "timeout", NULL};
+    const struct ynode *seen[QUEUE_K_N] = {0};
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { depth: 100, timeout: 5s }");
+    return map_walk(x, n, known, seen, queue_value, a);
+}
+
+enum { RATE_K_RPS, RATE_K_BURST, RATE_K_PER, RATE_K_N };
+
+static int rate_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_admission *a = obj;
+    uint32_t milli = 0;
+    uint64_t n;
+    int rc;
+
+    switch (key) {
+    case RATE_K_RPS:
+        if (!node_is_value(v) || thousandths_parse(v->str, v->len, RATE_MAX, &milli) < 0 ||
+            milli == 0)
+            return fail(x, v, "expected requests a second from 0.001 to %u, like 500 or 0.5",
+                        RATE_MAX);
+        a->rate_milli = milli;
+        return 0;
+    case RATE_K_BURST:
+        rc = get_uint_max(x, v, ADMIT_MAX, &n);
+        if (rc == 0 && n == 0)
+            rc = fail(x, v, "must be greater than zero");
+        a->burst = (unsigned)n;
+        return rc;
+    default:
+        if (node_is_value(v) && node_eq(v, "client_id"))
+            a->per = CFG_RATE_CLIENT_ID;
+        else if (node_is_value(v) && node_eq(v, "client_ip"))
+            a->per = CFG_RATE_CLIENT_IP;
+        else
+            return fail(x, v, "expected client_id or client_ip");
+        return 0;
+    }
+}
+
+/* rate_limit: { rps, burst, per }: rps is required; burst defaults to rps
+ * rounded up (a second's worth), at least 1. */
+static int parse_rate_limit(struct pctx *x, const struct ynode *n, struct cfg_admission *a)
+{
+    static const char *const known[] = {"rps", "burst", "per", NULL};
+    const struct ynode *seen[RATE_K_N] = {0};
+    int rc;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { rps: 500, burst: 100 }");
+    rc = map_walk(x, n, known, seen, rate_value, a);
+    if (rc < 0)
+        return rc;
+    if (!seen[RATE_K_RPS])
+        return fail(x, n, "missing required key \"rps\"");
+    if (!seen[RATE_K_BURST])
+        a->burst = (unsigned)((a->rate_milli + 999) / 1000);
+    return 0;
+}
+
+enum {
+    INGRESS_K_MAX_BODY,
+    INGRESS_K_ROUTES,
+    INGRESS_K_ALLOWED,
+    INGRESS_K_MAX_CONCURRENCY,
+    INGRESS_K_QUEUE,
+    INGRESS_K_RATE_LIMIT,
+    INGRESS_K_N
+};
 
 static int ingress_value(struct pctx *x, int key, const struct ynode *v, void *obj)
 {
     struct cfg_function *f = obj;
+    uint64_t n;
+    int rc;
 
     switch (key) {
     case INGRESS_K_MAX_BODY:
         return get_size(x, v, &f->max_body);
     case INGRESS_K_ALLOWED:
         return parse_allowed_clients(x, v, f);
+    case INGRESS_K_MAX_CONCURRENCY:
+        rc = get_uint_max(x, v, ADMIT_MAX, &n);
+        if (rc == 0 && n == 0)
+            rc = fail(x, v, "must be greater than zero (leave it out for no limit)");
+        f->admission.max_concurrency = (unsigned)n;
+        return rc;
+    case INGRESS_K_QUEUE:
+        return parse_queue(x, v, &f->admission);
+    case INGRESS_K_RATE_LIMIT:
+        return parse_rate_limit(x, v, &f->admission);
     default:
         return parse_routes(x, v, f);
     }
@@ -2022,13 +2142,13 @@ static int ingress_value(struct pctx *x, int key, const struct ynode *v, void *o
 
 static int parse_ingress(struct pctx *x, const struct ynode *n, struct cfg_function *f)
 {
-    static const char *const known[] = {"max_body", "routes", "allowed_clients", NULL};
-    static const char *const later[] = {"max_concurrency", "queue", "rate_limit", NULL};
+    static const char *const known[] = {
+        "max_body", "routes", "allowed_clients", "max_concurrency", "queue", "rate_limit", NULL};
     const struct ynode *seen[INGRESS_K_N] = {0};
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map with max_body and routes");
-    return map_walk(x, n, known, later, seen, ingress_value, f);
+    return map_walk(x, n, known, seen, ingress_value, f);
 }
 
 static int parse_endpoints(struct pctx *x, const struct ynode *v, struct cfg_function *f)
@@ -2295,7 +2415,7 @@ static int parse_allow_rule(struct pctx *x, const struct ynode *n, struct cfg_eg
     r->col = n->col;
     timeouts_default(&r->t, 5 * 1000);
     retries_default(&r->retries);
-    rc = map_walk(x, n, known, NULL, seen, allow_value, r);
+    rc = map_walk(x, n, known, seen, allow_value, r);
     if (rc < 0)
         return rc;
     timeouts_done(&r->t);
@@ -2455,7 +2575,7 @@ static int parse_egress(struct pctx *x, const struct ynode *n, struct cfg_functi
     p.e->mode = CFG_EGRESS_ENFORCE;
     p.e->deny_private = true;
     p.e->tunnel_idle_timeout_ms = 5 * 60 * 1000;
-    rc = map_walk(x, n, known, NULL, seen, egress_value, &p);
+    rc = map_walk(x, n, known, seen, egress_value, &p);
     if (rc < 0)
         return rc;
     if (!seen[EGRESS_K_LISTEN])
@@ -2641,7 +2761,7 @@ static int parse_outlier(struct pctx *x, const struct ynode *n, struct outlier_p
     if (n->type != YN_MAP)
         return fail(x, n,
                     "expected a map like { consecutive_failures: 5, base_ejection_time: 10s }");
-    rc = map_walk(x, n, known, NULL, seen, outlier_value, o);
+    rc = map_walk(x, n, known, seen, outlier_value, o);
     if (rc == 0 && o->base_ejection_ms > o->max_ejection_ms)
         rc = fail(x, n, "base_ejection_time is greater than max_ejection_time");
     return rc;
@@ -2669,7 +2789,65 @@ static int parse_breaker(struct pctx *x, const struct ynode *n, struct cfg_circu
 
     if (n->type != YN_MAP)
         return fail(x, n, "expected a map like { max_active: 1024, max_pending: 1024 }");
-    return map_walk(x, n, known, NULL, seen, breaker_value, b);
+    return map_walk(x, n, known, seen, breaker_value, b);
+}
+
+#define READY_PATH_MAX 1024
+#define READY_TIME_MAX_MS (60 * 1000)
+
+/* The probe's request target goes on the wire as written: visible ASCII
+ * only (no spaces, no control bytes), and no fragment, which is never sent.
+ * A query is allowed: some health checks take one. */
+static int get_probe_path(struct pctx *x, const struct ynode *v, char **out)
+{
+    if (!node_is_value(v) || v->len == 0 || v->str[0] != '/')
+        return fail(x, v, "expected a path like /healthz, starting with /");
+    if (v->len > READY_PATH_MAX)
+        return fail(x, v, "path too long: at most %d bytes", READY_PATH_MAX);
+    for (size_t i = 0; i < v->len; i++) {
+        unsigned char ch = (unsigned char)v->str[i];
+
+        if (ch < 0x21 || ch > 0x7e || ch == '#')
+            return fail(x, v, "expected a path of visible ASCII characters, without spaces or #");
+    }
+    *out = dup_node(x, v->str, v->len);
+    return *out ? 0 : -ENOMEM;
+}
+
+enum { READY_K_PATH, READY_K_INTERVAL, READY_K_TIMEOUT, READY_K_N };
+
+static int readiness_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct cfg_readiness *r = obj;
+    uint64_t *ms;
+    int rc;
+
+    if (key == READY_K_PATH)
+        return get_probe_path(x, v, &r->path);
+    ms = key == READY_K_INTERVAL ? &r->interval_ms : &r->timeout_ms;
+    rc = get_timeout(x, v, ms);
+    if (rc == 0 && *ms > READY_TIME_MAX_MS)
+        rc = fail(x, v, "at most 1m");
+    return rc;
+}
+
+/* readiness: { path, interval, timeout }; without a path the probe is a TCP
+ * connect, so readiness: {} is a whole configuration. */
+static int parse_readiness(struct pctx *x, const struct ynode *n, struct cfg_readiness **out)
+{
+    static const char *const known[] = {"path", "interval", "timeout", NULL};
+    const struct ynode *seen[READY_K_N] = {0};
+    struct cfg_readiness *r;
+
+    if (n->type != YN_MAP)
+        return fail(x, n, "expected a map like { path: /healthz, interval: 50ms, timeout: 1s }");
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return fail_oom(x);
+    *out = r;
+    r->interval_ms = 50;
+    r->timeout_ms = 1000;
+    return map_walk(x, n, known, seen, readiness_value, r);
 }
 
 enum {
@@ -2680,6 +2858,7 @@ enum {
     FN_K_EGRESS,
     FN_K_OUTLIER,
     FN_K_BREAKER,
+    FN_K_READINESS,
     FN_K_N
 };
 
@@ -2700,17 +2879,59 @@ static int function_value(struct pctx *x, int key, const struct ynode *v, void *
         return parse_egress(x, v, f);
     case FN_K_OUTLIER:
         return parse_outlier(x, v, &f->outlier);
-    default:
+    case FN_K_BREAKER:
         return parse_breaker(x, v, &f->circuit_breaker);
+    default:
+        return parse_readiness(x, v, &f->readiness);
     }
+}
+
+/* The first of f's routes whose listener asks for no client certificate;
+ * NULL if every one does (or f has no routes). */
+static const struct cfg_route *route_without_client_ca(struct pctx *x, const struct cfg_function *f)
+{
+    for (size_t r = 0; r < f->n_routes; r++) {
+        const struct cfg_listener *l = &x->c->listeners[f->routes[r].listener];
+
+        if (l->tls == NULL || l->tls->client_ca == NULL)
+            return &f->routes[r];
+    }
+    return NULL;
+}
+
+/* What only the whole function tells: readiness is read beside ingress, and
+ * routes may follow rate_limit. ingress is the ingress map; r is
+ * route_without_client_ca(). The path is the function's when called. */
+static int check_admission(struct pctx *x, const struct cfg_function *f,
+                           const struct ynode *ingress, const struct cfg_route *r)
+{
+    const struct ynode *k;
+
+    /* per: client_id keys on the verified identity: as for allowed_clients. */
+    if (f->admission.per == CFG_RATE_CLIENT_ID && r != NULL) {
+        k = map_get(map_get(ingress, "rate_limit")->next, "per");
+        path_key(x, "ingress.rate_limit.per");
+        return fail(x, k->next, "client_id needs tls.client_ca on listener \"%s\" (route %s)",
+                    x->c->listeners[r->listener].name, r->name);
+    }
+    /* A queue holds requests over max_concurrency or while no endpoint is
+     * ready: with neither, it would never hold one. */
+    k = map_get(ingress, "queue");
+    if (k != NULL && f->admission.max_concurrency == 0 && f->readiness == NULL) {
+        path_key(x, "ingress.queue");
+        return fail(x, k, "a queue needs max_concurrency or readiness on this function");
+    }
+    return 0;
 }
 
 static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_function *f,
                           const struct ynode **name_node)
 {
     static const char *const known[] = {"name",   "endpoints", "ingress",         "upstream_tls",
-                                        "egress", "outlier",   "circuit_breaker", NULL};
+                                        "egress", "outlier",   "circuit_breaker", "readiness",
+                                        NULL};
     const struct ynode *seen[FN_K_N] = {0};
+    const struct cfg_route *r;
     int rc;
 
     if (n->type != YN_MAP)
@@ -2725,7 +2946,8 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
         .failure_window = 20,
     };
     f->circuit_breaker = (struct cfg_circuit_breaker){.max_active = 1024, .max_pending = 1024};
-    rc = map_walk(x, n, known, NULL, seen, function_value, f);
+    f->admission = (struct cfg_admission){.queue_depth = 100, .queue_timeout_ms = 5 * 1000};
+    rc = map_walk(x, n, known, seen, function_value, f);
     if (rc < 0)
         return rc;
     if (!seen[FN_K_NAME])
@@ -2738,17 +2960,14 @@ static int parse_function(struct pctx *x, const struct ynode *n, struct cfg_func
             if (f->endpoints[e].kind == CFG_ADDR_UNIX && f->upstream_tls->server_name == NULL)
                 return fail(x, seen[FN_K_UPSTREAM_TLS],
                             "server_name is required with unix endpoints");
-    if (f->n_allowed_clients > 0) {
-        /* An identity can only be checked where client certificates are. */
-        for (size_t r = 0; r < f->n_routes; r++) {
-            const struct cfg_listener *l = &x->c->listeners[f->routes[r].listener];
-            if (l->tls == NULL || l->tls->client_ca == NULL)
-                return fail(
-                    x, seen[FN_K_INGRESS],
+    /* An identity can only be checked where client certificates are. */
+    r = route_without_client_ca(x, f);
+    if (f->n_allowed_clients > 0 && r != NULL)
+        return fail(x, seen[FN_K_INGRESS],
                     "ingress.allowed_clients needs tls.client_ca on listener \"%s\" (route %s)",
-                    l->name, f->routes[r].name);
-        }
-    }
+                    x->c->listeners[r->listener].name, r->name);
+    if (seen[FN_K_INGRESS] != NULL)
+        return check_admission(x, f, seen[FN_K_INGRESS]->next, r);
     return 0;
 }
 
@@ -2976,7 +3195,7 @@ static int parse_root(struct pctx *x, const struct ynode *root)
     x->c->dns.cache_min_ttl_s = 0;
     x->c->dns.cache_max_ttl_s = 300;
     x->c->dns.cache_entries = 1024;
-    rc = map_walk(x, root, known, NULL, seen, root_value, NULL);
+    rc = map_walk(x, root, known, seen, root_value, NULL);
     if (rc < 0)
         return rc;
     rc = check_admin_clash(x);
@@ -3134,6 +3353,10 @@ void config_free(struct config *c)
             free(f->upstream_tls->ca);
             free(f->upstream_tls->server_name);
             free(f->upstream_tls);
+        }
+        if (f->readiness != NULL) {
+            free(f->readiness->path);
+            free(f->readiness);
         }
         for (j = 0; j < f->n_routes; j++) {
             free(f->routes[j].name);

@@ -157,21 +157,6 @@ static void test_unknown_keys(void **state)
     CHECK_ERRORS(cases);
 }
 
-/* Keys that DESIGN.md defines but fnproxy does not do yet must never be
- * ignored: each is refused where it stands. */
-static void test_unsupported_keys(void **state)
-{
-    static const char *const ingress_keys[] = {"max_concurrency", "queue", "rate_limit"};
-    char yaml[1024], want[256];
-
-    for (size_t i = 0; i < sizeof(ingress_keys) / sizeof(ingress_keys[0]); i++) {
-        snprintf(yaml, sizeof(yaml), BASE "      %s: 1\n", ingress_keys[i]);
-        snprintf(want, sizeof(want), "t.yaml:10:7: functions[0].ingress.%s: not supported yet",
-                 ingress_keys[i]);
-        check_error(yaml, want);
-    }
-}
-
 #define TLS_BASE                                                                                   \
     "listeners:\n"                                                                                 \
     "  - name: public\n"                                                                           \
@@ -1334,6 +1319,315 @@ static void test_outlier_and_breaker(void **state)
     check_errors(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+/* ingress admission: max_concurrency, queue and rate_limit, with their
+ * defaults when left out. */
+static void test_admission(void **state)
+{
+    struct config *c = parse_ok(BASE "      max_concurrency: 50\n"
+                                     "      queue: { depth: 0, timeout: 2s }\n"
+                                     "      rate_limit: { rps: 0.5, burst: 3, per: client_ip }\n");
+    const struct cfg_admission *a = &c->functions[0].admission;
+    (void)state;
+
+    assert_int_equal(a->max_concurrency, 50);
+    assert_int_equal(a->queue_depth, 0);
+    assert_int_equal(a->queue_timeout_ms, 2000);
+    assert_int_equal(a->rate_milli, 500);
+    assert_int_equal(a->burst, 3);
+    assert_int_equal(a->per, CFG_RATE_CLIENT_IP);
+    config_free(c);
+
+    /* The defaults (README): no limit, no rate limit, a queue of 100 for 5s. */
+    c = parse_ok(BASE);
+    a = &c->functions[0].admission;
+    assert_int_equal(a->max_concurrency, 0);
+    assert_int_equal(a->queue_depth, 100);
+    assert_int_equal(a->queue_timeout_ms, 5000);
+    assert_int_equal(a->rate_milli, 0);
+    assert_int_equal(a->burst, 0);
+    assert_int_equal(a->per, CFG_RATE_FUNCTION);
+    config_free(c);
+
+    c = parse_ok(BASE "      max_concurrency: 1000000\n"
+                      "      queue: {}\n"
+                      "      rate_limit: { rps: 1000000 }\n");
+    a = &c->functions[0].admission;
+    assert_int_equal(a->max_concurrency, 1000000);
+    assert_int_equal(a->queue_depth, 100);
+    assert_int_equal(a->queue_timeout_ms, 5000);
+    assert_int_equal(a->rate_milli, 1000000000);
+    assert_int_equal(a->burst, 1000000);
+    assert_int_equal(a->per, CFG_RATE_FUNCTION);
+    config_free(c);
+
+    c = parse_ok(BASE "      max_concurrency: 1\n"
+                      "      queue: { depth: 100000, timeout: 60m }\n");
+    a = &c->functions[0].admission;
+    assert_int_equal(a->queue_depth, 100000);
+    assert_int_equal(a->queue_timeout_ms, 3600000);
+    config_free(c);
+
+    /* burst left out: rps rounded up, at least 1. */
+    static const struct {
+        const char *rps;
+        uint64_t milli;
+        unsigned burst;
+    } rates[] = {
+        {"0.001", 1, 1},  {"0.5", 500, 1},      {"1", 1000, 1},
+        {"2.5", 2500, 3}, {"12.05", 12050, 13}, {"500", 500000, 500},
+    };
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+        char yaml[512];
+
+        snprintf(yaml, sizeof(yaml), BASE "      rate_limit: { rps: %s }\n", rates[i].rps);
+        c = parse_ok(yaml);
+        assert_int_equal(c->functions[0].admission.rate_milli, rates[i].milli);
+        assert_int_equal(c->functions[0].admission.burst, rates[i].burst);
+        config_free(c);
+    }
+
+    /* A queue with readiness alone holds requests through a cold start; the
+     * function's keys may come in any order. */
+    c = parse_ok("functions:\n"
+                 "  - name: a\n"
+                 "    endpoints: [127.0.0.1:1]\n"
+                 "    ingress: { queue: { depth: 10 } }\n"
+                 "    readiness: {}\n");
+    assert_int_equal(c->functions[0].admission.queue_depth, 10);
+    assert_int_equal(c->functions[0].admission.max_concurrency, 0);
+    config_free(c);
+
+    /* per: client_id where every route's listener asks for certificates,
+     * or on a function with no routes. */
+    c = parse_ok(TLS_BASE "      certificates: [{ cert: a.crt, key: a.key }]\n"
+                          "      client_ca: ca.crt\n"
+                          "functions:\n"
+                          "  - name: hello\n"
+                          "    endpoints: [127.0.0.1:9001]\n"
+                          "    ingress:\n"
+                          "      rate_limit: { rps: 10, per: client_id }\n"
+                          "      routes: [{ name: r, match: { path_prefix: / } }]\n"
+                          "  - name: quiet\n"
+                          "    endpoints: [127.0.0.1:9002]\n"
+                          "    ingress: { rate_limit: { rps: 10, per: client_id } }\n");
+    assert_int_equal(c->functions[0].admission.per, CFG_RATE_CLIENT_ID);
+    assert_int_equal(c->functions[0].admission.burst, 10);
+    assert_int_equal(c->functions[1].admission.per, CFG_RATE_CLIENT_ID);
+    config_free(c);
+}
+
+static void test_admission_errors(void **state)
+{
+#define I BASE "      "
+#define K "      " /* a second ingress key */
+#define RATE_MSG "expected requests a second from 0.001 to 1000000, like 500 or 0.5"
+    static const struct err_case cases[] = {
+        {I "max_concurrency: 0\n",
+         "t.yaml:10:24: functions[0].ingress.max_concurrency: must be greater than zero (leave "
+         "it out for no limit)"},
+        {I "max_concurrency: 1000001\n",
+         "t.yaml:10:24: functions[0].ingress.max_concurrency: expected a number from 0 to "
+         "1000000"},
+        {I "max_concurrency: -1\n",
+         "t.yaml:10:24: functions[0].ingress.max_concurrency: expected a number from 0 to "
+         "1000000"},
+        {I "max_concurrency: 1.5\n",
+         "t.yaml:10:24: functions[0].ingress.max_concurrency: expected a number from 0 to "
+         "1000000"},
+        {I "max_concurrency: [1]\n",
+         "t.yaml:10:24: functions[0].ingress.max_concurrency: expected a number from 0 to "
+         "1000000"},
+        {I "max_concurrency:\n",
+         "t.yaml:10:23: functions[0].ingress.max_concurrency: expected a number from 0 to "
+         "1000000"},
+        {I "max_concurrency: 1\n" K "max_concurrency: 2\n",
+         "t.yaml:11:7: functions[0].ingress.max_concurrency: duplicate key \"max_concurrency\" "
+         "(first at t.yaml:10:7)"},
+
+        {I "max_concurrency: 1\n" K "queue: 5\n",
+         "t.yaml:11:14: functions[0].ingress.queue: expected a map like { depth: 100, timeout: "
+         "5s }"},
+        {I "max_concurrency: 1\n" K "queue: { depth: 100001 }\n",
+         "t.yaml:11:23: functions[0].ingress.queue.depth: expected a number from 0 to 100000"},
+        {I "max_concurrency: 1\n" K "queue: { depth: x }\n",
+         "t.yaml:11:23: functions[0].ingress.queue.depth: expected a number from 0 to 100000"},
+        {I "max_concurrency: 1\n" K "queue: { timeout: 0s }\n",
+         "t.yaml:11:25: functions[0].ingress.queue.timeout: must be greater than zero"},
+        {I "max_concurrency: 1\n" K "queue: { timeout: 61m }\n",
+         "t.yaml:11:25: functions[0].ingress.queue.timeout: at most 60m"},
+        {I "max_concurrency: 1\n" K "queue: { timeout: soon }\n",
+         "t.yaml:11:25: functions[0].ingress.queue.timeout: expected a duration like 10s"},
+        {I "max_concurrency: 1\n" K "queue: { size: 1 }\n",
+         "t.yaml:11:16: functions[0].ingress.queue.size: unknown key \"size\""},
+        /* A queue with nothing to wait for: pointed at the queue key. */
+        {I "queue: { depth: 10 }\n",
+         "t.yaml:10:7: functions[0].ingress.queue: a queue needs max_concurrency or readiness on "
+         "this function"},
+        {I "queue: {}\n" K "rate_limit: { rps: 1 }\n",
+         "t.yaml:10:7: functions[0].ingress.queue: a queue needs max_concurrency or readiness on "
+         "this function"},
+
+        {I "rate_limit: 500\n",
+         "t.yaml:10:19: functions[0].ingress.rate_limit: expected a map like { rps: 500, burst: "
+         "100 }"},
+        {I "rate_limit: {}\n",
+         "t.yaml:10:19: functions[0].ingress.rate_limit: missing required key \"rps\""},
+        {I "rate_limit: { burst: 5 }\n",
+         "t.yaml:10:19: functions[0].ingress.rate_limit: missing required key \"rps\""},
+        {I "rate_limit: { rps: 0 }\n",
+         "t.yaml:10:26: functions[0].ingress.rate_limit.rps: " RATE_MSG},
+        {I "rate_limit: { rps: 0.000 }\n",
+         "t.yaml:10:26: functions[0].ingress.rate_limit.rps: " RATE_MSG},
+        {I "rate_limit: { rps: 0.0001 }\n",
+         "t.yaml:10:26: functions[0].ingress.rate_limit.rps: " RATE_MSG},
+        {I "rate_limit: { rps: 1000000.001 }\n",
+         "t.yaml:10:26: functions[0].ingress.rate_limit.rps: " RATE_MSG},
+        {I "rate_limit: { rps: 1000001 }\n",
+         "t.yaml:10:26: functions[0].ingress.rate_limit.rps: " RATE_MSG},
+        {I "rate_limit: { rps: -1 }\n",
+         "t.yaml:10:26: functions[0].ingress.rate_limit.rps: " RATE_MSG},
+        {I "rate_limit: { rps: 1e3 }\n",
+         "t.yaml:10:26: functions[0].ingress.rate_limit.rps: " RATE_MSG},
+        {I "rate_limit: { rps: fast }\n",
+         "t.yaml:10:26: functions[0].ingress.rate_limit.rps: " RATE_MSG},
+        {I "rate_limit: { rps: 1, burst: 0 }\n",
+         "t.yaml:10:36: functions[0].ingress.rate_limit.burst: must be greater than zero"},
+        {I "rate_limit: { rps: 1, burst: 1000001 }\n",
+         "t.yaml:10:36: functions[0].ingress.rate_limit.burst: expected a number from 0 to "
+         "1000000"},
+        {I "rate_limit: { rps: 1, per: client }\n",
+         "t.yaml:10:34: functions[0].ingress.rate_limit.per: expected client_id or client_ip"},
+        {I "rate_limit: { rps: 1, per: [client_ip] }\n",
+         "t.yaml:10:34: functions[0].ingress.rate_limit.per: expected client_id or client_ip"},
+        {I "rate_limit: { rps: 1, window: 1s }\n",
+         "t.yaml:10:29: functions[0].ingress.rate_limit.window: unknown key \"window\""},
+        /* An identity exists only where client certificates are asked for. */
+        {I "rate_limit: { rps: 1, per: client_id }\n",
+         "t.yaml:10:34: functions[0].ingress.rate_limit.per: client_id needs tls.client_ca on "
+         "listener \"public\" (route r0)"},
+    };
+#undef RATE_MSG
+#undef K
+#undef I
+    (void)state;
+    CHECK_ERRORS(cases);
+
+    /* per: client_id on a TLS listener without client_ca is refused too. */
+    check_error(TLS_BASE "      certificates: [{ cert: a.crt, key: a.key }]\n"
+                         "functions:\n"
+                         "  - name: hello\n"
+                         "    endpoints: [127.0.0.1:9001]\n"
+                         "    ingress:\n"
+                         "      routes: [{ name: r, match: { path_prefix: / } }]\n"
+                         "      rate_limit: { per: client_id, rps: 5 }\n",
+                "t.yaml:11:26: functions[0].ingress.rate_limit.per: client_id needs "
+                "tls.client_ca on listener \"public\" (route r)");
+}
+
+/* readiness: a probe per endpoint; no path means a TCP connect. */
+static void test_readiness(void **state)
+{
+    struct config *c = parse_ok("functions:\n"
+                                "  - name: a\n"
+                                "    endpoints: [127.0.0.1:1]\n"
+                                "    readiness: { path: \"/healthz?deep=1\", interval: 10ms,"
+                                " timeout: 2s }\n"
+                                "  - name: b\n"
+                                "    endpoints: [127.0.0.1:2]\n"
+                                "    readiness: {}\n"
+                                "  - name: c\n"
+                                "    endpoints: [127.0.0.1:3]\n");
+    const struct cfg_readiness *r = c->functions[0].readiness;
+    char yaml[1200], want[256];
+    (void)state;
+
+    assert_non_null(r);
+    assert_string_equal(r->path, "/healthz?deep=1");
+    assert_int_equal(r->interval_ms, 10);
+    assert_int_equal(r->timeout_ms, 2000);
+    /* {} is a TCP probe with the defaults (README). */
+    r = c->functions[1].readiness;
+    assert_non_null(r);
+    assert_null(r->path);
+    assert_int_equal(r->interval_ms, 50);
+    assert_int_equal(r->timeout_ms, 1000);
+    assert_null(c->functions[2].readiness);
+    config_free(c);
+
+    c = parse_ok("functions:\n  - name: a\n    endpoints: [127.0.0.1:1]\n"
+                 "    readiness: { path: /, interval: 1m, timeout: 1ms }\n");
+    r = c->functions[0].readiness;
+    assert_string_equal(r->path, "/");
+    assert_int_equal(r->interval_ms, 60000);
+    assert_int_equal(r->timeout_ms, 1);
+    config_free(c);
+
+    /* A path of exactly 1024 bytes is taken; one more is refused. */
+    memset(want, 0, sizeof(want));
+    for (int len = 1024; len <= 1025; len++) {
+        int n = snprintf(yaml, sizeof(yaml),
+                         "functions:\n  - name: a\n    endpoints: [127.0.0.1:1]\n"
+                         "    readiness: { path: /");
+        memset(yaml + n, 'x', (size_t)len - 1);
+        snprintf(yaml + n + len - 1, sizeof(yaml) - (size_t)(n + len - 1), " }\n");
+        if (len == 1024) {
+            c = parse_ok(yaml);
+            assert_int_equal(strlen(c->functions[0].readiness->path), 1024);
+            config_free(c);
+        } else {
+            check_error(yaml, "t.yaml:4:24: functions[0].readiness.path: path too long: at most "
+                              "1024 bytes");
+        }
+    }
+
+#define F "functions:\n  - name: a\n    endpoints: [127.0.0.1:1]\n"
+    static const struct err_case cases[] = {
+        {F "    readiness: /healthz\n",
+         "t.yaml:4:16: functions[0].readiness: expected a map like { path: /healthz, interval: "
+         "50ms, timeout: 1s }"},
+        {F "    readiness:\n",
+         "t.yaml:4:15: functions[0].readiness: expected a map like { path: /healthz, interval: "
+         "50ms, timeout: 1s }"},
+        {F "    readiness: { path: healthz }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path like /healthz, starting "
+         "with /"},
+        {F "    readiness: { path: \"\" }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path like /healthz, starting "
+         "with /"},
+        {F "    readiness: { path: [/healthz] }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path like /healthz, starting "
+         "with /"},
+        {F "    readiness: { path: \"/a b\" }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path of visible ASCII "
+         "characters, without spaces or #"},
+        {F "    readiness: { path: /a#b }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path of visible ASCII "
+         "characters, without spaces or #"},
+        {F "    readiness: { path: \"/\\u00e9\" }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path of visible ASCII "
+         "characters, without spaces or #"},
+        {F "    readiness: { path: \"/a\\tb\" }\n",
+         "t.yaml:4:24: functions[0].readiness.path: expected a path of visible ASCII "
+         "characters, without spaces or #"},
+        {F "    readiness: { interval: 0ms }\n",
+         "t.yaml:4:28: functions[0].readiness.interval: must be greater than zero"},
+        {F "    readiness: { interval: 61s }\n",
+         "t.yaml:4:28: functions[0].readiness.interval: at most 1m"},
+        {F "    readiness: { interval: fast }\n",
+         "t.yaml:4:28: functions[0].readiness.interval: expected a duration like 10s"},
+        {F "    readiness: { timeout: 2m }\n",
+         "t.yaml:4:27: functions[0].readiness.timeout: at most 1m"},
+        {F "    readiness: { timeout: 0s }\n",
+         "t.yaml:4:27: functions[0].readiness.timeout: must be greater than zero"},
+        {F "    readiness: { port: 8080 }\n",
+         "t.yaml:4:18: functions[0].readiness.port: unknown key \"port\""},
+        {F "    readiness: {}\n    readiness: {}\n",
+         "t.yaml:5:5: functions[0].readiness: duplicate key \"readiness\" (first at t.yaml:4:5)"},
+    };
+#undef F
+    check_errors(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 /* A unix socket is a function's own too: whoever can open the file. */
 static void test_egress_unix_listen(void **state)
 {
@@ -2190,7 +2484,6 @@ int main(void)
         cmocka_unit_test(test_list_limits),
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_unknown_keys),
-        cmocka_unit_test(test_unsupported_keys),
         cmocka_unit_test(test_tls_listener),
         cmocka_unit_test(test_allowed_clients_and_upstream_tls),
         cmocka_unit_test(test_duplicate_keys),
@@ -2215,6 +2508,9 @@ int main(void)
         cmocka_unit_test(test_route_retries),
         cmocka_unit_test(test_route_retries_errors),
         cmocka_unit_test(test_outlier_and_breaker),
+        cmocka_unit_test(test_admission),
+        cmocka_unit_test(test_admission_errors),
+        cmocka_unit_test(test_readiness),
         cmocka_unit_test(test_fault),
         cmocka_unit_test(test_min_client_rate),
         cmocka_unit_test(test_egress_small),

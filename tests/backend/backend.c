@@ -48,13 +48,16 @@
  *   status with probability `rate`, else the route's own answer. A request
  *   that a global failure takes never reaches its route (a /fail key does
  *   not count it).
- * - GET /_fnbackend/stats: {"requests":N,"failed":M}: requests whose head
- *   was read, and of those how many got an injected failure (global or
- *   /fail). Paths under /_fnbackend/ are control paths: never failed and
- *   never counted.
+ * - GET /_fnbackend/stats[?reset=1]: {"requests":N,"failed":M,"inflight":I,
+ *   "inflight_max":X}: requests whose head was read, of those how many got
+ *   an injected failure (global or /fail), how many are in flight (head
+ *   parsed, answer not yet written, connection open) and the most ever in
+ *   flight at once; reset=1 restarts the most from the current figure.
+ *   Paths under /_fnbackend/ are control paths: never failed and never
+ *   counted.
  *
- * The hot path pays for this with a counter increment and a test of one
- * flag per request; no allocation, no system call.
+ * The hot path pays for this with a few counter increments and a test of
+ * one flag per request; no allocation, no system call.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -186,6 +189,10 @@ struct conn {
     char chunk_line[24];
     struct dbuf out; /* small answers not yet written */
     uint64_t serial; /* x-backend-conn: which connection answered */
+    /* in flight (see inflight_begin): counted requests of this connection */
+    unsigned inflight; /* heads parsed, answers not yet written */
+    unsigned buffered; /* of those, answered in out, not yet handed to a write */
+    bool counted;      /* the request being answered is one of them */
 };
 
 struct listener {
@@ -201,6 +208,7 @@ struct listener {
 struct wreq {
     uv_write_t req;
     size_t len;
+    unsigned answers; /* requests whose answers end in data: done when written */
     char data[];
 };
 
@@ -232,8 +240,10 @@ static struct fault {
 
 /* GET /_fnbackend/stats */
 static struct {
-    uint64_t requests; /* heads read, control paths excepted */
-    uint64_t failed;   /* of those, answered with an injected failure */
+    uint64_t requests;     /* heads read, control paths excepted */
+    uint64_t failed;       /* of those, answered with an injected failure */
+    uint64_t inflight;     /* of those, answers not yet written (connections open) */
+    uint64_t inflight_max; /* the highest inflight since start or ?reset=1 */
 } stats;
 
 /* /fail keys: open addressing, linear probing, never deleted. 8192 slots of
@@ -396,6 +406,50 @@ static void out_simple(struct conn *c, unsigned code, const char *body, size_t l
         out_put(c, body, len);
 }
 
+/* ---- requests in flight ---------------------------------------------- */
+
+/* A request is in flight from when its head has been parsed until its
+ * answer has been handed to the kernel in full (uv_try_write took it all, or
+ * the callback of the write that carried its end ran) or until its
+ * connection answers nothing more (closed, reset, or FIN sent). Control
+ * paths are not counted. Each connection keeps its share, so that closing it
+ * takes back exactly what it holds. */
+static void inflight_begin(struct conn *c)
+{
+    c->counted = true;
+    c->inflight++;
+    if (++stats.inflight > stats.inflight_max)
+        stats.inflight_max = stats.inflight;
+}
+
+/* The answer being made is complete in c->out (or was written by the one
+ * asynchronous write): the next conn_flush settles it. */
+static void inflight_answered(struct conn *c)
+{
+    if (!c->counted)
+        return;
+    c->counted = false;
+    c->buffered++;
+}
+
+static void inflight_end(struct conn *c, unsigned n)
+{
+    if (n > c->inflight) { /* a bug here would skew every admission test */
+        fprintf(stderr, "fnbackend: in-flight count below 0\n");
+        abort();
+    }
+    c->inflight -= n;
+    stats.inflight -= n;
+}
+
+/* The connection answers nothing more: all its requests are done. */
+static void inflight_drop(struct conn *c)
+{
+    inflight_end(c, c->inflight);
+    c->buffered = 0;
+    c->counted = false;
+}
+
 /* ---- writing ---------------------------------------------------------- */
 
 static void conn_read_start(struct conn *c);
@@ -404,6 +458,7 @@ static void wreq_cb(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     struct conn *c = req->handle->data;
+    unsigned answers = w->answers;
     free(w);
     if (status == UV_ECANCELED || c->closing)
         return;
@@ -411,6 +466,7 @@ static void wreq_cb(uv_write_t *req, int status)
         conn_close(c);
         return;
     }
+    inflight_end(c, answers);
     /* A client that pipelines without reading was paused; it has caught up. */
     if (c->write_blocked && c->h.stream.write_queue_size <= WRITE_QUEUE_MAX / 2) {
         c->write_blocked = false;
@@ -422,8 +478,11 @@ static void wreq_cb(uv_write_t *req, int status)
 /* Hands the output buffer to the socket, in order with earlier writes. */
 static void conn_flush(struct conn *c)
 {
+    unsigned answers = c->buffered; /* complete answers in out, still in flight */
+    c->buffered = 0;
     if (!c->out.len || c->closing) {
         c->out.len = 0;
+        inflight_end(c, answers);
         return;
     }
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
@@ -440,6 +499,7 @@ static void conn_flush(struct conn *c)
         if (!w)
             abort();
         w->len = rest;
+        w->answers = answers;
         memcpy(w->data, c->out.data + done, rest);
         uv_buf_t wb = uv_buf_init(w->data, (unsigned)rest);
         if (uv_write(&w->req, &c->h.stream, &wb, 1, wreq_cb) < 0) {
@@ -448,6 +508,8 @@ static void conn_flush(struct conn *c)
             conn_close(c);
             return;
         }
+    } else {
+        inflight_end(c, answers);
     }
     c->out.len = 0;
     /* Keep a burst's buffer, but give back one that an echo made large. */
@@ -472,6 +534,7 @@ static void areq_cb(uv_write_t *req, int status)
         conn_close_graceful(c);
         break;
     case AW_DONE:
+        inflight_answered(c);
         dbuf_release(&c->head);
         dbuf_release(&c->body);
         conn_continue(c);
@@ -514,6 +577,7 @@ static void conn_close(struct conn *c)
         return;
     c->closing = true;
     c->closes_pending = 2;
+    inflight_drop(c);
     uv_close((uv_handle_t *)&c->h.stream, conn_close_cb);
     uv_close((uv_handle_t *)&c->timer, conn_close_cb);
 }
@@ -562,6 +626,7 @@ static void shutdown_cb(uv_shutdown_t *req, int status)
     struct conn *c = req->data;
     if (c->closing)
         return;
+    inflight_drop(c); /* FIN sent: nothing more will be answered */
     if (status < 0 || c->peer_eof) {
         conn_close(c);
         return;
@@ -630,6 +695,11 @@ static void conn_continue(struct conn *c)
         conn_close_graceful(c);
         return;
     }
+    /* This answer goes out before the next request is parsed, so that a
+     * pipelined request is never in flight together with it. */
+    conn_flush(c);
+    if (c->closing)
+        return;
     conn_parse(c);
     if (c->closing || c->shutting)
         return;
@@ -746,6 +816,7 @@ static void conn_reset(struct conn *c)
     }
     c->closing = true;
     c->closes_pending = 2;
+    inflight_drop(c);
     if (uv_tcp_close_reset(&c->h.tcp, conn_close_cb) < 0)
         uv_close((uv_handle_t *)&c->h.stream, conn_close_cb);
     uv_close((uv_handle_t *)&c->timer, conn_close_cb);
@@ -756,6 +827,7 @@ static void conn_reset(struct conn *c)
 static void stream_next(struct conn *c)
 {
     if (c->stream_left == 0) {
+        inflight_answered(c);
         if (c->stream_kind == S_CHUNKED) {
             out_str(c, "0\r\n\r\n");
             conn_flush(c);
@@ -786,6 +858,7 @@ static void delay_timer_cb(uv_timer_t *t)
 {
     struct conn *c = t->data;
     out_simple(c, 200, "delayed\n", 8);
+    inflight_answered(c);
     conn_continue(c);
 }
 
@@ -1009,12 +1082,25 @@ static void ctl_fail(struct conn *c)
     answer_json(c, 200, body, (size_t)len);
 }
 
+/* GET /_fnbackend/stats[?reset=1]: the counters; reset=1 then restarts
+ * inflight_max from inflight (the answer has the figures from before, so a
+ * test reads and resets in one request). */
 static void ctl_stats(struct conn *c)
 {
-    char body[96];
-    int n = snprintf(body, sizeof body, "{\"requests\":%" PRIu64 ",\"failed\":%" PRIu64 "}\n",
-                     stats.requests, stats.failed);
-    answer_json(c, 200, body, (size_t)n);
+    size_t n;
+    const char *reset = query_get(c, "reset", &n);
+    if (reset && !(n == 1 && reset[0] == '1')) {
+        ctl_error(c, "reset must be 1");
+        return;
+    }
+    char body[160];
+    int len = snprintf(body, sizeof body,
+                       "{\"requests\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"inflight\":%" PRIu64
+                       ",\"inflight_max\":%" PRIu64 "}\n",
+                       stats.requests, stats.failed, stats.inflight, stats.inflight_max);
+    if (reset)
+        stats.inflight_max = stats.inflight;
+    answer_json(c, 200, body, (size_t)len);
 }
 
 /* Raw, deliberately broken answers; after them the connection closes unless
@@ -1107,7 +1193,11 @@ static void answer(struct conn *c)
             c->stream_kind = S_CLOSE_DELIMITED;
         }
         out_str(c, "\r\n");
-        if (c->is_head) {
+        /* No body to stream: answered here, so that stream_next never ends
+         * an answer (and parses the next request) inside conn_parse. */
+        if (c->is_head || c->arg == 0) {
+            if (c->route == R_CHUNKED && !c->is_head)
+                out_str(c, "0\r\n\r\n");
             if (c->route == R_CLOSE_DELIMITED) {
                 c->paused = true;
                 conn_close_graceful(c);
@@ -1449,6 +1539,7 @@ static void head_done(struct conn *c)
     route_request(c);
     if (!route_is_control(c->route)) {
         stats.requests++;
+        inflight_begin(c);
         if (fault.active)
             fault_draw(c);
         if (c->route == R_FAIL)
@@ -1499,8 +1590,10 @@ static void conn_parse(struct conn *c)
                 c->rpos = c->rlen;
                 c->keep_alive = false;
                 answer(c);
-                if (!c->paused)
+                if (!c->paused) {
+                    inflight_answered(c);
                     conn_close_graceful(c);
+                }
                 break;
             }
             bad_request(c, err);
@@ -1518,6 +1611,8 @@ static void conn_parse(struct conn *c)
             head_done(c);
         } else if (c->why == P_MSG_DONE) {
             answer(c);
+            if (!c->paused)
+                inflight_answered(c);
             if (!c->paused && !c->keep_alive) {
                 c->paused = true;
                 conn_close_graceful(c);
@@ -1746,8 +1841,11 @@ static void usage(FILE *f)
         "                        sets the global failures; answers them as JSON\n"
         "                        {\"status\":NNN,\"rate\":R,\"reset\":R,\"retry_after\":S|null,\n"
         "                        \"seed\":N}; rate=0&reset=0 heals\n"
-        "  /_fnbackend/stats     {\"requests\":N,\"failed\":M}: requests read and of\n"
-        "                        those failed on purpose (/_fnbackend/ not counted)\n");
+        "  /_fnbackend/stats[?reset=1]\n"
+        "                        {\"requests\":N,\"failed\":M,\"inflight\":I,\"inflight_max\":X}:\n"
+        "                        requests read, of those failed on purpose, in flight\n"
+        "                        now and at most at once (/_fnbackend/ not counted);\n"
+        "                        reset=1: inflight_max restarts from inflight\n");
 }
 
 /* A rate for an option: a number in [0, 1]. */

@@ -1756,6 +1756,41 @@ static int listen_unix(const char *path)
     return 0;
 }
 
+/* What --listen and --unix asked for: opened at start, or by listen_timer
+ * --listen-after MS later (until then the ports are not even bound). */
+static struct {
+    const char *tcp[16];
+    const char *unix_paths[16];
+    size_t n_tcp, n_unix;
+} specs;
+static uv_timer_t listen_timer;
+
+/* Opens every listener; false after a message if one fails. */
+static bool listen_all(void)
+{
+    for (size_t i = 0; i < specs.n_tcp; i++)
+        if (listen_tcp(specs.tcp[i]) < 0)
+            return false;
+    for (size_t i = 0; i < specs.n_unix; i++)
+        if (listen_unix(specs.unix_paths[i]) < 0)
+            return false;
+    return true;
+}
+
+static void listen_timer_cb(uv_timer_t *t)
+{
+    if (!listen_all())
+        exit(1);
+}
+
+/* The port of HOST:PORT (0 if it is not a number). */
+static uint64_t spec_port(const char *spec)
+{
+    const char *colon = strrchr(spec, ':');
+    uint64_t port;
+    return colon && parse_num(colon + 1, strlen(colon + 1), &port) ? port : 0;
+}
+
 /* ---- main ------------------------------------------------------------- */
 
 static void listener_close_cb(uv_handle_t *h)
@@ -1806,12 +1841,14 @@ static void usage(FILE *f)
         f,
         "usage: fnbackend [--listen HOST:PORT]... [--unix PATH]... [--name NAME]\n"
         "                 [--record FILE] [--fail-status NNN:RATE] [--reset-rate RATE]\n"
-        "                 [--retry-after S] [--seed N]\n"
+        "                 [--retry-after S] [--seed N] [--listen-after MS]\n"
         "The test function. Prints \"PORT n\" for each TCP listener once it is bound\n"
         "(127.0.0.1:0 when no --listen or --unix is given).\n"
         "\n"
         "  --listen HOST:PORT    listen on TCP (up to 16)\n"
         "  --unix PATH           listen on a unix socket (up to 16)\n"
+        "  --listen-after MS     bind and listen only MS ms after start (connections\n"
+        "                        are refused until then); needs fixed ports\n"
         "  --name NAME           x-backend: NAME on answers (default backend)\n"
         "  --record FILE         append every byte read to FILE\n"
         "  --fail-status NNN:RATE  answer NNN to a share RATE (0..1) of requests\n"
@@ -1866,15 +1903,12 @@ static bool opt_num(const char *s, uint64_t *v)
 
 int main(int argc, char **argv)
 {
-    const char *listens[16];
-    const char *unixes[16];
-    size_t n_listen = 0, n_unix = 0;
     const char *record_path = NULL;
     unsigned fail_status = 503;
     double fail_rate = 0, reset_rate = 0;
     int64_t retry_after = -1;
-    uint64_t num, seed = 0;
-    bool seed_given = false;
+    uint64_t num, seed = 0, listen_after = 0;
+    bool seed_given = false, listen_after_given = false;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1886,10 +1920,10 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        if (!strcmp(a, "--listen") && n_listen < 16)
-            listens[n_listen++] = argv[++i];
-        else if (!strcmp(a, "--unix") && n_unix < 16)
-            unixes[n_unix++] = argv[++i];
+        if (!strcmp(a, "--listen") && specs.n_tcp < 16)
+            specs.tcp[specs.n_tcp++] = argv[++i];
+        else if (!strcmp(a, "--unix") && specs.n_unix < 16)
+            specs.unix_paths[specs.n_unix++] = argv[++i];
         else if (!strcmp(a, "--name"))
             name = argv[++i];
         else if (!strcmp(a, "--record"))
@@ -1923,6 +1957,12 @@ int main(int argc, char **argv)
                 return 2;
             }
             seed_given = true;
+        } else if (!strcmp(a, "--listen-after")) {
+            if (!opt_num(argv[++i], &listen_after)) {
+                fprintf(stderr, "fnbackend: --listen-after wants milliseconds, got %s\n", argv[i]);
+                return 2;
+            }
+            listen_after_given = true;
         } else {
             usage(stderr);
             return 2;
@@ -1932,8 +1972,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "fnbackend: --name too long\n");
         return 2;
     }
-    if (n_listen == 0 && n_unix == 0)
-        listens[n_listen++] = "127.0.0.1:0";
+    if (specs.n_tcp == 0 && specs.n_unix == 0)
+        specs.tcp[specs.n_tcp++] = "127.0.0.1:0";
+    /* A test must know the port before it is bound: the kernel cannot choose. */
+    for (size_t i = 0; listen_after_given && i < specs.n_tcp; i++) {
+        if (spec_port(specs.tcp[i]) == 0) {
+            fprintf(stderr,
+                    "fnbackend: --listen-after needs a fixed port: --listen HOST:PORT with "
+                    "PORT > 0, or --unix PATH; got %s\n",
+                    specs.tcp[i]);
+            return 2;
+        }
+    }
     if (!fault_set(fail_status, fail_rate, reset_rate, retry_after)) {
         fprintf(stderr, "fnbackend: --fail-status and --reset-rate rates sum to more than 1\n");
         return 2;
@@ -1966,12 +2016,12 @@ int main(int argc, char **argv)
     settings.on_message_complete = on_message_complete;
 
     loop = uv_default_loop();
-    for (size_t i = 0; i < n_listen; i++)
-        if (listen_tcp(listens[i]) < 0)
-            return 1;
-    for (size_t i = 0; i < n_unix; i++)
-        if (listen_unix(unixes[i]) < 0)
-            return 1;
+    if (listen_after_given) {
+        uv_timer_init(loop, &listen_timer);
+        uv_timer_start(&listen_timer, listen_timer_cb, listen_after, 0);
+    } else if (!listen_all()) {
+        return 1;
+    }
 
     uv_signal_t sigterm, sigint;
     uv_signal_init(loop, &sigterm);
@@ -1983,8 +2033,8 @@ int main(int argc, char **argv)
 
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
-    for (size_t i = 0; i < n_unix; i++)
-        unlink(unixes[i]);
+    for (size_t i = 0; i < specs.n_unix; i++)
+        unlink(specs.unix_paths[i]);
     if (record_fd >= 0)
         close(record_fd);
     return 0;

@@ -3,6 +3,8 @@ so its behaviour is pinned down here first (and these exercise the harness
 without fnproxy)."""
 
 import errno
+import os
+import select
 import signal
 import socket
 import struct
@@ -10,8 +12,8 @@ import subprocess
 import threading
 import time
 
-from harness import (SAN, Client, build_request, case, check, check_eq, chunked, hget, parse_echo,
-                     proc_status, request, wait_until)
+from harness import (HOST, SAN, Client, Proc, build_request, case, check, check_eq, chunked,
+                     free_port, hget, parse_echo, proc_status, request, wait_until)
 
 
 @case()
@@ -672,3 +674,103 @@ def inflight_back_to_zero(ctx):
     wait_inflight(b.port, 1, "hung before SIGTERM")
     b.send_signal(signal.SIGTERM)
     check_eq(b.wait(5), 0, "exit status on SIGTERM")
+
+
+# ---------------------------------------------------------------------------
+# Cold starts: --listen-after MS, --ready-after MS.
+
+
+def start_late(ctx, args):
+    """fnbackend with args, not waiting for its PORT lines (Backend would)."""
+    return Proc(ctx, [ctx.backend_bin] + args, "backend-late-%d" % len(ctx.procs),
+                stdout=subprocess.PIPE)
+
+
+def stdout_lines(p, n, timeout):
+    """The first n lines p prints, or fewer if timeout passes first."""
+    fd = p.popen.stdout.fileno()
+    buf = b""
+    end = time.monotonic() + timeout
+    while buf.count(b"\n") < n and time.monotonic() < end:
+        r, _, _ = select.select([fd], [], [], max(0, end - time.monotonic()))
+        chunk = os.read(fd, 4096) if r else b""
+        if r and not chunk:
+            break
+        buf += chunk
+    return buf.decode().splitlines()
+
+
+def refused(port):
+    try:
+        socket.create_connection((HOST, port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def unix_get(path, target):
+    """One GET over the unix socket at path: the raw answer to EOF."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect(path)
+        s.sendall(build_request("GET", target, [("Connection", "close")]))
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        s.close()
+
+
+@case()
+def listen_after(ctx):
+    port = free_port()
+    path = ctx.path("late.sock")
+    start = time.monotonic()
+    p = start_late(ctx, ["--listen", "%s:%d" % (HOST, port), "--unix", path,
+                         "--listen-after", "800"])
+    # Neither the port nor the socket exists before MS: connections are
+    # refused, and nothing is printed yet.
+    tries = 0
+    while time.monotonic() < start + 0.6:
+        check(refused(port), "a connection accepted %.2f s after start"
+              % (time.monotonic() - start))
+        check(not os.path.exists(path), "the unix socket exists already")
+        tries += 1
+        time.sleep(0.05)
+    check(tries >= 5, "tried only %d times" % tries)
+    lines = stdout_lines(p, 2, 10)
+    check_eq(lines, ["PORT %d" % port, "UNIX %s" % path], "printed once bound")
+    check(time.monotonic() - start >= 0.8, "bound after %.2f s" % (time.monotonic() - start))
+    check_eq(request(port, "GET", "/").body, b"hello from backend\n", "TCP answer after")
+    check(unix_get(path, "/status/201").startswith(b"HTTP/1.1 201 "), "unix answer after")
+    p.send_signal(signal.SIGTERM)
+    check_eq(p.wait(5), 0, "exit status on SIGTERM")
+    # SIGTERM before MS: exits 0 without ever listening.
+    port = free_port()
+    p = start_late(ctx, ["--listen", "%s:%d" % (HOST, port), "--listen-after", "5000"])
+    time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    check_eq(p.wait(5), 0, "exit status on SIGTERM before listening")
+    check(refused(port), "never listened")
+
+
+@case()
+def listen_after_needs_a_fixed_port(ctx):
+    for args in (["--listen", "127.0.0.1:0"], [], ["--listen", "127.0.0.1:0", "--unix",
+                                                    ctx.path("x.sock")]):
+        p = subprocess.run([ctx.backend_bin] + args + ["--listen-after", "100"],
+                           capture_output=True, timeout=10)
+        check_eq(p.returncode, 2, "exit status for %s" % args)
+        check(p.stderr.startswith(b"fnbackend: --listen-after needs a fixed port"),
+              "message for %s: %r" % (args, p.stderr))
+    for bad in ("x", "-1", ""):
+        p = subprocess.run([ctx.backend_bin, "--listen", "127.0.0.1:1", "--listen-after", bad],
+                           capture_output=True, timeout=10)
+        check_eq((p.returncode, p.stderr.startswith(b"fnbackend: --listen-after wants")),
+                 (2, True), "--listen-after %r" % bad)
+    p = subprocess.run([ctx.backend_bin, "--help"], capture_output=True, timeout=10)
+    check(b"--listen-after MS" in p.stdout, "--help mentions --listen-after")

@@ -24,9 +24,9 @@
  *
  * Routes (query string ignored unless said): /echo, /status/NNN, /delay/MS,
  * /bytes/N, /chunked/N, /close-delimited/N, /sink, /close-mid, /close-now,
- * /hang, /bad/{garbage,cl-te,dup-cl,extra,header-ctl}, /fail/N/WHAT/KEY...;
- * anything else answers "hello from NAME\n". tests/backend/README.md
- * describes each one.
+ * /hang, /healthz, /bad/{garbage,cl-te,dup-cl,extra,header-ctl},
+ * /fail/N/WHAT/KEY...; anything else answers "hello from NAME\n".
+ * tests/backend/README.md describes each one.
  *
  * Failures, for testing and benchmarking retries and ejection:
  *
@@ -54,7 +54,11 @@
  *   parsed, answer not yet written, connection open) and the most ever in
  *   flight at once; reset=1 restarts the most from the current figure.
  *   Paths under /_fnbackend/ are control paths: never failed and never
- *   counted.
+ *   counted; nor is /healthz, the readiness probe.
+ *
+ * Cold starts: --listen-after MS opens the listeners only MS ms after start
+ * (nothing is bound before); --ready-after MS makes /healthz answer 503
+ * until MS ms after they are open.
  *
  * The hot path pays for this with a few counter increments and a test of
  * one flag per request; no allocation, no system call.
@@ -112,7 +116,9 @@ enum route {
     R_BAD_PATH,      /* a malformed /fail path: 400 with c->err */
     R_FAULT_STATUS,  /* a global random failure: fault.status */
     R_FAULT_RESET,   /* a global random failure: reset */
-    /* control paths, under /_fnbackend/: never failed, never counted */
+    /* not requests to the function: never failed, never counted */
+    R_HEALTHZ, /* the readiness probe: see ready_at */
+    /* control paths, under /_fnbackend/ */
     R_CTL_FAIL,
     R_CTL_STATS,
     R_CTL_UNKNOWN,
@@ -222,6 +228,8 @@ static size_t hello_ka_len, hello_close_len, hello_head_ka_len, hello_head_close
 static int kind_signal = H_SIGNAL;
 static unsigned n_listeners;
 static uint64_t conn_serial;
+static uint64_t ready_after; /* --ready-after MS */
+static uint64_t ready_at;    /* loop time from which /healthz answers 200 */
 
 /* Global random failures (--fail-status, --reset-rate, /_fnbackend/fail).
  * A request draws u, uniform in [0, 2^53): u < reset_below resets it, else
@@ -1253,6 +1261,12 @@ static void answer(struct conn *c)
     case R_FAULT_RESET:
         conn_reset(c);
         break;
+    case R_HEALTHZ:
+        if (uv_now(loop) < ready_at)
+            out_simple(c, 503, "starting\n", 9);
+        else
+            out_simple(c, 200, "ok\n", 3);
+        break;
     case R_CTL_FAIL:
         ctl_fail(c);
         break;
@@ -1375,9 +1389,10 @@ static void route_control(struct conn *c, const char *p, size_t n)
         c->route = R_CTL_UNKNOWN;
 }
 
+/* Control paths and /healthz: never failed, never counted. */
 static bool route_is_control(enum route r)
 {
-    return r >= R_CTL_FAIL;
+    return r >= R_HEALTHZ;
 }
 
 static void route_request(struct conn *c)
@@ -1422,6 +1437,8 @@ static void route_request(struct conn *c)
         c->route = R_CLOSE_NOW;
     else if (path_is(p, n, "/hang"))
         c->route = R_HANG;
+    else if (path_is(p, n, "/healthz"))
+        c->route = R_HEALTHZ;
     else if (path_is(p, n, "/bad/garbage"))
         c->route = R_BAD_GARBAGE;
     else if (path_is(p, n, "/bad/cl-te"))
@@ -1774,6 +1791,8 @@ static bool listen_all(void)
     for (size_t i = 0; i < specs.n_unix; i++)
         if (listen_unix(specs.unix_paths[i]) < 0)
             return false;
+    uv_update_time(loop);
+    ready_at = uv_now(loop) + ready_after;
     return true;
 }
 
@@ -1842,6 +1861,7 @@ static void usage(FILE *f)
         "usage: fnbackend [--listen HOST:PORT]... [--unix PATH]... [--name NAME]\n"
         "                 [--record FILE] [--fail-status NNN:RATE] [--reset-rate RATE]\n"
         "                 [--retry-after S] [--seed N] [--listen-after MS]\n"
+        "                 [--ready-after MS]\n"
         "The test function. Prints \"PORT n\" for each TCP listener once it is bound\n"
         "(127.0.0.1:0 when no --listen or --unix is given).\n"
         "\n"
@@ -1849,6 +1869,7 @@ static void usage(FILE *f)
         "  --unix PATH           listen on a unix socket (up to 16)\n"
         "  --listen-after MS     bind and listen only MS ms after start (connections\n"
         "                        are refused until then); needs fixed ports\n"
+        "  --ready-after MS      /healthz answers 503 until MS ms after listening\n"
         "  --name NAME           x-backend: NAME on answers (default backend)\n"
         "  --record FILE         append every byte read to FILE\n"
         "  --fail-status NNN:RATE  answer NNN to a share RATE (0..1) of requests\n"
@@ -1865,6 +1886,8 @@ static void usage(FILE *f)
         "  /close-mid            content-length 100, 10 bytes, then FIN\n"
         "  /close-now            FIN, no answer\n"
         "  /hang                 no answer; reads until the peer leaves\n"
+        "  /healthz              200 \"ok\", or 503 \"starting\" before --ready-after;\n"
+        "                        never failed, never counted\n"
         "  /bad/{garbage,cl-te,dup-cl,extra,header-ctl}   malformed answers\n"
         "  /fail/N/WHAT/KEY[/...][?retry_after=S]\n"
         "                        the first N requests with KEY get WHAT, later ones\n"
@@ -1963,6 +1986,11 @@ int main(int argc, char **argv)
                 return 2;
             }
             listen_after_given = true;
+        } else if (!strcmp(a, "--ready-after")) {
+            if (!opt_num(argv[++i], &ready_after)) {
+                fprintf(stderr, "fnbackend: --ready-after wants milliseconds, got %s\n", argv[i]);
+                return 2;
+            }
         } else {
             usage(stderr);
             return 2;

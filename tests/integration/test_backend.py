@@ -774,3 +774,45 @@ def listen_after_needs_a_fixed_port(ctx):
                  (2, True), "--listen-after %r" % bad)
     p = subprocess.run([ctx.backend_bin, "--help"], capture_output=True, timeout=10)
     check(b"--listen-after MS" in p.stdout, "--help mentions --listen-after")
+
+
+def healthz(port):
+    r = request(port, "GET", "/healthz")
+    return r.status, r.body
+
+
+@case()
+def ready_after(ctx):
+    b = ctx.start_backend(record=False)
+    check_eq(healthz(b.port), (200, b"ok\n"), "/healthz without --ready-after")
+    start = time.monotonic()
+    b = ctx.start_backend(record=False, args=["--ready-after", "800"])
+    check_eq(healthz(b.port), (503, b"starting\n"), "/healthz at once")
+    r = request(b.port, "GET", "/healthz?x=1")
+    check_eq((r.status, r.header("x-backend")), (503, "backend"), "a query changes nothing")
+    check_eq(request(b.port, "GET", "/").status, 200, "other paths answer meanwhile")
+    wait_until(lambda: healthz(b.port) == (200, b"ok\n"), 10, "/healthz 200")
+    check(time.monotonic() - start >= 0.8, "ready after %.2f s" % (time.monotonic() - start))
+    check_eq(healthz(b.port), (200, b"ok\n"), "and it stays ready")
+    # Probes are not requests to the function: neither counted nor failed.
+    request(b.port, "GET", "/_fnbackend/fail?rate=1")
+    check_eq(healthz(b.port), (200, b"ok\n"), "/healthz is never failed")
+    check_eq(stats(b.port), {"requests": 1, "failed": 0, "inflight": 0, "inflight_max": 1},
+             "/healthz not counted")
+    # With --listen-after, MS counts from when the listener is up.
+    port = free_port()
+    start = time.monotonic()
+    p = start_late(ctx, ["--listen", "%s:%d" % (HOST, port), "--listen-after", "300",
+                         "--ready-after", "500"])
+    check_eq(stdout_lines(p, 1, 10), ["PORT %d" % port], "printed once bound")
+    check_eq(healthz(port), (503, b"starting\n"), "/healthz once listening")
+    wait_until(lambda: healthz(port) == (200, b"ok\n"), 10, "/healthz 200")
+    check(time.monotonic() - start >= 0.8, "ready after %.2f s" % (time.monotonic() - start))
+    for bad in ("x", "-5"):
+        q = subprocess.run([ctx.backend_bin, "--ready-after", bad], capture_output=True,
+                           timeout=10)
+        check_eq((q.returncode, q.stderr.startswith(b"fnbackend: --ready-after wants")),
+                 (2, True), "--ready-after %r" % bad)
+    q = subprocess.run([ctx.backend_bin, "--help"], capture_output=True, timeout=10)
+    check(b"--ready-after MS" in q.stdout and b"/healthz" in q.stdout,
+          "--help mentions --ready-after and /healthz")

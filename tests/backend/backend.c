@@ -24,9 +24,9 @@
  *
  * Routes (query string ignored unless said): /echo, /status/NNN, /delay/MS,
  * /bytes/N, /chunked/N, /close-delimited/N, /sink, /close-mid, /close-now,
- * /hang, /bad/{garbage,cl-te,dup-cl,extra,header-ctl}, /fail/N/WHAT/KEY...;
- * anything else answers "hello from NAME\n". tests/backend/README.md
- * describes each one.
+ * /hang, /healthz, /bad/{garbage,cl-te,dup-cl,extra,header-ctl},
+ * /fail/N/WHAT/KEY...; anything else answers "hello from NAME\n".
+ * tests/backend/README.md describes each one.
  *
  * Failures, for testing and benchmarking retries and ejection:
  *
@@ -48,13 +48,20 @@
  *   status with probability `rate`, else the route's own answer. A request
  *   that a global failure takes never reaches its route (a /fail key does
  *   not count it).
- * - GET /_fnbackend/stats: {"requests":N,"failed":M}: requests whose head
- *   was read, and of those how many got an injected failure (global or
- *   /fail). Paths under /_fnbackend/ are control paths: never failed and
- *   never counted.
+ * - GET /_fnbackend/stats[?reset=1]: {"requests":N,"failed":M,"inflight":I,
+ *   "inflight_max":X}: requests whose head was read, of those how many got
+ *   an injected failure (global or /fail), how many are in flight (head
+ *   parsed, answer not yet written, connection open) and the most ever in
+ *   flight at once; reset=1 restarts the most from the current figure.
+ *   Paths under /_fnbackend/ are control paths: never failed and never
+ *   counted; nor is /healthz, the readiness probe.
  *
- * The hot path pays for this with a counter increment and a test of one
- * flag per request; no allocation, no system call.
+ * Cold starts: --listen-after MS opens the listeners only MS ms after start
+ * (nothing is bound before); --ready-after MS makes /healthz answer 503
+ * until MS ms after they are open.
+ *
+ * The hot path pays for this with a few counter increments and a test of
+ * one flag per request; no allocation, no system call.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -109,7 +116,9 @@ enum route {
     R_BAD_PATH,      /* a malformed /fail path: 400 with c->err */
     R_FAULT_STATUS,  /* a global random failure: fault.status */
     R_FAULT_RESET,   /* a global random failure: reset */
-    /* control paths, under /_fnbackend/: never failed, never counted */
+    /* not requests to the function: never failed, never counted */
+    R_HEALTHZ, /* the readiness probe: see ready_at */
+    /* control paths, under /_fnbackend/ */
     R_CTL_FAIL,
     R_CTL_STATS,
     R_CTL_UNKNOWN,
@@ -186,6 +195,10 @@ struct conn {
     char chunk_line[24];
     struct dbuf out; /* small answers not yet written */
     uint64_t serial; /* x-backend-conn: which connection answered */
+    /* in flight (see inflight_begin): counted requests of this connection */
+    unsigned inflight; /* heads parsed, answers not yet written */
+    unsigned buffered; /* of those, answered in out, not yet handed to a write */
+    bool counted;      /* the request being answered is one of them */
 };
 
 struct listener {
@@ -201,6 +214,7 @@ struct listener {
 struct wreq {
     uv_write_t req;
     size_t len;
+    unsigned answers; /* requests whose answers end in data: done when written */
     char data[];
 };
 
@@ -214,6 +228,8 @@ static size_t hello_ka_len, hello_close_len, hello_head_ka_len, hello_head_close
 static int kind_signal = H_SIGNAL;
 static unsigned n_listeners;
 static uint64_t conn_serial;
+static uint64_t ready_after; /* --ready-after MS */
+static uint64_t ready_at;    /* loop time from which /healthz answers 200 */
 
 /* Global random failures (--fail-status, --reset-rate, /_fnbackend/fail).
  * A request draws u, uniform in [0, 2^53): u < reset_below resets it, else
@@ -232,8 +248,10 @@ static struct fault {
 
 /* GET /_fnbackend/stats */
 static struct {
-    uint64_t requests; /* heads read, control paths excepted */
-    uint64_t failed;   /* of those, answered with an injected failure */
+    uint64_t requests;     /* heads read, control paths excepted */
+    uint64_t failed;       /* of those, answered with an injected failure */
+    uint64_t inflight;     /* of those, answers not yet written (connections open) */
+    uint64_t inflight_max; /* the highest inflight since start or ?reset=1 */
 } stats;
 
 /* /fail keys: open addressing, linear probing, never deleted. 8192 slots of
@@ -396,6 +414,50 @@ static void out_simple(struct conn *c, unsigned code, const char *body, size_t l
         out_put(c, body, len);
 }
 
+/* ---- requests in flight ---------------------------------------------- */
+
+/* A request is in flight from when its head has been parsed until its
+ * answer has been handed to the kernel in full (uv_try_write took it all, or
+ * the callback of the write that carried its end ran) or until its
+ * connection answers nothing more (closed, reset, or FIN sent). Control
+ * paths are not counted. Each connection keeps its share, so that closing it
+ * takes back exactly what it holds. */
+static void inflight_begin(struct conn *c)
+{
+    c->counted = true;
+    c->inflight++;
+    if (++stats.inflight > stats.inflight_max)
+        stats.inflight_max = stats.inflight;
+}
+
+/* The answer being made is complete in c->out (or was written by the one
+ * asynchronous write): the next conn_flush settles it. */
+static void inflight_answered(struct conn *c)
+{
+    if (!c->counted)
+        return;
+    c->counted = false;
+    c->buffered++;
+}
+
+static void inflight_end(struct conn *c, unsigned n)
+{
+    if (n > c->inflight) { /* a bug here would skew every admission test */
+        fprintf(stderr, "fnbackend: in-flight count below 0\n");
+        abort();
+    }
+    c->inflight -= n;
+    stats.inflight -= n;
+}
+
+/* The connection answers nothing more: all its requests are done. */
+static void inflight_drop(struct conn *c)
+{
+    inflight_end(c, c->inflight);
+    c->buffered = 0;
+    c->counted = false;
+}
+
 /* ---- writing ---------------------------------------------------------- */
 
 static void conn_read_start(struct conn *c);
@@ -404,6 +466,7 @@ static void wreq_cb(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     struct conn *c = req->handle->data;
+    unsigned answers = w->answers;
     free(w);
     if (status == UV_ECANCELED || c->closing)
         return;
@@ -411,6 +474,7 @@ static void wreq_cb(uv_write_t *req, int status)
         conn_close(c);
         return;
     }
+    inflight_end(c, answers);
     /* A client that pipelines without reading was paused; it has caught up. */
     if (c->write_blocked && c->h.stream.write_queue_size <= WRITE_QUEUE_MAX / 2) {
         c->write_blocked = false;
@@ -422,8 +486,11 @@ static void wreq_cb(uv_write_t *req, int status)
 /* Hands the output buffer to the socket, in order with earlier writes. */
 static void conn_flush(struct conn *c)
 {
+    unsigned answers = c->buffered; /* complete answers in out, still in flight */
+    c->buffered = 0;
     if (!c->out.len || c->closing) {
         c->out.len = 0;
+        inflight_end(c, answers);
         return;
     }
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
@@ -440,6 +507,7 @@ static void conn_flush(struct conn *c)
         if (!w)
             abort();
         w->len = rest;
+        w->answers = answers;
         memcpy(w->data, c->out.data + done, rest);
         uv_buf_t wb = uv_buf_init(w->data, (unsigned)rest);
         if (uv_write(&w->req, &c->h.stream, &wb, 1, wreq_cb) < 0) {
@@ -448,6 +516,8 @@ static void conn_flush(struct conn *c)
             conn_close(c);
             return;
         }
+    } else {
+        inflight_end(c, answers);
     }
     c->out.len = 0;
     /* Keep a burst's buffer, but give back one that an echo made large. */
@@ -472,6 +542,7 @@ static void areq_cb(uv_write_t *req, int status)
         conn_close_graceful(c);
         break;
     case AW_DONE:
+        inflight_answered(c);
         dbuf_release(&c->head);
         dbuf_release(&c->body);
         conn_continue(c);
@@ -514,6 +585,7 @@ static void conn_close(struct conn *c)
         return;
     c->closing = true;
     c->closes_pending = 2;
+    inflight_drop(c);
     uv_close((uv_handle_t *)&c->h.stream, conn_close_cb);
     uv_close((uv_handle_t *)&c->timer, conn_close_cb);
 }
@@ -562,6 +634,7 @@ static void shutdown_cb(uv_shutdown_t *req, int status)
     struct conn *c = req->data;
     if (c->closing)
         return;
+    inflight_drop(c); /* FIN sent: nothing more will be answered */
     if (status < 0 || c->peer_eof) {
         conn_close(c);
         return;
@@ -630,6 +703,11 @@ static void conn_continue(struct conn *c)
         conn_close_graceful(c);
         return;
     }
+    /* This answer goes out before the next request is parsed, so that a
+     * pipelined request is never in flight together with it. */
+    conn_flush(c);
+    if (c->closing)
+        return;
     conn_parse(c);
     if (c->closing || c->shutting)
         return;
@@ -746,6 +824,7 @@ static void conn_reset(struct conn *c)
     }
     c->closing = true;
     c->closes_pending = 2;
+    inflight_drop(c);
     if (uv_tcp_close_reset(&c->h.tcp, conn_close_cb) < 0)
         uv_close((uv_handle_t *)&c->h.stream, conn_close_cb);
     uv_close((uv_handle_t *)&c->timer, conn_close_cb);
@@ -756,6 +835,7 @@ static void conn_reset(struct conn *c)
 static void stream_next(struct conn *c)
 {
     if (c->stream_left == 0) {
+        inflight_answered(c);
         if (c->stream_kind == S_CHUNKED) {
             out_str(c, "0\r\n\r\n");
             conn_flush(c);
@@ -786,6 +866,7 @@ static void delay_timer_cb(uv_timer_t *t)
 {
     struct conn *c = t->data;
     out_simple(c, 200, "delayed\n", 8);
+    inflight_answered(c);
     conn_continue(c);
 }
 
@@ -1009,12 +1090,25 @@ static void ctl_fail(struct conn *c)
     answer_json(c, 200, body, (size_t)len);
 }
 
+/* GET /_fnbackend/stats[?reset=1]: the counters; reset=1 then restarts
+ * inflight_max from inflight (the answer has the figures from before, so a
+ * test reads and resets in one request). */
 static void ctl_stats(struct conn *c)
 {
-    char body[96];
-    int n = snprintf(body, sizeof body, "{\"requests\":%" PRIu64 ",\"failed\":%" PRIu64 "}\n",
-                     stats.requests, stats.failed);
-    answer_json(c, 200, body, (size_t)n);
+    size_t n;
+    const char *reset = query_get(c, "reset", &n);
+    if (reset && !(n == 1 && reset[0] == '1')) {
+        ctl_error(c, "reset must be 1");
+        return;
+    }
+    char body[160];
+    int len = snprintf(body, sizeof body,
+                       "{\"requests\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"inflight\":%" PRIu64
+                       ",\"inflight_max\":%" PRIu64 "}\n",
+                       stats.requests, stats.failed, stats.inflight, stats.inflight_max);
+    if (reset)
+        stats.inflight_max = stats.inflight;
+    answer_json(c, 200, body, (size_t)len);
 }
 
 /* Raw, deliberately broken answers; after them the connection closes unless
@@ -1107,7 +1201,11 @@ static void answer(struct conn *c)
             c->stream_kind = S_CLOSE_DELIMITED;
         }
         out_str(c, "\r\n");
-        if (c->is_head) {
+        /* No body to stream: answered here, so that stream_next never ends
+         * an answer (and parses the next request) inside conn_parse. */
+        if (c->is_head || c->arg == 0) {
+            if (c->route == R_CHUNKED && !c->is_head)
+                out_str(c, "0\r\n\r\n");
             if (c->route == R_CLOSE_DELIMITED) {
                 c->paused = true;
                 conn_close_graceful(c);
@@ -1162,6 +1260,12 @@ static void answer(struct conn *c)
         break;
     case R_FAULT_RESET:
         conn_reset(c);
+        break;
+    case R_HEALTHZ:
+        if (uv_now(loop) < ready_at)
+            out_simple(c, 503, "starting\n", 9);
+        else
+            out_simple(c, 200, "ok\n", 3);
         break;
     case R_CTL_FAIL:
         ctl_fail(c);
@@ -1285,9 +1389,10 @@ static void route_control(struct conn *c, const char *p, size_t n)
         c->route = R_CTL_UNKNOWN;
 }
 
+/* Control paths and /healthz: never failed, never counted. */
 static bool route_is_control(enum route r)
 {
-    return r >= R_CTL_FAIL;
+    return r >= R_HEALTHZ;
 }
 
 static void route_request(struct conn *c)
@@ -1332,6 +1437,8 @@ static void route_request(struct conn *c)
         c->route = R_CLOSE_NOW;
     else if (path_is(p, n, "/hang"))
         c->route = R_HANG;
+    else if (path_is(p, n, "/healthz"))
+        c->route = R_HEALTHZ;
     else if (path_is(p, n, "/bad/garbage"))
         c->route = R_BAD_GARBAGE;
     else if (path_is(p, n, "/bad/cl-te"))
@@ -1449,6 +1556,7 @@ static void head_done(struct conn *c)
     route_request(c);
     if (!route_is_control(c->route)) {
         stats.requests++;
+        inflight_begin(c);
         if (fault.active)
             fault_draw(c);
         if (c->route == R_FAIL)
@@ -1499,8 +1607,10 @@ static void conn_parse(struct conn *c)
                 c->rpos = c->rlen;
                 c->keep_alive = false;
                 answer(c);
-                if (!c->paused)
+                if (!c->paused) {
+                    inflight_answered(c);
                     conn_close_graceful(c);
+                }
                 break;
             }
             bad_request(c, err);
@@ -1518,6 +1628,8 @@ static void conn_parse(struct conn *c)
             head_done(c);
         } else if (c->why == P_MSG_DONE) {
             answer(c);
+            if (!c->paused)
+                inflight_answered(c);
             if (!c->paused && !c->keep_alive) {
                 c->paused = true;
                 conn_close_graceful(c);
@@ -1661,6 +1773,43 @@ static int listen_unix(const char *path)
     return 0;
 }
 
+/* What --listen and --unix asked for: opened at start, or by listen_timer
+ * --listen-after MS later (until then the ports are not even bound). */
+static struct {
+    const char *tcp[16];
+    const char *unix_paths[16];
+    size_t n_tcp, n_unix;
+} specs;
+static uv_timer_t listen_timer;
+
+/* Opens every listener; false after a message if one fails. */
+static bool listen_all(void)
+{
+    for (size_t i = 0; i < specs.n_tcp; i++)
+        if (listen_tcp(specs.tcp[i]) < 0)
+            return false;
+    for (size_t i = 0; i < specs.n_unix; i++)
+        if (listen_unix(specs.unix_paths[i]) < 0)
+            return false;
+    uv_update_time(loop);
+    ready_at = uv_now(loop) + ready_after;
+    return true;
+}
+
+static void listen_timer_cb(uv_timer_t *t)
+{
+    if (!listen_all())
+        exit(1);
+}
+
+/* The port of HOST:PORT (0 if it is not a number). */
+static uint64_t spec_port(const char *spec)
+{
+    const char *colon = strrchr(spec, ':');
+    uint64_t port;
+    return colon && parse_num(colon + 1, strlen(colon + 1), &port) ? port : 0;
+}
+
 /* ---- main ------------------------------------------------------------- */
 
 static void listener_close_cb(uv_handle_t *h)
@@ -1711,12 +1860,16 @@ static void usage(FILE *f)
         f,
         "usage: fnbackend [--listen HOST:PORT]... [--unix PATH]... [--name NAME]\n"
         "                 [--record FILE] [--fail-status NNN:RATE] [--reset-rate RATE]\n"
-        "                 [--retry-after S] [--seed N]\n"
+        "                 [--retry-after S] [--seed N] [--listen-after MS]\n"
+        "                 [--ready-after MS]\n"
         "The test function. Prints \"PORT n\" for each TCP listener once it is bound\n"
         "(127.0.0.1:0 when no --listen or --unix is given).\n"
         "\n"
         "  --listen HOST:PORT    listen on TCP (up to 16)\n"
         "  --unix PATH           listen on a unix socket (up to 16)\n"
+        "  --listen-after MS     bind and listen only MS ms after start (connections\n"
+        "                        are refused until then); needs fixed ports\n"
+        "  --ready-after MS      /healthz answers 503 until MS ms after listening\n"
         "  --name NAME           x-backend: NAME on answers (default backend)\n"
         "  --record FILE         append every byte read to FILE\n"
         "  --fail-status NNN:RATE  answer NNN to a share RATE (0..1) of requests\n"
@@ -1733,6 +1886,8 @@ static void usage(FILE *f)
         "  /close-mid            content-length 100, 10 bytes, then FIN\n"
         "  /close-now            FIN, no answer\n"
         "  /hang                 no answer; reads until the peer leaves\n"
+        "  /healthz              200 \"ok\", or 503 \"starting\" before --ready-after;\n"
+        "                        never failed, never counted\n"
         "  /bad/{garbage,cl-te,dup-cl,extra,header-ctl}   malformed answers\n"
         "  /fail/N/WHAT/KEY[/...][?retry_after=S]\n"
         "                        the first N requests with KEY get WHAT, later ones\n"
@@ -1746,8 +1901,11 @@ static void usage(FILE *f)
         "                        sets the global failures; answers them as JSON\n"
         "                        {\"status\":NNN,\"rate\":R,\"reset\":R,\"retry_after\":S|null,\n"
         "                        \"seed\":N}; rate=0&reset=0 heals\n"
-        "  /_fnbackend/stats     {\"requests\":N,\"failed\":M}: requests read and of\n"
-        "                        those failed on purpose (/_fnbackend/ not counted)\n");
+        "  /_fnbackend/stats[?reset=1]\n"
+        "                        {\"requests\":N,\"failed\":M,\"inflight\":I,\"inflight_max\":X}:\n"
+        "                        requests read, of those failed on purpose, in flight\n"
+        "                        now and at most at once (/_fnbackend/ not counted);\n"
+        "                        reset=1: inflight_max restarts from inflight\n");
 }
 
 /* A rate for an option: a number in [0, 1]. */
@@ -1768,15 +1926,12 @@ static bool opt_num(const char *s, uint64_t *v)
 
 int main(int argc, char **argv)
 {
-    const char *listens[16];
-    const char *unixes[16];
-    size_t n_listen = 0, n_unix = 0;
     const char *record_path = NULL;
     unsigned fail_status = 503;
     double fail_rate = 0, reset_rate = 0;
     int64_t retry_after = -1;
-    uint64_t num, seed = 0;
-    bool seed_given = false;
+    uint64_t num, seed = 0, listen_after = 0;
+    bool seed_given = false, listen_after_given = false;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1788,10 +1943,10 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        if (!strcmp(a, "--listen") && n_listen < 16)
-            listens[n_listen++] = argv[++i];
-        else if (!strcmp(a, "--unix") && n_unix < 16)
-            unixes[n_unix++] = argv[++i];
+        if (!strcmp(a, "--listen") && specs.n_tcp < 16)
+            specs.tcp[specs.n_tcp++] = argv[++i];
+        else if (!strcmp(a, "--unix") && specs.n_unix < 16)
+            specs.unix_paths[specs.n_unix++] = argv[++i];
         else if (!strcmp(a, "--name"))
             name = argv[++i];
         else if (!strcmp(a, "--record"))
@@ -1825,6 +1980,17 @@ int main(int argc, char **argv)
                 return 2;
             }
             seed_given = true;
+        } else if (!strcmp(a, "--listen-after")) {
+            if (!opt_num(argv[++i], &listen_after)) {
+                fprintf(stderr, "fnbackend: --listen-after wants milliseconds, got %s\n", argv[i]);
+                return 2;
+            }
+            listen_after_given = true;
+        } else if (!strcmp(a, "--ready-after")) {
+            if (!opt_num(argv[++i], &ready_after)) {
+                fprintf(stderr, "fnbackend: --ready-after wants milliseconds, got %s\n", argv[i]);
+                return 2;
+            }
         } else {
             usage(stderr);
             return 2;
@@ -1834,8 +2000,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "fnbackend: --name too long\n");
         return 2;
     }
-    if (n_listen == 0 && n_unix == 0)
-        listens[n_listen++] = "127.0.0.1:0";
+    if (specs.n_tcp == 0 && specs.n_unix == 0)
+        specs.tcp[specs.n_tcp++] = "127.0.0.1:0";
+    /* A test must know the port before it is bound: the kernel cannot choose. */
+    for (size_t i = 0; listen_after_given && i < specs.n_tcp; i++) {
+        if (spec_port(specs.tcp[i]) == 0) {
+            fprintf(stderr,
+                    "fnbackend: --listen-after needs a fixed port: --listen HOST:PORT with "
+                    "PORT > 0, or --unix PATH; got %s\n",
+                    specs.tcp[i]);
+            return 2;
+        }
+    }
     if (!fault_set(fail_status, fail_rate, reset_rate, retry_after)) {
         fprintf(stderr, "fnbackend: --fail-status and --reset-rate rates sum to more than 1\n");
         return 2;
@@ -1868,12 +2044,12 @@ int main(int argc, char **argv)
     settings.on_message_complete = on_message_complete;
 
     loop = uv_default_loop();
-    for (size_t i = 0; i < n_listen; i++)
-        if (listen_tcp(listens[i]) < 0)
-            return 1;
-    for (size_t i = 0; i < n_unix; i++)
-        if (listen_unix(unixes[i]) < 0)
-            return 1;
+    if (listen_after_given) {
+        uv_timer_init(loop, &listen_timer);
+        uv_timer_start(&listen_timer, listen_timer_cb, listen_after, 0);
+    } else if (!listen_all()) {
+        return 1;
+    }
 
     uv_signal_t sigterm, sigint;
     uv_signal_init(loop, &sigterm);
@@ -1885,8 +2061,8 @@ int main(int argc, char **argv)
 
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
-    for (size_t i = 0; i < n_unix; i++)
-        unlink(unixes[i]);
+    for (size_t i = 0; i < specs.n_unix; i++)
+        unlink(specs.unix_paths[i]);
     if (record_fd >= 0)
         close(record_fd);
     return 0;

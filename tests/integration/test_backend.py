@@ -3,13 +3,17 @@ so its behaviour is pinned down here first (and these exercise the harness
 without fnproxy)."""
 
 import errno
+import os
+import select
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 
-from harness import (SAN, Client, build_request, case, check, check_eq, chunked, hget, parse_echo,
-                     proc_status, request)
+from harness import (HOST, SAN, Client, Proc, build_request, case, check, check_eq, chunked,
+                     free_port, hget, parse_echo, proc_status, request, wait_until)
 
 
 @case()
@@ -246,12 +250,18 @@ def check_fail_echo(r, status, count, path, headers=()):
         check_eq(hget(hdrs, k), [v], "echoed %s" % k)
 
 
-def stats(port):
-    r = request(port, "GET", "/_fnbackend/stats")
+def stats(port, query=""):
+    r = request(port, "GET", "/_fnbackend/stats" + query)
     check_eq((r.status, r.header("content-type")), (200, "application/json"), "stats answer")
     j = r.json()
-    check_eq(sorted(j), ["failed", "requests"], "stats keys")
+    check_eq(sorted(j), ["failed", "inflight", "inflight_max", "requests"], "stats keys")
     return j
+
+
+def counts(port):
+    """requests and failed of /_fnbackend/stats."""
+    j = stats(port)
+    return {"requests": j["requests"], "failed": j["failed"]}
 
 
 @case()
@@ -393,7 +403,7 @@ def global_status_rate(ctx):
             check_eq(r.header("retry-after"), None, "retry-after on a 200")
     check(50 <= n503 <= 150, "%d of 1000 answered 503 at rate 0.10" % n503)
     check(c.is_open(), "keep-alive through injected 503s")
-    check_eq(stats(b.port), {"requests": 1000, "failed": n503}, "stats")
+    check_eq(counts(b.port), {"requests": 1000, "failed": n503}, "stats")
     # The same seed draws the same; another seed does not.
     p1 = draw_pattern(ctx.start_backend(record=False, args=args).port, 300)
     p2 = draw_pattern(ctx.start_backend(record=False, args=args).port, 300)
@@ -409,7 +419,7 @@ def global_reset_rate(ctx):
     resets = pattern.count(0)
     check(25 <= resets <= 75, "%d of 1000 reset at rate 0.05" % resets)
     check_eq(pattern.count(200), 1000 - resets, "the others answered 200")
-    check_eq(stats(b.port), {"requests": 1000, "failed": resets}, "stats")
+    check_eq(counts(b.port), {"requests": 1000, "failed": resets}, "stats")
     # A reset request never reached /fail: the key counted only the others.
     r = request(b.port, "GET", "/_fnbackend/fail?reset=0")
     check_eq(r.status, 200, "heal")
@@ -442,7 +452,7 @@ def control_endpoint(ctx):
     c = ctx.connect(b.port)
     check_eq(get_or_reset(c, "/"), None, "reset while reset=1")
     # ... but never a control path, which is not counted either.
-    check_eq(stats(b.port), {"requests": 4, "failed": 4}, "stats while failing")
+    check_eq(counts(b.port), {"requests": 4, "failed": 4}, "stats while failing")
     r = request(b.port, "GET", "/_fnbackend/fail?rate=0&reset=0")
     check_eq((r.json()["rate"], r.json()["reset"]), (0, 0), "healed")
     for p in ("/", "/echo", "/fail/0/503/ck"):
@@ -467,7 +477,7 @@ def control_endpoint(ctx):
 @case()
 def stats_counts(ctx):
     b = ctx.start_backend(record=False)
-    check_eq(stats(b.port), {"requests": 0, "failed": 0}, "fresh")
+    check_eq(counts(b.port), {"requests": 0, "failed": 0}, "fresh")
     for p in ("/", "/echo", "/status/500", "/fail/x/503/k", "/fail/1/503/s", "/fail/1/503/s"):
         request(b.port, "GET", p)
     c = ctx.connect(b.port)
@@ -476,7 +486,7 @@ def stats_counts(ctx):
     request(b.port, "GET", "/_fnbackend/fail?rate=0")
     request(b.port, "GET", "/_fnbackend/nope")
     # A 500 of /status is the route's answer, not an injected failure.
-    check_eq(stats(b.port), {"requests": 7, "failed": 2}, "after 7 requests, 2 failed")
+    check_eq(counts(b.port), {"requests": 7, "failed": 2}, "after 7 requests, 2 failed")
 
 
 @case()
@@ -525,3 +535,284 @@ def fail_options(ctx):
                            capture_output=True, timeout=10)
         check_eq(p.returncode, 2, "exit status for %s" % " ".join(bad))
         check(p.stderr.startswith(b"fnbackend: "), "a message for %s: %r" % (bad, p.stderr))
+
+
+# ---------------------------------------------------------------------------
+# Requests in flight: /_fnbackend/stats's inflight and inflight_max.
+
+
+def inflight(port):
+    return stats(port)["inflight"]
+
+
+def wait_inflight(port, n, what, timeout=5):
+    wait_until(lambda: inflight(port) == n, timeout, "%s: inflight %d" % (what, n),
+               detail=lambda: repr(stats(port)))
+
+
+@case()
+def inflight_parallel_and_reset(ctx):
+    b = ctx.start_backend(record=False)
+    check_eq(stats(b.port), {"requests": 0, "failed": 0, "inflight": 0, "inflight_max": 0},
+             "fresh")
+    n = 5
+    results = [None] * n
+
+    def one(i):
+        results[i] = request(b.port, "GET", "/delay/300")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    # Reading stats while they wait: control paths are not in flight.
+    wait_inflight(b.port, n, "five /delay/300 at once")
+    check_eq(stats(b.port)["inflight_max"], n, "inflight_max while they wait")
+    for t in threads:
+        t.join(10)
+    check_eq([r and (r.status, r.body) for r in results], [(200, b"delayed\n")] * n, "answers")
+    # An answer is written before its client can read it: 0 at once.
+    check_eq(stats(b.port), {"requests": n, "failed": 0, "inflight": 0, "inflight_max": n},
+             "after the answers")
+    for _ in range(5):
+        request(b.port, "GET", "/_fnbackend/fail")
+        request(b.port, "GET", "/_fnbackend/nope")
+    # reset=1 answers the figures as they were, then restarts the most.
+    check_eq(stats(b.port, "?reset=1")["inflight_max"], n, "the answer to reset=1")
+    check_eq(stats(b.port)["inflight_max"], 0, "inflight_max after reset=1 while idle")
+    hung = ctx.connect(b.port)
+    hung.send(build_request("GET", "/hang"))
+    wait_inflight(b.port, 1, "a hung request")
+    check_eq(stats(b.port, "?reset=1")["inflight_max"], 1, "max with one hung")
+    check_eq(stats(b.port)["inflight_max"], 1, "reset=1 restarts from inflight, not 0")
+    hung.close()
+    wait_inflight(b.port, 0, "the hung peer left")
+    # A request waiting behind an asynchronous answer on its connection is
+    # not parsed yet, so not in flight.
+    stats(b.port, "?reset=1")
+    c = ctx.connect(b.port)
+    c.send(b"".join(build_request("GET", "/delay/50") for _ in range(3)))
+    for i in range(3):
+        check_eq(c.read_response().body, b"delayed\n", "pipelined delay %d" % i)
+    check_eq(stats(b.port)["inflight_max"], 1, "three pipelined /delay")
+    for q in ("?reset=0", "?reset=yes", "?reset="):
+        r = request(b.port, "GET", "/_fnbackend/stats" + q)
+        check_eq((r.status, "error" in r.json()), (400, True), "stats" + q)
+    check_eq(stats(b.port)["inflight_max"], 1, "a refused reset changes nothing")
+
+
+def rst_close(c):
+    """Closes c with a reset (SO_LINGER 0) instead of a FIN."""
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+@case()
+def inflight_back_to_zero(ctx):
+    """Every way a request ends takes it out of inflight."""
+    b = ctx.start_backend(record=False)
+    # Peers that leave before the answer: FIN or RST, on /hang, a /fail hang,
+    # a /delay (not read while it waits: noticed when it ends), mid-body.
+    waits = []
+    for path in ("/hang", "/fail/1/hang/z1", "/hang", "/delay/300", "/delay/300"):
+        c = ctx.connect(b.port)
+        c.send(build_request("GET", path))
+        waits.append(c)
+    half = ctx.connect(b.port)
+    half.send(build_request("POST", "/echo", [("Content-Length", "100")]) + b"x" * 10)
+    waits.append(half)
+    wait_inflight(b.port, 6, "six waiting")
+    for i, c in enumerate(waits):
+        if i % 2:
+            rst_close(c)
+        else:
+            c.close()
+    # Answers that end the connection, stream, or go out in parts.
+    for p in ("/fail/1/reset/z2", "/fail/1/close/z3", "/fail/1/mid/z4", "/close-now",
+              "/close-mid", "/bad/garbage", "/bad/cl-te"):
+        c = ctx.connect(b.port)
+        c.send(build_request("GET", p))
+        ending(c)
+    c = ctx.connect(b.port)
+    c.send(build_request("GET", "/close-delimited/300000"))
+    check_eq(len(c.read_response().body), 300000, "close-delimited")
+    c = ctx.connect(b.port)
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    check_eq(c.read_response().status, 400, "bad request")
+    c = ctx.connect(b.port)
+    c.send(build_request("GET", "/", [("Connection", "Upgrade"), ("Upgrade", "x")]))
+    check_eq(c.read_response().status, 200, "upgrade refused")
+    big = ctx.connect(b.port)
+    paths = ["/bytes/5000000", "/chunked/600000", "/bytes/0", "/chunked/0"]
+    big.send(b"".join(build_request("GET", p) for p in paths) +
+             build_request("HEAD", "/close-delimited/5"))
+    for p in paths:
+        r = big.read_head()
+        big.count_body(r)
+    big.read_head()
+    check(big.wait_closed(), "closed after HEAD /close-delimited")
+    echo = ctx.connect(b.port)
+    body = b"e" * (1 << 20)
+    echo.send(build_request("POST", "/echo", body=body) + build_request("GET", "/sink"))
+    check_eq(len(echo.read_response().body) > len(body), True, "large echo")
+    check_eq(echo.read_response().body, b"0\n", "sink after it")
+    burst = ctx.connect(b.port)
+    burst.send(b"".join(build_request("GET", "/") for _ in range(200)))
+    for _ in range(200):
+        burst.read_response()
+    wait_inflight(b.port, 0, "every request ended")
+    j = stats(b.port)
+    check(j["inflight_max"] >= 6, "inflight_max %d" % j["inflight_max"])
+    # A reader that never reads: answers pile up in the kernel; a reset ends them.
+    slow = ctx.connect(b.port)
+    slow.send(b"".join(build_request("GET", "/bytes/1000000") for _ in range(8)))
+    wait_until(lambda: inflight(b.port) >= 1, 5, "a slow reader's requests in flight")
+    rst_close(slow)
+    wait_inflight(b.port, 0, "the slow reader reset")
+    # SIGTERM with requests in flight still exits 0.
+    c = ctx.connect(b.port)
+    c.send(build_request("GET", "/hang"))
+    wait_inflight(b.port, 1, "hung before SIGTERM")
+    b.send_signal(signal.SIGTERM)
+    check_eq(b.wait(5), 0, "exit status on SIGTERM")
+
+
+# ---------------------------------------------------------------------------
+# Cold starts: --listen-after MS, --ready-after MS.
+
+
+def start_late(ctx, args):
+    """fnbackend with args, not waiting for its PORT lines (Backend would)."""
+    return Proc(ctx, [ctx.backend_bin] + args, "backend-late-%d" % len(ctx.procs),
+                stdout=subprocess.PIPE)
+
+
+def stdout_lines(p, n, timeout):
+    """The first n lines p prints, or fewer if timeout passes first."""
+    fd = p.popen.stdout.fileno()
+    buf = b""
+    end = time.monotonic() + timeout
+    while buf.count(b"\n") < n and time.monotonic() < end:
+        r, _, _ = select.select([fd], [], [], max(0, end - time.monotonic()))
+        chunk = os.read(fd, 4096) if r else b""
+        if r and not chunk:
+            break
+        buf += chunk
+    return buf.decode().splitlines()
+
+
+def refused(port):
+    try:
+        socket.create_connection((HOST, port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def unix_get(path, target):
+    """One GET over the unix socket at path: the raw answer to EOF."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect(path)
+        s.sendall(build_request("GET", target, [("Connection", "close")]))
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        s.close()
+
+
+@case()
+def listen_after(ctx):
+    port = free_port()
+    path = ctx.path("late.sock")
+    start = time.monotonic()
+    p = start_late(ctx, ["--listen", "%s:%d" % (HOST, port), "--unix", path,
+                         "--listen-after", "800"])
+    # Neither the port nor the socket exists before MS: connections are
+    # refused, and nothing is printed yet.
+    tries = 0
+    while time.monotonic() < start + 0.6:
+        check(refused(port), "a connection accepted %.2f s after start"
+              % (time.monotonic() - start))
+        check(not os.path.exists(path), "the unix socket exists already")
+        tries += 1
+        time.sleep(0.05)
+    check(tries >= 5, "tried only %d times" % tries)
+    lines = stdout_lines(p, 2, 10)
+    check_eq(lines, ["PORT %d" % port, "UNIX %s" % path], "printed once bound")
+    check(time.monotonic() - start >= 0.8, "bound after %.2f s" % (time.monotonic() - start))
+    check_eq(request(port, "GET", "/").body, b"hello from backend\n", "TCP answer after")
+    check(unix_get(path, "/status/201").startswith(b"HTTP/1.1 201 "), "unix answer after")
+    p.send_signal(signal.SIGTERM)
+    check_eq(p.wait(5), 0, "exit status on SIGTERM")
+    # SIGTERM before MS: exits 0 without ever listening.
+    port = free_port()
+    p = start_late(ctx, ["--listen", "%s:%d" % (HOST, port), "--listen-after", "5000"])
+    time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    check_eq(p.wait(5), 0, "exit status on SIGTERM before listening")
+    check(refused(port), "never listened")
+
+
+@case()
+def listen_after_needs_a_fixed_port(ctx):
+    for args in (["--listen", "127.0.0.1:0"], [], ["--listen", "127.0.0.1:0", "--unix",
+                                                    ctx.path("x.sock")]):
+        p = subprocess.run([ctx.backend_bin] + args + ["--listen-after", "100"],
+                           capture_output=True, timeout=10)
+        check_eq(p.returncode, 2, "exit status for %s" % args)
+        check(p.stderr.startswith(b"fnbackend: --listen-after needs a fixed port"),
+              "message for %s: %r" % (args, p.stderr))
+    for bad in ("x", "-1", ""):
+        p = subprocess.run([ctx.backend_bin, "--listen", "127.0.0.1:1", "--listen-after", bad],
+                           capture_output=True, timeout=10)
+        check_eq((p.returncode, p.stderr.startswith(b"fnbackend: --listen-after wants")),
+                 (2, True), "--listen-after %r" % bad)
+    p = subprocess.run([ctx.backend_bin, "--help"], capture_output=True, timeout=10)
+    check(b"--listen-after MS" in p.stdout, "--help mentions --listen-after")
+
+
+def healthz(port):
+    r = request(port, "GET", "/healthz")
+    return r.status, r.body
+
+
+@case()
+def ready_after(ctx):
+    b = ctx.start_backend(record=False)
+    check_eq(healthz(b.port), (200, b"ok\n"), "/healthz without --ready-after")
+    start = time.monotonic()
+    b = ctx.start_backend(record=False, args=["--ready-after", "800"])
+    check_eq(healthz(b.port), (503, b"starting\n"), "/healthz at once")
+    r = request(b.port, "GET", "/healthz?x=1")
+    check_eq((r.status, r.header("x-backend")), (503, "backend"), "a query changes nothing")
+    check_eq(request(b.port, "GET", "/").status, 200, "other paths answer meanwhile")
+    wait_until(lambda: healthz(b.port) == (200, b"ok\n"), 10, "/healthz 200")
+    check(time.monotonic() - start >= 0.8, "ready after %.2f s" % (time.monotonic() - start))
+    check_eq(healthz(b.port), (200, b"ok\n"), "and it stays ready")
+    # Probes are not requests to the function: neither counted nor failed.
+    request(b.port, "GET", "/_fnbackend/fail?rate=1")
+    check_eq(healthz(b.port), (200, b"ok\n"), "/healthz is never failed")
+    check_eq(stats(b.port), {"requests": 1, "failed": 0, "inflight": 0, "inflight_max": 1},
+             "/healthz not counted")
+    # With --listen-after, MS counts from when the listener is up.
+    port = free_port()
+    start = time.monotonic()
+    p = start_late(ctx, ["--listen", "%s:%d" % (HOST, port), "--listen-after", "300",
+                         "--ready-after", "500"])
+    check_eq(stdout_lines(p, 1, 10), ["PORT %d" % port], "printed once bound")
+    check_eq(healthz(port), (503, b"starting\n"), "/healthz once listening")
+    wait_until(lambda: healthz(port) == (200, b"ok\n"), 10, "/healthz 200")
+    check(time.monotonic() - start >= 0.8, "ready after %.2f s" % (time.monotonic() - start))
+    for bad in ("x", "-5"):
+        q = subprocess.run([ctx.backend_bin, "--ready-after", bad], capture_output=True,
+                           timeout=10)
+        check_eq((q.returncode, q.stderr.startswith(b"fnbackend: --ready-after wants")),
+                 (2, True), "--ready-after %r" % bad)
+    q = subprocess.run([ctx.backend_bin, "--help"], capture_output=True, timeout=10)
+    check(b"--ready-after MS" in q.stdout and b"/healthz" in q.stdout,
+          "--help mentions --ready-after and /healthz")

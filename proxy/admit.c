@@ -181,8 +181,7 @@ enum admit_result admit_enqueue(struct admit_fn *af, struct admit_waiter *wt)
     __atomic_store_n(&wt->state, ADMIT_W_QUEUED, __ATOMIC_RELAXED);
     __atomic_add_fetch(&af->queued, 1, __ATOMIC_SEQ_CST);
     dispatch_locked(af, wt);
-    r = __atomic_load_n(&wt->state, __ATOMIC_RELAXED) == ADMIT_W_GRANTED ? ADMIT_OK
-                                                                          : ADMIT_QUEUED;
+    r = __atomic_load_n(&wt->state, __ATOMIC_RELAXED) == ADMIT_W_GRANTED ? ADMIT_OK : ADMIT_QUEUED;
     if (r == ADMIT_OK)
         wt->state = ADMIT_W_IDLE;
     pthread_mutex_unlock(&af->lock);

@@ -33,10 +33,11 @@ static void exch_give_up(struct exch *x, enum exch_failure f, const char *msg);
 /* --- phases and decisions (pure) ------------------------------------------------ */
 
 static const char *const phase_names[EXCH_PH__N] = {
-    [EXCH_PH_HEAD] = "head",           [EXCH_PH_ROUTE] = "route", [EXCH_PH_QUEUE] = "queue",     [EXCH_PH_RESOLVE] = "resolve",
-    [EXCH_PH_CONNECT] = "connect",     [EXCH_PH_BODY] = "body",       [EXCH_PH_SEND] = "send",
-    [EXCH_PH_WAIT_HEAD] = "wait_head", [EXCH_PH_BACKOFF] = "backoff", [EXCH_PH_STREAM] = "stream",
-    [EXCH_PH_TUNNEL] = "tunnel",       [EXCH_PH_REPLY] = "reply",     [EXCH_PH_DONE] = "done",
+    [EXCH_PH_HEAD] = "head",       [EXCH_PH_ROUTE] = "route",         [EXCH_PH_QUEUE] = "queue",
+    [EXCH_PH_RESOLVE] = "resolve", [EXCH_PH_CONNECT] = "connect",     [EXCH_PH_BODY] = "body",
+    [EXCH_PH_SEND] = "send",       [EXCH_PH_WAIT_HEAD] = "wait_head", [EXCH_PH_BACKOFF] = "backoff",
+    [EXCH_PH_STREAM] = "stream",   [EXCH_PH_TUNNEL] = "tunnel",       [EXCH_PH_REPLY] = "reply",
+    [EXCH_PH_DONE] = "done",
 };
 
 const char *exch_phase_name(enum exch_phase ph)
@@ -731,8 +732,8 @@ static bool exch_rate_limited(struct exch *x)
         return false;
     if (sa->clients != NULL) {
         const char *key = x->fn->admission.per == CFG_RATE_CLIENT_IP ? x->cl->ip
-                          : x->cl->id != NULL                         ? x->cl->id
-                                                                      : "";
+                          : x->cl->id != NULL                        ? x->cl->id
+                                                                     : "";
         ratelimit_table_take(sa->clients, key, strlen(key), &sa->rate, x->t0 * 1000, &r);
     } else {
         ratelimit_take(&sa->af->bucket, &sa->rate, x->t0 * 1000, &r);

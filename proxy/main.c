@@ -54,7 +54,7 @@ struct server {
     struct metrics *shards[CFG_MAX_WORKERS];
     struct admin *admin;
     struct prober *prober; /* readiness probes */
-    struct lsock *lsocks; /* by listener index of the current snapshot */
+    struct lsock *lsocks;  /* by listener index of the current snapshot */
     size_t n_lsocks;
     unsigned generation;
     bool stopping;

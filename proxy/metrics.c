@@ -268,8 +268,8 @@ static void prom_tls_record_errors(FILE *out, const struct listener_stats *sum, 
                     (unsigned long long)sum->tls_record_errors[k]);
 }
 
-static const char *const denial_names[DENY__N] = {
-    "client", "no_rule", "private_address", "own_listener", "overloaded", "rate_limited"};
+static const char *const denial_names[DENY__N] = {"client",       "no_rule",    "private_address",
+                                                  "own_listener", "overloaded", "rate_limited"};
 
 /* Denials are per function (DESIGN.md): the routes of a function summed.
  * off is the offset of the counts (denials or would_deny). */

@@ -96,7 +96,14 @@ enum metrics_denial {
 #define METRICS_TLS_TIMEOUT TLS_FAIL__N
 #define METRICS_TLS_REASONS (TLS_FAIL__N + 1)
 /* fnproxy_phase_duration_seconds{phase=...}; tls comes later. */
-enum metrics_phase { PHASE_CONNECT = 0, PHASE_UPSTREAM, PHASE_PROXY, PHASE_DNS, PHASE_QUEUE, PHASE__N };
+enum metrics_phase {
+    PHASE_CONNECT = 0,
+    PHASE_UPSTREAM,
+    PHASE_PROXY,
+    PHASE_DNS,
+    PHASE_QUEUE,
+    PHASE__N
+};
 
 /* fnproxy_faults_injected_total{kind=...} */
 enum metrics_fault { FAULT_DELAY = 0, FAULT_ABORT, FAULT__N };

@@ -146,8 +146,8 @@ static void on_probe_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     pr->len += (size_t)n;
     if (pr->len < 12)
         return;
-    probe_finish(pr, strncmp(s, "HTTP/1.", 7) == 0 && s[8] == ' ' && s[9] == '2' &&
-                         s[10] >= '0' && s[10] <= '9' && s[11] >= '0' && s[11] <= '9');
+    probe_finish(pr, strncmp(s, "HTTP/1.", 7) == 0 && s[8] == ' ' && s[9] == '2' && s[10] >= '0' &&
+                         s[10] <= '9' && s[11] >= '0' && s[11] <= '9');
 }
 
 static void on_probe_written(uv_write_t *req, int status)
@@ -217,8 +217,8 @@ static void probe_start(struct prober *p, size_t fn_idx, size_t e)
     }
     uv_tcp_init(p->loop, &pr->io.tcp);
     pr->io.h.data = pr;
-    rc = uv_tcp_connect(&pr->creq, &pr->io.tcp, (const struct sockaddr *)&a->sa,
-                        on_probe_connected);
+    rc =
+        uv_tcp_connect(&pr->creq, &pr->io.tcp, (const struct sockaddr *)&a->sa, on_probe_connected);
     if (rc < 0)
         probe_finish(pr, false);
 }

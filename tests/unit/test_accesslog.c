@@ -191,9 +191,9 @@ static const struct jfield *jget(const struct jline *j, const char *key)
 
 /* Every line has the first N_INGRESS_KEYS; an egress line all of them. */
 static const char *const keys[] = {
-    "ts",       "request_id", "client",   "listener", "method",    "path",        "status",
-    "function", "route",      "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms",
-    "attempts", "queue_ms",   "direction", "verdict", "host",      "port",        "resolved"};
+    "ts",       "request_id", "client",    "listener", "method",    "path",        "status",
+    "function", "route",      "upstream",  "bytes_in", "bytes_out", "duration_ms", "upstream_ms",
+    "attempts", "queue_ms",   "direction", "verdict",  "host",      "port",        "resolved"};
 #define N_INGRESS_KEYS 17
 
 /* Parses a line and checks it has every key, in order, with the right type. */

@@ -257,8 +257,8 @@ static void *worker_thread(void *arg)
         }
         int n = __atomic_add_fetch(&inside, 1, __ATOMIC_SEQ_CST);
         int m = __atomic_load_n(&most_inside, __ATOMIC_RELAXED);
-        while (n > m && !__atomic_compare_exchange_n(&most_inside, &m, n, false,
-                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        while (n > m && !__atomic_compare_exchange_n(&most_inside, &m, n, false, __ATOMIC_RELAXED,
+                                                     __ATOMIC_RELAXED))
             ;
         __atomic_sub_fetch(&inside, 1, __ATOMIC_SEQ_CST);
         admit_release(shared);
@@ -288,9 +288,12 @@ static void test_threads_share_the_limit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_limit_and_hand_over), cmocka_unit_test(test_fifo_order),
-        cmocka_unit_test(test_depth),               cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_readiness_gate),      cmocka_unit_test(test_reload_keeps_state),
+        cmocka_unit_test(test_limit_and_hand_over),
+        cmocka_unit_test(test_fifo_order),
+        cmocka_unit_test(test_depth),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_readiness_gate),
+        cmocka_unit_test(test_reload_keeps_state),
         cmocka_unit_test(test_threads_share_the_limit),
     };
 

@@ -398,7 +398,7 @@ static void exch_unqueue(struct exch *x)
         w->queued_tail = x->q_prev;
     x->q_next = x->q_prev = NULL;
     x->flags &= ~X_F_QUEUED;
-    x->queue_us = metrics_now_us() - x->t_queued;
+    x->queue_us += metrics_now_us() - x->t_queued;
 }
 
 /* Lets go of the exchange's slot, or of its place in the queue: the
@@ -757,7 +757,10 @@ static void exch_overloaded(struct exch *x, const char *why)
 static void exch_admitted(struct exch *x)
 {
     x->flags |= X_F_ADMITTED;
-    exch_first_attempt(x);
+    if (x->attempts == 0)
+        exch_first_attempt(x);
+    else
+        exch_connect(x); /* held again after its endpoints refused (exch_hold_again) */
 }
 
 /* Called with the function's lock held, on the thread that freed the slot
@@ -1093,8 +1096,35 @@ static void exch_endpoint_outcome(struct exch *x, bool ok)
 }
 
 /* No more attempts: the answer says why the last one failed. */
+/* Every endpoint of a function with readiness refused: it is starting or
+ * restarting. The request, which reached nobody, waits for a ready
+ * endpoint again rather than failing, if it arrived less than
+ * queue.timeout ago. */
+static bool exch_hold_again(struct exch *x)
+{
+    const struct snap_admit *sa;
+
+    if (x->flags & X_F_EGRESS)
+        return false;
+    sa = exch_admission(x);
+    if (sa->eps == NULL ||
+        metrics_now_us() - x->t0 >= x->fn->admission.queue_timeout_ms * 1000)
+        return false;
+    for (size_t e = 0; e < x->fn->n_endpoints; e++)
+        if (__atomic_load_n(&sa->eps[e]->ready, __ATOMIC_ACQUIRE))
+            return false;
+    admit_set_ready(sa->af, sa->eps, x->fn->n_endpoints); /* gated now, not when probed */
+    exch_drop_upstream(x, false);
+    exch_admit_done(x);
+    x->tried = 0;
+    exch_admit(x);
+    return true;
+}
+
 static void exch_give_up(struct exch *x, enum exch_failure f, const char *msg)
 {
+    if (f == EXCH_FAIL_REFUSED && exch_hold_again(x))
+        return;
     x->flags |= X_F_UP_BROKEN;
     switch (f) {
     case EXCH_FAIL_REFUSED:

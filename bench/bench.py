@@ -19,6 +19,8 @@ Targets:
   fnproxy  build/fnproxy, workers: 1           (bench/fnproxy.yaml)
   nginx    1 worker, proxy_pass + keepalive   (bench/nginx-proxy.conf)
   haproxy  nbthread 1, http-reuse always      (bench/haproxy.cfg)
+  fnproxy-admission  fnproxy.yaml plus admission limits never hit (admission-cost
+           only: what admission costs on the hot path, issue 12)
 Egress targets (the egress-* scenarios; started only when one runs):
   direct     the same requests straight to the backend (origin form, no tunnel)
   fnproxy    build/fnproxy, workers: 1, an egress listener   (bench/fnproxy-egress.yaml)
@@ -81,7 +83,18 @@ PROXIES = ["fnproxy", "nginx", "haproxy"]
 # and tinyproxy; ratios to Squid, the production forward proxy.
 EGRESS_TARGETS = ["direct", "fnproxy", "squid", "tinyproxy"]
 EGRESS_PEERS = ["squid"]
-ALL_TARGETS = TARGETS + ["squid", "tinyproxy"]  # the order of the tables
+# Admission cost (issue 12): fnproxy with its function's admission limits
+# set far above anything this machine reaches, against the same config
+# without them (the `fnproxy` target), under the same load in the same run.
+# Its config: fnproxy.yaml with ADMISSION_YAML added under the function's
+# `ingress:` (admission_config).
+ADMISSION = "fnproxy-admission"
+ADMISSION_YAML = ("      max_concurrency: 100000\n"
+                  "      queue: { depth: 1000, timeout: 5s }\n"
+                  "      rate_limit: { rps: 1000000, burst: 1000000 }\n")
+ADMISSION_BAR = 0.97  # issue 12: throughput within 3% of fnproxy without admission
+ALL_TARGETS = (TARGETS[:2] + [ADMISSION] + TARGETS[2:]
+               + ["squid", "tinyproxy"])  # the order of the tables
 BULK_SIZE = 16 << 20  # bytes per response in egress-connect-bulk
 TUNNEL_CONNS = 1      # tunnels in egress-connect-bulk ("bulk transfer through one tunnel")
 
@@ -111,6 +124,25 @@ CERTS = {"ecdsa": "ECDSA P-256", "rsa": "RSA-%d" % RSA_BITS}
 # the session it kept from the previous connection: see the shim).
 SCENARIOS = [
     {"key": "keepalive", "title": "keep-alive, max rate", "kind": "wrk", "path": "/"},
+    # The keepalive load against fnproxy and fnproxy-admission only (the
+    # two take turns rep by rep, like every scenario's targets); "x fnproxy"
+    # is fnproxy-admission / fnproxy. Not in the chart. "split": each
+    # target's BENCH_REPS x BENCH_SECONDS in runs of a quarter of
+    # BENCH_SECONDS (at least 1 s), so the two alternate often: 12 reps of
+    # 2 s in `make bench`, 3 of 1 s in bench-quick. On the shared 2-core
+    # machine 3 reps of 5 s gave pairs from 0.90 to 1.09 (the bar is 3%).
+    {"key": "admission-cost", "title": "admission cost: keep-alive, max rate, fnproxy "
+     "without and with admission limits that are never hit", "kind": "wrk", "path": "/",
+     "targets": ["fnproxy", ADMISSION], "peers": ["fnproxy"], "noplot": True, "split": 4,
+     "about": "What admission costs on the hot path when its limits are not hit: the "
+     "`keepalive` load against two fnproxy processes with the same config, one worker each, "
+     "pinned alike, in short runs taking turns (each target's reps x seconds split into runs "
+     "of a quarter of the run length, at least 1 s; the order alternating: A B, B A, A B, ...); "
+     "`%s` adds to the function `ingress.max_concurrency: 100000`, `queue: { depth: 1000, "
+     "timeout: 5s }` and `rate_limit: { rps: 1000000, burst: 1000000 }`, limits never reached "
+     "(the notes check its /metrics). `x fnproxy` is %s / fnproxy, a ratio of the medians over "
+     "those runs (issue 12: throughput within 3%%, i.e. >= %.2f); the notes give it run pair "
+     "by run pair too." % (ADMISSION, ADMISSION, ADMISSION_BAR)},
     {"key": "newconn", "title": "new connection per request", "kind": "wrk", "path": "/",
      "headers": ["Connection: close"]},
     {"key": "64k", "title": "64 KiB responses, keep-alive", "kind": "wrk", "path": "/bytes/65536"},
@@ -473,6 +505,19 @@ def render(template, out_name, values):
     return path
 
 
+def admission_config(path):
+    """Adds ADMISSION_YAML under the function's `ingress:` in the rendered
+    fnproxy.yaml at path (in place): the admission-cost scenario's second
+    config, otherwise the same file."""
+    with open(path) as f:
+        text = f.read()
+    anchor = "\n    ingress:\n"
+    if text.count(anchor) != 1:
+        raise SystemExit("bench: %s: expected one function `ingress:` to add admission to" % path)
+    with open(path, "w") as f:
+        f.write(text.replace(anchor, anchor + ADMISSION_YAML))
+
+
 def user_group():
     return pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
 
@@ -602,18 +647,25 @@ class Target(Server):
             self.port = free_port()
             self.tls_ports = {k: free_port() for k in CERTS}
         user, group = user_group()
-        if self.name == "fnproxy":
+        if self.name in ("fnproxy", ADMISSION):
             if not hasattr(self, "admin_port"):
                 self.admin_port = free_port()
-            conf = render("fnproxy.yaml", "fnproxy.yaml", {
+            self.access_log = os.path.join(LOGS, "%s-access.log" % self.name)
+            conf = render("fnproxy.yaml", "%s.yaml" % self.name, {
                 "PORT": self.port, "ADMIN_PORT": self.admin_port, "BACKEND_PORT": b.port,
                 "TLS_PORT": self.tls_ports["ecdsa"], "CERT": ctx.certs["ecdsa"]["cert"],
                 "KEY": ctx.certs["ecdsa"]["key"], "TLS_RSA_PORT": self.tls_ports["rsa"],
                 "RSA_CERT": ctx.certs["rsa"]["cert"], "RSA_KEY": ctx.certs["rsa"]["key"],
-                "ACCESS_LOG_FNPROXY": ("access_log: %s" % os.path.join(LOGS, "fnproxy-access.log"))
+                "ACCESS_LOG_FNPROXY": ("access_log: %s" % self.access_log)
                 if ctx.access_log else ""})
-            self.access_log = os.path.join(LOGS, "fnproxy-access.log")
-            self.proc = spawn("fnproxy", [ctx.fnproxy, "-c", conf], cpu=SERVER_CPU)
+            if self.name == ADMISSION:
+                admission_config(conf)
+                r = subprocess.run([ctx.fnproxy, "--check", "-c", conf], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=10)
+                if r.returncode != 0:
+                    raise SystemExit("bench: this fnproxy refuses the admission config %s: %s"
+                                     % (conf, (r.stdout + r.stderr).strip()[:300]))
+            self.proc = spawn(self.name, [ctx.fnproxy, "-c", conf], cpu=SERVER_CPU)
         elif self.name == "nginx":
             conf = render("nginx-proxy.conf", "nginx-proxy.conf", {
                 "USER": user, "GROUP": group, "DIR": OUT, "PORT": self.port,
@@ -1173,7 +1225,7 @@ def row_cells(s, kind):
 
 TABLE_FMT = {
     "idle": "%-9s %9s %9s %11s %11s %11s %6s %6s",
-    "load": "%-9s %9s %7s %7s %8s %8s %7s %7s %9s %7s %8s %6s %8s %6s",
+    "load": "%-17s %9s %7s %7s %8s %8s %7s %7s %9s %7s %8s %6s %8s %6s",
     "bulk": "%-9s %8s %7s %7s %7s %8s %8s %9s %7s %8s %7s %6s %8s %6s",
 }
 
@@ -1229,6 +1281,9 @@ def markdown(summary, titles, info, checks, notes):
             cur = s["scenario"]
             xp = peer_label(cur)
             md += ["", "## %s" % titles[cur], ""]
+            about = next((sc.get("about") for sc in SCENARIOS if sc["key"] == cur), None)
+            if about:
+                md += [about, ""]
             if kind == "idle":
                 md += ["| target | KiB per idle conn | %s | RSS before | RSS with idle conns "
                        "| RSS after close | conns failed | closed while idle |" % xp,
@@ -1247,7 +1302,7 @@ def markdown(summary, titles, info, checks, notes):
         if kind != "idle":
             cells += [str(s["errors"]), str(s["non2xx"])]
         md.append("| " + " | ".join(cells) + " |")
-    md += ["", "## fnproxy against its targets (issues 3 and 4; egress: against Squid)", "",
+    md += ["", "## fnproxy against its targets (issues 3, 4 and 12; egress: against Squid)", "",
            "| target | goal | measured | |", "|---|---|---|---|"]
     md += ["| %s | %s | %s | %s |" % c for c in checks]
     if notes:
@@ -1298,6 +1353,14 @@ def target_checks(summary):
     add("egress HTTP CPU per request", "<= 0.30x squid", v, None if v is None else v <= 0.3)
     v = get("egress-connect-bulk", "fnproxy", "mbps_x_peer")
     add("CONNECT tunnel throughput", ">= 1.00x squid", v, None if v is None else v >= 1.0)
+    # Issue 12: what admission costs when its limits are not hit.
+    v = get("admission-cost", ADMISSION, "rps_x_peer")
+    add("admission: keep-alive throughput", ">= %.2fx fnproxy" % ADMISSION_BAR, v,
+        None if v is None else v >= ADMISSION_BAR, "%.3f")
+    v = get("admission-cost", ADMISSION, "p99_x_peer")
+    checks.append(("admission: keep-alive p99", "(reported) x fnproxy", fmt(v, "%.3f"), "info"))
+    v = get("admission-cost", ADMISSION, "cpu_x_peer")
+    checks.append(("admission: CPU per request", "(reported) x fnproxy", fmt(v, "%.3f"), "info"))
     v = get("egress-connect-new", "fnproxy", "rps_x_peer")
     checks.append(("new CONNECT tunnels per second", "(reported) x squid", fmt(v, "%.2f"), "info"))
     v = get("egress-connect-new", "fnproxy", "cpu_x_peer")
@@ -1312,8 +1375,69 @@ def target_checks(summary):
             "egress HTTP request rate": "egress-http", "egress HTTP CPU per request": "egress-http",
             "CONNECT tunnel throughput": "egress-connect-bulk",
             "new CONNECT tunnels per second": "egress-connect-new",
-            "CPU per new tunnel and request": "egress-connect-new"}
+            "CPU per new tunnel and request": "egress-connect-new",
+            "admission: keep-alive throughput": "admission-cost",
+            "admission: keep-alive p99": "admission-cost",
+            "admission: CPU per request": "admission-cost"}
     return [c for c in checks if keys.get(c[0]) in ran]
+
+
+def admission_notes(raw, text, notes):
+    """The admission-cost scenario: appends to notes the per-rep ratios
+    fnproxy-admission / fnproxy (the two runs of a rep are adjacent, so
+    these pair runs under the same conditions) and what fnproxy-admission's
+    /metrics (text, at the end of the run) say about its limits: set
+    (the admission gauges are there) and never hit (no overloaded or
+    rate_limited denial, no 429 or 503). Returns the check row for that,
+    or None if the scenario did not run."""
+    rows = [r for r in raw if r["scenario"] == "admission-cost" and not r.get("failed")]
+    if not rows:
+        return None
+    pairs = []
+    for rep in sorted({r["rep"] for r in rows}):
+        a = [r for r in rows if r["rep"] == rep and r["target"] == ADMISSION]
+        b = [r for r in rows if r["rep"] == rep and r["target"] == "fnproxy"]
+        if a and b:
+            pairs.append((rep, a[0], b[0]))
+    if pairs:
+        per = []
+        for key, what in (("rps", "throughput"), ("p99_ms", "p99"),
+                          ("proxy_cpu_us", "CPU per request")):
+            v = [ratio(a[key], b[key]) for _, a, b in pairs]
+            v = [x for x in v if x is not None]
+            if v:
+                per.append("%s %s (median %.3f)" % (what, ", ".join("%.3f" % x for x in v),
+                                                     statistics.median(v)))
+        notes.append("admission-cost: %s / fnproxy rep by rep (each rep's two runs back to back, "
+                     "the order alternating): %s" % (ADMISSION, "; ".join(per)))
+    non2xx = sum(r.get("non2xx", 0) or 0 for r in rows if r["target"] == ADMISSION)
+    if text is None:
+        notes.append("admission-cost: %s's /metrics could not be read: its limits are NOT "
+                     "shown unhit" % ADMISSION)
+        return ("admission limits never hit", "no denial, no 429/503", "?", "NOT met")
+    denied = {}
+    for reason, v in re.findall(r'^fnproxy_policy_denials_total\{[^}]*reason="(overloaded|'
+                                r'rate_limited)"[^}]*\} (\S+)$', text, re.M):
+        denied[reason] = denied.get(reason, 0) + float(v)
+    codes = {}
+    for c, n in re.findall(r'^fnproxy_requests_total\{[^}]*code="(\d+)"[^}]*\} (\d+)$', text,
+                           re.M):
+        codes[c] = codes.get(c, 0) + int(n)
+    refused = {c: codes[c] for c in ("429", "503") if codes.get(c)}
+    gated = re.search(r"^fnproxy_admitted_in_flight\{", text, re.M) is not None
+    ok = gated and not any(denied.values()) and not refused and non2xx == 0
+    notes.append("admission-cost: %s's /metrics at the end: %s; denials overloaded %g, "
+                 "rate_limited %g; answers 429: %d, 503: %d, of %d in all; wrk saw %d non-2xx "
+                 "from it%s" % (
+                     ADMISSION, "admission on (fnproxy_admitted_in_flight present)" if gated
+                     else "NO admission gauge (max_concurrency not in effect?)",
+                     denied.get("overloaded", 0), denied.get("rate_limited", 0),
+                     codes.get("429", 0), codes.get("503", 0), sum(codes.values()), non2xx,
+                     "" if ok else ": its limits were HIT or not set, so the scenario does not "
+                     "measure what it should"))
+    return ("admission limits never hit", "no denial, no 429/503",
+            "%g denied, %d refused" % (sum(denied.values()), sum(refused.values()) + non2xx),
+            "met" if ok else "NOT met")
 
 
 def plot(summary, scenarios):
@@ -1326,7 +1450,8 @@ def plot(summary, scenarios):
     pngs = []
     if any(sc.get("egress") for sc in scenarios):
         pngs += plot_egress(get, [sc for sc in scenarios if sc.get("egress")])
-    keys = [sc["key"] for sc in scenarios if sc["kind"] == "wrk" and not sc.get("egress")]
+    keys = [sc["key"] for sc in scenarios if sc["kind"] == "wrk" and not sc.get("egress")
+            and not sc.get("noplot")]
     if not keys and not any(sc["key"] in IDLE_KINDS for sc in scenarios):
         return pngs
     dat = os.path.join(OUT, "plot.dat")
@@ -1446,17 +1571,19 @@ def main():
 
     t_start = time.monotonic()
     quick = a.quick
-    # Time budget. Full: 6 ingress wrk scenarios (22 target x scenario
-    # pairs, the TLS ones without direct) x (1 s warm-up + 3 reps x 8 s)
-    # ~ 590 s, the two idle scenarios ~ 130 s, backend trial, start-up and
-    # the resumption probe ~ 30 s: ~ 12.5 min; the 3 egress scenarios (12
-    # pairs) x (1 s + 3 x 8 s + ~2 s of start and stop per pair) ~ 330 s,
-    # Squid's start and stop ~ 10 s: ~ 17-18 min in all (a full run took
-    # 1,004 s). Quick: 1 rep of 3 s, ~ 2.3 min ingress + ~ 1.1 min egress:
-    # ~ 3.5 min (211 s).
+    # Time budget. Full: 7 ingress wrk scenarios (24 target x scenario
+    # pairs, the TLS ones without direct, admission-cost with fnproxy and
+    # fnproxy-admission only) x (1 s warm-up + 3 reps x 8 s; admission-cost
+    # the same 24 s in 12 runs of 2 s) ~ 645 s, the two idle scenarios
+    # ~ 130 s, backend trial, start-up and the resumption probe ~ 30 s:
+    # ~ 13.5 min; the 3 egress scenarios (12 pairs) x (1 s + 3 x 8 s + ~2 s
+    # of start and stop per pair) ~ 330 s, Squid's start and stop ~ 10 s:
+    # ~ 18-19 min in all (a full run took 1,004 s before admission-cost,
+    # which adds ~ 55 s). Quick: 1 rep of 3 s, ~ 2.5 min ingress + ~ 1.1 min
+    # egress: ~ 3.7 min (211 s before admission-cost, which adds ~ 10 s).
     reps = int(os.environ.get("BENCH_REPS", 1 if quick else 3))
     seconds = int(os.environ.get("BENCH_SECONDS", 3 if quick else 8))
-    budget = 240 if quick else 1200  # seconds; runs that would pass it are skipped
+    budget = 255 if quick else 1200  # seconds; runs that would pass it are skipped
     # BENCH_SCENARIOS="tls-handshake ..." (keys, comma or space separated):
     # run only those, for a check of one scenario without the whole run.
     only = os.environ.get("BENCH_SCENARIOS", "").replace(",", " ").split()
@@ -1601,7 +1728,9 @@ def main():
 
     targets = {}
     if ctx.ingress:
-        for name in TARGETS:
+        # fnproxy-admission only for the scenario that uses it.
+        for name in TARGETS + [n for n in [ADMISSION]
+                               if any(n in sc.get("targets", ()) for sc in scenarios)]:
             t = Target(name, name)
             t.start(ctx)
             targets[name] = t
@@ -1647,6 +1776,7 @@ def main():
         note("\n-- %s" % sc["title"])
         tset = etargets if sc.get("egress") else targets
         names = [n for n in sc.get("targets", TARGETS) if n in tset]
+        width = max([8] + [len(n) for n in names])  # of the target's name in the lines below
         if sc["kind"] in ("wrk", "connect"):
             for name in names:  # warm-up, not recorded
                 if time.monotonic() - t_start + 1 < budget:
@@ -1665,17 +1795,26 @@ def main():
                                              r["tls_resumed"], r["tls_full"] + r["tls_resumed"]))
                         note("  %-8s resumption probe (1 s, wrk resumes): %6.0f req/s, %d of %d "
                              "handshakes resumed" % resume_probe[-1])
-        for rep in range(reps):
+        sc_reps, sc_seconds = reps, seconds
+        if sc.get("split"):
+            # The same time per target in shorter runs, more of them: the
+            # targets then alternate every few seconds, and a spell of
+            # other work on the machine falls on both alike.
+            sc_seconds = max(1, seconds // sc["split"])
+            sc_reps = max(1, reps * seconds // sc_seconds)
+            note("  %d rep(s) of %d s per target: BENCH_REPS x BENCH_SECONDS (%d x %d s) in "
+                 "runs of %d s" % (sc_reps, sc_seconds, reps, seconds, sc_seconds))
+        for rep in range(sc_reps):
             k = rep % len(names)
             order = names[k:] + names[:k]
             for name in order:
                 t = tset[name]
-                need = seconds + 3 if sc["kind"] in ("wrk", "connect") else (25 if sc.get("tls") else 20)
+                need = sc_seconds + 3 if sc["kind"] in ("wrk", "connect") else (25 if sc.get("tls") else 20)
                 if time.monotonic() - t_start + need > budget:
                     skipped_budget += 1
                     continue
                 if sc["kind"] in ("wrk", "connect"):
-                    row = load_run(ctx, sc, t, rep, seconds)
+                    row = load_run(ctx, sc, t, rep, sc_seconds)
                     if row.get("failed"):
                         note("  %-8s rep %d: %s gave no result (see build/bench/logs/wrk/)"
                              % (name, rep + 1, "wrk" if sc["kind"] == "wrk" else "connect-load"))
@@ -1693,9 +1832,9 @@ def main():
                                  + ("  reconnects %d" % row["reconnects"] if row["reconnects"] else "")))
                     else:
                         errs = row["err_connect"] + row["err_read"] + row["err_write"] + row["err_timeout"]
-                        note("  %-8s rep %d: %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %s us/req  "
+                        note("  %-*s rep %d: %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %s us/req  "
                              "proxy %s%%  gen %s%%  rss %6.1f MiB%s" % (
-                                 name, rep + 1, row["rps"], row["p50_ms"], row["p99_ms"],
+                                 width, name, rep + 1, row["rps"], row["p50_ms"], row["p99_ms"],
                                  fmt(row["proxy_cpu_us"] if name != "direct" else None, "%.1f"),
                                  fmt(row["proxy_cpu_pct"], "%.0f"),
                                  fmt(row["wrk_cpu_pct"], "%.0f"), row["rss_kib"] / 1024,
@@ -1724,15 +1863,17 @@ def main():
 
     # fnproxy's own view: its metrics and log (the ingress process and the
     # egress one, each if it ran).
-    for fn in (targets.get("fnproxy"), etargets.get("fnproxy")):
+    fn_metrics = {}  # who -> the text of its /metrics at the end
+    for fn in (targets.get("fnproxy"), targets.get(ADMISSION), etargets.get("fnproxy")):
         if fn is None:
             continue
-        who = fn.log_name if fn in etargets.values() else "fnproxy"
+        who = fn.log_name  # fnproxy, fnproxy-admission, fnproxy-egress
         try:
             st, body = http_get(fn.admin_port, "/metrics", timeout=5)
             with open(os.path.join(OUT, "%s-metrics.txt" % who), "wb") as f:
                 f.write(body)
             text = body.decode("utf-8", "replace")
+            fn_metrics[who] = text
             codes = re.findall(r'^fnproxy_requests_total\{[^}]*code="(\d+)"[^}]*\} (\d+)', text,
                                re.M)
             bad = [(c, n) for c, n in codes if not c.startswith("2") and int(n) > 0]
@@ -1812,7 +1953,7 @@ def main():
     # Access logs: every proxy wrote one (bytes per request, keep-alive runs).
     if ctx.access_log:
         per = []
-        for name in PROXIES + ["squid"]:
+        for name in PROXIES + [ADMISSION, "squid"]:
             rows = [r for r in raw if r["target"] == name and r["scenario"] == "keepalive"
                     and not r.get("failed") and r.get("access_log_bytes") is not None]
             # (Not egress-connect-bulk: its one tunnel is logged when it
@@ -1859,6 +2000,7 @@ def main():
                     r["access_log_bytes"] / r["requests"] for r in rows)))
         if per:
             notes.append("egress access log bytes per egress-http request: " + ", ".join(per))
+    admission_check = admission_notes(raw, fn_metrics.get(ADMISSION), notes)
     notes.append("backend: " + chosen + " (" + pick_note + ")")
 
     summary = summarize(raw, ran)
@@ -1911,10 +2053,12 @@ def main():
     info = [(k, v) for k, v in info if (k != "egress" or ctx.egress)
             and (k != "TLS" or any(sc.get("tls") for sc in ran))]
     checks = target_checks(summary)
+    if admission_check:
+        checks.append(admission_check)
 
     lines = table_lines(summary, titles)
     note("\n" + "\n".join(lines))
-    note("\nfnproxy's targets (issues 3 and 4; egress against Squid):")
+    note("\nfnproxy's targets (issues 3, 4 and 12; egress against Squid):")
     for c in checks:
         note("  %-34s %-22s %-10s %s" % c)
     if notes:

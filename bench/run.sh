@@ -2,9 +2,9 @@
 # bench/run.sh [--quick]: fnproxy against direct, nginx and HAProxy
 # (ingress), against Squid and tinyproxy (egress) on loopback, then the
 # reliability group (bench/resilience.py). `make bench` runs it in full (3
-# reps of 8 s, about 21 min: 17 bounded at 20, and the reliability group's
+# reps of 8 s, about 22 min: 18 bounded at 20, and the reliability group's
 # 3.5 bounded at 7), `make bench-quick` with --quick (1 rep of 3 s, about
-# 4.5 min, bounded at 6).
+# 4.7 min, bounded at 6).
 #
 # This wrapper installs the peers (Debian packages, only if missing),
 # raises the fd limit for the 10,000-connection scenario, and runs

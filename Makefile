@@ -88,8 +88,9 @@ bench: all
 bench-quick: all
 	@sh bench/run.sh --quick
 
-# Micro benchmarks: ns per HTTP head, routing decision, histogram record and
-# access-log line. They print figures and assert nothing.
+# Micro benchmarks: ns per HTTP head, routing decision, histogram record,
+# access-log line, TLS record, egress decision and admission (slot, token).
+# They print figures and assert nothing.
 bench-micro: all
 	@sh bench/micro/build.sh >/dev/null
 	@for b in build/micro/bench_*; do echo "== $$b"; $$b; done

@@ -35,7 +35,9 @@ build() {
 build bench_histogram "$ROOT/proxy/histogram.c"
 build bench_accesslog "$ROOT/proxy/accesslog.c"
 build bench_http1 "$ROOT/proxy/http1.c" "$OUT/llhttp/api.o" "$OUT/llhttp/http.o" "$OUT/llhttp/llhttp.o"
-build bench_router "$ROOT/policy/router.c" "$ROOT/policy/config.c" -lyaml
+build bench_router "$ROOT/policy/router.c" "$ROOT/policy/config.c" "$ROOT/policy/egress_rules.c" \
+    "$ROOT/policy/egress_addr.c" "$ROOT/policy/retry.c" "$ROOT/policy/outlier.c" -lyaml
 build bench_tlsrec "$ROOT/proxy/tlsrec.c" -lcrypto
 build bench_egress "$ROOT/policy/egress_rules.c"
+build bench_admit "$ROOT/proxy/admit.c" "$ROOT/policy/ratelimit.c"
 echo "built: $OUT/bench_histogram $OUT/bench_accesslog $OUT/bench_http1 $OUT/bench_router $OUT/bench_tlsrec $OUT/bench_egress"

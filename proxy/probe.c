@@ -113,10 +113,9 @@ static void probe_finish(struct probe *pr, bool ok)
     __atomic_store_n(&pr->ep->ready, true, __ATOMIC_RELEASE);
     log_info("function %s: endpoint %s is ready", pr->s->cfg->functions[pr->fn_idx].name,
              pr->ep->addr);
-    if (pr->s == p->s)
-        prober_refresh(p);
-    else
-        admit_set_ready(pr->ep->af, &pr->ep, 1); /* a reload meanwhile: the gate opens anyway */
+    /* Judged by the endpoints in service: after a reload, this one may be
+     * gone from its function. */
+    prober_refresh(p);
 }
 
 static void on_probe_timeout(uv_timer_t *t)

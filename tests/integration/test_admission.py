@@ -1,0 +1,1023 @@
+"""Admission (issue 12, DESIGN "functions[].ingress"): max_concurrency with
+its FIFO queue, rate limits, readiness probes that hold requests through a
+cold start, over real sockets between real fnproxy and fnbackend processes.
+
+fnbackend's /_fnbackend/stats counts the requests it has in flight and the
+most it ever had at once (inflight_max, reset by ?reset=1), so a case sees
+what the function saw; --listen-after MS and --ready-after MS play an
+instance that is not up yet (tests/backend/README.md). fnproxy's side shows
+in its gauges (fnproxy_queue_depth, fnproxy_admitted_in_flight,
+fnproxy_endpoint_ready), in fnproxy_policy_denials_total{reason} and in
+/ready on the admin port.
+
+Time is asserted only as an order of events or with generous bounds; a
+case waits for an event (a gauge, /ready) rather than sleeping a guess.
+"""
+
+import json
+import re
+import select
+import signal
+import socket
+import struct
+import threading
+import time
+
+from harness import (HOST, Client, Proc, build_request, case, check, check_eq,
+                     check_fnproxy_error, fail, free_port, metric_value, request, wait_for,
+                     wait_until)
+
+FN = "fn"
+
+
+def acfg(endpoints, ingress=(), readiness=None, routes=None, access_log=None):
+    """One listener "public" on 127.0.0.1, one function "fn" with these
+    endpoints; ingress: lines of its ingress map ("max_concurrency: 1",
+    "queue: { depth: 2, timeout: 5s }"); readiness: the flow map of
+    functions[].readiness, or None; routes: [(name, path_prefix, keys)],
+    by default one route "r" for / with a 15 s timeout (longer than any
+    queue wait here, unless a case means the route's timeout to bound it)."""
+    if routes is None:
+        routes = [("r", "/", "timeout: 15s")]
+    text = (
+        "workers: $WORKERS\n"
+        "admin: { listen: 127.0.0.1:$APORT }\n"
+        + ("access_log: %s\n" % access_log if access_log else "")
+        + "listeners:\n"
+        "  - { name: public, listen: 127.0.0.1:$PPORT, header_timeout: 5s }\n"
+        "functions:\n"
+        "  - name: %s\n"
+        "    endpoints: [%s]\n" % (FN, ", ".join(endpoints))
+    )
+    if readiness is not None:
+        text += "    readiness: %s\n" % readiness
+    text += "    ingress:\n"
+    for line in ingress:
+        text += "      %s\n" % line
+    text += "      routes:\n"
+    for name, prefix, keys in routes:
+        text += ("        - { name: %s, match: { listener: public, path_prefix: %s }, %s }\n"
+                 % (name, prefix, keys))
+    return text
+
+
+def metric(fp, name, **labels):
+    """The value of a series of function fn, or None when it is absent."""
+    labels.setdefault("function", FN)
+    return metric_value(fp.metrics(), name, labels)
+
+
+def denials(fp, reason):
+    return metric(fp, "fnproxy_policy_denials_total", direction="ingress", reason=reason) or 0
+
+
+def codes(fp, code):
+    return metric(fp, "fnproxy_requests_total", direction="ingress", code=str(code)) or 0
+
+
+def wait_metric(fp, name, want, timeout=3, **labels):
+    """Polls a series until it equals want; fails with the last value."""
+    last = [None]
+
+    def done():
+        last[0] = metric(fp, name, **labels)
+        return last[0] == want
+
+    if not wait_for(done, timeout, 0.02):
+        fail("%s%r: got %r, want %r after %gs" % (name, labels, last[0], want, timeout))
+
+
+def stats(b, reset=False):
+    """fnbackend's {requests, failed, inflight, inflight_max}."""
+    r = request(b.port, "GET", "/_fnbackend/stats" + ("?reset=1" if reset else ""))
+    check_eq(r.status, 200, "GET /_fnbackend/stats")
+    return r.json()
+
+
+def ready_status(fp):
+    """(status, body) of GET /ready on the admin port, or None while the
+    admin port does not answer yet."""
+    try:
+        r = request(fp.admin_port, "GET", "/ready", timeout=2)
+    except (OSError, AssertionError):
+        return None
+    return r.status, r.body
+
+
+def wait_admin(fp):
+    """For fnproxy started with wait_ready=False: waits until the admin
+    port answers; returns that first (status, body) of /ready."""
+    return wait_until(lambda: ready_status(fp), 15, "fnproxy's admin port",
+                      detail=lambda: fp.stderr_text()[-500:])
+
+
+def late_backend(ctx, port, after_ms, name="late", args=()):
+    """fnbackend binding 127.0.0.1:port only after_ms after its start. The
+    Proc is returned at once (harness.Backend waits for the PORT line,
+    which comes only when it listens)."""
+    argv = [ctx.backend_bin, "--name", name, "--listen", "%s:%d" % (HOST, port),
+            "--listen-after", str(after_ms)] + list(args)
+    return Proc(ctx, argv, "backend-%s-%d" % (name, len(ctx.procs)))
+
+
+class Bg(threading.Thread):
+    """One request on a fresh connection, in the background after `delay`
+    seconds: .resp (or .error), .t_sent and .t_done (monotonic)."""
+
+    def __init__(self, port, path, delay=0.0, timeout=20):
+        super().__init__(daemon=True)
+        self.port, self.path, self.delay, self.timeout = port, path, delay, timeout
+        self.resp = self.error = None
+        self.t_sent = self.t_done = None
+        self.start()
+
+    def run(self):
+        time.sleep(self.delay)
+        self.t_sent = time.monotonic()
+        try:
+            self.resp = request(self.port, "GET", self.path, timeout=self.timeout)
+        except Exception as e:  # reported by result()
+            self.error = e
+        self.t_done = time.monotonic()
+
+    def result(self, what):
+        self.join(self.timeout + 5)
+        check(not self.is_alive(), "%s: no answer" % what)
+        if self.error is not None:
+            fail("%s: %s: %s" % (what, type(self.error).__name__, self.error))
+        return self.resp
+
+
+def parallel(n, fn, timeout=30):
+    """Runs fn(i) for i in range(n) in n threads released together; returns
+    the results in order, an exception standing for a result."""
+    barrier = threading.Barrier(n)
+    out = [None] * n
+
+    def run(i):
+        try:
+            barrier.wait(10)
+            out[i] = fn(i)
+        except Exception as e:
+            out[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    end = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.01, end - time.monotonic()))
+    check(not any(t.is_alive() for t in threads), "parallel requests still running after %ds"
+          % timeout)
+    return out
+
+
+def statuses(results):
+    return [r.status if hasattr(r, "status") else "%s: %s" % (type(r).__name__, r)
+            for r in results]
+
+
+def answered(c):
+    """Whether anything (an answer) has arrived on client c."""
+    return bool(c.buf) or bool(select.select([c.sock], [], [], 0)[0])
+
+
+def generations(fp):
+    """The config generations fnproxy put in service, from its log."""
+    return [int(g) for g in re.findall(r"config generation (\d+) in service", fp.stderr_text())]
+
+
+# ---------------------------------------------------------------------------
+# max_concurrency and the queue
+
+
+@case(timeout=60)
+def concurrency_one_across_workers(ctx):
+    """max_concurrency 1 on 4 workers: 20 clients at once, each on its own
+    connection (spread over the workers by SO_REUSEPORT), all get 200 and
+    the function never has two in flight; afterwards nothing is left in
+    flight or queued, the queue phase was observed, and the access log
+    says how long each waited (queue_ms)."""
+    b = ctx.start_backend()
+    log = ctx.path("access.log")
+    fp = ctx.start_fnproxy(acfg([b.addr], ["max_concurrency: 1",
+                                           "queue: { depth: 50, timeout: 10s }"],
+                                access_log=log), workers=4)
+    n = 20
+    got = parallel(n, lambda i: request(fp.port, "GET", "/delay/100", timeout=20))
+    check_eq(statuses(got), [200] * n, "statuses of %d parallel /delay/100" % n)
+    st = stats(b)
+    check_eq(st["inflight_max"], 1, "the most requests fnbackend had in flight at once")
+    check_eq(st["requests"], n, "requests that reached fnbackend")
+    wait_metric(fp, "fnproxy_admitted_in_flight", 0.0)
+    wait_metric(fp, "fnproxy_queue_depth", 0.0)
+    queued = metric(fp, "fnproxy_phase_duration_seconds_count", phase="queue") or 0
+    check(0 < queued <= n, "requests observed in the queue phase: %r of %d" % (queued, n))
+
+    def lines():
+        try:
+            with open(log, "rb") as f:
+                ls = [ln for ln in f.read().split(b"\n") if ln.strip()]
+        except OSError:
+            return None
+        return ls if len(ls) >= n else None
+
+    ls = wait_until(lines, 5, "%d access log lines" % n)
+    waits = []
+    for ln in ls:
+        e = json.loads(ln.decode("ascii"))
+        check("queue_ms" in e, "access log line without queue_ms: %r" % e)
+        check(isinstance(e["queue_ms"], (int, float)) and e["queue_ms"] >= 0,
+              "queue_ms not a number >= 0: %r" % e)
+        waits.append(e["queue_ms"])
+    # 20 requests of 100 ms one at a time: most waited for others.
+    check(sum(1 for w in waits if w > 0) >= n // 2, "queue_ms of the 20: %r" % waits)
+    check(max(waits) >= 500, "the longest wait, 20 x 100 ms one at a time: %r" % waits)
+
+
+@case(timeout=60)
+def queue_full_overloaded(ctx):
+    """max_concurrency 1, queue depth 2: one request holds the slot, two
+    wait; a fourth is refused at once with 503 overloaded and retry-after,
+    while the holder is still being served. The two waiting are served
+    after it, in the order they came; the refusal is counted."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(acfg([b.addr], ["max_concurrency: 1",
+                                           "queue: { depth: 2, timeout: 10s }"]))
+    holder = ctx.connect(fp.port, timeout=20)
+    holder.send(build_request("GET", "/delay/2000"))
+    wait_metric(fp, "fnproxy_admitted_in_flight", 1.0)
+    q1 = Bg(fp.port, "/delay/200")
+    wait_metric(fp, "fnproxy_queue_depth", 1.0)
+    q2 = Bg(fp.port, "/delay/200")
+    wait_metric(fp, "fnproxy_queue_depth", 2.0)
+    t0 = time.monotonic()
+    r = request(fp.port, "GET", "/delay/10")
+    took = time.monotonic() - t0
+    check_fnproxy_error(r, 503, "overloaded")
+    check_eq(r.header("retry-after"), "1", "retry-after of the refusal")
+    check(took < 1.0, "the refusal took %.2fs: not at once" % took)
+    check(not answered(holder), "the holder was answered before the 4th was refused")
+    check_eq(holder.read_response().status, 200, "the holder")
+    check_eq(q1.result("the first queued").status, 200, "the first queued")
+    check_eq(q2.result("the second queued").status, 200, "the second queued")
+    check(q1.t_done < q2.t_done, "the queue is FIFO: the first queued finished %.3fs after the "
+          "second" % (q1.t_done - q2.t_done))
+    check_eq(stats(b)["inflight_max"], 1, "fnbackend's inflight_max")
+    check_eq(denials(fp, "overloaded"), 1.0, "denials overloaded")
+    check_eq(codes(fp, 503), 1.0, "fnproxy_requests_total code 503")
+    wait_metric(fp, "fnproxy_queue_depth", 0.0)
+
+
+@case(timeout=60)
+def queue_is_fifo_across_workers(ctx):
+    """max_concurrency 1 on 4 workers: 6 requests queued one after another
+    (each on its own connection, so on any worker) behind a holder are
+    served in the order they queued."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(acfg([b.addr], ["max_concurrency: 1",
+                                           "queue: { depth: 10, timeout: 10s }"]), workers=4)
+    holder = ctx.connect(fp.port, timeout=20)
+    holder.send(build_request("GET", "/delay/500"))
+    wait_metric(fp, "fnproxy_admitted_in_flight", 1.0)
+    queued = []
+    for i in range(6):
+        queued.append(Bg(fp.port, "/delay/100?n=%d" % i))
+        wait_metric(fp, "fnproxy_queue_depth", float(i + 1))
+    check_eq(holder.read_response().status, 200, "the holder")
+    for i, bg in enumerate(queued):
+        check_eq(bg.result("queued request %d" % i).status, 200, "queued request %d" % i)
+    order = sorted(range(len(queued)), key=lambda i: queued[i].t_done)
+    check_eq(order, list(range(len(queued))), "the order the queued requests were answered in")
+    check_eq(stats(b)["inflight_max"], 1, "fnbackend's inflight_max")
+
+
+@case(timeout=60)
+def queue_depth_zero_refuses_at_once(ctx):
+    """queue depth 0: at max_concurrency a request is refused at once (503
+    overloaded), none waits; below it requests go through."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(acfg([b.addr], ["max_concurrency: 1",
+                                           "queue: { depth: 0, timeout: 10s }"]))
+    check_eq(request(fp.port, "GET", "/").status, 200, "a request with the slot free")
+    holder = ctx.connect(fp.port, timeout=20)
+    holder.send(build_request("GET", "/delay/1500"))
+    wait_metric(fp, "fnproxy_admitted_in_flight", 1.0)
+    r = request(fp.port, "GET", "/")
+    check_fnproxy_error(r, 503, "overloaded")
+    check(not answered(holder), "the holder was answered before the refusal")
+    check_eq(metric(fp, "fnproxy_queue_depth"), 0.0, "queue depth")
+    check_eq(holder.read_response().status, 200, "the holder")
+    wait_metric(fp, "fnproxy_admitted_in_flight", 0.0)
+    check_eq(request(fp.port, "GET", "/").status, 200, "a request once the slot is free")
+    check_eq(denials(fp, "overloaded"), 1.0, "denials overloaded")
+
+
+@case(timeout=60)
+def queue_timeout_overloaded(ctx):
+    """max_concurrency 1, queue timeout 300ms: a request waiting behind a
+    2 s holder gets 503 overloaded with Retry-After once its wait expires,
+    while the holder is still being served; counted as a denial."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(acfg([b.addr], ["max_concurrency: 1",
+                                           "queue: { depth: 10, timeout: 300ms }"]))
+    holder = ctx.connect(fp.port, timeout=20)
+    holder.send(build_request("GET", "/delay/2000"))
+    wait_metric(fp, "fnproxy_admitted_in_flight", 1.0)
+    t0 = time.monotonic()
+    r = request(fp.port, "GET", "/delay/10")
+    took = time.monotonic() - t0
+    check_fnproxy_error(r, 503, "overloaded")
+    check_eq(r.header("retry-after"), "1", "retry-after")
+    check(took >= 0.25, "the 503 came after %.3fs: it did not wait its queue.timeout" % took)
+    check(not answered(holder), "the holder was answered before the wait expired (%.2fs)" % took)
+    check_eq(denials(fp, "overloaded"), 1.0, "denials overloaded")
+    check_eq(metric(fp, "fnproxy_queue_depth"), 0.0, "queue depth after the timeout")
+    check_eq(holder.read_response().status, 200, "the holder")
+    check_eq(stats(b)["requests"], 1, "requests that reached fnbackend")
+    wait_metric(fp, "fnproxy_admitted_in_flight", 0.0)
+    check_eq(request(fp.port, "GET", "/delay/10").status, 200, "a request once the slot is free")
+
+
+@case(timeout=60)
+def queue_wait_bounded_by_route_timeout(ctx):
+    """The wait in the queue is bounded by the route's timeout too: with
+    queue.timeout 10s, a request of a route with timeout 500ms waiting
+    behind a holder of another route gets 503 overloaded long before 10 s."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(acfg(
+        [b.addr], ["max_concurrency: 1", "queue: { depth: 10, timeout: 10s }"],
+        routes=[("slow", "/delay/", "timeout: 15s"), ("short", "/", "timeout: 500ms")]))
+    holder = ctx.connect(fp.port, timeout=20)
+    holder.send(build_request("GET", "/delay/3000"))
+    wait_metric(fp, "fnproxy_admitted_in_flight", 1.0)
+    t0 = time.monotonic()
+    r = request(fp.port, "GET", "/short")
+    took = time.monotonic() - t0
+    check_fnproxy_error(r, 503, "overloaded")
+    check(0.4 <= took < 3.0, "the answer came after %.2fs (route timeout 500ms, queue.timeout "
+          "10s)" % took)
+    check(not answered(holder), "the holder was answered first")
+    check_eq(holder.read_response().status, 200, "the holder")
+
+
+@case(timeout=60)
+def reload_keeps_the_limit(ctx):
+    """max_concurrency 2 on 2 workers, 6 clients looping on /delay/30 for
+    about 3 s while the config is rewritten and reloaded every 300 ms (a
+    route added and removed, the limit restated): the function never has
+    more than 2 in flight and no request fails. Then a reload raising the
+    limit to 4 lets 4 run at once."""
+    b = ctx.start_backend()
+    base = ["queue: { depth: 100, timeout: 10s }"]
+    routes = [("r", "/", "timeout: 15s")]
+    extra = routes + [("extra", "/extra/", "timeout: 15s")]
+    fp = ctx.start_fnproxy(acfg([b.addr], ["max_concurrency: 2"] + base), workers=2)
+    stop = threading.Event()
+    lock = threading.Lock()
+    seen = {}
+    bad = []
+
+    def loop(i):
+        c = None
+        while not stop.is_set():
+            try:
+                if c is None:
+                    c = Client(fp.port, timeout=15)
+                c.send(build_request("GET", "/delay/30"))
+                r = c.read_response()
+            except Exception as e:
+                with lock:
+                    bad.append("client %d: %s: %s" % (i, type(e).__name__, e))
+                return
+            with lock:
+                seen[r.status] = seen.get(r.status, 0) + 1
+            if r.status != 200:
+                with lock:
+                    bad.append("client %d: %r" % (i, r))
+            if (r.header("connection") or "").lower() == "close":
+                c.close()
+                c = None
+        if c is not None:
+            c.close()
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(6)]
+    for t in threads:
+        t.start()
+    reloads = 0
+    try:
+        t_end = time.monotonic() + 3.0
+        while time.monotonic() < t_end and not bad:
+            time.sleep(0.3)
+            reloads += 1
+            fp.rewrite_config(acfg([b.addr], ["max_concurrency: 2"] + base,
+                                   routes=extra if reloads % 2 else routes), WORKERS=2)
+            fp.send_signal(signal.SIGHUP)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+    check(not any(t.is_alive() for t in threads), "a client loop did not end")
+    check(not bad, "requests that failed during the reloads: %r" % bad[:5])
+    gens = wait_until(lambda: (lambda g: g if g and max(g) >= reloads + 1 else None)(
+        generations(fp)), 5, "generation %d in service" % (reloads + 1),
+        detail=lambda: fp.stderr_text()[-800:])
+    st = stats(b, reset=True)
+    check(st["inflight_max"] <= 2, "fnbackend had %d in flight at once under max_concurrency 2 "
+          "(%d reloads)" % (st["inflight_max"], reloads))
+    check_eq(st["inflight_max"], 2, "fnbackend's inflight_max with 6 clients and a limit of 2")
+    check(seen.get(200, 0) >= 50, "requests served in 3 s: %r" % seen)
+    ctx.note("%d reloads (generations %r), %r answers" % (reloads, gens[-3:], seen))
+
+    # The limit raised to 4: 8 at once, 4 in flight at the function.
+    fp.rewrite_config(acfg([b.addr], ["max_concurrency: 4"] + base), WORKERS=2)
+    fp.send_signal(signal.SIGHUP)
+    want = max(gens) + 1
+    wait_until(lambda: want in generations(fp), 5, "generation %d in service" % want,
+               detail=lambda: fp.stderr_text()[-800:])
+    check_eq(stats(b, reset=True)["inflight"], 0, "fnbackend's inflight before the burst")
+    got = parallel(8, lambda i: request(fp.port, "GET", "/delay/500", timeout=20))
+    check_eq(statuses(got), [200] * 8, "8 parallel /delay/500 under max_concurrency 4")
+    check_eq(stats(b)["inflight_max"], 4, "fnbackend's inflight_max under max_concurrency 4")
+
+
+@case(timeout=60)
+def reload_changes_the_limit_under_load(ctx):
+    """A reload applies its limit to what is already queued and in flight:
+    raising max_concurrency from 1 to 3 releases the two requests waiting
+    behind a holder at once (before the holder ends); lowering it from 3
+    to 1 while 3 are in flight makes a new request wait until all 3 are
+    done."""
+    b = ctx.start_backend()
+    q = "queue: { depth: 10, timeout: 10s }"
+    fp = ctx.start_fnproxy(acfg([b.addr], ["max_concurrency: 1", q]))
+    holder = ctx.connect(fp.port, timeout=20)
+    holder.send(build_request("GET", "/delay/2500"))
+    wait_metric(fp, "fnproxy_admitted_in_flight", 1.0)
+    queued = [Bg(fp.port, "/delay/10"), Bg(fp.port, "/delay/10")]
+    wait_metric(fp, "fnproxy_queue_depth", 2.0)
+    fp.rewrite_config(acfg([b.addr], ["max_concurrency: 3", q]))
+    fp.send_signal(signal.SIGHUP)
+    for i, bg in enumerate(queued):
+        check_eq(bg.result("queued request %d" % i).status, 200, "queued request %d" % i)
+    check(not answered(holder), "the holder ended before the raised limit let the queue go")
+    check_eq(holder.read_response().status, 200, "the holder")
+    check(2 in generations(fp), "generation 2 not in service: %r" % fp.stderr_text()[-500:])
+
+    # Lowered to 1 with 3 in flight: a new request waits for all 3.
+    wait_metric(fp, "fnproxy_admitted_in_flight", 0.0)
+    old = [Bg(fp.port, "/delay/1000") for _ in range(3)]
+    wait_metric(fp, "fnproxy_admitted_in_flight", 3.0)
+    fp.rewrite_config(acfg([b.addr], ["max_concurrency: 1", q]))
+    fp.send_signal(signal.SIGHUP)
+    wait_until(lambda: 3 in generations(fp), 5, "generation 3 in service",
+               detail=lambda: fp.stderr_text()[-500:])
+    new = Bg(fp.port, "/delay/10")
+    wait_metric(fp, "fnproxy_queue_depth", 1.0)
+    check(not any(bg.t_done for bg in old), "the 3 old requests ended before the new one queued")
+    check_eq(new.result("the request after the limit went down").status, 200,
+             "the request after the limit went down")
+    for i, bg in enumerate(old):
+        check_eq(bg.result("old request %d" % i).status, 200, "old request %d" % i)
+    check(new.t_done >= max(bg.t_done for bg in old) - 0.05,
+          "the new request was answered %.3fs before the last of the 3 old ones: admitted "
+          "with more than 1 in flight" % (max(bg.t_done for bg in old) - new.t_done))
+
+
+def reset(c):
+    """Closes client c with a reset (SO_LINGER 0): a client that goes away.
+    (A plain FIN is a half-close, README: the answer is still sent.)"""
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+@case(timeout=60)
+def clients_leaving_free_their_place(ctx):
+    """Clients that reset their connection while queued leave the queue at
+    once (its depth drops while the holder is still served), never reach
+    the function and count as 499; a client that only half-closes (FIN)
+    keeps its place and gets its answer. A holder whose client resets frees
+    its slot: the next request is served. Nothing stays admitted or queued."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(acfg([b.addr], ["max_concurrency: 1",
+                                           "queue: { depth: 10, timeout: 10s }"]))
+    holder = ctx.connect(fp.port, timeout=20)
+    holder.send(build_request("GET", "/delay/2000"))
+    wait_metric(fp, "fnproxy_admitted_in_flight", 1.0)
+    leaving = []
+    for i in range(3):
+        c = Client(fp.port)
+        c.send(build_request("GET", "/delay/10?leaving=%d" % i))
+        leaving.append(c)
+        wait_metric(fp, "fnproxy_queue_depth", float(i + 1))
+    half = ctx.connect(fp.port, timeout=20)
+    half.send(build_request("GET", "/delay/10?half"))
+    wait_metric(fp, "fnproxy_queue_depth", 4.0)
+    half.shutdown_write()
+    stayer = Bg(fp.port, "/delay/10?stayer")
+    wait_metric(fp, "fnproxy_queue_depth", 5.0)
+    for c in leaving:
+        reset(c)
+    wait_metric(fp, "fnproxy_queue_depth", 2.0)
+    check(not answered(holder), "the holder ended before the queue lost its 3 resets")
+    check_eq(holder.read_response().status, 200, "the holder")
+    check_eq(half.read_response().status, 200, "the half-closed client")
+    check_eq(stayer.result("the request that stayed").status, 200, "the request that stayed")
+    wait_metric(fp, "fnproxy_queue_depth", 0.0)
+    wait_metric(fp, "fnproxy_admitted_in_flight", 0.0)
+    check_eq(b.record().count(b"leaving="), 0, "requests of the reset clients that reached the "
+             "function")
+    wait_metric(fp, "fnproxy_requests_total", 3.0, direction="ingress", code="499")
+
+    # A holder whose client resets: its slot is freed, the next is served.
+    check_eq(stats(b, reset=True)["inflight"], 0, "fnbackend's inflight")
+    h2 = Client(fp.port)
+    h2.send(build_request("GET", "/delay/1000"))
+    wait_metric(fp, "fnproxy_admitted_in_flight", 1.0)
+    nxt = Bg(fp.port, "/status/200")
+    wait_metric(fp, "fnproxy_queue_depth", 1.0)
+    reset(h2)
+    check_eq(nxt.result("the request behind a holder that left").status, 200,
+             "the request behind a holder that left")
+    wait_metric(fp, "fnproxy_admitted_in_flight", 0.0)
+    wait_metric(fp, "fnproxy_queue_depth", 0.0)
+    check_eq(request(fp.port, "GET", "/").status, 200, "a request afterwards")
+    check_eq(denials(fp, "overloaded"), 0, "denials overloaded")
+    # fnbackend's /delay notices the reset only when its delay ends, so the
+    # function may have had the abandoned holder and the next one at once.
+    ctx.note("fnbackend's inflight_max around the holder that reset: %d"
+             % stats(b)["inflight_max"])
+
+
+@case(timeout=60)
+def queued_request_with_body(ctx):
+    """A POST with a 256 KiB body waits in the queue behind a holder (its
+    body arriving meanwhile) and reaches the function whole once admitted;
+    so does a small /echo body."""
+    b = ctx.start_backend(record=False)
+    fp = ctx.start_fnproxy(acfg([b.addr], ["max_concurrency: 1",
+                                           "queue: { depth: 10, timeout: 10s }"]))
+    holder = ctx.connect(fp.port, timeout=20)
+    holder.send(build_request("GET", "/delay/1000"))
+    wait_metric(fp, "fnproxy_admitted_in_flight", 1.0)
+    n = 256 << 10
+    body = bytes(range(256)) * (n // 256)
+    big = ctx.connect(fp.port, timeout=20)
+    sender = threading.Thread(target=lambda: big.send(build_request("POST", "/sink", body=body)),
+                              daemon=True)
+    sender.start()
+    wait_metric(fp, "fnproxy_queue_depth", 1.0)
+    small = ctx.connect(fp.port, timeout=20)
+    small.send(build_request("POST", "/echo", body=b"hello queue"))
+    wait_metric(fp, "fnproxy_queue_depth", 2.0)
+    check_eq(holder.read_response().status, 200, "the holder")
+    r = big.read_response()
+    check_eq((r.status, r.body), (200, b"%d\n" % n), "the queued POST /sink")
+    sender.join(10)
+    r = small.read_response()
+    check_eq(r.status, 200, "the queued POST /echo")
+    check(r.body.endswith(b"\r\n\r\nhello queue"), "the echo of the queued POST: %r"
+          % r.body[-100:])
+    check_eq(stats(b)["inflight_max"], 1, "fnbackend's inflight_max")
+
+
+# ---------------------------------------------------------------------------
+# rate limits
+
+
+RL_POLICY = re.compile(r'^"([^"]*)";q=(\d+);w=(\d+)$')
+RL_STATE = re.compile(r'^"([^"]*)";r=(\d+);t=(\d+)$')
+
+
+def check_rate_limited(r, burst, what):
+    """A 429 of fnproxy's with its three headers: returns (q, w, r, t,
+    retry_after) as numbers."""
+    check_fnproxy_error(r, 429, "rate_limited")
+    pol = r.header("ratelimit-policy")
+    state = r.header("ratelimit")
+    ra = r.header("retry-after")
+    m1 = RL_POLICY.match(pol or "")
+    m2 = RL_STATE.match(state or "")
+    check(m1 is not None, "%s: RateLimit-Policy %r" % (what, pol))
+    check(m2 is not None, "%s: RateLimit %r" % (what, state))
+    check(ra is not None and ra.isdigit(), "%s: Retry-After %r" % (what, ra))
+    check_eq((m1.group(1), m2.group(1)), (FN, FN), "%s: the policy names" % what)
+    q, w, rem, t = int(m1.group(2)), int(m1.group(3)), int(m2.group(2)), int(m2.group(3))
+    check_eq(q, burst, "%s: q= of RateLimit-Policy" % what)
+    check_eq(rem, 0, "%s: r= of RateLimit on a denial" % what)
+    check(int(ra) >= 1, "%s: Retry-After %s" % (what, ra))
+    check_eq(t, int(ra), "%s: t= of RateLimit against Retry-After" % what)
+    return q, w, rem, t, int(ra)
+
+
+@case(timeout=60)
+def rate_limit_window(ctx):
+    """rps 20, burst 10, one bucket for the function on 2 workers: 3
+    clients sending as fast as they can for about 2 s get burst + rps x W
+    answers 200 (W measured from the first request to the last, within
+    2 + 5%); every other answer is 429 rate_limited with RateLimit-Policy
+    q=10;w=1, RateLimit r=0 and Retry-After, and each is counted."""
+    b = ctx.start_backend(record=False)
+    rps, burst = 20, 10
+    fp = ctx.start_fnproxy(acfg([b.addr], ["rate_limit: { rps: %d, burst: %d }" % (rps, burst)]),
+                           workers=2)
+    lock = threading.Lock()
+    sends, recvs, bad, denied = [], [], [], []
+    counts = {}
+
+    def loop(i, t_end):
+        c = None
+        try:
+            while time.monotonic() < t_end:
+                if c is None:
+                    c = Client(fp.port, timeout=10)
+                t_s = time.monotonic()
+                c.send(build_request("GET", "/"))
+                r = c.read_response()
+                t_r = time.monotonic()
+                with lock:
+                    sends.append(t_s)
+                    recvs.append(t_r)
+                    counts[r.status] = counts.get(r.status, 0) + 1
+                    if r.status == 429 and len(denied) < 200:
+                        denied.append(r)
+                    elif r.status not in (200, 429):
+                        bad.append(r)
+                if (r.header("connection") or "").lower() == "close":
+                    c.close()
+                    c = None
+        except Exception as e:
+            with lock:
+                bad.append("client %d: %s: %s" % (i, type(e).__name__, e))
+        finally:
+            if c is not None:
+                c.close()
+
+    t_end = time.monotonic() + 2.0
+    threads = [threading.Thread(target=loop, args=(i, t_end), daemon=True) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    check(not any(t.is_alive() for t in threads), "a client loop did not end")
+    check(not bad, "answers neither 200 nor 429: %r" % bad[:3])
+    ok, limited = counts.get(200, 0), counts.get(429, 0)
+    w_hi = max(recvs) - min(sends)  # every decision fell in here
+    w_lo = max(sends) - min(recvs)  # and clients were asking all along this
+    lo = burst + rps * w_lo
+    hi = burst + rps * w_hi
+    tol = 2 + 0.05 * hi
+    ctx.note("%d x 200, %d x 429 over W %.3f..%.3f s: want %.1f..%.1f +- %.1f"
+             % (ok, limited, w_lo, w_hi, lo, hi, tol))
+    check(limited > ok, "the clients did not outrun the limit: %r" % counts)
+    check(lo - tol <= ok <= hi + tol, "%d admitted over %.3f..%.3f s at rps %d burst %d: want "
+          "%.1f..%.1f (+- %.1f)" % (ok, w_lo, w_hi, rps, burst, lo, hi, tol))
+    for i, r in enumerate(denied):
+        _, w, _, _, _ = check_rate_limited(r, burst, "429 #%d" % i)
+        check_eq(w, 1, "429 #%d: w= of RateLimit-Policy (10 tokens at 20/s: 0.5 s, up)" % i)
+    wait_metric(fp, "fnproxy_policy_denials_total", float(limited), direction="ingress",
+                reason="rate_limited")
+    check_eq(codes(fp, 429), float(limited), "fnproxy_requests_total code 429")
+    check_eq(codes(fp, 200), float(ok), "fnproxy_requests_total code 200")
+    check_eq(stats(b)["requests"], ok, "requests that reached fnbackend")
+
+
+class SourceClient(Client):
+    """A Client whose socket is bound to a source address first."""
+
+    def __init__(self, port, source, timeout=10):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout,
+                                             source_address=(source, 0))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.eof = False
+        self.timeout = timeout
+
+
+def request_from(source, port, path):
+    c = SourceClient(port, source)
+    try:
+        c.send(build_request("GET", path))
+        return c.read_response()
+    finally:
+        c.close()
+
+
+def forwarded_for(r):
+    """The X-Forwarded-For fnbackend's /echo got."""
+    check_eq(r.status, 200, "an /echo")
+    head = r.body.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    m = re.search(r"(?im)^x-forwarded-for:\s*(.*?)\s*$", head)
+    check(m is not None, "no x-forwarded-for in the echo: %r" % head)
+    return m.group(1)
+
+
+@case(timeout=60, netns=True)
+def rate_limit_per_client_ip(ctx):
+    """per: client_ip, rps 1, burst 2: each client address has a bucket of
+    its own. From 127.0.0.1 three quick requests get 200, 200, 429; from
+    127.0.0.2 (to the same listener on 127.0.0.1, which fnproxy sees as
+    the client address: its x-forwarded-for) two more get 200; a token
+    later 127.0.0.1 is served again."""
+    b = ctx.start_backend()
+    fp = ctx.start_fnproxy(acfg([b.addr], ["rate_limit: { rps: 1, burst: 2, per: client_ip }"]))
+    a1 = request_from("127.0.0.1", fp.port, "/echo")
+    check_eq(forwarded_for(a1), "127.0.0.1", "x-forwarded-for from 127.0.0.1")
+    check_eq(request_from("127.0.0.1", fp.port, "/").status, 200, "127.0.0.1's second")
+    r = request_from("127.0.0.1", fp.port, "/")
+    _, w, _, _, ra = check_rate_limited(r, 2, "127.0.0.1's third")
+    check_eq(w, 2, "w= of RateLimit-Policy (2 tokens at 1/s)")
+    check_eq(ra, 1, "Retry-After (one token at 1/s)")
+    a2 = request_from("127.0.0.2", fp.port, "/echo")
+    check_eq(forwarded_for(a2), "127.0.0.2", "x-forwarded-for from 127.0.0.2")
+    check_eq(request_from("127.0.0.2", fp.port, "/").status, 200, "127.0.0.2's second")
+    check_rate_limited(request_from("127.0.0.2", fp.port, "/"), 2, "127.0.0.2's third")
+    check_eq(denials(fp, "rate_limited"), 2.0, "denials rate_limited")
+    time.sleep(1.2)
+    check_eq(request_from("127.0.0.1", fp.port, "/").status, 200,
+             "127.0.0.1 once a token came back")
+
+
+# ---------------------------------------------------------------------------
+# readiness and cold starts
+
+
+@case(timeout=60)
+def cold_start_holds_requests(ctx):
+    """fnproxy starts first; its function listens 2 s later. /ready is 503
+    "starting" meanwhile; requests sent at spread times during those 2 s
+    are held (no connection is tried: no refused connect) and all get 200
+    once it listens, after which /ready is 200 and the endpoint ready."""
+    port = free_port()
+    addr = "%s:%d" % (HOST, port)
+    fp = ctx.start_fnproxy(acfg([addr], ["queue: { depth: 50, timeout: 5s }"],
+                                readiness="{ path: /healthz, interval: 50ms }"),
+                           wait_ready=False)
+    first = wait_admin(fp)
+    check_eq(first, (503, b"starting\n"), "/ready before the function listens")
+    t_start = time.monotonic()
+    late_backend(ctx, port, 2000)
+    bgs = [Bg(fp.port, "/", delay=d) for d in (0.0, 0.3, 0.6, 0.9, 1.2, 1.5)]
+    check_eq(ready_status(fp), (503, b"starting\n"), "/ready while the function is starting")
+    check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=addr), 0.0, "endpoint_ready")
+    for i, bg in enumerate(bgs):
+        r = bg.result("request %d" % i)
+        check_eq(r.status, 200, "request %d, sent %.2fs after the function's start (%r)"
+                 % (i, bg.t_sent - t_start, r))
+    # Answers come only after it listens (2 s after its start).
+    check(min(bg.t_done for bg in bgs) - t_start >= 1.9,
+          "an answer %.2fs after the function's start, before it listened"
+          % (min(bg.t_done for bg in bgs) - t_start))
+    check_eq(ready_status(fp), (200, b"ready\n"), "/ready once the function listens")
+    check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=addr), 1.0, "endpoint_ready")
+    check_eq(metric(fp, "fnproxy_upstream_errors_total", reason="refused") or 0, 0,
+             "refused connects (the requests were held, not tried)")
+    check_eq(denials(fp, "overloaded"), 0, "denials overloaded")
+    check(metric(fp, "fnproxy_phase_duration_seconds_count", phase="queue") == len(bgs),
+          "requests observed in the queue phase: %r" %
+          metric(fp, "fnproxy_phase_duration_seconds_count", phase="queue"))
+
+
+@case(timeout=60)
+def cold_start_releases_in_order(ctx):
+    """Held through a cold start with max_concurrency 1, requests are
+    released in the order they came, one at a time."""
+    port = free_port()
+    addr = "%s:%d" % (HOST, port)
+    fp = ctx.start_fnproxy(acfg([addr], ["max_concurrency: 1",
+                                         "queue: { depth: 50, timeout: 8s }"],
+                                readiness="{ path: /healthz, interval: 50ms }"),
+                           wait_ready=False)
+    wait_admin(fp)
+    late_backend(ctx, port, 1000)
+    held = []
+    for i in range(5):
+        held.append(Bg(fp.port, "/delay/100?n=%d" % i))
+        wait_metric(fp, "fnproxy_queue_depth", float(i + 1))
+    for i, bg in enumerate(held):
+        check_eq(bg.result("held request %d" % i).status, 200, "held request %d" % i)
+    order = sorted(range(len(held)), key=lambda i: held[i].t_done)
+    check_eq(order, list(range(len(held))), "the order the held requests were answered in")
+    r = request(port, "GET", "/_fnbackend/stats")
+    check_eq(r.json()["inflight_max"], 1, "fnbackend's inflight_max")
+
+
+@case(timeout=60)
+def cold_start_past_queue_timeout(ctx):
+    """The function listens only 2.5 s after its start and queue.timeout is
+    500ms: a request sent meanwhile gets 503 overloaded with Retry-After
+    once its wait expires (never a 502), /ready stays 503; once the
+    function is up, /ready turns 200 and requests are served."""
+    port = free_port()
+    addr = "%s:%d" % (HOST, port)
+    fp = ctx.start_fnproxy(acfg([addr], ["queue: { depth: 50, timeout: 500ms }"],
+                                readiness="{ path: /healthz, interval: 50ms }"),
+                           wait_ready=False)
+    wait_admin(fp)
+    t_start = time.monotonic()
+    late_backend(ctx, port, 2500)
+    t0 = time.monotonic()
+    r = request(fp.port, "GET", "/")
+    took = time.monotonic() - t0
+    check_fnproxy_error(r, 503, "overloaded")
+    check_eq(r.header("retry-after"), "1", "retry-after")
+    check(took >= 0.4, "the 503 came after %.2fs: it did not wait its queue.timeout" % took)
+    check_eq(denials(fp, "overloaded"), 1.0, "denials overloaded")
+    if time.monotonic() - t_start < 2.3:  # surely before it listens
+        check_eq(ready_status(fp), (503, b"starting\n"), "/ready after the held request's 503")
+        check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=addr), 0.0, "endpoint_ready")
+    wait_until(lambda: ready_status(fp) == (200, b"ready\n"), 10, "/ready 200",
+               detail=lambda: fp.stderr_text()[-500:])
+    check(time.monotonic() - t_start >= 2.4, "/ready 200 %.2fs after the function's start, "
+          "before it listened" % (time.monotonic() - t_start))
+    check_eq(request(fp.port, "GET", "/").status, 200, "a request once the function is up")
+    check_eq(metric(fp, "fnproxy_upstream_errors_total", reason="refused") or 0, 0,
+             "refused connects")
+
+
+@case(timeout=60)
+def cold_start_never_ready(ctx):
+    """Nothing ever listens at the endpoint: requests get 503 overloaded
+    after queue.timeout, never 502, and /ready stays 503."""
+    addr = "%s:%d" % (HOST, free_port())
+    fp = ctx.start_fnproxy(acfg([addr], ["queue: { depth: 50, timeout: 300ms }"],
+                                readiness="{ interval: 50ms }"), wait_ready=False)
+    wait_admin(fp)
+    got = parallel(3, lambda i: request(fp.port, "GET", "/"))
+    for i, r in enumerate(got):
+        if isinstance(r, Exception):
+            fail("request %d: %s" % (i, r))
+        check_fnproxy_error(r, 503, "overloaded")
+    check_eq(denials(fp, "overloaded"), 3.0, "denials overloaded")
+    check_eq(codes(fp, 502), 0, "502s")
+    time.sleep(0.3)
+    check_eq(ready_status(fp), (503, b"starting\n"), "/ready")
+    check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=addr), 0.0, "endpoint_ready")
+
+
+@case(timeout=60)
+def http_probe_waits_for_healthz(ctx):
+    """A function that listens at once but answers /healthz 503 for its
+    first 1.5 s (--ready-after): with readiness path /healthz, a request
+    sent at once is held until /healthz says 200 (it never reaches the
+    function before; the probes do, as GET /healthz)."""
+    t_before = time.monotonic()
+    b = ctx.start_backend(args=["--ready-after", "1500"])
+    ready_at = t_before + 1.5  # the earliest it can be ready
+    fp = ctx.start_fnproxy(acfg([b.addr], ["queue: { depth: 50, timeout: 10s }"],
+                                readiness="{ path: /healthz, interval: 50ms, timeout: 1s }"),
+                           wait_ready=False)
+    wait_admin(fp)
+    bg = Bg(fp.port, "/")
+    time.sleep(max(0.0, ready_at - 0.5 - time.monotonic()))
+    st = stats(b)
+    if time.monotonic() < ready_at - 0.05:  # the stats were surely read before it was ready
+        check_eq(st["requests"], 0, "requests that reached the function before /healthz was 200")
+        check_eq(ready_status(fp), (503, b"starting\n"), "/ready before /healthz is 200")
+    else:
+        ctx.note("too slow to look before the function was ready")
+    r = bg.result("the request sent at once")
+    check_eq(r.status, 200, "the request sent at once")
+    check(bg.t_done >= ready_at - 0.05, "answered %.2fs before /healthz could say 200"
+          % (ready_at - bg.t_done))
+    check_eq(ready_status(fp), (200, b"ready\n"), "/ready")
+    check(b"GET /healthz HTTP/1.1" in b.record(), "fnbackend never saw a GET /healthz probe")
+
+
+@case(timeout=60)
+def tcp_probe_ready_on_connect(ctx):
+    """The same function (/healthz 503 for its first 3 s) with readiness
+    and no path: a TCP connect is the probe, so the function is ready as
+    soon as it listens and a request is served while /healthz still says
+    503."""
+    b = ctx.start_backend(args=["--ready-after", "3000"])
+    fp = ctx.start_fnproxy(acfg([b.addr], ["queue: { depth: 50, timeout: 10s }"],
+                                readiness="{ interval: 50ms }"))
+    r = request(fp.port, "GET", "/")
+    check_eq(r.status, 200, "a request")
+    check(b"GET /healthz" not in b.record(), "a TCP probe sent an HTTP request")
+    h = request(b.port, "GET", "/healthz")
+    check_eq(h.status, 503, "fnbackend's /healthz right after the request was served (if this "
+             "is 200, the machine was too slow for the case)")
+    check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=b.addr), 1.0, "endpoint_ready")
+
+
+@case(timeout=60)
+def endpoint_goes_away_and_back(ctx):
+    """With a TCP readiness probe: the function dies; the next request
+    finds its connection refused (502) and the endpoint is marked not
+    ready (/ready 503); later requests are held in the queue, and served
+    when the function listens again on the same port; /ready is 200 and
+    the endpoint ready again."""
+    port = free_port()
+    listen = ["%s:%d" % (HOST, port)]
+    b = ctx.start_backend(name="first", listen=listen)
+    fp = ctx.start_fnproxy(acfg([b.addr], ["queue: { depth: 50, timeout: 5s }"],
+                                readiness="{ interval: 50ms }"))
+    check_eq(request(fp.port, "GET", "/").status, 200, "while the function is up")
+    check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=b.addr), 1.0, "endpoint_ready")
+    b.stop()
+    r = request(fp.port, "GET", "/")
+    check_eq(r.status, 502, "the first request after the function died (%r)" % r)
+    check((metric(fp, "fnproxy_upstream_errors_total", reason="refused") or 0) >= 1,
+          "the refused connect counted")
+    wait_until(lambda: ready_status(fp) == (503, b"starting\n"), 3, "/ready 503",
+               detail=lambda: repr(ready_status(fp)))
+    wait_metric(fp, "fnproxy_endpoint_ready", 0.0, endpoint=b.addr)
+    refused = metric(fp, "fnproxy_upstream_errors_total", reason="refused")
+    held = [Bg(fp.port, "/"), Bg(fp.port, "/echo")]
+    wait_metric(fp, "fnproxy_queue_depth", 2.0)
+    check(not any(bg.t_done for bg in held), "a held request was answered while the function "
+          "was down")
+    ctx.start_backend(name="second", listen=listen)
+    for i, bg in enumerate(held):
+        r = bg.result("held request %d" % i)
+        check_eq(r.status, 200, "held request %d (%r)" % (i, r))
+    check_eq(metric(fp, "fnproxy_upstream_errors_total", reason="refused"), refused,
+             "refused connects while the requests were held")
+    wait_until(lambda: ready_status(fp) == (200, b"ready\n"), 3, "/ready 200")
+    check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=b.addr), 1.0, "endpoint_ready")
+    check_eq(metric(fp, "fnproxy_queue_depth"), 0.0, "queue depth")
+
+
+@case(timeout=60)
+def not_ready_endpoint_gets_no_traffic(ctx):
+    """Two endpoints, one never listening, with a TCP probe: the function
+    is ready with one (/ready 200, gauges 1 and 0) and every request goes
+    to the ready one: no connect is refused."""
+    b = ctx.start_backend()
+    dead = "%s:%d" % (HOST, free_port())
+    fp = ctx.start_fnproxy(acfg([dead, b.addr], ["queue: { depth: 50, timeout: 5s }"],
+                                readiness="{ interval: 50ms }"))
+    check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=b.addr), 1.0, "the live one")
+    check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=dead), 0.0, "the dead one")
+    got = parallel(4, lambda i: [request(fp.port, "GET", "/").status for _ in range(10)])
+    check_eq(got, [[200] * 10] * 4, "40 requests (statuses per client)")
+    check_eq(metric(fp, "fnproxy_upstream_errors_total", reason="refused") or 0, 0,
+             "refused connects (to the endpoint that is not ready)")
+    check_eq(stats(b)["requests"], 40, "requests that reached the live endpoint")
+    check_eq(ready_status(fp), (200, b"ready\n"), "/ready")
+
+
+@case(timeout=60)
+def frozen_function_probe_times_out(ctx):
+    """A function frozen (SIGSTOP) before fnproxy starts accepts
+    connections (the kernel does) but never answers /healthz: each probe
+    ends at its timeout (200ms), the endpoint stays not ready and a
+    request is held; thawed (SIGCONT), the next probe succeeds and the
+    held request is served."""
+    b = ctx.start_backend()
+    b.send_signal(signal.SIGSTOP)
+    try:
+        fp = ctx.start_fnproxy(acfg([b.addr], ["queue: { depth: 50, timeout: 8s }"],
+                                    readiness="{ path: /healthz, interval: 50ms, timeout: 200ms }"),
+                               wait_ready=False)
+        wait_admin(fp)
+        bg = Bg(fp.port, "/")
+        time.sleep(1.0)  # a few probes time out meanwhile
+        check_eq(ready_status(fp), (503, b"starting\n"), "/ready while the function is frozen")
+        check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=b.addr), 0.0, "endpoint_ready")
+        check_eq(metric(fp, "fnproxy_queue_depth"), 1.0, "the request held")
+        check(bg.t_done is None, "the request was answered while the function was frozen: %r"
+              % (bg.resp or bg.error))
+    finally:
+        b.send_signal(signal.SIGCONT)
+    check_eq(bg.result("the held request").status, 200, "the held request")
+    wait_until(lambda: ready_status(fp) == (200, b"ready\n"), 5, "/ready 200")
+
+
+# ---------------------------------------------------------------------------
+# configuration
+
+
+@case()
+def check_refuses_queue_alone(ctx):
+    """fnproxy --check refuses a queue on a function with neither
+    max_concurrency nor readiness, naming file:line:col and the key's path;
+    the same file with max_concurrency (or readiness) is ok."""
+    def text(extra_fn="", extra_ingress=""):
+        return acfg(["127.0.0.1:9"], [extra_ingress, "queue: { depth: 5, timeout: 1s }"]
+                    if extra_ingress else ["queue: { depth: 5, timeout: 1s }"],
+                    readiness=extra_fn or None).replace("$WORKERS", "1").replace(
+            "$APORT", "19901").replace("$PPORT", "19902")
+
+    bad = text()
+    path = ctx.write_config(bad, "queue-alone.yaml")
+    lines = bad.split("\n")
+    ln = next(i for i, s in enumerate(lines) if "queue:" in s)
+    col = lines[ln].index("queue") + 1
+    p = ctx.run_fnproxy(["--check", "-c", path])
+    out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    check_eq(p.returncode, 1, "exit status of --check (stderr %r)" % err)
+    where = "%s:%d:%d:" % (path, ln + 1, col)
+    check(where in err, "stderr names %s: %r" % (where, err))
+    line = [s for s in err.splitlines() if where in s][0]
+    check("functions[0].ingress.queue" in line, "the message names the path: %r" % line)
+    check("max_concurrency" in line and "readiness" in line,
+          "the message says what a queue needs: %r" % line)
+    check("ok" not in out, "stdout says ok: %r" % out)
+    for name, good in (("with-limit.yaml", text(extra_ingress="max_concurrency: 3")),
+                       ("with-readiness.yaml", text(extra_fn="{ path: /healthz }"))):
+        gp = ctx.write_config(good, name)
+        p = ctx.run_fnproxy(["--check", "-c", gp])
+        check_eq(p.returncode, 0, "--check of %s (stderr %r)" % (name, p.stderr[-300:]))

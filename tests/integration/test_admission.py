@@ -375,6 +375,70 @@ def queue_wait_bounded_by_route_timeout(ctx):
 
 
 @case(timeout=60)
+def churn_leaves_no_slot_behind(ctx):
+    """max_concurrency 2, queue depth 5, timeout 100ms on 2 workers: 8
+    clients for about 2.5 s, on /delay/30, one request in five abandoned
+    with a reset soon after it is sent: waits expire, slots are handed
+    over, places given up, all at once. The function never has more than
+    2 in flight, every answer is 200 or 503 overloaded, every 503 is a
+    denial, and afterwards nothing is left queued or admitted: 2 requests
+    run at once again (no slot was lost)."""
+    b = ctx.start_backend(record=False)
+    fp = ctx.start_fnproxy(acfg([b.addr], ["max_concurrency: 2",
+                                           "queue: { depth: 5, timeout: 100ms }"]), workers=2)
+    lock = threading.Lock()
+    seen = {}
+    bad = []
+
+    def loop(i, t_end):
+        n = 0
+        while time.monotonic() < t_end:
+            n += 1
+            try:
+                c = Client(fp.port, timeout=10)
+                try:
+                    c.send(build_request("GET", "/delay/30"))
+                    if (n + i) % 5 == 0:
+                        time.sleep(0.02)
+                        reset(c)
+                        continue
+                    r = c.read_response()
+                finally:
+                    c.close()
+            except Exception as e:
+                with lock:
+                    bad.append("client %d: %s: %s" % (i, type(e).__name__, e))
+                return
+            with lock:
+                seen[r.status] = seen.get(r.status, 0) + 1
+                if r.status == 503 and r.header("x-fnproxy-error") != "overloaded":
+                    bad.append(r)
+                elif r.status not in (200, 503):
+                    bad.append(r)
+
+    t_end = time.monotonic() + 2.5
+    threads = [threading.Thread(target=loop, args=(i, t_end), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    check(not any(t.is_alive() for t in threads), "a client loop did not end")
+    check(not bad, "unexpected answers: %r" % bad[:3])
+    ctx.note("answers %r" % seen)
+    check(seen.get(200, 0) > 0 and seen.get(503, 0) > 0, "both 200 and 503 expected: %r" % seen)
+    wait_metric(fp, "fnproxy_queue_depth", 0.0)
+    wait_metric(fp, "fnproxy_admitted_in_flight", 0.0)
+    wait_until(lambda: stats(b)["inflight"] == 0, 3, "fnbackend idle")
+    check(stats(b, reset=True)["inflight_max"] <= 2, "fnbackend's inflight_max under a limit of 2")
+    n503 = codes(fp, 503)
+    check(n503 >= seen[503], "503s counted %r < 503s seen %r" % (n503, seen[503]))
+    check_eq(denials(fp, "overloaded"), n503, "denials overloaded against the 503s counted")
+    got = parallel(2, lambda i: request(fp.port, "GET", "/delay/500"))
+    check_eq(statuses(got), [200, 200], "2 parallel requests afterwards")
+    check_eq(stats(b)["inflight_max"], 2, "fnbackend's inflight_max of the 2")
+
+
+@case(timeout=60)
 def reload_keeps_the_limit(ctx):
     """max_concurrency 2 on 2 workers, 6 clients looping on /delay/30 for
     about 3 s while the config is rewritten and reloaded every 300 ms (a
@@ -1047,6 +1111,77 @@ def tcp_probe_ready_on_connect(ctx):
     check_eq(h.status, 503, "fnbackend's /healthz right after the request was served (if this "
              "is 200, the machine was too slow for the case)")
     check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=b.addr), 1.0, "endpoint_ready")
+
+
+def frozen_cold_start(ctx, endpoints, rd, queue):
+    """fnproxy started on a config whose probe (rd) is sure to be in
+    flight across a reload: the function (fnbackend) is frozen (SIGSTOP),
+    so the first probe has connected and waits for its answer. Returns
+    (function, fnproxy) once the admin port answers 503 "starting"."""
+    f = ctx.start_backend(name="frozen")
+    f.send_signal(signal.SIGSTOP)
+    fp = ctx.start_fnproxy(acfg([e.replace("$F", f.addr) for e in endpoints], queue,
+                                readiness=rd), wait_ready=False)
+    check_eq(wait_admin(fp), (503, b"starting\n"), "/ready at the start")
+    time.sleep(0.3)  # the first probe is connected and waiting (timeout 5s)
+    return f, fp
+
+
+def hup(fp, text, gen):
+    fp.rewrite_config(text)
+    fp.send_signal(signal.SIGHUP)
+    wait_until(lambda: gen in generations(fp), 5, "generation %d in service" % gen,
+               detail=lambda: fp.stderr_text()[-500:])
+
+
+@case(timeout=60)
+def ready_after_reload_during_cold_start(ctx):
+    """A reload during a cold start, while a probe is in flight (the
+    function frozen, its probe waiting for /healthz), with the same
+    config: when that probe then succeeds, the endpoint is ready, requests
+    are served, and /ready turns 200."""
+    rd = "{ path: /healthz, interval: 50ms, timeout: 5s }"
+    q = ["queue: { depth: 50, timeout: 8s }"]
+    f, fp = frozen_cold_start(ctx, ["$F"], rd, q)
+    try:
+        hup(fp, acfg([f.addr], q, readiness=rd), 2)
+    finally:
+        f.send_signal(signal.SIGCONT)
+    check_eq(request(fp.port, "GET", "/").status, 200, "a request once the function answers")
+    check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=f.addr), 1.0, "endpoint_ready")
+    st = wait_for(lambda: (lambda v: v if v == (200, b"ready\n") else None)(ready_status(fp)), 3)
+    check(st, "/ready still %r 3 s after the endpoint became ready (a probe started before the "
+          "reload made it ready)" % (ready_status(fp),))
+
+
+@case(timeout=60)
+def reload_replacing_endpoint_during_cold_start(ctx):
+    """A reload during a cold start replaces the function's endpoint
+    while a probe of the old one is in flight; that probe then succeeds.
+    The old endpoint is no longer the function's: the function stays not
+    ready, so a request is held and gets 503 overloaded at queue.timeout
+    (never sent to the new endpoint, which does not listen: no 502)."""
+    rd = "{ path: /healthz, interval: 50ms, timeout: 5s }"
+    q = ["queue: { depth: 50, timeout: 500ms }"]
+    dead = "%s:%d" % (HOST, free_port())
+    f, fp = frozen_cold_start(ctx, ["$F"], rd, q)
+    try:
+        hup(fp, acfg([dead], q, readiness=rd), 2)
+    finally:
+        f.send_signal(signal.SIGCONT)
+    # The old probe's answer arrives now.
+    wait_until(lambda: b"endpoint %s is ready" % f.addr.encode() in fp.stderr_text().encode(),
+               3, "the old probe to succeed", detail=lambda: fp.stderr_text()[-500:])
+    check_eq(metric(fp, "fnproxy_endpoint_ready", endpoint=dead), 0.0, "endpoint_ready of the new "
+             "endpoint")
+    for i in range(2):
+        r = request(fp.port, "GET", "/")
+        check(r.status != 502, "request %d was sent to the endpoint that was never ready: %d %s"
+              % (i, r.status, r.header("x-fnproxy-error")))
+        check_fnproxy_error(r, 503, "overloaded")
+    check_eq(metric(fp, "fnproxy_upstream_errors_total", reason="refused") or 0, 0,
+             "refused connects to the endpoint that was never ready")
+    check_eq(ready_status(fp), (503, b"starting\n"), "/ready")
 
 
 @case(timeout=60)

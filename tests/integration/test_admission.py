@@ -12,6 +12,12 @@ fnproxy_endpoint_ready), in fnproxy_policy_denials_total{reason} and in
 
 Time is asserted only as an order of events or with generous bounds; a
 case waits for an event (a gauge, /ready) rather than sleeping a guess.
+The order in which requests reached the function is read from fnbackend's
+record (the bytes it read, in order), not from client clocks. A function
+frozen with SIGSTOP accepts connections (the kernel does) and answers
+nothing, which keeps a readiness probe in flight as long as a case needs.
+The per-client_ip case connects from 127.0.0.2 too, so it runs in a
+network namespace of its own (run.py).
 """
 
 import json
@@ -1277,11 +1283,10 @@ def check_refuses_queue_alone(ctx):
     """fnproxy --check refuses a queue on a function with neither
     max_concurrency nor readiness, naming file:line:col and the key's path;
     the same file with max_concurrency (or readiness) is ok."""
-    def text(extra_fn="", extra_ingress=""):
-        return acfg(["127.0.0.1:9"], [extra_ingress, "queue: { depth: 5, timeout: 1s }"]
-                    if extra_ingress else ["queue: { depth: 5, timeout: 1s }"],
-                    readiness=extra_fn or None).replace("$WORKERS", "1").replace(
-            "$APORT", "19901").replace("$PPORT", "19902")
+    def text(ingress=(), readiness=None):
+        t = acfg(["127.0.0.1:9"], list(ingress) + ["queue: { depth: 5, timeout: 1s }"],
+                 readiness=readiness)
+        return ctx.render(t, {"public": 19902}, 19901, WORKERS=1)
 
     bad = text()
     path = ctx.write_config(bad, "queue-alone.yaml")
@@ -1298,8 +1303,20 @@ def check_refuses_queue_alone(ctx):
     check("max_concurrency" in line and "readiness" in line,
           "the message says what a queue needs: %r" % line)
     check("ok" not in out, "stdout says ok: %r" % out)
-    for name, good in (("with-limit.yaml", text(extra_ingress="max_concurrency: 3")),
-                       ("with-readiness.yaml", text(extra_fn="{ path: /healthz }"))):
+    for name, good in (("with-limit.yaml", text(["max_concurrency: 3"])),
+                       ("with-readiness.yaml", text(readiness="{ path: /healthz }"))):
         gp = ctx.write_config(good, name)
         p = ctx.run_fnproxy(["--check", "-c", gp])
         check_eq(p.returncode, 0, "--check of %s (stderr %r)" % (name, p.stderr[-300:]))
+    # A rate limit keyed on something else than client_id or client_ip.
+    bad = text(["max_concurrency: 3", "rate_limit: { rps: 5, per: client_port }"])
+    path = ctx.write_config(bad, "bad-per.yaml")
+    p = ctx.run_fnproxy(["--check", "-c", path])
+    err = p.stderr.decode("utf-8", "replace")
+    check_eq(p.returncode, 1, "exit status of --check with per: client_port")
+    m = re.search(re.escape(path) + r":(\d+):(\d+): (.*)", err)
+    check(m is not None, "stderr has file:line:col: %r" % err)
+    check_eq(bad.split("\n")[int(m.group(1)) - 1].strip().startswith("rate_limit:"), True,
+             "line %s is the rate_limit line" % m.group(1))
+    check("functions[0].ingress.rate_limit.per" in m.group(3) and "client_ip" in m.group(3),
+          "the message names the key and the choices: %r" % m.group(0))

@@ -1095,7 +1095,6 @@ static void exch_endpoint_outcome(struct exch *x, bool ok)
                  x->fn->outlier.consecutive_failures, ep->outlier.ejections);
 }
 
-/* No more attempts: the answer says why the last one failed. */
 /* Every endpoint of a function with readiness refused: it is starting or
  * restarting. The request, which reached nobody, waits for a ready
  * endpoint again rather than failing, if it arrived less than
@@ -1121,6 +1120,7 @@ static bool exch_hold_again(struct exch *x)
     return true;
 }
 
+/* No more attempts: the answer says why the last one failed. */
 static void exch_give_up(struct exch *x, enum exch_failure f, const char *msg)
 {
     if (f == EXCH_FAIL_REFUSED && exch_hold_again(x))

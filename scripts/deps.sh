@@ -7,10 +7,13 @@ set -eu
 # Build: gcc make, the -dev libraries, node-llhttp (llhttp's C sources).
 # Tests: curl, openssl, python3, clang + its sanitizer runtime, sslscan;
 # iproute2 (`ip netns`: the egress cases run in a loopback-only network
-# namespace) and python3-requests (a real client library through egress).
+# namespace) and python3-requests (a real client library through egress);
+# prometheus (a real server scrapes fnproxy; promtool checks /metrics) and
+# chromium, chromium-driver, python3-selenium (the dashboard in a real
+# browser).
 PKGS="gcc make libuv1-dev libssl-dev libcmocka-dev libyaml-dev node-llhttp
 curl openssl python3 clang libclang-rt-14-dev sslscan libc-ares-dev iproute2
-python3-requests"
+python3-requests prometheus chromium chromium-driver python3-selenium"
 
 missing=""
 for p in $PKGS "$@"; do

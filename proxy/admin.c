@@ -1,7 +1,9 @@
 /*
  * admin.c - the admin listener: /healthz, /ready, /metrics (Prometheus
  * text) and /stats (JSON with percentiles per route), both summed over the
- * workers' shards at the time of the request.
+ * workers' shards at the time of the request; /stats?history=1 adds the
+ * last five minutes per second (history.h). The history's 1 s timer
+ * runs on this loop from admin_start to admin_stop.
  *
  * One request per connection, answered and closed: scrapers and probes
  * open a connection per request anyway, and it keeps this server trivially
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "history.h"
 #include "http1.h"
 #include "log.h"
 
@@ -28,7 +31,8 @@ struct admin {
     bool fns_ready; /* every function with readiness has a ready endpoint */
     bool stopping;
     struct admin_conn *conns;
-    unsigned n_open; /* listener + connections not yet closed */
+    unsigned n_open;      /* listener + connections not yet closed */
+    struct history *hist; /* NULL: out of memory, /stats?history=1 has no "history" */
 };
 
 struct admin_conn {
@@ -128,11 +132,61 @@ static void admin_render(struct admin_conn *ac, admin_render_fn *render, const c
     free(text);
 }
 
+/* The value of the query parameter name in target, or NULL; *len its length. */
+static const char *query_param(struct h1_span target, const char *name, size_t *len)
+{
+    const char *q = memchr(target.p, '?', target.len), *end = target.p + target.len;
+    size_t nlen = strlen(name);
+
+    for (const char *p = q; p != NULL && p < end;) {
+        p++; /* past '?' or '&' */
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp != NULL ? amp : end;
+        if ((size_t)(stop - p) >= nlen && memcmp(p, name, nlen) == 0 &&
+            (p + nlen == stop || p[nlen] == '=')) {
+            const char *v = p + nlen == stop ? stop : p + nlen + 1;
+            *len = (size_t)(stop - v);
+            return v;
+        }
+        p = amp;
+    }
+    return NULL;
+}
+
+/* GET /stats?history=1[&last=N]: /stats plus the history (history.h). */
+static void admin_stats_history(struct admin_conn *ac, struct h1_span target)
+{
+    unsigned last = 0;
+    size_t vlen;
+    const char *v = query_param(target, "last", &vlen);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    for (size_t i = 0;
+         v != NULL && i < vlen && v[i] >= '0' && v[i] <= '9' && last <= HISTORY_POINTS; i++)
+        last = last * 10 + (unsigned)(v[i] - '0');
+    f = open_memstream(&text, &len);
+    if (f == NULL) {
+        admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    history_render_stats(f, ac->a->hist, last);
+    if (fclose(f) != 0) {
+        free(text);
+        admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    admin_respond(ac, 200, "application/json", text, len);
+    free(text);
+}
+
 static void admin_route(struct admin_conn *ac)
 {
     struct h1_head *h = &ac->parser.head;
     struct h1_span t = h->target;
-    const char *why;
+    const char *why, *hv;
+    size_t hlen;
 
     if (h1_check_request(h, &why) != 0) {
         admin_respond(ac, 400, "text/plain", "bad request\n", 12);
@@ -156,7 +210,11 @@ static void admin_route(struct admin_conn *ac)
     } else if (h1_span_eq(t, "/metrics")) {
         admin_render(ac, metrics_render, "text/plain; version=0.0.4");
     } else if (h1_span_eq(t, "/stats")) {
-        admin_render(ac, metrics_render_json, "application/json");
+        hv = query_param(h->target, "history", &hlen);
+        if (hv != NULL && !(hlen == 1 && hv[0] == '0') && ac->a->hist != NULL)
+            admin_stats_history(ac, h->target);
+        else
+            admin_render(ac, metrics_render_json, "application/json");
     } else {
         admin_respond(ac, 404, "text/plain", "not found\n", 10);
     }
@@ -251,6 +309,9 @@ struct admin *admin_start(uv_loop_t *loop, const struct cfg_addr *addr,
         return NULL;
     }
     log_info("admin listening on %s", addr->text);
+    a->hist = history_new(shards, n_shards);
+    if (a->hist == NULL || history_start(a->hist, loop) < 0)
+        log_warn("admin: no stats history (out of memory)");
     return a;
 }
 
@@ -271,6 +332,8 @@ void admin_stop(struct admin *a)
     if (a == NULL || a->stopping)
         return;
     a->stopping = true;
+    history_free(a->hist);
+    a->hist = NULL;
     while (a->conns != NULL)
         admin_conn_close(a->conns);
     uv_close((uv_handle_t *)&a->tcp, on_listener_closed);

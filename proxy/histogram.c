@@ -65,6 +65,19 @@ void histogram_merge(struct histogram *dst, const struct histogram *src)
     dst->sum += __atomic_load_n(&src->sum, __ATOMIC_RELAXED);
 }
 
+static uint64_t sub_sat(uint64_t a, uint64_t b)
+{
+    return a > b ? a - b : 0;
+}
+
+void histogram_diff(struct histogram *dst, const struct histogram *now,
+                    const struct histogram *before)
+{
+    for (unsigned k = 0; k < HIST_BUCKETS; k++)
+        dst->b[k] = sub_sat(__atomic_load_n(&now->b[k], __ATOMIC_RELAXED), before->b[k]);
+    dst->sum = sub_sat(__atomic_load_n(&now->sum, __ATOMIC_RELAXED), before->sum);
+}
+
 uint64_t histogram_count(const struct histogram *h)
 {
     uint64_t n = 0;

@@ -92,6 +92,11 @@ static inline void histogram_record(struct histogram *h, uint64_t us)
 /* Adds src (which may be written concurrently by its owner) into dst. */
 void histogram_merge(struct histogram *dst, const struct histogram *src);
 
+/* dst = now - before, bucket by bucket (and the sum), never below 0: the
+ * observations made between two snapshots of the same growing histogram. */
+void histogram_diff(struct histogram *dst, const struct histogram *now,
+                    const struct histogram *before);
+
 uint64_t histogram_count(const struct histogram *h);
 
 /* Bucket k covers [*lo, *hi) µs; the overflow bucket has hi = UINT64_MAX. */

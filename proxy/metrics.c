@@ -167,6 +167,19 @@ out:
     return n_all;
 }
 
+void metrics_each_route(struct metrics *const *shards, size_t n, struct route_stats *scratch,
+                        metrics_route_fn *fn, void *arg)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (struct route_stats *r = first_route(shards[i]); r != NULL; r = r->next) {
+            if (route_seen(shards, i, r))
+                continue;
+            route_sum(shards, n, r, scratch);
+            fn(scratch, arg);
+        }
+    }
+}
+
 static void free_summed(struct route_stats **all, size_t n_all)
 {
     for (size_t i = 0; i < n_all; i++)
@@ -512,6 +525,16 @@ static void put_ms(FILE *out, uint64_t us)
     fprintf(out, "%llu.%03llu", (unsigned long long)(us / 1000), (unsigned long long)(us % 1000));
 }
 
+void metrics_json_string(FILE *out, const char *s)
+{
+    json_string(out, s);
+}
+
+void metrics_json_ms(FILE *out, uint64_t us)
+{
+    put_ms(out, us);
+}
+
 static void json_listener(FILE *out, const struct listener_stats *sum, bool first)
 {
     fputs(first ? "{\"name\":" : ",{\"name\":", out);
@@ -521,6 +544,13 @@ static void json_listener(FILE *out, const struct listener_stats *sum, bool firs
 
 void metrics_render_json(FILE *out, struct metrics *const *shards, size_t n)
 {
+    putc('{', out);
+    metrics_render_json_members(out, shards, n);
+    fputs("}\n", out);
+}
+
+void metrics_render_json_members(FILE *out, struct metrics *const *shards, size_t n)
+{
     static const struct {
         const char *name;
         unsigned permille;
@@ -528,7 +558,7 @@ void metrics_render_json(FILE *out, struct metrics *const *shards, size_t n)
     struct route_stats **all;
     size_t n_all = collect_routes(shards, n, &all);
 
-    fputs("{\"routes\":[", out);
+    fputs("\"routes\":[", out);
     for (size_t i = 0; i < n_all; i++) {
         const struct route_stats *r = all[i];
         uint64_t requests = 0;
@@ -557,7 +587,7 @@ void metrics_render_json(FILE *out, struct metrics *const *shards, size_t n)
     }
     fputs("],\"listeners\":[", out);
     each_listener(shards, n, json_listener, out);
-    fputs("]}\n", out);
+    putc(']', out);
     free_summed(all, n_all);
 }
 

@@ -244,6 +244,23 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n);
  * requests. The series answered before routing has "" names. */
 void metrics_render_json(FILE *out, struct metrics *const *shards, size_t n);
 
+/* The members of that object without its braces and newline
+ * ("routes":[..],"listeners":[..]), for a caller that adds its own (the
+ * "history" of /stats?history=1, history.h). */
+void metrics_render_json_members(FILE *out, struct metrics *const *shards, size_t n);
+
+/* Calls fn once per distinct series (direction, function, route) with its
+ * counters summed over the shards into *scratch, which fn may read until it
+ * returns. Allocates nothing: the stats history (history.h) samples this
+ * every second. */
+/* s as a JSON string, escaped; us as milliseconds with three decimals. */
+void metrics_json_string(FILE *out, const char *s);
+void metrics_json_ms(FILE *out, uint64_t us);
+
+typedef void metrics_route_fn(const struct route_stats *sum, void *arg);
+void metrics_each_route(struct metrics *const *shards, size_t n, struct route_stats *scratch,
+                        metrics_route_fn *fn, void *arg);
+
 void metrics_release(struct metrics *m);
 
 #endif

@@ -35,7 +35,10 @@ POLICY_SRC := $(sort $(wildcard policy/*.c))
 PROXY_SRC  := $(filter-out proxy/main.c,$(sort $(wildcard proxy/*.c)))
 LLHTTP_OBJ := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 POLICY_OBJ := $(POLICY_SRC:%.c=$(BUILD)/obj/%.o)
-PROXY_OBJ  := $(PROXY_SRC:%.c=$(BUILD)/obj/%.o)
+# Generated sources live under $(BUILD)/gen; being outside proxy/, they are
+# not in PROXY_SRC's wildcard and are added to the object list here.
+GEN_SRC    := $(BUILD)/gen/dashboard_html.c
+PROXY_OBJ  := $(PROXY_SRC:%.c=$(BUILD)/obj/%.o) $(GEN_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -60,6 +63,16 @@ $(BUILD)/obj/policy/%.o: policy/%.c
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -MMD -MP -c $< -o $@
+
+# GET /dashboard's page as a C array (dashboard.h): od and sed, no xxd, no
+# new tool. The trailing 0 makes it a C string too; the length leaves it out.
+$(BUILD)/gen/dashboard_html.c: proxy/dashboard.html
+	@mkdir -p $(dir $@)
+	@{ printf '/* Generated from proxy/dashboard.html by the Makefile: do not edit. */\n'; \
+	   printf '#include "dashboard.h"\nconst char dashboard_html[] = {\n'; \
+	   od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	   printf '0};\nconst size_t dashboard_html_len = sizeof(dashboard_html) - 1;\n'; \
+	 } > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/fnproxy: $(BUILD)/obj/proxy/main.o $(PROXY_OBJ) $(POLICY_OBJ) $(LLHTTP_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@

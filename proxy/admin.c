@@ -2,8 +2,9 @@
  * admin.c - the admin listener: /healthz, /ready, /metrics (Prometheus
  * text) and /stats (JSON with percentiles per route), both summed over the
  * workers' shards at the time of the request; /stats?history=1 adds the
- * last five minutes per second (history.h). The history's 1 s timer
- * runs on this loop from admin_start to admin_stop.
+ * last five minutes per second (history.h), which /dashboard charts
+ * (dashboard.h). The history's 1 s timer runs on this loop from
+ * admin_start to admin_stop.
  *
  * One request per connection, answered and closed: scrapers and probes
  * open a connection per request anyway, and it keeps this server trivially
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dashboard.h"
 #include "history.h"
 #include "http1.h"
 #include "log.h"
@@ -215,6 +217,8 @@ static void admin_route(struct admin_conn *ac)
             admin_stats_history(ac, h->target);
         else
             admin_render(ac, metrics_render_json, "application/json");
+    } else if (h1_span_eq(t, "/dashboard")) {
+        admin_render(ac, dashboard_render, "text/html; charset=utf-8");
     } else {
         admin_respond(ac, 404, "text/plain", "not found\n", 10);
     }

@@ -1,7 +1,7 @@
 /*
  * admin.h - the admin endpoint: a small plain-HTTP server on the main
  * thread's loop, away from the workers' hot path. GET /healthz, /ready,
- * /metrics, /stats.
+ * /metrics, /stats (?history=1: history.h), /dashboard (dashboard.h).
  */
 #ifndef FNPROXY_ADMIN_H
 #define FNPROXY_ADMIN_H

@@ -1,5 +1,6 @@
 /*
- * test_history.c - the per-second stats history (history.h).
+ * test_history.c - the per-second stats history (history.h) and the
+ * dashboard page around it (dashboard.h).
  *
  * Shards are filled by hand as workers would fill them, then sampled with
  * history_sample at chosen moments, so every point is known exactly: the
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dashboard.h"
 #include "history.h"
 #include "metrics.h"
 
@@ -220,6 +222,32 @@ static void test_timer(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* The dashboard: the table in place of the marker, no external URL. */
+static void test_dashboard(void **state)
+{
+    struct route_stats *a = metrics_route(&m0, DIR_INGRESS, "fn<1>", "r");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    (void)state;
+    add(a, 200, 1000, 3);
+    add(a, 503, 1000, 1);
+    f = open_memstream(&text, &len);
+    dashboard_render(f, shards, 2);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(strlen(dashboard_html), dashboard_html_len);
+    assert_null(strstr(text, DASHBOARD_TABLE_MARK));
+    assert_non_null(strstr(dashboard_html, DASHBOARD_TABLE_MARK));
+    assert_non_null(strstr(text, "<tr data-series=\"ingress/fn&lt;1&gt;/r\"><td>ingress</td>"
+                                 "<td>fn&lt;1&gt;</td><td>r</td><td>4</td><td>75.00%</td>"));
+    assert_null(strstr(text, "http://"));
+    assert_null(strstr(text, "https://"));
+    assert_null(strstr(text, "//cdn"));
+    assert_true(len > dashboard_html_len);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +256,7 @@ int main(void)
         cmocka_unit_test_teardown(test_ring_wraps, teardown),
         cmocka_unit_test_teardown(test_render, teardown),
         cmocka_unit_test_teardown(test_timer, teardown),
+        cmocka_unit_test_teardown(test_dashboard, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -241,7 +241,9 @@ void metrics_render(FILE *out, struct metrics *const *shards, size_t n);
  *  "listeners":[{"name":..,"active":N},..]}
  * Percentiles come from fnproxy_request_duration_seconds (histogram.h gives
  * their error bound), in ms with three decimals; 0 for a route without
- * requests. The series answered before routing has "" names. */
+ * requests. The series answered before routing has "" names.
+ * GET /stats?history=1 adds a "history" member after "listeners": per
+ * series, one point per second for five minutes (shape in history.h). */
 void metrics_render_json(FILE *out, struct metrics *const *shards, size_t n);
 
 /* The members of that object without its braces and newline

@@ -293,6 +293,7 @@ static int fwd_write_head(struct exch *x, bool port_given)
         .host = host,
         .egress = true,
         .target = origin,
+        .keep_tracestate = x->trace.kept,
     };
     x->req_head_len = (uint32_t)h1_write_request_head(x->req_head, x->req_head_cap, h, &f);
     if (x->req_head_len == 0) {
@@ -388,6 +389,11 @@ void fwd_begin(struct exch *x)
     }
     if (h1_span_is(h->method, "connect"))
         x->flags |= X_F_TUNNEL | X_F_CLOSE; /* what follows the head is not HTTP */
+    /* A function's call carries its trace on (it propagated the traceparent
+     * it received) or starts one. A tunnel is opaque: nothing can be
+     * injected, so a new trace would tie the log line to nothing; it logs
+     * the trace of the CONNECT's own traceparent, or none. */
+    exch_take_trace(x, !(x->flags & X_F_TUNNEL));
 
     if (fwd_authority(x, &auth, &auth_len) < 0)
         return;

@@ -383,17 +383,17 @@ void fwd_begin(struct exch *x)
     eg = x->fn->egress;
     err = h1_check_proxy_request(h, &why);
     exch_make_request_id(x);
+    /* A function's call carries its trace on (it propagated the traceparent
+     * it received) or starts one. A tunnel is opaque: nothing can be
+     * injected, so a new trace would tie the log line to nothing; it logs
+     * the trace of the CONNECT's own traceparent, or none. */
+    exch_take_trace(x, !h1_span_is(h->method, "connect"));
     if (err != 0) {
         exch_reply(x, err, err == 417 ? "expectation_failed" : "bad_request", why);
         return;
     }
     if (h1_span_is(h->method, "connect"))
         x->flags |= X_F_TUNNEL | X_F_CLOSE; /* what follows the head is not HTTP */
-    /* A function's call carries its trace on (it propagated the traceparent
-     * it received) or starts one. A tunnel is opaque: nothing can be
-     * injected, so a new trace would tie the log line to nothing; it logs
-     * the trace of the CONNECT's own traceparent, or none. */
-    exch_take_trace(x, !(x->flags & X_F_TUNNEL));
 
     if (fwd_authority(x, &auth, &auth_len) < 0)
         return;

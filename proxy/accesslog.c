@@ -336,6 +336,8 @@ size_t accesslog_format(struct accesslog_buf *b, char *out, const struct accessl
     p += 4;
     p = PUT_LIT(p, "Z\",\"request_id\":\"");
     p = put_cstr(p, e->request_id, ACCESSLOG_ID_MAX);
+    p = PUT_LIT(p, "\",\"trace_id\":\"");
+    p = put_cstr(p, e->trace_id, ACCESSLOG_TRACE_ID_MAX);
     p = PUT_LIT(p, "\",\"client\":\"");
     p = put_cstr(p, e->client, ACCESSLOG_NAME_MAX);
     p = PUT_LIT(p, "\",\"listener\":\"");

@@ -1,7 +1,8 @@
 /*
  * accesslog.h - JSON access log: one object per line, one line per request.
  *
- *   {"ts":"2024-05-01T12:34:56.789Z","request_id":"...","client":"10.0.0.7",
+ *   {"ts":"2024-05-01T12:34:56.789Z","request_id":"...",
+ *    "trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","client":"10.0.0.7",
  *    "listener":"public","method":"GET","path":"/resize","status":200,
  *    "function":"thumbnail","route":"resize","upstream":"127.0.0.1:9001",
  *    "bytes_in":412,"bytes_out":5120,"duration_ms":1.234,"upstream_ms":0.981}
@@ -45,15 +46,20 @@
 #define ACCESSLOG_BUF_SIZE (64 * 1024) /* per worker */
 #define ACCESSLOG_PATH_MAX 2048        /* path bytes logged; the rest is cut */
 #define ACCESSLOG_METHOD_MAX 32
-#define ACCESSLOG_ID_MAX 128   /* request_id */
-#define ACCESSLOG_NAME_MAX 128 /* client, listener, function, route, upstream (twice), verdict */
-#define ACCESSLOG_HOST_MAX 253 /* egress host */
+#define ACCESSLOG_ID_MAX 128      /* request_id */
+#define ACCESSLOG_TRACE_ID_MAX 32 /* trace_id: hex, but bounded as any string */
+#define ACCESSLOG_NAME_MAX 128    /* client, listener, function, route, upstream (twice), verdict */
+#define ACCESSLOG_HOST_MAX 253    /* egress host */
 /* The longest line an entry can make: every byte escaped as \u00XX (6 bytes),
  * the numbers at 20 digits, the keys and punctuation. */
 #define ACCESSLOG_ENTRY_MAX                                                                        \
-    (6 * (ACCESSLOG_PATH_MAX + ACCESSLOG_METHOD_MAX + ACCESSLOG_ID_MAX + 7 * ACCESSLOG_NAME_MAX +  \
-          ACCESSLOG_HOST_MAX) +                                                                    \
-     768)
+    (6 * (ACCESSLOG_PATH_MAX + ACCESSLOG_METHOD_MAX + ACCESSLOG_ID_MAX + ACCESSLOG_TRACE_ID_MAX +  \
+          7 * ACCESSLOG_NAME_MAX + ACCESSLOG_HOST_MAX) +                                           \
+     ACCESSLOG_FIXED_MAX)
+/* Keys, punctuation and numbers of the longest (egress) line: 434 bytes
+ * today; test_worst_case_line (test_accesslog.c) checks a line of every
+ * field at its maximum against both bounds. */
+#define ACCESSLOG_FIXED_MAX 768
 
 struct accesslog;
 
@@ -63,6 +69,7 @@ struct accesslog_entry {
     uint64_t ts_ms;         /* wall clock, ms since the epoch, when the request head was
                                parsed; 0 = now (see accesslog_now_ms) */
     const char *request_id; /* x-request-id, kept or generated */
+    const char *trace_id;   /* W3C trace id, 32 hex digits, or "" (trace.h) */
     const char *client;     /* client IP address */
     const char *listener;   /* listener name */
     const char *method;     /* as received */

@@ -282,6 +282,7 @@ static void exch_count(struct exch *x)
     accesslog_record(&w->alog, &(struct accesslog_entry){
                                    .ts_ms = x->ts_ms,
                                    .request_id = x->request_id,
+                                   .trace_id = x->trace.trace_id,
                                    .client = x->cl->ip,
                                    .listener = lc != NULL ? lc->name : "",
                                    .method = method.p,
@@ -643,6 +644,26 @@ void exch_make_request_id(struct exch *x)
     *o = '\0';
 }
 
+static uint64_t exch_rand(void *w)
+{
+    return worker_rand(w);
+}
+
+void exch_take_trace(struct exch *x, bool start)
+{
+    struct h1_head *h = &x->req.head;
+
+    if (h->traceparent >= 0) {
+        struct h1_span v = h->hdr[h->traceparent].value;
+        if (trace_parse(&x->trace, v.p, v.len))
+            return;
+    }
+    /* Absent, several, or invalid: never forwarded (h1_write_request_head
+     * drops every traceparent received) and replaced by a new trace. */
+    if (start)
+        trace_start(&x->trace, 0, exch_rand, x->cl->w);
+}
+
 void exch_refuse_head(struct exch *x, int status, const char *code, const char *why)
 {
     x->ws = x->cl->w->cur;
@@ -887,7 +908,8 @@ void exch_begin(struct exch *x)
         return;
     }
     status = h1_check_request(h, &why);
-    exch_make_request_id(x); /* the check found the client's x-request-id */
+    exch_make_request_id(x);  /* the check found the client's x-request-id */
+    exch_take_trace(x, true); /* ... and its traceparent */
     if (status != 0) {
         exch_reply(x, status, status == 417 ? "expectation_failed" : "bad_request", why);
         return;
@@ -942,6 +964,7 @@ void exch_begin(struct exch *x)
          * may not: name the address the client reached. */
         .host = lc->listen.text,
         .client_id = cl->id,
+        .keep_tracestate = x->trace.kept,
     };
     x->req_head_len = (uint32_t)h1_write_request_head(x->req_head, x->req_head_cap, h, &f);
     if (x->req_head_len == 0) {
@@ -1106,8 +1129,7 @@ static bool exch_hold_again(struct exch *x)
     if (x->flags & X_F_EGRESS)
         return false;
     sa = exch_admission(x);
-    if (sa->eps == NULL ||
-        metrics_now_us() - x->t0 >= x->fn->admission.queue_timeout_ms * 1000)
+    if (sa->eps == NULL || metrics_now_us() - x->t0 >= x->fn->admission.queue_timeout_ms * 1000)
         return false;
     for (size_t e = 0; e < x->fn->n_endpoints; e++)
         if (__atomic_load_n(&sa->eps[e]->ready, __ATOMIC_ACQUIRE))
@@ -1394,18 +1416,28 @@ void exch_client_eof(struct exch *x)
         fwd_tunnel_client_eof(x);
 }
 
-/* The head of this attempt: to a function, it ends with the time left
- * (x-fnproxy-timeout-ms, DESIGN.md "deadlines that travel"), which each
- * attempt says anew; then whatever of the body a retry replays. */
+/* The head of this attempt: it ends with the lines each attempt says anew,
+ * then whatever of the body a retry replays. The traceparent names a new
+ * span of fnproxy's per attempt (trace.h), the parent of the function's;
+ * to a function, the time left follows (x-fnproxy-timeout-ms, DESIGN.md
+ * "deadlines that travel"). */
 static void exch_head_out(struct exch *x)
 {
+    size_t n = 0;
+
+    if (trace_known(&x->trace))
+        n = trace_write_line(x->tail_hdr, &x->trace, trace_span_id(exch_rand, x->cl->w));
     if (x->deadline != 0 && !(x->flags & X_F_EGRESS)) {
         uint64_t now = worker_now_ms(x->cl->w);
         uint64_t left = x->deadline > now ? x->deadline - now : 1;
-        int n = snprintf(x->tmo_hdr, sizeof(x->tmo_hdr), "x-fnproxy-timeout-ms: %llu\r\n\r\n",
-                         (unsigned long long)left);
+        n += (size_t)snprintf(x->tail_hdr + n, sizeof(x->tail_hdr) - n,
+                              "x-fnproxy-timeout-ms: %llu\r\n", (unsigned long long)left);
+    }
+    if (n > 0) {
+        memcpy(x->tail_hdr + n, "\r\n", 2);
+        n += 2;
         h1_out_raw(&x->req_out, x->req_head, x->req_head_len - 2); /* without its blank line */
-        h1_out_raw(&x->req_out, x->tmo_hdr, (size_t)n);
+        h1_out_raw(&x->req_out, x->tail_hdr, n);
     } else {
         h1_out_raw(&x->req_out, x->req_head, x->req_head_len);
     }

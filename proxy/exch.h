@@ -59,6 +59,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "resolve.h"
+#include "trace.h"
 #include "worker.h"
 
 enum exch_phase {
@@ -282,6 +283,7 @@ struct exch {
     struct exch *q_next, *q_prev; /* the worker's queued exchanges */
     uint64_t t_queued;            /* it started waiting, metrics_now_us() */
     uint64_t queue_us;            /* how long it waited */
+    struct trace_ctx trace;       /* W3C trace context: kept, started or none (trace.h) */
     /* Large members last: exch_new clears everything before them. */
     struct h1_parser req;
     struct h1_parser resp;
@@ -292,7 +294,9 @@ struct exch {
     struct resolve_req rq;         /* ... its name being resolved */
     struct resolve_addrs dial;     /* ... the addresses that passed, tried in order */
     struct egress_decision policy; /* ... stage 1 of the decision (egress.h) */
-    char tmo_hdr[48]; /* "x-fnproxy-timeout-ms: N\r\n\r\n": the head's end, per attempt */
+    /* The head's end, written anew per attempt: "traceparent: ...\r\n",
+     * "x-fnproxy-timeout-ms: N\r\n", then the blank line. */
+    char tail_hdr[TRACE_LINE_LEN + 48];
 };
 
 /* A new exchange for a request whose head is about to arrive (phase HEAD);

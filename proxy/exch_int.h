@@ -12,6 +12,10 @@ const struct cfg_listener *exch_listener(const struct exch *x);
 /* x->request_id: the client's x-request-id (found by the head's check), or a new one. */
 void exch_make_request_id(struct exch *x);
 
+/* x->trace: the client's traceparent when it is valid (the head's check
+ * found it), else a new trace when start is set, else none. */
+void exch_take_trace(struct exch *x, bool start);
+
 /* The routed request's deadlines and retry policy (rp NULL: no retries);
  * after x->stats is set. */
 void exch_set_policy(struct exch *x, const struct cfg_timeouts *tmo, const struct retry_policy *rp,

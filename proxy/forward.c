@@ -293,6 +293,7 @@ static int fwd_write_head(struct exch *x, bool port_given)
         .host = host,
         .egress = true,
         .target = origin,
+        .keep_tracestate = x->trace.kept,
     };
     x->req_head_len = (uint32_t)h1_write_request_head(x->req_head, x->req_head_cap, h, &f);
     if (x->req_head_len == 0) {
@@ -382,6 +383,11 @@ void fwd_begin(struct exch *x)
     eg = x->fn->egress;
     err = h1_check_proxy_request(h, &why);
     exch_make_request_id(x);
+    /* A function's call carries its trace on (it propagated the traceparent
+     * it received) or starts one. A tunnel is opaque: nothing can be
+     * injected, so a new trace would tie the log line to nothing; it logs
+     * the trace of the CONNECT's own traceparent, or none. */
+    exch_take_trace(x, !h1_span_is(h->method, "connect"));
     if (err != 0) {
         exch_reply(x, err, err == 417 ? "expectation_failed" : "bad_request", why);
         return;

@@ -194,6 +194,7 @@ void h1_parser_next(struct h1_parser *p)
     memset(h, 0, offsetof(struct h1_head, hdr));
     h->host = -1;
     h->request_id = -1;
+    h->traceparent = -1;
     p->error = NULL;
     p->error_status = 400;
     p->body_bytes = 0;
@@ -357,6 +358,11 @@ static const char *check_headers(struct h1_head *h, bool request)
             if (h1_span_is(hd->name, "connection") && !collect_conn_tokens(h, hd->value))
                 return "too many names in connection";
             break;
+        case 11:
+            /* Several are no valid trace context (checking twice keeps -2). */
+            if (request && h1_span_is(hd->name, "traceparent"))
+                h->traceparent = h->traceparent == -1 || h->traceparent == (int)i ? (int)i : -2;
+            break;
         case 12:
             if (h1_span_is(hd->name, "x-request-id"))
                 h->request_id = (int)i;
@@ -476,6 +482,11 @@ static bool is_dropped(const struct h1_head *h, struct h1_span name, bool reques
         if (h1_span_is(n, "connection") || h1_span_is(n, "keep-alive"))
             return true;
         break;
+    case 11:
+        /* fnproxy writes its own, per attempt (exch_head_out). */
+        if (request && h1_span_is(n, "traceparent"))
+            return true;
+        break;
     case 12:
         if (h1_span_is(n, "x-request-id"))
             return true;
@@ -586,10 +597,13 @@ static bool egress_kept(struct h1_span n)
     return h1_span_is(n, "x-forwarded-for") || h1_span_is(n, "x-forwarded-proto");
 }
 
-static void sb_forwarded_headers(struct sbuf *b, const struct h1_head *h, bool egress)
+static void sb_forwarded_headers(struct sbuf *b, const struct h1_head *h, bool egress,
+                                 bool drop_tracestate)
 {
     for (unsigned i = 0; i < h->n_hdr; i++) {
         const struct h1_header *hd = &h->hdr[i];
+        if (drop_tracestate && h1_span_is(hd->name, "tracestate"))
+            continue;
         if (egress ? h1_span_is(hd->name, "host") ||
                          (is_dropped(h, hd->name, true) && !egress_kept(hd->name))
                    : is_dropped(h, hd->name, h->target.p != NULL))
@@ -611,7 +625,7 @@ size_t h1_write_request_head(char *buf, size_t cap, const struct h1_head *h,
     sb_put(&b, " ", 1);
     sb_span(&b, f->egress ? f->target : h->target);
     sb_str(&b, " HTTP/1.1\r\n");
-    sb_forwarded_headers(&b, h, f->egress);
+    sb_forwarded_headers(&b, h, f->egress, !f->keep_tracestate);
     if ((h->host < 0 || f->egress) && f->host != NULL)
         sb_header(&b, "host", f->host);
     if (f->egress) {
@@ -664,7 +678,7 @@ size_t h1_write_response_head(char *buf, size_t cap, const struct h1_head *h,
     else
         sb_str(&b, h1_reason(h->status));
     sb_put(&b, "\r\n", 2);
-    sb_forwarded_headers(&b, h, false);
+    sb_forwarded_headers(&b, h, false, false);
     if (r->request_id != NULL)
         sb_header(&b, "x-request-id", r->request_id);
     if (r->attempts > 0) {

@@ -45,10 +45,11 @@ struct h1_head {
     struct h1_span reason; /* response */
     int status;            /* response */
     uint8_t major, minor;
-    unsigned flags;                                 /* H1_F_* */
-    uint64_t content_length;                        /* with H1_F_CONTENT_LENGTH */
-    int host;                                       /* index of Host in hdr, or -1 */
-    int request_id;                                 /* index of x-request-id, or -1 */
+    unsigned flags;          /* H1_F_* */
+    uint64_t content_length; /* with H1_F_CONTENT_LENGTH */
+    int host;                /* index of Host in hdr, or -1 */
+    int request_id;          /* index of x-request-id, or -1 */
+    int traceparent;         /* request: index of traceparent, -1, or -2 when there are several */
     struct h1_span conn_tokens[H1_MAX_CONN_TOKENS]; /* Connection: a, b */
     unsigned n_conn_tokens;
     unsigned n_hdr;
@@ -129,6 +130,10 @@ struct h1_forward {
      * function itself); x-request-id still is. */
     bool egress;
     struct h1_span target;
+    /* tracestate passes through only with a valid traceparent (W3C Trace
+     * Context: without one it means nothing). traceparent itself is always
+     * dropped: fnproxy writes its own for each attempt (trace.h). */
+    bool keep_tracestate;
 };
 
 /* Writes the request head forwarded upstream into buf: hop-by-hop headers

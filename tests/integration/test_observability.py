@@ -21,11 +21,13 @@ import time
 from harness import (HOST, Client, Fnproxy, Proc, build_request, case, check, check_eq, fail,
                      free_port, metric_value, request, wait_for, wait_until)
 
-FIELDS = ("ts", "request_id", "client", "listener", "method", "path", "status", "function",
-          "route", "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "attempts",
-          "queue_ms", "direction")
-STR_FIELDS = ("ts", "request_id", "client", "listener", "method", "path", "function", "route",
-              "upstream", "direction")
+FIELDS = ("ts", "request_id", "trace_id", "client", "listener", "method", "path", "status",
+          "function", "route", "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms",
+          "attempts", "queue_ms", "direction")
+STR_FIELDS = ("ts", "request_id", "trace_id", "client", "listener", "method", "path", "function",
+              "route", "upstream", "direction")
+# A W3C trace id, or "" for a head refused before it could be read.
+TRACE_ID_RE = re.compile(r"^([0-9a-f]{32})?$")
 TS_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z$")
 LOG_WAIT = 3.0  # lines are flushed every 100 ms; this is generous, also under ASan
 
@@ -189,6 +191,8 @@ def parse_line(raw):
         check(type(e[k]) in (int, float) and e[k] >= 0, "%s is not a duration: %r" % (k, e[k]))
     check(e["upstream_ms"] <= e["duration_ms"],
           "upstream_ms %r > duration_ms %r" % (e["upstream_ms"], e["duration_ms"]))
+    check(TRACE_ID_RE.match(e["trace_id"]) and e["trace_id"] != "0" * 32,
+          "trace_id %r is not 32 lower-case hex digits (or empty)" % e["trace_id"])
     m = TS_RE.match(e["ts"])
     check(m is not None, "ts %r is not RFC 3339 UTC with milliseconds" % e["ts"])
     y, mo, d, hh, mm, ss, ms = (int(g) for g in m.groups())

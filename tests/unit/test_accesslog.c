@@ -29,7 +29,7 @@
 
 /* ---- a strict reader for one log line ---- */
 
-#define JF_MAX 24
+#define JF_MAX 26 /* 22 keys in an egress line, and room to see extras */
 #define JV_MAX (ACCESSLOG_PATH_MAX + 64)
 
 struct jfield {
@@ -191,10 +191,11 @@ static const struct jfield *jget(const struct jline *j, const char *key)
 
 /* Every line has the first N_INGRESS_KEYS; an egress line all of them. */
 static const char *const keys[] = {
-    "ts",       "request_id", "client",    "listener", "method",    "path",        "status",
-    "function", "route",      "upstream",  "bytes_in", "bytes_out", "duration_ms", "upstream_ms",
-    "attempts", "queue_ms",   "direction", "verdict",  "host",      "port",        "resolved"};
-#define N_INGRESS_KEYS 17
+    "ts",        "request_id",  "trace_id",    "client",   "listener", "method",
+    "path",      "status",      "function",    "route",    "upstream", "bytes_in",
+    "bytes_out", "duration_ms", "upstream_ms", "attempts", "queue_ms", "direction",
+    "verdict",   "host",        "port",        "resolved"};
+#define N_INGRESS_KEYS 18
 
 /* Parses a line and checks it has every key, in order, with the right type. */
 static void check_line(const char *line, size_t len, struct jline *j)
@@ -224,6 +225,7 @@ static struct accesslog_entry typical(void)
     return (struct accesslog_entry){
         .ts_ms = 1714566896789ull,
         .request_id = "4bf92f3577b34da6",
+        .trace_id = "0af7651916cd43dd8448eb211c80319c",
         .client = "10.0.0.7",
         .listener = "public",
         .method = "POST",
@@ -260,6 +262,7 @@ static void test_typical_line(void **state)
     char *line = format(&e, &len);
     static const char want[] =
         "{\"ts\":\"2024-05-01T12:34:56.789Z\",\"request_id\":\"4bf92f3577b34da6\","
+        "\"trace_id\":\"0af7651916cd43dd8448eb211c80319c\","
         "\"client\":\"10.0.0.7\",\"listener\":\"public\",\"method\":\"POST\","
         "\"path\":\"/resize/img.png\",\"status\":200,\"function\":\"thumbnail\","
         "\"route\":\"resize\",\"upstream\":\"127.0.0.1:9001\",\"bytes_in\":412,"
@@ -275,7 +278,8 @@ static void test_typical_line(void **state)
     e = (struct accesslog_entry){.ts_ms = 1000, .status = 404, .duration_us = 7};
     line = format(&e, &len);
     static const char want2[] =
-        "{\"ts\":\"1970-01-01T00:00:01.000Z\",\"request_id\":\"\",\"client\":\"\","
+        "{\"ts\":\"1970-01-01T00:00:01.000Z\",\"request_id\":\"\",\"trace_id\":\"\","
+        "\"client\":\"\","
         "\"listener\":\"\",\"method\":\"\",\"path\":\"\",\"status\":404,\"function\":\"\","
         "\"route\":\"\",\"upstream\":\"\",\"bytes_in\":0,\"bytes_out\":0,"
         "\"duration_ms\":0.007,\"upstream_ms\":0.000,\"attempts\":0,\"queue_ms\":0.000,"
@@ -383,6 +387,53 @@ static void test_nasty_paths(void **state)
             buf[k] = (char)(rand() & 0xff);
         check_path(buf, n);
     }
+}
+
+/* Every field at its cap and escaped, every number at its widest, an
+ * egress line (the longest): within ACCESSLOG_ENTRY_MAX, and the part that
+ * is not request bytes within ACCESSLOG_FIXED_MAX. */
+static void test_worst_case_line(void **state)
+{
+    static char big[ACCESSLOG_PATH_MAX + 64];
+    struct jline j;
+    size_t len;
+
+    memset(big, '\x01', sizeof(big) - 1);
+    struct accesslog_entry e = {
+        .ts_ms = 253402300799999ull,
+        .request_id = big,
+        .trace_id = big,
+        .client = big,
+        .listener = big,
+        .method = big,
+        .method_len = sizeof(big) - 1,
+        .target = big,
+        .target_len = sizeof(big) - 1,
+        .status = 2147483647,
+        .function = big,
+        .route = big,
+        .upstream = big,
+        .bytes_in = UINT64_MAX,
+        .bytes_out = UINT64_MAX,
+        .duration_us = UINT64_MAX,
+        .upstream_us = UINT64_MAX,
+        .attempts = UINT32_MAX,
+        .queue_us = UINT64_MAX,
+        .egress = true,
+        .verdict = big,
+        .host = big,
+        .port = 65535,
+    };
+    char *line = format(&e, &len);
+    size_t escaped = 6 * (ACCESSLOG_PATH_MAX + ACCESSLOG_METHOD_MAX + ACCESSLOG_ID_MAX +
+                          ACCESSLOG_TRACE_ID_MAX + 7 * ACCESSLOG_NAME_MAX + ACCESSLOG_HOST_MAX);
+
+    check_line(line, len, &j);
+    assert_int_equal(jget(&j, "trace_id")->len, ACCESSLOG_TRACE_ID_MAX);
+    assert_true(len > escaped);
+    assert_true(len - escaped <= ACCESSLOG_FIXED_MAX);
+    assert_true(len <= ACCESSLOG_ENTRY_MAX);
+    print_message("worst case: %zu bytes, %zu of them keys and numbers\n", len, len - escaped);
 }
 
 static void test_timestamps(void **state)
@@ -756,7 +807,7 @@ int main(void)
         cmocka_unit_test(test_typical_line),         cmocka_unit_test(test_nasty_paths),
         cmocka_unit_test(test_timestamps),           cmocka_unit_test(test_disabled),
         cmocka_unit_test(test_reopen_after_rename),  cmocka_unit_test(test_flush_order),
-        cmocka_unit_test(test_workers_share_a_pipe),
+        cmocka_unit_test(test_workers_share_a_pipe), cmocka_unit_test(test_worst_case_line),
     };
 
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

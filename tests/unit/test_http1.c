@@ -1666,6 +1666,84 @@ static void test_write_request_head_sample(void **state)
     assert_int_equal(q.head.n_hdr, 7);
 }
 
+/* traceparent is found by the check (several: -2) and never forwarded;
+ * tracestate only with keep_tracestate; both pass in a response. */
+static void test_trace_headers(void **state)
+{
+    struct h1_parser p;
+    struct h1_forward f = {.client_ip = "c", .proto = "http", .request_id = "r"};
+    const char *why = NULL;
+    char buf[1024];
+    size_t n;
+
+    static const char one[] = "GET / HTTP/1.1\r\n"
+                              "host: h\r\n"
+                              "TraceParent:  00-x  \r\n"
+                              "tracestate: a=1\r\n"
+                              "TRACESTATE: b=2\r\n"
+                              "\r\n";
+    parse_head(&p, HTTP_REQUEST, RAW(one));
+    assert_int_equal(p.head.traceparent, 1);
+    assert_true(h1_span_eq(p.head.hdr[1].value, "00-x"));
+    assert_int_equal(h1_check_request(&p.head, &why), 0); /* twice: same answer */
+    assert_int_equal(p.head.traceparent, 1);
+    n = h1_write_request_head(buf, sizeof(buf), &p.head, &f);
+    assert_bytes(buf, n,
+                 "GET / HTTP/1.1\r\n"
+                 "host: h\r\n"
+                 "x-forwarded-for: c\r\n"
+                 "x-forwarded-proto: http\r\n"
+                 "x-request-id: r\r\n"
+                 "\r\n");
+    f.keep_tracestate = true;
+    n = h1_write_request_head(buf, sizeof(buf), &p.head, &f);
+    assert_bytes(buf, n,
+                 "GET / HTTP/1.1\r\n"
+                 "host: h\r\n"
+                 "tracestate: a=1\r\n"
+                 "TRACESTATE: b=2\r\n"
+                 "x-forwarded-for: c\r\n"
+                 "x-forwarded-proto: http\r\n"
+                 "x-request-id: r\r\n"
+                 "\r\n");
+
+    static const char none[] = "GET / HTTP/1.1\r\nhost: h\r\n\r\n";
+    parse_head(&p, HTTP_REQUEST, RAW(none));
+    assert_int_equal(p.head.traceparent, -1);
+
+    static const char two[] = "GET / HTTP/1.1\r\n"
+                              "traceparent: a\r\n"
+                              "host: h\r\n"
+                              "traceparent: b\r\n"
+                              "\r\n";
+    parse_head(&p, HTTP_REQUEST, RAW(two));
+    assert_int_equal(p.head.traceparent, -2);
+    assert_int_equal(h1_check_request(&p.head, &why), 0);
+    assert_int_equal(p.head.traceparent, -2);
+    f.egress = true; /* a forward proxy's request drops it too */
+    f.host = "h";
+    f.target = (struct h1_span){"/", 1};
+    n = h1_write_request_head(buf, sizeof(buf), &p.head, &f);
+    assert_bytes(buf, n, "GET / HTTP/1.1\r\nhost: h\r\nx-request-id: r\r\n\r\n");
+
+    /* A function's response: its headers are its own. */
+    static const char resp[] = "HTTP/1.1 200 OK\r\n"
+                               "traceparent: 00-y\r\n"
+                               "tracestate: c=3\r\n"
+                               "content-length: 0\r\n"
+                               "\r\n";
+    parse_head(&p, HTTP_RESPONSE, RAW(resp));
+    assert_int_equal(p.head.traceparent, -1);
+    struct h1_reply r = {.length = true};
+    n = h1_write_response_head(buf, sizeof(buf), &p.head, &r);
+    assert_bytes(buf, n,
+                 "HTTP/1.1 200 OK\r\n"
+                 "traceparent: 00-y\r\n"
+                 "tracestate: c=3\r\n"
+                 "content-length: 0\r\n"
+                 "\r\n");
+}
+
 static void test_write_request_head_framing(void **state)
 {
     struct h1_parser p;
@@ -2160,6 +2238,7 @@ int main(void)
         cmocka_unit_test(test_response_rejections),
         cmocka_unit_test(test_write_request_head_sample),
         cmocka_unit_test(test_write_request_head_framing),
+        cmocka_unit_test(test_trace_headers),
         cmocka_unit_test(test_write_request_head_forwarding),
         cmocka_unit_test(test_check_request_too_many_connection_names),
         cmocka_unit_test(test_write_response_head_sample),

@@ -1,7 +1,8 @@
 /*
  * admin.c - the admin listener: /healthz, /ready, /metrics (Prometheus
  * text) and /stats (JSON with percentiles per route), both summed over the
- * workers' shards at the time of the request.
+ * workers' shards at the time of the request, and /config (the snapshot in
+ * service, config_json.h).
  *
  * One request per connection, answered and closed: scrapers and probes
  * open a connection per request anyway, and it keeps this server trivially
@@ -14,8 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_json.h"
 #include "http1.h"
 #include "log.h"
+#include "snapshot.h"
 
 #define ADMIN_REQ_MAX 8192
 
@@ -27,6 +30,7 @@ struct admin {
     bool ready;     /* false once draining */
     bool fns_ready; /* every function with readiness has a ready endpoint */
     bool stopping;
+    struct snapshot *snap; /* in service, for /config; a reference held */
     struct admin_conn *conns;
     unsigned n_open; /* listener + connections not yet closed */
 };
@@ -128,6 +132,38 @@ static void admin_render(struct admin_conn *ac, admin_render_fn *render, const c
     free(text);
 }
 
+/* GET /config: the snapshot in service (config_json.h), secrets redacted. */
+static void admin_config(struct admin_conn *ac)
+{
+    const struct snapshot *s = ac->a->snap;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    if (s == NULL) {
+        admin_respond(ac, 503, "text/plain", "no config in service\n", 21);
+        return;
+    }
+    f = open_memstream(&text, &len);
+    if (f == NULL) {
+        admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    struct config_json_meta m = {
+        .generation = s->generation,
+        .loaded_at_ms = s->loaded_at_ms,
+        .workers = (unsigned)ac->a->n_shards,
+    };
+    int rc = config_json_render(f, s->cfg, &m);
+    if (fclose(f) != 0 || rc < 0) {
+        free(text);
+        admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    admin_respond(ac, 200, "application/json", text, len);
+    free(text);
+}
+
 static void admin_route(struct admin_conn *ac)
 {
     struct h1_head *h = &ac->parser.head;
@@ -157,6 +193,8 @@ static void admin_route(struct admin_conn *ac)
         admin_render(ac, metrics_render, "text/plain; version=0.0.4");
     } else if (h1_span_eq(t, "/stats")) {
         admin_render(ac, metrics_render_json, "application/json");
+    } else if (h1_span_eq(t, "/config")) {
+        admin_config(ac);
     } else {
         admin_respond(ac, 404, "text/plain", "not found\n", 10);
     }
@@ -266,11 +304,22 @@ void admin_set_functions_ready(struct admin *a, bool ready)
         a->fns_ready = ready;
 }
 
+void admin_set_snapshot(struct admin *a, struct snapshot *s)
+{
+    if (a == NULL)
+        return;
+    snapshot_ref(s);
+    snapshot_unref(a->snap);
+    a->snap = s;
+}
+
 void admin_stop(struct admin *a)
 {
     if (a == NULL || a->stopping)
         return;
     a->stopping = true;
+    snapshot_unref(a->snap);
+    a->snap = NULL;
     while (a->conns != NULL)
         admin_conn_close(a->conns);
     uv_close((uv_handle_t *)&a->tcp, on_listener_closed);

@@ -3,8 +3,8 @@ promtool linting it.
 
 The case starts prometheus itself on a free loopback port with a scrape
 config for fnproxy's admin port (every second), runs a known load through
-fnproxy (every request /delay/20, so every duration falls in the
-(0.01, 0.025] bucket), waits until Prometheus has scraped the final count,
+fnproxy (every request /delay/20, so durations fall in the (0.01, 0.025]
+bucket on a quiet machine), waits until Prometheus has scraped the final count,
 then asks its HTTP API for the p99 by histogram_quantile() and for the
 counter, and compares them with fnproxy's own /stats and with what was
 sent. prometheus and promtool missing is a failure, not a skip: the test is
@@ -186,8 +186,9 @@ def prometheus_scrapes_quantile_and_count(ctx):
     ctx.note("p99: Prometheus %.4fs, /stats %.4fs" % (prom_p99, stats_p99))
     check_eq(bucket_of(prom_p99), bucket_of(stats_p99),
              "bucket of the p99 (Prometheus %.4fs, /stats %.4fs)" % (prom_p99, stats_p99))
-    # /delay/20 takes 20 ms and a little more: the (0.01, 0.025] bucket.
-    check_eq(bucket_of(stats_p99), (0.01, 0.025), "bucket of /stats p99 %.4fs" % stats_p99)
+    # /delay/20 takes 20 ms and more (a timer may fire a little early; a
+    # busy machine adds, and may push the p99 past the 25 ms edge).
+    check(stats_p99 >= 0.019, "/stats p99 %.4fs for /delay/%d" % (stats_p99, DELAY_MS))
 
     # promtool lints what fnproxy serves: names, HELP and TYPE.
     text = fp.metrics()

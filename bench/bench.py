@@ -21,6 +21,8 @@ Targets:
   haproxy  nbthread 1, http-reuse always      (bench/haproxy.cfg)
   fnproxy-admission  fnproxy.yaml plus admission limits never hit (admission-cost
            only: what admission costs on the hot path, issue 12)
+  fnproxy-quiet  fnproxy.yaml with `metrics: off` and no access log
+           (observability-cost only: what metrics and the log cost, issue 13)
 Egress targets (the egress-* scenarios; started only when one runs):
   direct     the same requests straight to the backend (origin form, no tunnel)
   fnproxy    build/fnproxy, workers: 1, an egress listener   (bench/fnproxy-egress.yaml)
@@ -93,7 +95,12 @@ ADMISSION_YAML = ("      max_concurrency: 100000\n"
                   "      queue: { depth: 1000, timeout: 5s }\n"
                   "      rate_limit: { rps: 1000000, burst: 1000000 }\n")
 ADMISSION_BAR = 0.97  # issue 12: throughput within 3% of fnproxy without admission
-ALL_TARGETS = (TARGETS[:2] + [ADMISSION] + TARGETS[2:]
+# Observability cost (issue 13): fnproxy as in every scenario (metrics on,
+# access log on) against the same config with `metrics: off` and no
+# access_log, under the same load in the same run (quiet_config).
+QUIET = "fnproxy-quiet"
+OBSERVABILITY_BAR = 0.97  # issue 13: throughput within 3% of fnproxy with both off
+ALL_TARGETS = (TARGETS[:2] + [ADMISSION, QUIET] + TARGETS[2:]
                + ["squid", "tinyproxy"])  # the order of the tables
 BULK_SIZE = 16 << 20  # bytes per response in egress-connect-bulk
 TUNNEL_CONNS = 1      # tunnels in egress-connect-bulk ("bulk transfer through one tunnel")
@@ -143,6 +150,19 @@ SCENARIOS = [
      "(the notes check its /metrics). `x fnproxy` is %s / fnproxy, a ratio of the medians over "
      "those runs (issue 12: throughput within 3%%, i.e. >= %.2f); the notes give it run pair "
      "by run pair too." % (ADMISSION, ADMISSION, ADMISSION_BAR)},
+    # Built like admission-cost; here the peer is the quiet one: "x
+    # fnproxy-quiet" is fnproxy (metrics and log on) / fnproxy-quiet.
+    {"key": "observability-cost", "title": "observability cost: keep-alive, max rate, fnproxy "
+     "with metrics and access log on and with both off", "kind": "wrk", "path": "/",
+     "targets": [QUIET, "fnproxy"], "peers": [QUIET], "noplot": True, "split": 4,
+     "about": "What metrics and the access log cost on the hot path: the `keepalive` load "
+     "against two fnproxy processes, one worker each, pinned alike, in short runs taking turns "
+     "as in admission-cost; `fnproxy` is bench/fnproxy.yaml as everywhere (metrics on, the "
+     "JSON access log to a file), `%s` the same with `metrics: off` and no `access_log` "
+     "(its /metrics is checked to have no request series). `x %s` is fnproxy / %s, a ratio "
+     "of the medians over those runs (issue 13: throughput within 3%%, i.e. >= %.2f); the "
+     "notes give it run pair by run pair. With BENCH_ACCESS_LOG=off only metrics differ."
+     % (QUIET, QUIET, QUIET, OBSERVABILITY_BAR)},
     {"key": "newconn", "title": "new connection per request", "kind": "wrk", "path": "/",
      "headers": ["Connection: close"]},
     {"key": "64k", "title": "64 KiB responses, keep-alive", "kind": "wrk", "path": "/bytes/65536"},
@@ -505,6 +525,18 @@ def render(template, out_name, values):
     return path
 
 
+def quiet_config(path):
+    """Turns metrics off in the rendered fnproxy.yaml at path (in place):
+    the observability-cost scenario's quiet config, rendered without an
+    access_log."""
+    with open(path) as f:
+        text = f.read()
+    if re.search(r"^(metrics|access_log):", text, re.M):
+        raise SystemExit("bench: %s: expected no metrics or access_log key" % path)
+    with open(path, "w") as f:
+        f.write("metrics: off\n" + text)
+
+
 def admission_config(path):
     """Adds ADMISSION_YAML under the function's `ingress:` in the rendered
     fnproxy.yaml at path (in place): the admission-cost scenario's second
@@ -647,24 +679,27 @@ class Target(Server):
             self.port = free_port()
             self.tls_ports = {k: free_port() for k in CERTS}
         user, group = user_group()
-        if self.name in ("fnproxy", ADMISSION):
+        if self.name in ("fnproxy", ADMISSION, QUIET):
             if not hasattr(self, "admin_port"):
                 self.admin_port = free_port()
-            self.access_log = os.path.join(LOGS, "%s-access.log" % self.name)
+            logged = ctx.access_log and self.name != QUIET
+            self.access_log = os.path.join(LOGS, "%s-access.log" % self.name) if logged else None
             conf = render("fnproxy.yaml", "%s.yaml" % self.name, {
                 "PORT": self.port, "ADMIN_PORT": self.admin_port, "BACKEND_PORT": b.port,
                 "TLS_PORT": self.tls_ports["ecdsa"], "CERT": ctx.certs["ecdsa"]["cert"],
                 "KEY": ctx.certs["ecdsa"]["key"], "TLS_RSA_PORT": self.tls_ports["rsa"],
                 "RSA_CERT": ctx.certs["rsa"]["cert"], "RSA_KEY": ctx.certs["rsa"]["key"],
-                "ACCESS_LOG_FNPROXY": ("access_log: %s" % self.access_log)
-                if ctx.access_log else ""})
+                "ACCESS_LOG_FNPROXY": ("access_log: %s" % self.access_log) if logged else ""})
+            if self.name == QUIET:
+                quiet_config(conf)
             if self.name == ADMISSION:
                 admission_config(conf)
+            if self.name in (ADMISSION, QUIET):
                 r = subprocess.run([ctx.fnproxy, "--check", "-c", conf], cwd=ROOT,
                                    capture_output=True, text=True, timeout=10)
                 if r.returncode != 0:
-                    raise SystemExit("bench: this fnproxy refuses the admission config %s: %s"
-                                     % (conf, (r.stdout + r.stderr).strip()[:300]))
+                    raise SystemExit("bench: this fnproxy refuses the %s config %s: %s"
+                                     % (self.name, conf, (r.stdout + r.stderr).strip()[:300]))
             self.proc = spawn(self.name, [ctx.fnproxy, "-c", conf], cpu=SERVER_CPU)
         elif self.name == "nginx":
             conf = render("nginx-proxy.conf", "nginx-proxy.conf", {
@@ -1361,6 +1396,16 @@ def target_checks(summary):
     checks.append(("admission: keep-alive p99", "(reported) x fnproxy", fmt(v, "%.3f"), "info"))
     v = get("admission-cost", ADMISSION, "cpu_x_peer")
     checks.append(("admission: CPU per request", "(reported) x fnproxy", fmt(v, "%.3f"), "info"))
+    # Issue 13: what metrics and the access log cost (fnproxy / fnproxy-quiet).
+    v = get("observability-cost", "fnproxy", "rps_x_peer")
+    add("observability: keep-alive throughput", ">= %.2fx %s" % (OBSERVABILITY_BAR, QUIET), v,
+        None if v is None else v >= OBSERVABILITY_BAR, "%.3f")
+    v = get("observability-cost", "fnproxy", "p99_x_peer")
+    checks.append(("observability: keep-alive p99", "(reported) x %s" % QUIET, fmt(v, "%.3f"),
+                   "info"))
+    v = get("observability-cost", "fnproxy", "cpu_x_peer")
+    checks.append(("observability: CPU per request", "(reported) x %s" % QUIET, fmt(v, "%.3f"),
+                   "info"))
     v = get("egress-connect-new", "fnproxy", "rps_x_peer")
     checks.append(("new CONNECT tunnels per second", "(reported) x squid", fmt(v, "%.2f"), "info"))
     v = get("egress-connect-new", "fnproxy", "cpu_x_peer")
@@ -1378,8 +1423,46 @@ def target_checks(summary):
             "CPU per new tunnel and request": "egress-connect-new",
             "admission: keep-alive throughput": "admission-cost",
             "admission: keep-alive p99": "admission-cost",
-            "admission: CPU per request": "admission-cost"}
+            "admission: CPU per request": "admission-cost",
+            "observability: keep-alive throughput": "observability-cost",
+            "observability: keep-alive p99": "observability-cost",
+            "observability: CPU per request": "observability-cost"}
     return [c for c in checks if keys.get(c[0]) in ran]
+
+
+def observability_notes(raw, text, notes):
+    """The observability-cost scenario: appends to notes the per-rep ratios
+    fnproxy / fnproxy-quiet (adjacent runs, as in admission_notes) and
+    checks from fnproxy-quiet's /metrics (text) that metrics were off: no
+    fnproxy_requests_total series. Returns that check row, or None if the
+    scenario did not run."""
+    rows = [r for r in raw if r["scenario"] == "observability-cost" and not r.get("failed")]
+    if not rows:
+        return None
+    pairs = []
+    for rep in sorted({r["rep"] for r in rows}):
+        a = [r for r in rows if r["rep"] == rep and r["target"] == "fnproxy"]
+        b = [r for r in rows if r["rep"] == rep and r["target"] == QUIET]
+        if a and b:
+            pairs.append((a[0], b[0]))
+    per = []
+    for key, what in (("rps", "throughput"), ("p99_ms", "p99"),
+                      ("proxy_cpu_us", "CPU per request")):
+        v = [x for x in (ratio(a[key], b[key]) for a, b in pairs) if x is not None]
+        if v:
+            per.append("%s %s (median %.3f)" % (what, ", ".join("%.3f" % x for x in v),
+                                                 statistics.median(v)))
+    if per:
+        notes.append("observability-cost: fnproxy / %s rep by rep (each rep's two runs back to "
+                     "back, the order alternating): %s" % (QUIET, "; ".join(per)))
+    if text is None:
+        notes.append("observability-cost: %s's /metrics could not be read" % QUIET)
+        return ("%s counts nothing" % QUIET, "no request series", "?", "NOT met")
+    series = len(re.findall(r"^fnproxy_requests_total\{", text, re.M))
+    notes.append("observability-cost: %s's /metrics at the end: %d fnproxy_requests_total "
+                 "series (metrics: off counts no request)" % (QUIET, series))
+    return ("%s counts nothing" % QUIET, "no request series", "%d series" % series,
+            "met" if series == 0 else "NOT met")
 
 
 def admission_notes(raw, text, notes):
@@ -1728,8 +1811,8 @@ def main():
 
     targets = {}
     if ctx.ingress:
-        # fnproxy-admission only for the scenario that uses it.
-        for name in TARGETS + [n for n in [ADMISSION]
+        # fnproxy-admission and fnproxy-quiet only for the scenario that uses it.
+        for name in TARGETS + [n for n in [ADMISSION, QUIET]
                                if any(n in sc.get("targets", ()) for sc in scenarios)]:
             t = Target(name, name)
             t.start(ctx)
@@ -1864,10 +1947,11 @@ def main():
     # fnproxy's own view: its metrics and log (the ingress process and the
     # egress one, each if it ran).
     fn_metrics = {}  # who -> the text of its /metrics at the end
-    for fn in (targets.get("fnproxy"), targets.get(ADMISSION), etargets.get("fnproxy")):
+    for fn in (targets.get("fnproxy"), targets.get(ADMISSION), targets.get(QUIET),
+               etargets.get("fnproxy")):
         if fn is None:
             continue
-        who = fn.log_name  # fnproxy, fnproxy-admission, fnproxy-egress
+        who = fn.log_name  # fnproxy, fnproxy-admission, fnproxy-quiet, fnproxy-egress
         try:
             st, body = http_get(fn.admin_port, "/metrics", timeout=5)
             with open(os.path.join(OUT, "%s-metrics.txt" % who), "wb") as f:
@@ -2001,6 +2085,7 @@ def main():
         if per:
             notes.append("egress access log bytes per egress-http request: " + ", ".join(per))
     admission_check = admission_notes(raw, fn_metrics.get(ADMISSION), notes)
+    quiet_check = observability_notes(raw, fn_metrics.get(QUIET), notes)
     notes.append("backend: " + chosen + " (" + pick_note + ")")
 
     summary = summarize(raw, ran)
@@ -2055,6 +2140,8 @@ def main():
     checks = target_checks(summary)
     if admission_check:
         checks.append(admission_check)
+    if quiet_check:
+        checks.append(quiet_check)
 
     lines = table_lines(summary, titles)
     note("\n" + "\n".join(lines))

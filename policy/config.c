@@ -1411,6 +1411,19 @@ out_bad:
     return fail(x, v, "expected stdout, off or a file path");
 }
 
+/* metrics: on (the default) or off. Off, workers count nothing per
+ * request: /metrics still answers, with no request series. */
+static int get_metrics(struct pctx *x, const struct ynode *v, bool *off)
+{
+    if (node_is_value(v) && node_eq(v, "on"))
+        *off = false;
+    else if (node_is_value(v) && node_eq(v, "off"))
+        *off = true;
+    else
+        return fail(x, v, "expected on or off");
+    return 0;
+}
+
 static int get_workers(struct pctx *x, const struct ynode *v, unsigned *out)
 {
     uint64_t n;
@@ -3156,6 +3169,7 @@ enum {
     ROOT_K_FUNCTIONS,
     ROOT_K_ACCESS_LOG,
     ROOT_K_DNS,
+    ROOT_K_METRICS,
     ROOT_K_N
 };
 
@@ -3175,6 +3189,8 @@ static int root_value(struct pctx *x, int key, const struct ynode *v, void *obj)
         return 0; /* read last: routes refer to listeners, which may come later */
     case ROOT_K_ACCESS_LOG:
         return get_access_log(x, v, &x->c->access_log);
+    case ROOT_K_METRICS:
+        return get_metrics(x, v, &x->c->metrics_off);
     default:
         return parse_dns(x, v);
     }
@@ -3182,8 +3198,9 @@ static int root_value(struct pctx *x, int key, const struct ynode *v, void *obj)
 
 static int parse_root(struct pctx *x, const struct ynode *root)
 {
-    static const char *const known[] = {"workers",   "admin",      "drain_timeout", "listeners",
-                                        "functions", "access_log", "dns",           NULL};
+    static const char *const known[] = {"workers",   "admin",     "drain_timeout",
+                                        "listeners", "functions", "access_log",
+                                        "dns",       "metrics",   NULL};
     const struct ynode *seen[ROOT_K_N] = {0};
     size_t mark;
     int rc;

@@ -235,6 +235,7 @@ struct config {
     struct cfg_addr admin_listen; /* admin.listen, inet only */
     uint64_t drain_timeout_ms;    /* on SIGTERM; default 10s */
     char *access_log;             /* "stdout" or a file path; NULL = off (the default) */
+    bool metrics_off;             /* metrics: off: no per-request counting (default on) */
     struct cfg_dns dns;
     struct cfg_listener *listeners;
     size_t n_listeners;

@@ -4,7 +4,8 @@
  * workers' shards at the time of the request; /stats?history=1 adds the
  * last five minutes per second (history.h), which /dashboard charts
  * (dashboard.h). The history's 1 s timer runs on this loop from
- * admin_start to admin_stop.
+ * admin_start to admin_stop. /config: the snapshot in service
+ * (config_json.h).
  *
  * One request per connection, answered and closed: scrapers and probes
  * open a connection per request anyway, and it keeps this server trivially
@@ -17,10 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_json.h"
 #include "dashboard.h"
 #include "history.h"
 #include "http1.h"
 #include "log.h"
+#include "snapshot.h"
 
 #define ADMIN_REQ_MAX 8192
 
@@ -32,6 +35,7 @@ struct admin {
     bool ready;     /* false once draining */
     bool fns_ready; /* every function with readiness has a ready endpoint */
     bool stopping;
+    struct snapshot *snap; /* in service, for /config; a reference held */
     struct admin_conn *conns;
     unsigned n_open;      /* listener + connections not yet closed */
     struct history *hist; /* NULL: out of memory, /stats?history=1 has no "history" */
@@ -111,29 +115,6 @@ static void admin_respond(struct admin_conn *ac, int status, const char *type, c
         admin_conn_close(ac);
 }
 
-typedef void admin_render_fn(FILE *out, struct metrics *const *shards, size_t n);
-
-/* Answers with what render writes: /metrics and /stats. */
-static void admin_render(struct admin_conn *ac, admin_render_fn *render, const char *type)
-{
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-
-    if (f == NULL) {
-        admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
-        return;
-    }
-    render(f, ac->a->shards, ac->a->n_shards);
-    if (fclose(f) != 0) {
-        free(text);
-        admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
-        return;
-    }
-    admin_respond(ac, 200, type, text, len);
-    free(text);
-}
-
 /* The value of the query parameter name in target, or NULL; *len its length. */
 static const char *query_param(struct h1_span target, const char *name, size_t *len)
 {
@@ -155,32 +136,73 @@ static const char *query_param(struct h1_span target, const char *name, size_t *
     return NULL;
 }
 
-/* GET /stats?history=1[&last=N]: /stats plus the history (history.h). */
-static void admin_stats_history(struct admin_conn *ac, struct h1_span target)
+/* Answers 200 with what render writes (500 when it fails). */
+static void admin_answer(struct admin_conn *ac, const char *type,
+                         int (*render)(FILE *f, struct admin_conn *ac))
 {
-    unsigned last = 0;
-    size_t vlen;
-    const char *v = query_param(target, "last", &vlen);
     char *text = NULL;
     size_t len = 0;
-    FILE *f;
+    FILE *f = open_memstream(&text, &len);
+    int rc;
 
-    for (size_t i = 0;
-         v != NULL && i < vlen && v[i] >= '0' && v[i] <= '9' && last <= HISTORY_POINTS; i++)
-        last = last * 10 + (unsigned)(v[i] - '0');
-    f = open_memstream(&text, &len);
     if (f == NULL) {
         admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
         return;
     }
-    history_render_stats(f, ac->a->hist, last);
-    if (fclose(f) != 0) {
+    rc = render(f, ac);
+    if (fclose(f) != 0 || rc < 0) {
         free(text);
         admin_respond(ac, 500, "text/plain", "out of memory\n", 14);
         return;
     }
-    admin_respond(ac, 200, "application/json", text, len);
+    admin_respond(ac, 200, type, text, len);
     free(text);
+}
+
+/* The workers' shards summed, as each page shows them. */
+static int render_metrics(FILE *f, struct admin_conn *ac)
+{
+    metrics_render(f, ac->a->shards, ac->a->n_shards);
+    return 0;
+}
+
+static int render_stats(FILE *f, struct admin_conn *ac)
+{
+    metrics_render_json(f, ac->a->shards, ac->a->n_shards);
+    return 0;
+}
+
+static int render_dashboard(FILE *f, struct admin_conn *ac)
+{
+    dashboard_render(f, ac->a->shards, ac->a->n_shards);
+    return 0;
+}
+
+/* GET /stats?history=1[&last=N]: /stats plus the history (history.h). */
+static int render_stats_history(FILE *f, struct admin_conn *ac)
+{
+    unsigned last = 0;
+    size_t vlen;
+    const char *v = query_param(ac->parser.head.target, "last", &vlen);
+
+    for (size_t i = 0;
+         v != NULL && i < vlen && v[i] >= '0' && v[i] <= '9' && last <= HISTORY_POINTS; i++)
+        last = last * 10 + (unsigned)(v[i] - '0');
+    history_render_stats(f, ac->a->hist, last);
+    return 0;
+}
+
+/* GET /config: the snapshot in service (config_json.h), secrets redacted. */
+static int render_config(FILE *f, struct admin_conn *ac)
+{
+    const struct snapshot *s = ac->a->snap;
+    struct config_json_meta m = {
+        .generation = s->generation,
+        .loaded_at_ms = s->loaded_at_ms,
+        .workers = (unsigned)ac->a->n_shards,
+    };
+
+    return config_json_render(f, s->cfg, &m);
 }
 
 static void admin_route(struct admin_conn *ac)
@@ -210,15 +232,20 @@ static void admin_route(struct admin_conn *ac)
         else
             admin_respond(ac, 200, "text/plain", "ready\n", 6);
     } else if (h1_span_eq(t, "/metrics")) {
-        admin_render(ac, metrics_render, "text/plain; version=0.0.4");
+        admin_answer(ac, "text/plain; version=0.0.4", render_metrics);
     } else if (h1_span_eq(t, "/stats")) {
         hv = query_param(h->target, "history", &hlen);
         if (hv != NULL && !(hlen == 1 && hv[0] == '0') && ac->a->hist != NULL)
-            admin_stats_history(ac, h->target);
+            admin_answer(ac, "application/json", render_stats_history);
         else
-            admin_render(ac, metrics_render_json, "application/json");
+            admin_answer(ac, "application/json", render_stats);
     } else if (h1_span_eq(t, "/dashboard")) {
-        admin_render(ac, dashboard_render, "text/html; charset=utf-8");
+        admin_answer(ac, "text/html; charset=utf-8", render_dashboard);
+    } else if (h1_span_eq(t, "/config")) {
+        if (ac->a->snap == NULL)
+            admin_respond(ac, 503, "text/plain", "no config in service\n", 21);
+        else
+            admin_answer(ac, "application/json", render_config);
     } else {
         admin_respond(ac, 404, "text/plain", "not found\n", 10);
     }
@@ -331,6 +358,15 @@ void admin_set_functions_ready(struct admin *a, bool ready)
         a->fns_ready = ready;
 }
 
+void admin_set_snapshot(struct admin *a, struct snapshot *s)
+{
+    if (a == NULL)
+        return;
+    snapshot_ref(s);
+    snapshot_unref(a->snap);
+    a->snap = s;
+}
+
 void admin_stop(struct admin *a)
 {
     if (a == NULL || a->stopping)
@@ -338,6 +374,8 @@ void admin_stop(struct admin *a)
     a->stopping = true;
     history_free(a->hist);
     a->hist = NULL;
+    snapshot_unref(a->snap);
+    a->snap = NULL;
     while (a->conns != NULL)
         admin_conn_close(a->conns);
     uv_close((uv_handle_t *)&a->tcp, on_listener_closed);

@@ -1,7 +1,7 @@
 /*
  * admin.h - the admin endpoint: a small plain-HTTP server on the main
  * thread's loop, away from the workers' hot path. GET /healthz, /ready,
- * /metrics, /stats (?history=1: history.h), /dashboard (dashboard.h).
+ * /metrics, /stats (?history=1: history.h), /dashboard (dashboard.h), /config.
  */
 #ifndef FNPROXY_ADMIN_H
 #define FNPROXY_ADMIN_H
@@ -25,6 +25,12 @@ void admin_set_ready(struct admin *a, bool ready);
 /* /ready answers 503 while a function with readiness has no ready
  * endpoint (probe.h). */
 void admin_set_functions_ready(struct admin *a, bool ready);
+
+struct snapshot;
+
+/* The config generation in service, for GET /config: a holds a reference
+ * to s (dropping the one it held) until the next call or admin_stop. */
+void admin_set_snapshot(struct admin *a, struct snapshot *s);
 
 /* Closes the listener and any open admin connections; frees a when done. */
 void admin_stop(struct admin *a);

@@ -260,8 +260,9 @@ static void exch_count(struct exch *x)
     uint64_t duration = x->t0 != 0 ? now - x->t0 : 0;
 
     /* A denied egress request counts in fnproxy_policy_denials_total only
-     * (DESIGN.md): a function probing hosts adds no series and no codes. */
-    if (x->verdict != FWD_DENY) {
+     * (DESIGN.md): a function probing hosts adds no series and no codes.
+     * metrics: off counts nothing here (the bench's observability-cost). */
+    if (x->verdict != FWD_DENY && !x->ws->snap->cfg->metrics_off) {
         metrics_count_status(s, x->status);
         metrics_observe_request(s, &(struct metrics_request_time){
                                        .duration_us = duration,

@@ -301,6 +301,7 @@ static void reload(struct server *sv)
     sv->n_lsocks = cfg->n_listeners;
     snapshot_unref(sv->snap);
     sv->snap = s;
+    admin_set_snapshot(sv->admin, s);
     log_info("config generation %u in service", s->generation);
 }
 
@@ -429,6 +430,7 @@ static int run(struct server *sv)
     }
     snapshot_commit(sv->snap);
     prober_set(sv->prober, sv->snap);
+    admin_set_snapshot(sv->admin, sv->snap);
     for (; started < sv->n_workers; started++) {
         worker_fds(sv->lsocks, cfg->n_listeners, started, fds);
         int wrc = worker_start(&sv->workers[started], started, sv->snap, fds, sv->alog);

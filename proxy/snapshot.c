@@ -9,6 +9,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "tls.h"
 
@@ -198,6 +199,9 @@ struct snapshot *snapshot_new(struct config *cfg, unsigned generation, char *err
     s->cfg = cfg;
     s->refs = 1;
     s->generation = generation;
+    struct timespec now;
+    if (clock_gettime(CLOCK_REALTIME, &now) == 0)
+        s->loaded_at_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     s->router = router_new(cfg);
     s->listener_tls = calloc(cfg->n_listeners + 1, sizeof(*s->listener_tls));
     s->upstream_tls = calloc(cfg->n_functions + 1, sizeof(*s->upstream_tls));

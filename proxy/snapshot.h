@@ -33,6 +33,7 @@ struct snapshot {
     struct snap_admit *admit;      /* per function */
     int refs;                      /* atomic: main thread + each worker holding it */
     unsigned generation;           /* 1 for the first config, +1 per reload */
+    int64_t loaded_at_ms;          /* wall clock (Unix ms) when it was built, for GET /config */
 };
 
 /* Takes ownership of cfg and loads what it names (certificates, keys). NULL

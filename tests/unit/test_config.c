@@ -2266,6 +2266,32 @@ static void test_access_log(void **state)
     CHECK_ERRORS(bad);
 }
 
+/* metrics: on (the default) or off; off turns per-request counting off. */
+static void test_metrics_switch(void **state)
+{
+    static const struct err_case bad[] = {
+        {"metrics: no\n", "t.yaml:1:10: metrics: expected on or off"},
+        {"metrics:\n", "t.yaml:1:9: metrics: expected on or off"},
+        {"metrics: [off]\n", "t.yaml:1:10: metrics: expected on or off"},
+        {"metrics: { enabled: false }\n", "t.yaml:1:10: metrics: expected on or off"},
+    };
+    struct config *c;
+
+    c = parse_ok("workers: 1\n");
+    assert_false(c->metrics_off);
+    config_free(c);
+    c = parse_ok("metrics: on\n");
+    assert_false(c->metrics_off);
+    config_free(c);
+    c = parse_ok("metrics: off\n");
+    assert_true(c->metrics_off);
+    config_free(c);
+    c = parse_ok("metrics: \"off\"\n");
+    assert_true(c->metrics_off);
+    config_free(c);
+    CHECK_ERRORS(bad);
+}
+
 static void test_small_configs(void **state)
 {
     struct config *c;
@@ -2525,6 +2551,7 @@ int main(void)
         cmocka_unit_test(test_example_gateway),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_method_bit),
+        cmocka_unit_test(test_metrics_switch),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

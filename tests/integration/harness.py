@@ -14,6 +14,7 @@ the point.
 
 import json
 import os
+import random
 import re
 import select
 import signal
@@ -979,3 +980,35 @@ class Sender(threading.Thread):
             self.error = e
         finally:
             self.sock.close()
+
+
+def spread_requests(port, paths, conns=4):
+    """GETs paths (shuffled) over a few keep-alive connections at once;
+    every answer must be 200."""
+    paths = list(paths)
+    random.Random(7).shuffle(paths)
+    errors = []
+
+    def run(part):
+        try:
+            c = Client(port, timeout=20)
+            try:
+                for p in part:
+                    c.send(build_request("GET", p))
+                    r = c.read_response()
+                    if r.status != 200:
+                        errors.append("%s: status %d" % (p, r.status))
+                        return
+            finally:
+                c.close()
+        except Exception as e:  # reported below, on the case's thread
+            errors.append("%s: %s" % (type(e).__name__, e))
+
+    threads = [threading.Thread(target=run, args=(paths[i::conns],), daemon=True)
+               for i in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(40)
+    check(not any(t.is_alive() for t in threads), "requests still running after 40s")
+    check(not errors, "spread requests: %s" % errors[:3])

@@ -10,16 +10,14 @@ exited: a clean exit flushes every worker's buffer, so the files are final.
 import calendar
 import json
 import os
-import random
 import re
 import signal
 import socket
 import struct
-import threading
 import time
 
-from harness import (HOST, Client, Fnproxy, Proc, build_request, case, check, check_eq, fail,
-                     free_port, metric_value, request, wait_for, wait_until)
+from harness import (HOST, Fnproxy, Proc, case, check, check_eq, fail,
+                     free_port, metric_value, request, spread_requests, wait_for, wait_until)
 
 FIELDS = ("ts", "request_id", "trace_id", "client", "listener", "method", "path", "status",
           "function", "route", "upstream", "bytes_in", "bytes_out", "duration_ms", "upstream_ms",
@@ -563,38 +561,6 @@ def scrape_stats(fp, want):
     last = [None]
     wait_for(ok, 3, 0.05)
     return last[0]
-
-
-def spread_requests(port, paths, conns=4):
-    """GETs paths (shuffled) over a few keep-alive connections at once;
-    every answer must be 200."""
-    paths = list(paths)
-    random.Random(7).shuffle(paths)
-    errors = []
-
-    def run(part):
-        try:
-            c = Client(port, timeout=20)
-            try:
-                for p in part:
-                    c.send(build_request("GET", p))
-                    r = c.read_response()
-                    if r.status != 200:
-                        errors.append("%s: status %d" % (p, r.status))
-                        return
-            finally:
-                c.close()
-        except Exception as e:  # reported below, on the case's thread
-            errors.append("%s: %s" % (type(e).__name__, e))
-
-    threads = [threading.Thread(target=run, args=(paths[i::conns],), daemon=True)
-               for i in range(conns)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(40)
-    check(not any(t.is_alive() for t in threads), "requests still running after 40s")
-    check(not errors, "spread requests: %s" % errors[:3])
 
 
 @case(timeout=90)

@@ -16,13 +16,12 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
 
-from harness import (Client, Proc, build_request, case, check, check_eq, fail, free_port,
-                     metric_value, request, std_config, wait_until)
+from harness import (Proc, case, check, check_eq, fail, free_port,
+                     metric_value, request, spread_requests, std_config, wait_until)
 
 # README "Metrics": the histogram buckets' upper bounds, in seconds.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
@@ -98,35 +97,6 @@ def start_prometheus(ctx, admin_port):
     return p, port
 
 
-def run_load(port, paths, conns=4):
-    """GETs paths over a few keep-alive connections at once; all must be 200."""
-    errors = []
-
-    def run(part):
-        try:
-            c = Client(port, timeout=10)
-            try:
-                for path in part:
-                    c.send(build_request("GET", path))
-                    r = c.read_response()
-                    if r.status != 200:
-                        errors.append("%s: status %d" % (path, r.status))
-                        return
-            finally:
-                c.close()
-        except Exception as e:  # reported on the case's thread
-            errors.append("%s: %s" % (type(e).__name__, e))
-
-    threads = [threading.Thread(target=run, args=(paths[i::conns],), daemon=True)
-               for i in range(conns)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(15)
-    check(not any(t.is_alive() for t in threads), "load did not finish within 15 s")
-    check(not errors, "load: %s" % errors[:3])
-
-
 @case(timeout=30)
 def prometheus_scrapes_quantile_and_count(ctx):
     need("promtool")
@@ -148,7 +118,7 @@ def prometheus_scrapes_quantile_and_count(ctx):
     wait_until(lambda: counter_is(1), 10, "Prometheus's first scrape of fnproxy", interval=0.1)
 
     started = time.monotonic()
-    run_load(fp.port, ["/delay/%d" % DELAY_MS] * N_REQUESTS)
+    spread_requests(fp.port, ["/delay/%d" % DELAY_MS] * N_REQUESTS)
     ctx.note("%d requests of /delay/%d in %.2fs" % (N_REQUESTS, DELAY_MS,
                                                       time.monotonic() - started))
 

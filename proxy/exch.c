@@ -1661,6 +1661,11 @@ again:
         if (ev == H1_EV_DONE && (x->flags & X_F_INTERIM)) {
             x->flags &= ~X_F_INTERIM;
             h1_parser_next(&x->resp);
+            /* Nothing of the next head was fed yet: drop the 1xx one, so
+             * that any number of them never fills the buffer. */
+            memmove(u->buf, u->buf + u->parsed, u->len - u->parsed);
+            u->len -= u->parsed;
+            u->parsed = 0;
             continue;
         }
         break;
@@ -1695,7 +1700,9 @@ again:
         goto again;
     }
     if (!(x->flags & X_F_RESP_PARSED)) {
-        if (u->parsed == u->len)
+        /* A head still being collected is spans into u->buf: the bytes
+         * stay put until it is whole (it must fit, see above). */
+        if (u->parsed == u->len && x->resp.head_done)
             u->parsed = u->len = 0;
         upconn_read(u, true);
         return;

@@ -212,7 +212,8 @@ class Fn:
                     else:
                         s.sendall(step)
                 srv.note(("played", n, path))
-                if path.startswith("/bad/") and ALL[path[5:]][1] == "valid":
+                if path.startswith("/flood/") or (path.startswith("/bad/")
+                                                  and ALL[path[5:]][1] == "valid"):
                     continue
                 self._watch(s, srv, n, buf)
                 return

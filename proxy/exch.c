@@ -1678,8 +1678,10 @@ again:
     if (ev == H1_EV_DONE) {
         x->flags |= X_F_RESP_PARSED;
         exch_admit_done(x); /* the function is done with it: the slot is free */
-        if (u->parsed != u->len)
+        if (u->parsed != u->len && !(x->flags & X_F_UP_BROKEN)) {
             x->flags |= X_F_UP_BROKEN; /* more bytes than the response said */
+            exch_count_uperr(x, UPERR_PROTOCOL);
+        }
     }
     if (ev == H1_EV_MORE && !(x->flags & X_F_RESP_STARTED) && u->len == WORKER_BUF_SIZE) {
         exch_attempt_failed(x, EXCH_FAIL_PROTOCOL, 0, "response head too large");
@@ -1725,7 +1727,9 @@ static void on_up_data(void *owner, ssize_t nread)
 
     if (x->flags & X_F_RESP_PARSED) {
         /* Bytes or a close after a complete response spoil the connection,
-         * not the exchange. */
+         * not the exchange; bytes are the function's protocol error. */
+        if (nread > 0 && !(x->flags & X_F_UP_BROKEN))
+            exch_count_uperr(x, UPERR_PROTOCOL);
         x->flags |= X_F_UP_BROKEN;
         upconn_read(x->u, false);
         return;

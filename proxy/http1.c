@@ -447,6 +447,15 @@ int h1_check_response(struct h1_head *h, const char **why)
         *why = "invalid status code";
         return -1;
     }
+    /* reason-phrase = *( HTAB / SP / VCHAR / obs-text ): llhttp lets any
+     * byte but CR and LF through, and the reason is forwarded as it is. */
+    for (uint32_t i = 0; i < h->reason.len; i++) {
+        unsigned char c = (unsigned char)h->reason.p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            *why = "control character in the reason phrase";
+            return -1;
+        }
+    }
     err = check_headers(h, false);
     if (err != NULL) {
         *why = err;

@@ -695,7 +695,11 @@ size_t h1_write_response_head(char *buf, size_t cap, const struct h1_head *h,
         sb_u64(&b, r->attempts);
         sb_put(&b, "\r\n", 2);
     }
-    if (r->chunked) {
+    if (h->status < 200 || h->status == 204) {
+        /* No framing header at all (RFC 9110 8.6, RFC 9112 6.1: a server
+         * MUST NOT send them): the function's would tell a lenient client
+         * to read a body that is not there. */
+    } else if (r->chunked) {
         sb_str(&b, "transfer-encoding: chunked\r\n");
     } else if (r->length) {
         sb_str(&b, "content-length: ");

@@ -2180,11 +2180,22 @@ static void test_write_head_lengths(void **state)
                  "PUT / HTTP/1.1\r\nx-forwarded-for: c\r\nx-forwarded-proto: http\r\n"
                  "x-request-id: r\r\ncontent-length: 18446744073709551615\r\n\r\n");
 
-    head_init(&h, NULL, NULL, 100, 1);
+    head_init(&h, NULL, NULL, 200, 1);
     h.flags = H1_F_CONTENT_LENGTH;
     h.content_length = 1000000007;
     n = h1_write_response_head(buf, sizeof(buf), &h, &r);
-    assert_bytes(buf, n, "HTTP/1.1 100 Continue\r\ncontent-length: 1000000007\r\n\r\n");
+    assert_bytes(buf, n, "HTTP/1.1 200 OK\r\ncontent-length: 1000000007\r\n\r\n");
+    /* 1xx and 204 never carry a framing header, whatever the function sent. */
+    for (int st = 100; st <= 204; st += 104) {
+        struct h1_reply rc = {.chunked = true};
+        h.status = st;
+        n = h1_write_response_head(buf, sizeof(buf), &h, &r);
+        assert_bytes(buf, n, st == 100 ? "HTTP/1.1 100 Continue\r\n\r\n"
+                                       : "HTTP/1.1 204 No Content\r\n\r\n");
+        n = h1_write_response_head(buf, sizeof(buf), &h, &rc);
+        assert_bytes(buf, n, st == 100 ? "HTTP/1.1 100 Continue\r\n\r\n"
+                                       : "HTTP/1.1 204 No Content\r\n\r\n");
+    }
     h.status = 503;
     h.content_length = 9;
     n = h1_write_response_head(buf, sizeof(buf), &h, &r);

@@ -257,6 +257,11 @@ again:
             u->interim = false;
             h1_parser_next(&u->resp);
             u->msg_start = u->parsed > 0 ? u->origin[u->parsed - 1] + 1 : u->msg_start;
+            /* As exch.c: the 1xx head leaves the buffer at once. */
+            memmove(u->buf, u->buf + u->parsed, u->len - u->parsed);
+            memmove(u->origin, u->origin + u->parsed, (u->len - u->parsed) * sizeof(u->origin[0]));
+            u->len -= u->parsed;
+            u->parsed = 0;
             continue;
         }
         break;
@@ -283,7 +288,8 @@ again:
         }
         goto again;
     }
-    if (u->parsed == u->len)
+    /* As exch.c: a head still being collected is spans into the buffer. */
+    if (u->parsed == u->len && u->resp.head_done)
         u->parsed = u->len = 0;
     return true;
 }

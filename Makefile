@@ -1,8 +1,9 @@
 # fnproxy build. `make` installs missing Debian packages (scripts/deps.sh,
 # a no-op when all are present), then builds build/fnproxy.
 #   make run     demo function + fnproxy in front of it
-#   make test    unit + integration suites, then again under ASan+UBSan, then a
-#                20 s fuzz_tls run
+#   make test    unit + integration suites, then again under ASan+UBSan, then
+#                every fuzz target for FUZZ_TEST_SECONDS (8 s) each
+#   make fuzz    every fuzz target for FUZZ_SECONDS (60 s) each
 #   make bench   throughput against direct, nginx and HAProxy
 # SAN=1 builds the sanitizer variant (into build/san by default).
 
@@ -108,22 +109,33 @@ bench-micro: all
 	@sh bench/micro/build.sh >/dev/null
 	@for b in build/micro/bench_*; do echo "== $$b"; $$b; done
 
-# libFuzzer targets (clang, ASan + UBSan): the HTTP/1.1 glue, the config
-# parser and the TLS 1.3 record layer, FUZZ_SECONDS each (default 60),
-# corpora kept in build/fuzz/ and crash inputs written there. The binaries
-# are file targets so that tests/run.sh builds fuzz_tls with these very
-# flags for the short run in `make test` (and a second run reuses it).
+# libFuzzer targets (clang, ASan + UBSan): the HTTP/1.1 glue (fuzz_http1),
+# the config parser (fuzz_config), the TLS 1.3 record layer (fuzz_tls), the
+# upstream response path as exch.c drives it, i.e. what a malicious function
+# can send (fuzz_upstream), and egress target canonicalisation plus the
+# deny_private decision (fuzz_egress). `make fuzz` runs each for
+# FUZZ_SECONDS (default 60) with its dictionary tests/fuzz/<name>.dict, on a
+# working corpus build/fuzz/corpus-<name> seeded from the committed seeds in
+# tests/fuzz/corpus/<name>/ (tests/ is never written); crash inputs go to
+# build/fuzz/. The binaries are file targets so that tests/run.sh builds
+# them with these very flags for `make test`'s short runs (FUZZ_TEST_SECONDS
+# each, tests/run.sh), and a second run reuses them.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1
-FUZZ_BIN := build/fuzz/fuzz_http1 build/fuzz/fuzz_config build/fuzz/fuzz_tls
-FUZZ_RUN := -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/
+FUZZ_TARGETS := http1 config tls upstream egress
+FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+FUZZ_RUN := -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build/fuzz/
 fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)
-	@mkdir -p build/fuzz/corpus-http1 build/fuzz/corpus-config build/fuzz/corpus-tls
-	cp policy/examples/*.yaml build/fuzz/corpus-config/
-	build/fuzz/fuzz_http1 $(FUZZ_RUN) build/fuzz/corpus-http1
-	build/fuzz/fuzz_config $(FUZZ_RUN) build/fuzz/corpus-config
-	build/fuzz/fuzz_tls $(FUZZ_RUN) build/fuzz/corpus-tls
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus-$$t && cp tests/fuzz/corpus/$$t/* build/fuzz/corpus-$$t/; \
+	    echo "== fuzz_$$t ($(FUZZ_SECONDS)s)"; \
+	    build/fuzz/fuzz_$$t $(FUZZ_RUN) -dict=tests/fuzz/$$t.dict build/fuzz/corpus-$$t \
+	        2>build/fuzz/fuzz_$$t.log; rc=$$?; \
+	    grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' build/fuzz/fuzz_$$t.log; \
+	    if [ $$rc -ne 0 ]; then tail -n 40 build/fuzz/fuzz_$$t.log; failed="$$failed fuzz_$$t"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make fuzz: findings in$$failed (build/fuzz/fuzz_*.log)"; exit 1; fi
 
 build/fuzz/fuzz_http1: tests/fuzz/fuzz_http1.c proxy/http1.c proxy/http1.h
 	@mkdir -p $(dir $@)
@@ -142,6 +154,17 @@ build/fuzz/fuzz_tls: tests/fuzz/fuzz_tls.c proxy/tls.c proxy/tlsrec.c proxy/tls.
 	@mkdir -p $(dir $@)
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_tls.c proxy/tls.c proxy/tlsrec.c \
 	    -lssl -lcrypto -o $@
+
+build/fuzz/fuzz_upstream: tests/fuzz/fuzz_upstream.c proxy/http1.c proxy/http1.h proxy/worker.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_upstream.c proxy/http1.c \
+	    $(LLHTTP_SRC_DIR)/api.c $(LLHTTP_SRC_DIR)/http.c $(LLHTTP_SRC_DIR)/llhttp.c -luv -o $@
+
+FUZZ_EGRESS_SRC := policy/egress.c policy/egress_rules.c policy/egress_addr.c
+build/fuzz/fuzz_egress: tests/fuzz/fuzz_egress.c $(FUZZ_EGRESS_SRC) policy/egress.h \
+                        policy/egress_rules.h policy/egress_addr.h policy/config.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_egress.c $(FUZZ_EGRESS_SRC) -o $@
 
 certs:
 	@sh certs/make-certs.sh certs/out

@@ -14,12 +14,16 @@
 # transfers, larger memory limits) and ASan/UBSan options that report leaks
 # and stop on undefined behaviour.
 #
-# Then, once however many directories were given, a bounded run of the TLS
-# record-layer fuzzer: `make build/fuzz/fuzz_tls` (clang with the flags of
-# `make fuzz`), then FUZZ_TEST_SECONDS (default 20) of fuzzing on the corpus
-# in build/fuzz/corpus-tls. It counts as one test: passed when libFuzzer
-# exits 0; failed, with its report, when it finds anything, when it cannot
-# be built (no clang, no libclang-rt) or when it overruns FUZZ_TEST_TIMEOUT.
+# Then, once however many directories were given, a bounded run of each
+# fuzz target in FUZZ_TARGETS (default: all of `make fuzz`: http1 config tls
+# upstream egress): `make build/fuzz/fuzz_T` (clang with the flags of `make
+# fuzz`), then FUZZ_TEST_SECONDS (default 8; about 40 s of fuzzing in all)
+# on the working corpus build/fuzz/corpus-T, seeded from the committed
+# tests/fuzz/corpus/T/, with tests/fuzz/T.dict. Each target counts as one
+# test: passed when libFuzzer exits 0; failed, with its report and the
+# crash input's path, when it finds anything, when it cannot be built (no
+# clang, no libclang-rt: a failure, never a skip) or when it overruns
+# FUZZ_TEST_TIMEOUT.
 # Only with --only fuzz may BUILD_DIR be left out.
 #
 # Ends with exactly one line "N passed, N failed, N skipped" summing
@@ -33,7 +37,8 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ONLY=""
 UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}
-FUZZ_TEST_SECONDS=${FUZZ_TEST_SECONDS:-20}
+FUZZ_TEST_SECONDS=${FUZZ_TEST_SECONDS:-8}
+FUZZ_TARGETS=${FUZZ_TARGETS:-"http1 config tls upstream egress"}
 FUZZ_TEST_TIMEOUT=${FUZZ_TEST_TIMEOUT:-300}
 
 usage() {
@@ -154,42 +159,52 @@ run_integration() {
     SKIPPED=$((SKIPPED + s))
 }
 
-# The bounded fuzz_tls run: one test. libFuzzer's own output is long and
-# says nothing when all is well, so it is shown only on a failure, from the
-# first line of the report on (or its last lines if there is none).
+# The bounded fuzz runs: one test per target (FUZZ_TARGETS). libFuzzer's own
+# output is long and says nothing when all is well, so it is shown only on a
+# failure, from the first line of the report on (or its last lines if there
+# is none).
 fuzz_fail() {
-    echo "FAIL fuzz_tls: $1"
+    echo "FAIL $1: $2"
     FAILED=$((FAILED + 1))
 }
 
-run_fuzz_tls() {
-    out="$TMP/fuzz_tls.out"
+# $1: a target of `make fuzz` (http1, config, tls, upstream, egress).
+run_fuzz() {
+    t=$1
+    name=fuzz_$t
+    out="$TMP/$name.out"
+    corpus=build/fuzz/corpus-$t
     if ! command -v clang >/dev/null 2>&1; then
-        fuzz_fail "clang not found (scripts/deps.sh installs clang and libclang-rt-14-dev)"
+        fuzz_fail "$name" "clang not found (scripts/deps.sh installs clang and libclang-rt-14-dev)"
         return
     fi
-    if ! (cd "$ROOT" && make --no-print-directory build/fuzz/fuzz_tls) >"$out" 2>&1; then
+    if ! (cd "$ROOT" && make --no-print-directory "build/fuzz/$name") >"$out" 2>&1; then
         cat "$out"
-        fuzz_fail "could not be built"
+        fuzz_fail "$name" "could not be built"
         return
     fi
-    if ! (cd "$ROOT" && sh certs/make-certs.sh build/fuzz/certs) >"$out" 2>&1; then
+    if [ "$t" = tls ] && ! (cd "$ROOT" && sh certs/make-certs.sh build/fuzz/certs) >"$out" 2>&1; then
         cat "$out"
-        fuzz_fail "certs/make-certs.sh build/fuzz/certs failed"
+        fuzz_fail "$name" "certs/make-certs.sh build/fuzz/certs failed"
         return
     fi
-    mkdir -p "$ROOT/build/fuzz/corpus-tls"
-    # From the root (the target finds its certificates there), crash inputs
+    # The working corpus, seeded from the committed one (tests/ is never
+    # written: what libFuzzer adds stays in build/fuzz).
+    if ! mkdir -p "$ROOT/$corpus" || ! cp "$ROOT/tests/fuzz/corpus/$t/"* "$ROOT/$corpus/"; then
+        fuzz_fail "$name" "no seeds in tests/fuzz/corpus/$t"
+        return
+    fi
+    # From the root (fuzz_tls finds its certificates there), crash inputs
     # in build/fuzz/, and the sanitizer options of `make fuzz`, not those
     # of the last build directory.
     (cd "$ROOT" && env -u ASAN_OPTIONS -u UBSAN_OPTIONS timeout -k 10 "$FUZZ_TEST_TIMEOUT" \
-        build/fuzz/fuzz_tls -max_total_time="$FUZZ_TEST_SECONDS" -print_final_stats=1 \
-        -artifact_prefix=build/fuzz/ build/fuzz/corpus-tls) >"$out" 2>&1
+        "build/fuzz/$name" -max_total_time="$FUZZ_TEST_SECONDS" -print_final_stats=1 \
+        -dict="tests/fuzz/$t.dict" -artifact_prefix=build/fuzz/ "$corpus") >"$out" 2>&1
     rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out")
     speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out")
     if [ "$rc" -eq 0 ]; then
-        echo "ok fuzz_tls: ${runs:-?} runs, ${speed:-?} exec/s, corpus build/fuzz/corpus-tls"
+        echo "ok $name: ${runs:-?} runs, ${speed:-?} exec/s, corpus $corpus"
         PASSED=$((PASSED + 1))
         return
     fi
@@ -200,7 +215,7 @@ run_fuzz_tls() {
     fi
     [ "$rc" -eq 124 ] && echo "(killed after ${FUZZ_TEST_TIMEOUT}s)"
     unit=$(sed -n 's/.*Test unit written to //p' "$out" | tail -n 1)
-    fuzz_fail "libFuzzer exited with status $rc${unit:+ (again: build/fuzz/fuzz_tls $unit)}"
+    fuzz_fail "$name" "libFuzzer exited with status $rc${unit:+ (crash input $unit; again: build/fuzz/$name $unit)}"
 }
 
 for dir in "$@"; do
@@ -230,8 +245,10 @@ for dir in "$@"; do
 done
 
 if [ "$ONLY" = "" ] || [ "$ONLY" = fuzz ]; then
-    echo "== fuzz_tls (${FUZZ_TEST_SECONDS}s)"
-    run_fuzz_tls
+    for t in $FUZZ_TARGETS; do
+        echo "== fuzz_$t (${FUZZ_TEST_SECONDS}s)"
+        run_fuzz "$t"
+    done
 fi
 
 echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"

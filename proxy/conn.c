@@ -251,9 +251,20 @@ static void h1c_end(struct exch *x)
     conn_process(c);
 }
 
+/* An answer cut short (a slow or stalled reader, a broken function): the
+ * connection is reset, not closed. A plain close leaves the unsent rest of
+ * the answer in the kernel's send buffer (megabytes on loopback), which an
+ * orphaned socket in FIN-WAIT-1 goes on trickling to a reader that takes a
+ * few bytes a second, for as long as it keeps reading: the slow read would
+ * outlive fnproxy's deadline in the kernel. SO_LINGER 0 drops it at once
+ * (nginx's reset_timedout_connection, HAProxy's nolinger), and a reset
+ * also tells the client the body was cut. */
 static void h1c_abort(struct exch *x)
 {
-    conn_close(conn_of(x));
+    struct conn *c = conn_of(x);
+
+    c->flags |= CONN_F_RESET;
+    conn_close(c);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status);
@@ -335,7 +346,10 @@ void conn_close(struct conn *c)
         c->next->prev = c->prev;
     w->n_conns--;
     c->pending_closes = 2;
-    uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+    /* uv_tcp_close_reset refuses a handle with a shutdown pending (EINVAL);
+     * that one closes as usual. */
+    if (!(c->flags & CONN_F_RESET) || uv_tcp_close_reset(&c->tcp, on_tcp_closed) != 0)
+        uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 

@@ -36,6 +36,7 @@ enum conn_flags {
     CONN_F_CLOSE_AFTER = 1u << 1, /* close once the current response is written */
     CONN_F_SCRATCH = 1u << 2,     /* the read in progress lands in the worker's scratch */
     CONN_F_UNREAD = 1u << 3,      /* the client may still be sending: linger on close */
+    CONN_F_RESET = 1u << 4,       /* close with a reset: drop what waits unsent */
 };
 
 struct conn {

@@ -310,6 +310,11 @@ static bool is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
+static bool is_hex(unsigned char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
 /* RFC 3986 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~". */
 static bool is_unreserved(unsigned char c)
 {
@@ -332,19 +337,19 @@ enum auth_err {
 
 /* What is wrong, said of a Host header ([0]) or of CONNECT's target ([1]). */
 static const char *const auth_why[][2] = {
-    [AUTH_EMPTY] = {"invalid host: empty host", "CONNECT target: empty host"},
-    [AUTH_LABEL] = {"invalid host: an empty label", "CONNECT target host: an empty label"},
+    [AUTH_EMPTY] = {"invalid host: empty host", "CONNECT target (host:port): empty host"},
+    [AUTH_LABEL] = {"invalid host: an empty label", "CONNECT target (host:port): an empty label"},
     [AUTH_USERINFO] = {"invalid host: userinfo (@) is not allowed",
-                       "CONNECT target host: userinfo (@) is not allowed"},
+                       "CONNECT target (host:port): userinfo (@) is not allowed"},
     [AUTH_CHAR] = {"invalid host: a character outside letters, digits and -._~",
-                   "CONNECT target host: a character outside letters, digits and -._~"},
-    [AUTH_UNCLOSED] = {"invalid host: [ without ]", "CONNECT target host: [ without ]"},
+                   "CONNECT target (host:port): a character outside letters, digits and -._~"},
+    [AUTH_UNCLOSED] = {"invalid host: [ without ]", "CONNECT target (host:port): [ without ]"},
     [AUTH_IPV6] = {"invalid host: not an IPv6 address between [ ]",
-                   "CONNECT target host: not an IPv6 address between [ ]"},
+                   "CONNECT target (host:port): not an IPv6 address between [ ]"},
     [AUTH_IPVFUTURE] = {"invalid host: IPvFuture literals are not supported",
-                        "CONNECT target host: IPvFuture literals are not supported"},
+                        "CONNECT target (host:port): IPvFuture literals are not supported"},
     [AUTH_PORT] = {"invalid host: bad port (decimal 1-65535, no leading zero)",
-                   "CONNECT target host: bad port (decimal 1-65535, no leading zero)"},
+                   "CONNECT target (host:port): bad port (decimal 1-65535, no leading zero)"},
     [AUTH_NO_PORT] = {"invalid host: port required",
                       "CONNECT target must be host:port (authority-form)"},
 };
@@ -424,6 +429,39 @@ static enum auth_err authority_check(const char *p, size_t n, bool port_required
     if (p[i] != ':' || !port_ok(p + i + 1, n - i - 1))
         return AUTH_PORT;
     return AUTH_OK;
+}
+
+/* RFC 3986 pchar but pct-encoded, and '/': what a path holds. */
+static bool is_path_char(unsigned char c)
+{
+    return is_unreserved(c) || (c != 0 && strchr("!$&'()*+,;=:@/", c) != NULL);
+}
+
+const char *h1_path_check(const char *p, size_t n)
+{
+    bool query = false;
+
+    if (n > 0 && p[0] != '/' && p[0] != '?')
+        return "the path must start with /";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+
+        if (c == '%') {
+            /* "%zz" or a lone '%' is read three ways by three decoders. */
+            if (i + 2 >= n || !is_hex((unsigned char)p[i + 1]) || !is_hex((unsigned char)p[i + 2]))
+                return "bad percent-encoding in the request target";
+            i += 2;
+        } else if (c == '#') {
+            return "a fragment (#) is not part of a request target";
+        } else if (c == '?') {
+            query = true;
+        } else if (!is_path_char(c) && !(query && c != 0 && strchr("[]{}|^`", c) != NULL)) {
+            /* The query also takes what browsers send in it unencoded (the
+             * WHATWG URL query percent-encode set leaves these). */
+            return "invalid character in the request target";
+        }
+    }
+    return NULL;
 }
 
 /* Splits a Connection value into its comma-separated names. */
@@ -529,6 +567,35 @@ static const char *check_headers(struct h1_head *h, bool request)
     return NULL;
 }
 
+/* The request-target forms of RFC 9112 3.2: origin-form and asterisk-form
+ * (OPTIONS only) to a server; to a forward proxy, authority-form for
+ * CONNECT only, and absolute-form, whose scheme, authority and path
+ * forward.c takes apart (it answers each with its own code). */
+static const char *check_target(const struct h1_head *h, bool origin_form)
+{
+    struct h1_span t = h->target;
+    bool connect = h1_span_is(h->method, "connect");
+    bool asterisk = t.len == 1 && t.p[0] == '*';
+    enum auth_err e;
+
+    if (!origin_form) {
+        if (connect) {
+            e = authority_check(t.p, t.len, true);
+            return e == AUTH_OK ? NULL : auth_why[e][1];
+        }
+        if (asterisk)
+            return "asterisk-form (*) is for OPTIONS to a server, not to a proxy";
+        return NULL;
+    }
+    if (connect)
+        return "CONNECT needs a forward proxy: this listener takes origin-form targets";
+    if (asterisk && h1_span_is(h->method, "options"))
+        return NULL;
+    if (t.len == 0 || t.p[0] != '/')
+        return "request target must be a path (origin-form)";
+    return h1_path_check(t.p, t.len);
+}
+
 static int check_request(struct h1_head *h, bool origin_form, const char **why)
 {
     const char *err;
@@ -537,11 +604,10 @@ static int check_request(struct h1_head *h, bool origin_form, const char **why)
         *why = "unsupported HTTP version";
         return 400;
     }
-    if (origin_form && (h->target.len == 0 || h->target.p[0] != '/')) {
-        if (!(h->target.len == 1 && h->target.p[0] == '*' && h1_span_is(h->method, "options"))) {
-            *why = "request target must be a path (origin-form)";
-            return 400;
-        }
+    err = check_target(h, origin_form);
+    if (err != NULL) {
+        *why = err;
+        return 400;
     }
     err = check_headers(h, true);
     if (err != NULL && strcmp(err, "expect") == 0) {

@@ -335,6 +335,13 @@ static int fwd_authority(struct exch *x, const char **auth, size_t *len)
     }
     for (i = n; i < t.len && t.p[i] != '/' && t.p[i] != '?'; i++)
         ;
+    /* The authority goes through egress_target_parse; what follows is sent
+     * on as the origin-form target, held to the same rules as ingress's. */
+    const char *why = h1_path_check(t.p + i, t.len - i);
+    if (why != NULL) {
+        fwd_bad_target(x, why);
+        return -1;
+    }
     *auth = t.p + n;
     *len = i - n;
     return 0;

@@ -395,6 +395,11 @@ void fwd_begin(struct exch *x)
      * injected, so a new trace would tie the log line to nothing; it logs
      * the trace of the CONNECT's own traceparent, or none. */
     exch_take_trace(x, !h1_span_is(h->method, "connect"));
+    if (err != 0 && why == h1_check_target(h, false)) {
+        /* A bad target is bad_target on this listener, however it is bad. */
+        fwd_bad_target(x, why);
+        return;
+    }
     if (err != 0) {
         exch_reply(x, err, err == 417 ? "expectation_failed" : "bad_request", why);
         return;

@@ -571,7 +571,7 @@ static const char *check_headers(struct h1_head *h, bool request)
  * (OPTIONS only) to a server; to a forward proxy, authority-form for
  * CONNECT only, and absolute-form, whose scheme, authority and path
  * forward.c takes apart (it answers each with its own code). */
-static const char *check_target(const struct h1_head *h, bool origin_form)
+const char *h1_check_target(const struct h1_head *h, bool origin_form)
 {
     struct h1_span t = h->target;
     bool connect = h1_span_is(h->method, "connect");
@@ -604,7 +604,7 @@ static int check_request(struct h1_head *h, bool origin_form, const char **why)
         *why = "unsupported HTTP version";
         return 400;
     }
-    err = check_target(h, origin_form);
+    err = h1_check_target(h, origin_form);
     if (err != NULL) {
         *why = err;
         return 400;

@@ -132,6 +132,11 @@ int h1_check_request(struct h1_head *h, const char **why);
  * as above, then replaced by the target's authority (RFC 9112 3.2.2). */
 int h1_check_proxy_request(struct h1_head *h, const char **why);
 
+/* The target-form part of the two checks above (origin_form: the first):
+ * NULL, or the very string they give as *why when the target is what is
+ * wrong, so that a caller can answer that with a code of its own. */
+const char *h1_check_target(const struct h1_head *h, bool origin_form);
+
 /* What may follow an absolute-form target's authority: RFC 3986
  * path-abempty [ "?" query ], with the characters h1_check_request takes.
  * NULL, or what is wrong. */

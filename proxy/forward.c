@@ -335,6 +335,13 @@ static int fwd_authority(struct exch *x, const char **auth, size_t *len)
     }
     for (i = n; i < t.len && t.p[i] != '/' && t.p[i] != '?'; i++)
         ;
+    /* The authority goes through egress_target_parse; what follows is sent
+     * on as the origin-form target, held to the same rules as ingress's. */
+    const char *why = h1_path_check(t.p + i, t.len - i);
+    if (why != NULL) {
+        fwd_bad_target(x, why);
+        return -1;
+    }
     *auth = t.p + n;
     *len = i - n;
     return 0;
@@ -388,6 +395,11 @@ void fwd_begin(struct exch *x)
      * injected, so a new trace would tie the log line to nothing; it logs
      * the trace of the CONNECT's own traceparent, or none. */
     exch_take_trace(x, !h1_span_is(h->method, "connect"));
+    if (err != 0 && why == h1_check_target(h, false)) {
+        /* A bad target is bad_target on this listener, however it is bad. */
+        fwd_bad_target(x, why);
+        return;
+    }
     if (err != 0) {
         exch_reply(x, err, err == 417 ? "expectation_failed" : "bad_request", why);
         return;

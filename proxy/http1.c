@@ -10,6 +10,7 @@
  */
 #include "http1.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -304,6 +305,165 @@ static bool name_clean(struct h1_span n)
     return true;
 }
 
+static bool is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool is_hex(unsigned char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* RFC 3986 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~". */
+static bool is_unreserved(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-' ||
+           c == '.' || c == '_' || c == '~';
+}
+
+enum auth_err {
+    AUTH_OK = 0,
+    AUTH_EMPTY,
+    AUTH_LABEL,
+    AUTH_USERINFO,
+    AUTH_CHAR,
+    AUTH_UNCLOSED,
+    AUTH_IPV6,
+    AUTH_IPVFUTURE,
+    AUTH_PORT,
+    AUTH_NO_PORT,
+};
+
+/* What is wrong, said of a Host header ([0]) or of CONNECT's target ([1]). */
+static const char *const auth_why[][2] = {
+    [AUTH_EMPTY] = {"invalid host: empty host", "CONNECT target (host:port): empty host"},
+    [AUTH_LABEL] = {"invalid host: an empty label", "CONNECT target (host:port): an empty label"},
+    [AUTH_USERINFO] = {"invalid host: userinfo (@) is not allowed",
+                       "CONNECT target (host:port): userinfo (@) is not allowed"},
+    [AUTH_CHAR] = {"invalid host: a character outside letters, digits and -._~",
+                   "CONNECT target (host:port): a character outside letters, digits and -._~"},
+    [AUTH_UNCLOSED] = {"invalid host: [ without ]", "CONNECT target (host:port): [ without ]"},
+    [AUTH_IPV6] = {"invalid host: not an IPv6 address between [ ]",
+                   "CONNECT target (host:port): not an IPv6 address between [ ]"},
+    [AUTH_IPVFUTURE] = {"invalid host: IPvFuture literals are not supported",
+                        "CONNECT target (host:port): IPvFuture literals are not supported"},
+    [AUTH_PORT] = {"invalid host: bad port (decimal 1-65535, no leading zero)",
+                   "CONNECT target (host:port): bad port (decimal 1-65535, no leading zero)"},
+    [AUTH_NO_PORT] = {"invalid host: port required",
+                      "CONNECT target must be host:port (authority-form)"},
+};
+
+/* A port after ':': decimal 1..65535 without sign or leading zero, one
+ * spelling per port (RFC 3986 allows any *DIGIT, empty included; a
+ * reader with strtol(..., 0) takes "010" as 8). */
+static bool port_ok(const char *p, size_t n)
+{
+    unsigned v = 0;
+
+    if (n == 0 || n > 5 || p[0] == '0')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_digit((unsigned char)p[i]))
+            return false;
+        v = v * 10 + (unsigned)(p[i] - '0');
+    }
+    return v <= 65535;
+}
+
+/* RFC 3986's authority without userinfo, uri-host [":" port], as fnproxy
+ * takes it (the choices are in http1.h). */
+static enum auth_err authority_check(const char *p, size_t n, bool port_required)
+{
+    size_t i;
+
+    if (memchr(p, '@', n) != NULL)
+        return AUTH_USERINFO; /* RFC 9110 4.2.4: never in an http(s) URI on the wire */
+    if (n > 0 && p[0] == '[') {
+        const char *rb = memchr(p, ']', n);
+        char text[INET6_ADDRSTRLEN];
+        unsigned char addr[16];
+        size_t len;
+
+        if (rb == NULL)
+            return AUTH_UNCLOSED;
+        len = (size_t)(rb - p) - 1;
+        if (len > 0 && (p[1] == 'v' || p[1] == 'V'))
+            return AUTH_IPVFUTURE; /* no version is defined: nothing could route it */
+        if (len == 0 || len >= sizeof(text))
+            return AUTH_IPV6;
+        memcpy(text, p + 1, len);
+        text[len] = '\0';
+        /* glibc's inet_pton takes RFC 4291 text: no zone id ('%'), no IPv4
+         * tail with leading zeros, no group over four hex digits. */
+        if (inet_pton(AF_INET6, text, addr) != 1)
+            return AUTH_IPV6;
+        i = len + 2;
+    } else {
+        size_t label = 0;
+
+        for (i = 0; i < n && p[i] != ':'; i++) {
+            unsigned char c = (unsigned char)p[i];
+            /* pct-encoded and sub-delims are reg-name too, but no DNS name
+             * holds them and readers disagree on them ("a,b" is a list to
+             * some, "%2e" a dot to others): one spelling per host. */
+            if (!is_unreserved(c))
+                return AUTH_CHAR;
+            if (c == '.') {
+                if (label == 0)
+                    return AUTH_LABEL;
+                label = 0;
+            } else {
+                label++;
+            }
+        }
+        if (i == 0)
+            return AUTH_EMPTY;
+        /* One trailing dot names the root ("a."), but "." alone is empty
+         * of a name and "a.." holds an empty label. */
+        if (label == 0 && (i == 1 || p[i - 2] == '.'))
+            return AUTH_LABEL;
+    }
+    if (i == n)
+        return port_required ? AUTH_NO_PORT : AUTH_OK;
+    if (p[i] != ':' || !port_ok(p + i + 1, n - i - 1))
+        return AUTH_PORT;
+    return AUTH_OK;
+}
+
+/* RFC 3986 pchar but pct-encoded, and '/': what a path holds. */
+static bool is_path_char(unsigned char c)
+{
+    return is_unreserved(c) || (c != 0 && strchr("!$&'()*+,;=:@/", c) != NULL);
+}
+
+const char *h1_path_check(const char *p, size_t n)
+{
+    bool query = false;
+
+    if (n > 0 && p[0] != '/' && p[0] != '?')
+        return "the path must start with /";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+
+        if (c == '%') {
+            /* "%zz" or a lone '%' is read three ways by three decoders. */
+            if (i + 2 >= n || !is_hex((unsigned char)p[i + 1]) || !is_hex((unsigned char)p[i + 2]))
+                return "bad percent-encoding in the request target";
+            i += 2;
+        } else if (c == '#') {
+            return "a fragment (#) is not part of a request target";
+        } else if (c == '?') {
+            query = true;
+        } else if (!is_path_char(c) && !(query && c != 0 && strchr("[]{}|^`", c) != NULL)) {
+            /* The query also takes what browsers send in it unencoded (the
+             * WHATWG URL query percent-encode set leaves these). */
+            return "invalid character in the request target";
+        }
+    }
+    return NULL;
+}
+
 /* Splits a Connection value into its comma-separated names. */
 static bool collect_conn_tokens(struct h1_head *h, struct h1_span v)
 {
@@ -395,8 +555,45 @@ static const char *check_headers(struct h1_head *h, bool request)
             return "more than one host";
         if (n_host == 0 && h->minor >= 1)
             return "missing host";
+        /* RFC 9112 3.2: a Host that is not a valid uri-host [":" port] is a
+         * 400, as much as a missing or repeated one. */
+        if (n_host == 1) {
+            struct h1_span v = h->hdr[h->host].value;
+            enum auth_err e = authority_check(v.p, v.len, false);
+            if (e != AUTH_OK)
+                return auth_why[e][0];
+        }
     }
     return NULL;
+}
+
+/* The request-target forms of RFC 9112 3.2: origin-form and asterisk-form
+ * (OPTIONS only) to a server; to a forward proxy, authority-form for
+ * CONNECT only, and absolute-form, whose scheme, authority and path
+ * forward.c takes apart (it answers each with its own code). */
+const char *h1_check_target(const struct h1_head *h, bool origin_form)
+{
+    struct h1_span t = h->target;
+    bool connect = h1_span_is(h->method, "connect");
+    bool asterisk = t.len == 1 && t.p[0] == '*';
+    enum auth_err e;
+
+    if (!origin_form) {
+        if (connect) {
+            e = authority_check(t.p, t.len, true);
+            return e == AUTH_OK ? NULL : auth_why[e][1];
+        }
+        if (asterisk)
+            return "asterisk-form (*) is for OPTIONS to a server, not to a proxy";
+        return NULL;
+    }
+    if (connect)
+        return "CONNECT needs a forward proxy: this listener takes origin-form targets";
+    if (asterisk && h1_span_is(h->method, "options"))
+        return NULL;
+    if (t.len == 0 || t.p[0] != '/')
+        return "request target must be a path (origin-form)";
+    return h1_path_check(t.p, t.len);
 }
 
 static int check_request(struct h1_head *h, bool origin_form, const char **why)
@@ -407,11 +604,10 @@ static int check_request(struct h1_head *h, bool origin_form, const char **why)
         *why = "unsupported HTTP version";
         return 400;
     }
-    if (origin_form && (h->target.len == 0 || h->target.p[0] != '/')) {
-        if (!(h->target.len == 1 && h->target.p[0] == '*' && h1_span_is(h->method, "options"))) {
-            *why = "request target must be a path (origin-form)";
-            return 400;
-        }
+    err = h1_check_target(h, origin_form);
+    if (err != NULL) {
+        *why = err;
+        return 400;
     }
     err = check_headers(h, true);
     if (err != NULL && strcmp(err, "expect") == 0) {

@@ -107,12 +107,40 @@ enum h1_event h1_finish(struct h1_parser *p);
 bool h1_needs_eof(const struct h1_parser *p);
 
 /* Checks a request head; returns 0 when it may be forwarded, else the status
- * to answer (400, 417, 431) with *why saying what was wrong. */
+ * to answer (400, 417, 431) with *why saying what was wrong.
+ *
+ * Target and Host follow RFC 9112 3.2 and RFC 3986's authority grammar,
+ * with these choices where the grammar leaves room (a refusal is a 400):
+ *  - The target is origin-form (absolute-path [ "?" query ]), or "*" with
+ *    OPTIONS. CONNECT is refused here (h1_check_proxy_request takes it).
+ *  - A target holds RFC 3986 characters only: no space, control, non-ASCII,
+ *    '#', '\', '"', '<', '>'; '%' only before two hex digits. The query
+ *    also takes "[]{}|^`", which browsers send unencoded there.
+ *  - Host: exactly one in HTTP/1.1, at most one in HTTP/1.0, and never
+ *    empty (RFC 9110 4.2.1: an http URI has a host). Its value is uri-host
+ *    [":" port] where uri-host is "[" IPv6 "]" (inet_pton: no zone id) or
+ *    a reg-name of letters, digits and "-._~" with no empty label (one
+ *    trailing dot allowed); no userinfo (RFC 9110 4.2.4), pct-encoding,
+ *    sub-delims or IPvFuture. A port is decimal 1-65535 without leading
+ *    zero; ':' with no port after it is refused. */
 int h1_check_request(struct h1_head *h, const char **why);
 
-/* The same for a request to a forward proxy: any target form (absolute-form
- * and CONNECT's authority-form are the caller's to check). */
+/* The same for a request to a forward proxy: CONNECT must carry
+ * authority-form (uri-host ":" port, as Host above), "*" is refused, and
+ * absolute-form is the caller's to take apart (its authority goes through
+ * egress_target_parse, the rest through h1_path_check); a Host is checked
+ * as above, then replaced by the target's authority (RFC 9112 3.2.2). */
 int h1_check_proxy_request(struct h1_head *h, const char **why);
+
+/* The target-form part of the two checks above (origin_form: the first):
+ * NULL, or the very string they give as *why when the target is what is
+ * wrong, so that a caller can answer that with a code of its own. */
+const char *h1_check_target(const struct h1_head *h, bool origin_form);
+
+/* What may follow an absolute-form target's authority: RFC 3986
+ * path-abempty [ "?" query ], with the characters h1_check_request takes.
+ * NULL, or what is wrong. */
+const char *h1_path_check(const char *p, size_t n);
 
 /* Checks a response head; 0 or -1 with *why. */
 int h1_check_response(struct h1_head *h, const char **why);

@@ -130,7 +130,7 @@ def via(port, url, method="GET", headers=None, body=None, host=None, timeout=10)
     """One absolute-form request to the egress listener on a fresh
     connection; Host is the URL's authority unless given."""
     if host is None:
-        host = url.split("//", 1)[1].split("/", 1)[0]
+        host = url.split("//", 1)[1].split("/", 1)[0].split("?", 1)[0]
     return request(port, method, url, headers=headers, body=body, host=host, timeout=timeout)
 
 

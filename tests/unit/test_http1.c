@@ -937,6 +937,17 @@ static const struct reject request_rejects[] = {
     {"two Host", RAW("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"), 400, "more than one host"},
     {"two Host, same", RAW("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), 400,
      "more than one host"},
+    {"Host with userinfo", RAW("GET / HTTP/1.1\r\nHost: u@h\r\n\r\n"), 400, "userinfo"},
+    {"Host with two ports", RAW("GET / HTTP/1.1\r\nHost: h:1:2\r\n\r\n"), 400, "port"},
+    {"Host with a space", RAW("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400, "character"},
+    {"Host empty", RAW("GET / HTTP/1.1\r\nHost:\r\n\r\n"), 400, "empty host"},
+    {"Host only spaces", RAW("GET / HTTP/1.1\r\nHost:  \t \r\n\r\n"), 400, "empty host"},
+    {"Host empty, HTTP/1.0", RAW("GET / HTTP/1.0\r\nHost: \r\n\r\n"), 400, "empty host"},
+    {"Host unclosed [", RAW("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n"), 400, "]"},
+    {"target with #", RAW("GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n"), 400, "fragment"},
+    {"target with \\", RAW("GET /a\\b HTTP/1.1\r\nHost: h\r\n\r\n"), 400, "character"},
+    {"target with %zz", RAW("GET /%zz HTTP/1.1\r\nHost: h\r\n\r\n"), 400, "percent"},
+    {"CONNECT in origin-form", RAW("CONNECT /x HTTP/1.1\r\nHost: h\r\n\r\n"), 400, "CONNECT"},
     {"HTTP/1.0 with TE", RAW("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400,
      NULL},
     {"absolute-form", RAW("GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n"), 400, "origin-form"},
@@ -1205,6 +1216,257 @@ static void test_check_request_built(void **state)
     assert_true(h1_span_eq(h.conn_tokens[1], "x-a"));
     assert_true(h1_span_eq(h.conn_tokens[2], "x-b"));
     assert_true(h1_span_eq(h.conn_tokens[3], "x-c"));
+}
+
+/* --- Host: RFC 9112 section 3.2 and RFC 3986 uri-host [":" port] --------------------------- */
+
+struct host_case {
+    const char *value;
+    size_t len;      /* 0: strlen(value) */
+    const char *why; /* NULL: accepted; else a part of the reason */
+};
+
+static const struct host_case host_accepts[] = {
+    {"h", 0, NULL},
+    {"example.com", 0, NULL},
+    {"Example.COM", 0, NULL},
+    {"EXAMPLE.COM:8080", 0, NULL},
+    {"example.com.", 0, NULL}, /* one trailing dot: the root, the router ignores it */
+    {"example.com.:80", 0, NULL},
+    {"my_svc-1.internal~x", 0, NULL}, /* unreserved: ALPHA DIGIT - . _ ~ */
+    {"127.0.0.1", 0, NULL},
+    {"127.0.0.1:1", 0, NULL},
+    {"127.1", 0, NULL}, /* a reg-name to RFC 3986; fnproxy resolves no Host */
+    {"h:65535", 0, NULL},
+    {"[::1]", 0, NULL},
+    {"[::1]:8080", 0, NULL},
+    {"[2001:DB8::1]:443", 0, NULL},
+    {"[::ffff:127.0.0.1]:80", 0, NULL},
+    {"[1:2:3:4:5:6:7:8]", 0, NULL},
+};
+
+static const struct host_case host_refuses[] = {
+    {"", 0, "empty host"},
+    {":80", 0, "empty host"},
+    {".", 0, "empty label"},
+    {"a..b", 0, "empty label"},
+    {".a", 0, "empty label"},
+    {"a..", 0, "empty label"},
+    {"u@h", 0, "userinfo"},
+    {"u:p@h:80", 0, "userinfo"},
+    {"h:80@evil", 0, "userinfo"},
+    {"@h", 0, "userinfo"},
+    {"h:1:2", 0, "port"},
+    {"h:80:80", 0, "port"},
+    {"h:", 0, "port"},
+    {"h:x", 0, "port"},
+    {"h:8x", 0, "port"},
+    {"h:0", 0, "port"},
+    {"h:080", 0, "port"},
+    {"h:+80", 0, "port"},
+    {"h:-1", 0, "port"},
+    {"h:65536", 0, "port"},
+    {"h:123456", 0, "port"},
+    {"h: 80", 0, "port"},
+    {"a b", 0, "character"},
+    {"a\tb", 0, "character"},
+    {"h/p", 0, "character"},
+    {"h/", 0, "character"},
+    {"h?", 0, "character"},
+    {"h?q", 0, "character"},
+    {"h#f", 0, "character"},
+    {"h\\evil", 0, "character"},
+    {"h%2ecom", 0, "character"},      /* pct-encoded: refused in a Host (one spelling) */
+    {"h!$&'()*+,;=", 0, "character"}, /* sub-delims: no name holds them */
+    {"a,b", 0, "character"},
+    {"a;b", 0, "character"},
+    {"h\"", 0, "character"},
+    {"caf\xc3\xa9.example", 0, "character"},
+    {"h\x80", 0, "character"},
+    {"[::1", 0, "]"},
+    {"[::1:80", 0, "]"},
+    {"::1", 0, "empty host"},
+    {"[]", 0, "IPv6"},
+    {"[h]", 0, "IPv6"},
+    {"[127.0.0.1]", 0, "IPv6"},
+    {"[fe80::1%25eth0]", 0, "IPv6"},
+    {"[fe80::1%eth0]", 0, "IPv6"},
+    {"[v1.fe]", 0, "IPvFuture"},
+    {"[V7.a:b]:80", 0, "IPvFuture"},
+    {"[::1]x", 0, "port"},
+    {"[::1]:", 0, "port"},
+    {"[::1]:0", 0, "port"},
+    {"[::1]]:80", 0, "port"},
+    {"[[::1]]", 0, "IPv6"},
+    {"a[b]", 0, "character"},
+};
+
+static void host_case_check(const struct host_case *c, int minor, bool proxy)
+{
+    struct h1_head h;
+    const char *why = NULL;
+    int rc;
+
+    head_init(&h, proxy ? "CONNECT" : "GET", proxy ? "h:443" : "/", 0, minor);
+    head_addn(&h, "Host", c->value, c->len ? c->len : strlen(c->value));
+    rc = proxy ? h1_check_proxy_request(&h, &why) : h1_check_request(&h, &why);
+    if (c->why == NULL && rc != 0) {
+        print_message("Host \"%s\" (1.%d%s): refused (%s), want accepted\n", c->value, minor,
+                      proxy ? ", proxy" : "", why ? why : "-");
+        fail();
+    }
+    if (c->why != NULL &&
+        (rc != 400 || why == NULL || strstr(why, "host") == NULL || strstr(why, c->why) == NULL)) {
+        print_message("Host \"%s\" (1.%d%s): %d (%s), want 400 with \"%s\"\n", c->value, minor,
+                      proxy ? ", proxy" : "", rc, why ? why : "-", c->why);
+        fail();
+    }
+}
+
+/* The same rules on ingress and on the egress listener, in HTTP/1.1 and
+ * HTTP/1.0 (which may omit Host, but not send a bad one). */
+static void test_check_request_host(void **state)
+{
+    for (int proxy = 0; proxy < 2; proxy++) {
+        for (int minor = 0; minor < 2; minor++) {
+            for (size_t i = 0; i < sizeof(host_accepts) / sizeof(host_accepts[0]); i++)
+                host_case_check(&host_accepts[i], minor, proxy);
+            for (size_t i = 0; i < sizeof(host_refuses) / sizeof(host_refuses[0]); i++)
+                host_case_check(&host_refuses[i], minor, proxy);
+        }
+    }
+}
+
+/* --- request-target forms: RFC 9112 section 3.2 ------------------------------------------ */
+
+struct target_case {
+    const char *method, *target;
+    const char *why; /* NULL: accepted; else a part of the reason */
+};
+
+/* Ingress: origin-form, or "*" with OPTIONS; nothing else. */
+static const struct target_case ingress_targets[] = {
+    {"GET", "/", NULL},
+    {"GET", "/a/b?c=d&e=f", NULL},
+    {"GET", "//double//slashes/", NULL},
+    {"GET", "/a:b@c!$&'()*+,;=-._~", NULL},
+    {"GET", "/%41%2f%2F%e9", NULL},
+    {"GET", "/?q=/a?b:c@d", NULL},
+    {"GET", "/?a[]=1&b={x}|^`", NULL}, /* what browsers send raw in a query */
+    {"OPTIONS", "/", NULL},
+    {"OPTIONS", "*", NULL},
+    {"GET", "*", "origin-form"},
+    {"POST", "*", "origin-form"},
+    {"OPTIONS", "**", "origin-form"},
+    {"GET", "", "origin-form"},
+    {"GET", "a/b", "origin-form"},
+    {"GET", "h:80", "origin-form"},
+    {"GET", "http://h/", "origin-form"},
+    {"CONNECT", "h:443", "CONNECT"},
+    {"CONNECT", "/x", "CONNECT"},
+    {"GET", "/a#b", "fragment"},
+    {"GET", "/#", "fragment"},
+    {"GET", "/?q#f", "fragment"},
+    {"GET", "/a\\b", "character"},
+    {"GET", "/?a\\b", "character"},
+    {"GET", "/a b", "character"},
+    {"GET", "/a\tb", "character"},
+    {"GET", "/a\x01", "character"},
+    {"GET", "/a\x7f", "character"},
+    {"GET", "/caf\xc3\xa9", "character"},
+    {"GET", "/a\"b", "character"},
+    {"GET", "/<x>", "character"},
+    {"GET", "/a[b]", "character"},
+    {"GET", "/a{b}", "character"},
+    {"GET", "/a|b", "character"},
+    {"GET", "/a^b", "character"},
+    {"GET", "/a`b", "character"},
+    {"GET", "/?a\"b", "character"},
+    {"GET", "/?a<b>", "character"},
+    {"GET", "/%", "percent"},
+    {"GET", "/%4", "percent"},
+    {"GET", "/%zz", "percent"},
+    {"GET", "/%4g", "percent"},
+    {"GET", "/?q=%", "percent"},
+};
+
+/* The egress listener: CONNECT with authority-form only; other methods'
+ * absolute-form is forward.c's to take apart (its scheme, authority and
+ * answers), so any other target passes here but "*". */
+static const struct target_case proxy_targets[] = {
+    {"CONNECT", "h:443", NULL},
+    {"CONNECT", "Example.COM:8443", NULL},
+    {"CONNECT", "[::1]:443", NULL},
+    {"CONNECT", "127.0.0.1:1", NULL},
+    {"GET", "http://h/", NULL},
+    {"GET", "/x", NULL}, /* forward.c answers proxy_request_expected */
+    {"CONNECT", "h", "host:port"},
+    {"CONNECT", "[::1]", "host:port"},
+    {"CONNECT", "/x", "host:port"},
+    {"CONNECT", "*", "host:port"},
+    {"CONNECT", "http://h:443/", "port"},
+    {"CONNECT", "h:", "port"},
+    {"CONNECT", "h:0", "port"},
+    {"CONNECT", "h:65536", "port"},
+    {"CONNECT", "h:443/x", "port"},
+    {"CONNECT", "u@h:443", "userinfo"},
+    {"CONNECT", ":443", "empty host"},
+    {"CONNECT", "[::1:443", "]"},
+    {"CONNECT", "[v1.x]:443", "IPvFuture"},
+    {"CONNECT", "h%2e:443", "character"},
+    {"OPTIONS", "*", "asterisk"},
+    {"GET", "*", "asterisk"},
+};
+
+static void target_case_check(const struct target_case *c, bool proxy)
+{
+    struct h1_head h;
+    const char *why = NULL;
+    int rc;
+
+    head_init(&h, c->method, c->target, 0, 1);
+    head_add(&h, "Host", "h");
+    rc = proxy ? h1_check_proxy_request(&h, &why) : h1_check_request(&h, &why);
+    if (c->why == NULL && rc != 0) {
+        print_message("%s \"%s\"%s: refused (%s), want accepted\n", c->method, c->target,
+                      proxy ? " (proxy)" : "", why ? why : "-");
+        fail();
+    }
+    if (c->why != NULL && (rc != 400 || why == NULL || strstr(why, c->why) == NULL)) {
+        print_message("%s \"%s\"%s: %d (%s), want 400 with \"%s\"\n", c->method, c->target,
+                      proxy ? " (proxy)" : "", rc, why ? why : "-", c->why);
+        fail();
+    }
+}
+
+static void test_check_request_target(void **state)
+{
+    for (size_t i = 0; i < sizeof(ingress_targets) / sizeof(ingress_targets[0]); i++)
+        target_case_check(&ingress_targets[i], false);
+    for (size_t i = 0; i < sizeof(proxy_targets) / sizeof(proxy_targets[0]); i++)
+        target_case_check(&proxy_targets[i], true);
+}
+
+/* What forward.c checks after an absolute-form target's authority: RFC
+ * 3986 path-abempty [ "?" query ], with the same characters as above. */
+static void test_path_check(void **state)
+{
+    static const char *const good[] = {"", "/", "?q", "/a/b?c", "//x", "/%2F", "/?a[]=1"};
+    static const char *const bad[] = {"x",    ":80/", "/a#b", "/a\\b",
+                                      "/a b", "/%g0", "/a|b", "/\x80"};
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        if (h1_path_check(good[i], strlen(good[i])) != NULL) {
+            print_message("\"%s\" refused\n", good[i]);
+            fail();
+        }
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (h1_path_check(bad[i], strlen(bad[i])) == NULL) {
+            print_message("\"%s\" accepted\n", bad[i]);
+            fail();
+        }
+    }
 }
 
 static void test_check_response_built(void **state)
@@ -2235,6 +2497,9 @@ int main(void)
         cmocka_unit_test(test_request_rejections),
         cmocka_unit_test(test_request_header_count),
         cmocka_unit_test(test_check_request_built),
+        cmocka_unit_test(test_check_request_host),
+        cmocka_unit_test(test_check_request_target),
+        cmocka_unit_test(test_path_check),
         cmocka_unit_test(test_check_response_built),
         cmocka_unit_test(test_response_content_length),
         cmocka_unit_test(test_response_chunked),

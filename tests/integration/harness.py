@@ -935,6 +935,17 @@ class RawServer:
         with self.lock:
             self.events.append((what, time.monotonic()))
 
+    @staticmethod
+    def recv(s):
+        """One read of a handler's socket: the bytes, b"" when the peer
+        closed or reset it, None when the socket's timeout passed first."""
+        try:
+            return s.recv(65536)
+        except socket.timeout:
+            return None
+        except OSError:
+            return b""
+
     def _accept(self):
         while True:
             try:

@@ -218,12 +218,9 @@ def scripted(script):
                 s.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
                           + body)
                 served += 1
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
+            chunk = srv.recv(s)
+            if chunk is None:
                 continue
-            except OSError:
-                chunk = b""
             if not chunk:
                 srv.note("%d closed" % n)
                 return

@@ -42,8 +42,14 @@ class Skip(Exception):
     as "skip NAME: reason" and counts it apart, never as a pass."""
 
 
-def case(timeout=60, exclusive=False, netns=False, hosts=None, lo_addrs=()):
+def case(timeout=60, exclusive=False, netns=False, hosts=None, lo_addrs=(), first=False,
+         san=True):
     """Registers a case. exclusive: run it alone (heavy on CPU or timing).
+    first: start it before the others, so that a long case that mostly
+    waits overlaps the rest of the suite. san=False: the case is not part
+    of the sanitizer build's suite (run.py leaves it out of the list there;
+    it is neither run nor counted), for a long case whose subject the
+    sanitizers add nothing to.
     netns: run it in a network namespace of its own whose only interface is
     lo (run.py makes and removes it); hosts: that namespace's /etc/hosts
     entries, {name: address or [addresses]}; lo_addrs: extra addresses put
@@ -59,6 +65,8 @@ def case(timeout=60, exclusive=False, netns=False, hosts=None, lo_addrs=()):
         fn.case_netns = netns
         fn.case_hosts = dict(hosts or {})
         fn.case_lo_addrs = tuple(lo_addrs)
+        fn.case_first = first
+        fn.case_san = san
         fn.case_name = fn.__module__.replace("test_", "", 1) + "." + fn.__name__
         CASES.append(fn)
         return fn

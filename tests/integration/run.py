@@ -8,7 +8,9 @@ Each case runs in a child process of its own (this script with --run-one)
 in a new process group, with a private temp directory; when the case's
 time is up the whole group is killed, so nothing it started survives. At
 most -j cases run at once (2 by default, the machine has 2 cores); cases
-marked exclusive run alone afterwards. One line per case ("ok NAME",
+marked exclusive run alone afterwards, cases marked first start before the
+others. Under FNPROXY_TEST_SAN=1 (the sanitizer build) cases marked
+san=False are left out of the list. One line per case ("ok NAME",
 "FAIL NAME: reason" or "skip NAME: reason"), then "N passed, N failed,
 N skipped"; exit status 1 if anything failed. A case skips by raising
 harness.Skip (harness.skip(reason)); a skip is never counted as a pass,
@@ -355,7 +357,8 @@ class Runner:
                 ns.delete()
 
     def run(self):
-        shared = [c for c in self.cases if not c.case_exclusive]
+        shared = [c for c in self.cases if not c.case_exclusive and c.case_first]
+        shared += [c for c in self.cases if not c.case_exclusive and not c.case_first]
         alone = [c for c in self.cases if c.case_exclusive]
         queue = list(shared)
         qlock = threading.Lock()
@@ -396,6 +399,8 @@ def main():
         return run_one(args)
 
     cases = load_cases()
+    if harness.SAN:
+        cases = [c for c in cases if c.case_san]
     if args.filter:
         cases = [c for c in cases if any(f in c.case_name for f in args.filter)]
     if args.list:

@@ -11,12 +11,14 @@
 // --fnproxy, each ConfigMap's fnproxy.yaml is also run through
 // `fnproxy --check` (its file:line:col moved to the manifest's lines).
 //
-// The schemas come from kubernetes-models (Kubernetes 1.30 API). Its
-// compiled validators check types, enums and required fields but let
-// unknown fields through, so each object is validated behind a Proxy that
-// records which properties the validator reads: a validator reads every
-// property its schema declares (and every key of a map), so a key it never
-// read is one the schema does not have.
+// The schemas come from kubernetes-models 4.5.1 (the Kubernetes 1.33 API:
+// it has Lifecycle.stopSignal). Its compiled validators check types, enums
+// and required fields but let unknown fields through, so each object is
+// validated behind a Proxy that records which properties the validator
+// reads: a validator reads every property its schema declares (and every
+// key of a map), so a key it never read is one the schema does not have.
+// (A free-form object, as in a CRD with x-kubernetes-preserve-unknown-fields,
+// would be reported whole; deploy/ has none.)
 
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

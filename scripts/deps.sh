@@ -11,15 +11,15 @@ set -eu
 # prometheus (a real server scrapes fnproxy; promtool checks /metrics) and
 # chromium, chromium-driver, python3-selenium (the dashboard in a real
 # browser); slowhttptest (slow headers, bodies and readers against a
-# listener) and testssl.sh (a scan of the TLS listener, gated on its JSON);
-# nodejs and npm (the offline checks of deploy/, tests/deploy/: their npm
-# packages are installed at the end).
+# listener) and testssl.sh (a scan of the TLS listener, gated on its JSON).
 PKGS="gcc make libuv1-dev libssl-dev libcmocka-dev libyaml-dev node-llhttp
 curl openssl python3 clang libclang-rt-14-dev sslscan libc-ares-dev iproute2
 python3-requests prometheus chromium chromium-driver python3-selenium
-slowhttptest testssl.sh nodejs"
-# Debian's npm package only where no npm is installed: NodeSource's nodejs
-# carries its own and conflicts with it.
+slowhttptest testssl.sh"
+# nodejs and npm: the offline checks of deploy/ (tests/deploy; their npm
+# packages are scripts/npm-deps.sh's). Debian's npm only where there is no
+# npm yet: NodeSource's nodejs carries its own and conflicts with it.
+PKGS="$PKGS nodejs"
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 
 missing=""
@@ -28,25 +28,13 @@ for p in $PKGS "$@"; do
         missing="$missing $p"
     fi
 done
-if [ -n "$missing" ]; then
-    echo "deps: installing$missing" >&2
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    export DEBIAN_FRONTEND=noninteractive
-    # A stale package list makes install fail on a fresh machine; refresh once.
-    $SUDO apt-get update -qq >&2
-    # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $missing >&2
-fi
+[ -z "$missing" ] && exit 0
 
-# The npm packages of tests/deploy (kubernetes-models, yaml,
-# dockerfile-utils), exactly as its package-lock.json pins them, into
-# tests/deploy/node_modules (git-ignored); again only when the lock changed.
-# No package there needs an install script.
-dir="$(dirname "$0")/../tests/deploy"
-want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
-if [ "$(cat "$dir/node_modules/.lock-sha256" 2>/dev/null)" != "$want" ]; then
-    echo "deps: npm ci in tests/deploy" >&2
-    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) >&2
-    echo "$want" >"$dir/node_modules/.lock-sha256"
-fi
+echo "deps: installing$missing" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+# A stale package list makes install fail on a fresh machine; refresh once.
+$SUDO apt-get update -qq >&2
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >&2

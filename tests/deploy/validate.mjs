@@ -227,6 +227,27 @@ function checkPod(doc, tplPath, tpl, configMaps, report) {
     return { cfg, cm: vol.configMap.name, listenPorts: (cfg.listeners ?? []).map((l) => portOf(l.listen)), ports };
 }
 
+// `fnproxy --check` on a config text, once per distinct text: the mutated
+// copies the tests feed in mostly share their config. Its file name in the
+// error is replaced by @CONFIG@.
+const checked = new Map();
+function fnproxyCheck(fnproxy, conf) {
+    if (checked.has(conf)) return checked.get(conf);
+    const dir = mkdtempSync(join(tmpdir(), "fnproxy-deploy-"));
+    const path = join(dir, CONFIG_KEY);
+    let r = { ok: true };
+    try {
+        writeFileSync(path, conf);
+        execFileSync(fnproxy, ["--check", "-c", path], { stdio: ["ignore", "ignore", "pipe"] });
+    } catch (e) {
+        r = { ok: false, err: String(e.stderr || e.message).trim().replaceAll(path, "@CONFIG@") };
+    } finally {
+        rmSync(dir, { recursive: true, force: true });
+    }
+    checked.set(conf, r);
+    return r;
+}
+
 const labelsMatch = (sel, labels) =>
     sel && Object.keys(sel).length > 0 && Object.entries(sel).every(([k, v]) => labels?.[k] === v);
 
@@ -311,28 +332,20 @@ async function checkFile(file, fnproxy) {
         report(d, ["metadata", "name"], "no pod of these manifests mounts this ConfigMap as its config");
 
     if (fnproxy)
-        for (const [name, cm] of configMaps) {
+        for (const cm of configMaps.values()) {
             const conf = cm.data?.[CONFIG_KEY];
             if (typeof conf !== "string") continue;
-            const dir = mkdtempSync(join(tmpdir(), "fnproxy-deploy-"));
-            const path = join(dir, CONFIG_KEY);
-            writeFileSync(path, conf);
-            try {
-                execFileSync(fnproxy, ["--check", "-c", path], { stdio: ["ignore", "ignore", "pipe"] });
-            } catch (e) {
-                // fnproxy's file:line:col, moved to where the block scalar
-                // sits in the manifest (its first line is the one after the key).
-                const d = items.find((x) => x.obj === cm);
-                const node = d.doc.getIn(["data", CONFIG_KEY], true);
-                const first = lc.linePos(node.range[0]).line + 1;
-                const indent = /^ */.exec(text.split("\n")[first - 1])[0].length;
-                const err = String(e.stderr ?? e.message).trim().replaceAll(
-                    new RegExp(`${path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(\\d+):(\\d+)`, "g"),
-                    (_, l, c) => `${file}:${first + Number(l) - 1}:${indent + Number(c)}`);
-                report(d, ["data", CONFIG_KEY], `fnproxy --check: ${err}`);
-            } finally {
-                rmSync(dir, { recursive: true, force: true });
-            }
+            const r = fnproxyCheck(fnproxy, conf);
+            if (r.ok) continue;
+            // fnproxy's file:line:col, moved to where the block scalar sits
+            // in the manifest (its first line is the one after the key).
+            const d = items.find((x) => x.obj === cm);
+            const node = d.doc.getIn(["data", CONFIG_KEY], true);
+            const first = lc.linePos(node.range[0]).line + 1;
+            const indent = /^ */.exec(text.split("\n")[first - 1])[0].length;
+            const err = r.err.replaceAll(/@CONFIG@:(\d+):(\d+)/g,
+                (_, l, c) => `${file}:${first + Number(l) - 1}:${indent + Number(c)}`);
+            report(d, ["data", CONFIG_KEY], `fnproxy --check: ${err}`);
         }
     return problems;
 }

@@ -1,5 +1,7 @@
 # fnproxy build. `make` installs missing Debian packages (scripts/deps.sh,
-# a no-op when all are present), then builds build/fnproxy.
+# a no-op when all are present) and tests/deploy's npm packages
+# (scripts/npm-deps.sh, a no-op when its lock is unchanged), then builds
+# build/fnproxy.
 #   make run     demo function + fnproxy in front of it
 #   make test    unit + integration suites, then again under ASan+UBSan, then
 #                every fuzz target for FUZZ_TEST_SECONDS (8 s) each
@@ -52,6 +54,7 @@ build-all: $(BUILD)/fnproxy $(BUILD)/fnbackend $(UNIT_BIN)
 
 deps:
 	@sh scripts/deps.sh
+	@sh scripts/npm-deps.sh
 
 $(BUILD)/llhttp/%.o: $(LLHTTP_SRC_DIR)/%.c
 	@mkdir -p $(dir $@)

@@ -16,6 +16,11 @@ PKGS="gcc make libuv1-dev libssl-dev libcmocka-dev libyaml-dev node-llhttp
 curl openssl python3 clang libclang-rt-14-dev sslscan libc-ares-dev iproute2
 python3-requests prometheus chromium chromium-driver python3-selenium
 slowhttptest testssl.sh"
+# nodejs and npm: the offline checks of deploy/ (tests/deploy; their npm
+# packages are scripts/npm-deps.sh's). Debian's npm only where there is no
+# npm yet: NodeSource's nodejs carries its own and conflicts with it.
+PKGS="$PKGS nodejs"
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 
 missing=""
 for p in $PKGS "$@"; do

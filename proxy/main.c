@@ -324,8 +324,8 @@ static void watch_sync(struct server *sv, const struct config *refused)
         goto out_free;
     }
     all[0] = sv->config_path;
-    memcpy(all + 1, a, na * sizeof(*a));
-    memcpy(all + 1 + na, b, nb * sizeof(*b));
+    for (size_t i = 0; i < na + nb; i++) /* a or b may be NULL (none): no memcpy */
+        all[1 + i] = i < na ? a[i] : b[i - na];
     if (watch_set(sv->watch, all, 1 + na + nb, err, sizeof(err)) < 0)
         log_warn("%s; its files change only on SIGHUP", err);
     free(all);

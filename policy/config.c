@@ -3201,10 +3201,9 @@ static int root_value(struct pctx *x, int key, const struct ynode *v, void *obj)
 
 static int parse_root(struct pctx *x, const struct ynode *root)
 {
-    static const char *const known[] = {"workers",   "admin",     "drain_timeout",
-                                        "listeners", "functions", "access_log",
-                                        "dns",       "metrics",   "watch",
-                                        NULL};
+    static const char *const known[] = {"workers",   "admin",      "drain_timeout", "listeners",
+                                        "functions", "access_log", "dns",           "metrics",
+                                        "watch",     NULL};
     const struct ynode *seen[ROOT_K_N] = {0};
     size_t mark;
     int rc;

@@ -35,7 +35,7 @@ struct admin {
     bool ready;     /* false once draining */
     bool fns_ready; /* every function with readiness has a ready endpoint */
     bool stopping;
-    struct snapshot *snap; /* in service, for /config; a reference held */
+    struct snapshot *snap;               /* in service, for /config; a reference held */
     const struct admin_reloads *reloads; /* NULL: not shown */
     struct admin_conn *conns;
     unsigned n_open;      /* listener + connections not yet closed */

@@ -65,9 +65,9 @@ struct server {
     struct lsock *lsocks;  /* by listener index of the current snapshot */
     size_t n_lsocks;
     unsigned generation;
-    struct admin_reloads reloads;  /* fnproxy_config_reloads_total */
-    struct watch *watch;           /* NULL: watch: off (or out of memory) */
-    struct cfghash refused;        /* the last config on disk refused, if has_refused */
+    struct admin_reloads reloads; /* fnproxy_config_reloads_total */
+    struct watch *watch;          /* NULL: watch: off (or out of memory) */
+    struct cfghash refused;       /* the last config on disk refused, if has_refused */
     bool has_refused;
     bool stopping;
 };

@@ -256,7 +256,8 @@ static void test_full(void **state)
     char *j = render(c, &m);
 
     (void)state;
-    has(j, "{\"generation\":7,\"hash\":\"0123456789abcdef\",\"loaded_at\":\"2026-01-02T03:04:05.678Z\","
+    has(j, "{\"generation\":7,\"hash\":\"0123456789abcdef\","
+           "\"loaded_at\":\"2026-01-02T03:04:05.678Z\","
            "\"path\":\"/etc/fnproxy/fn.yaml\",\"workers\":\"auto\",\"workers_effective\":4,");
     has(j, "\"admin\":{\"listen\":\"127.0.0.1:9901\"}");
     has(j, "\"drain_timeout\":10000,\"access_log\":\"/var/log/fnproxy/access.log\","
@@ -318,8 +319,9 @@ static void test_minimal(void **state)
     (void)state;
     assert_string_equal(j, "{\"path\":\"/etc/fnproxy/fn.yaml\",\"workers\":2,\"admin\":null,"
                            "\"drain_timeout\":10000,\"access_log\":null,\"metrics\":\"off\","
-                           "\"watch\":\"off\",\"dns\":{\"servers\":null,\"timeout\":5000,\"cache\":{\"min_ttl\":0,"
-                           "\"max_ttl\":300000,\"entries\":1024}},\"listeners\":[],"
+                           "\"watch\":\"off\",\"dns\":{\"servers\":null,\"timeout\":5000,"
+                           "\"cache\":{\"min_ttl\":0,\"max_ttl\":300000,\"entries\":1024}},"
+                           "\"listeners\":[],"
                            "\"functions\":[]}\n");
     free(j);
     config_free(c);

@@ -296,10 +296,10 @@ static int config_prepare(const char *path, struct config **cfg, struct cfghash 
 
 static void on_watch(const char *dir, void *arg);
 
-/* Watches the files of the config in service and, when a config was
- * refused after it parsed, its files too, so that the file it waits for
- * (a certificate not there yet) is noticed when it comes. */
-static void watch_sync(struct server *sv, const struct config *refused)
+/* Watches the files of the config in service and of next, a config being
+ * tried (NULL: none), so that when next is refused for want of a file (a
+ * certificate not there yet) the file is noticed when it comes. */
+static void watch_sync(struct server *sv, const struct config *next)
 {
     const struct config *cfg = sv->snap->cfg;
     const char **a = NULL, **b = NULL, **all;
@@ -318,7 +318,7 @@ static void watch_sync(struct server *sv, const struct config *refused)
             return;
         }
     }
-    if (cfghash_files(cfg, &a, &na) < 0 || (refused && cfghash_files(refused, &b, &nb) < 0) ||
+    if (cfghash_files(cfg, &a, &na) < 0 || (next && cfghash_files(next, &b, &nb) < 0) ||
         (all = malloc((1 + na + nb) * sizeof(*all))) == NULL) {
         log_error("cannot watch the config files: out of memory");
         goto out_free;
@@ -369,18 +369,18 @@ static void reload(struct server *sv, const char *dir)
         watch_sync(sv, NULL);
         return;
     }
-    /* Certificates first, then sockets: either failing leaves all as it was.
-     * cfg lives on in s (or is freed with it), so its files are listed first. */
+    /* Its files are watched before they are read (a change while they are
+     * read is seen), and stay watched if it is refused for one of them. */
+    watch_sync(sv, cfg);
+    /* Certificates first, then sockets: either failing leaves all as it was. */
     s = snapshot_new(cfg, sv->generation + 1, err, sizeof(err));
     if (s == NULL) {
         reload_refuse(sv, &h, err);
-        watch_sync(sv, NULL);
         return;
     }
     s->hash = h;
     if (lsocks_for(sv, cfg, &ls, err, sizeof(err)) < 0) {
         reload_refuse(sv, &h, err);
-        watch_sync(sv, cfg);
         snapshot_unref(s);
         return;
     }

@@ -42,8 +42,9 @@ int watch_set(struct watch *w, const char *const *paths, size_t n, char *err, si
 /* Stops watching; w is freed once its handles are closed. w may be NULL. */
 void watch_close(struct watch *w);
 
-/* For tests: whether an event on name in dir is one the paths care about
- * (the rule above). */
+/* The entries of path's directory whose events count for path (the rule
+ * above): its own name, then the first component of a relative symlink's
+ * target. Returns how many (1 or 2). Exported for tests. */
 int watch_names(const char *path, char names[2][256]);
 
 #endif

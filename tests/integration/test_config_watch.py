@@ -19,12 +19,12 @@ import os
 import re
 import shutil
 import signal
-import ssl
 import socket
+import ssl
 import subprocess
 import time
 
-from harness import SAN, case, check, check_eq, request, wait_until
+from harness import SAN, Fnproxy, case, check, check_eq, free_port, request, wait_until
 
 DEADLINE = 5.0 if SAN else 1.0  # new routes served after the rename, seconds
 
@@ -153,8 +153,7 @@ def watch_configmap_swap(ctx):
     logged and counted while the old routes keep serving; a good one after
     them is picked up; metrics and /config follow."""
     b = ctx.start_backend(record=False)
-    from harness import Fnproxy, free_port
-    aport, pport = free_port(), free_port()
+    aport, pport = free_port(), free_port()  # known before the file is written in the mount
 
     def text(*prefixes, extra=""):
         return ctx.render(CONFIG, {"public": pport}, aport, B=b.port, EXTRA=extra,

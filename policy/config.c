@@ -3170,6 +3170,7 @@ enum {
     ROOT_K_ACCESS_LOG,
     ROOT_K_DNS,
     ROOT_K_METRICS,
+    ROOT_K_WATCH,
     ROOT_K_N
 };
 
@@ -3191,6 +3192,8 @@ static int root_value(struct pctx *x, int key, const struct ynode *v, void *obj)
         return get_access_log(x, v, &x->c->access_log);
     case ROOT_K_METRICS:
         return get_metrics(x, v, &x->c->metrics_off);
+    case ROOT_K_WATCH:
+        return get_metrics(x, v, &x->c->watch_off); /* the same on | off */
     default:
         return parse_dns(x, v);
     }
@@ -3198,9 +3201,9 @@ static int root_value(struct pctx *x, int key, const struct ynode *v, void *obj)
 
 static int parse_root(struct pctx *x, const struct ynode *root)
 {
-    static const char *const known[] = {"workers",   "admin",     "drain_timeout",
-                                        "listeners", "functions", "access_log",
-                                        "dns",       "metrics",   NULL};
+    static const char *const known[] = {"workers",   "admin",      "drain_timeout", "listeners",
+                                        "functions", "access_log", "dns",           "metrics",
+                                        "watch",     NULL};
     const struct ynode *seen[ROOT_K_N] = {0};
     size_t mark;
     int rc;
@@ -3274,7 +3277,7 @@ out_free_config:
     return rc;
 }
 
-int config_load(const char *path, struct config **out, char *err, size_t errlen)
+int config_read(const char *path, char **out, size_t *out_len, char *err, size_t errlen)
 {
     size_t len = 0, cap = 64 << 10;
     char *buf, *bigger;
@@ -3282,6 +3285,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
     ssize_t n;
 
     *out = NULL;
+    *out_len = 0;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = -errno;
@@ -3320,9 +3324,9 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
         len += (size_t)n;
     }
     close(fd);
-    rc = config_parse(path, buf, len, out, err, errlen);
-    free(buf);
-    return rc;
+    *out = buf;
+    *out_len = len;
+    return 0;
 
 out_free_buf:
     free(buf);
@@ -3335,6 +3339,21 @@ out_report:
         else
             snprintf(err, errlen, "cannot read %s: %s", path, strerror(-rc));
     }
+    return rc;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+    char *buf;
+    size_t len;
+    int rc;
+
+    *out = NULL;
+    rc = config_read(path, &buf, &len, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = config_parse(path, buf, len, out, err, errlen);
+    free(buf);
     return rc;
 }
 

@@ -236,6 +236,7 @@ struct config {
     uint64_t drain_timeout_ms;    /* on SIGTERM; default 10s */
     char *access_log;             /* "stdout" or a file path; NULL = off (the default) */
     bool metrics_off;             /* metrics: off: no per-request counting (default on) */
+    bool watch_off;               /* watch: off: no reload on file change (default on) */
     struct cfg_dns dns;
     struct cfg_listener *listeners;
     size_t n_listeners;
@@ -247,6 +248,11 @@ struct config {
  * failure a negative errno-style code and a message of the form
  * "file:line:col: key.path: what is wrong" in err. */
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
+
+/* The bytes of the file at path (at most 4 MiB), malloc'd, for a caller
+ * that hashes what it parses (proxy/cfghash.h). 0, or a negative errno-style
+ * code and "cannot read FILE: why" in err. */
+int config_read(const char *path, char **out, size_t *len, char *err, size_t errlen);
 
 /* The same from memory; name is used in messages as the file name. */
 int config_parse(const char *name, const char *buf, size_t len, struct config **out, char *err,

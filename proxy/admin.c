@@ -35,7 +35,8 @@ struct admin {
     bool ready;     /* false once draining */
     bool fns_ready; /* every function with readiness has a ready endpoint */
     bool stopping;
-    struct snapshot *snap; /* in service, for /config; a reference held */
+    struct snapshot *snap;               /* in service, for /config; a reference held */
+    const struct admin_reloads *reloads; /* NULL: not shown */
     struct admin_conn *conns;
     unsigned n_open;      /* listener + connections not yet closed */
     struct history *hist; /* NULL: out of memory, /stats?history=1 has no "history" */
@@ -160,9 +161,43 @@ static void admin_answer(struct admin_conn *ac, const char *type,
 }
 
 /* The workers' shards summed, as each page shows them. */
+/* Which config this instance serves, and how its reloads went. */
+static void render_config_metrics(FILE *f, const struct admin *a)
+{
+    const struct snapshot *s = a->snap;
+    char hex[CFGHASH_HEX + 1];
+
+    if (a->reloads != NULL)
+        fprintf(f,
+                "# HELP fnproxy_config_reloads_total Config reloads (SIGHUP or a file change), "
+                "by result.\n"
+                "# TYPE fnproxy_config_reloads_total counter\n"
+                "fnproxy_config_reloads_total{result=\"ok\"} %llu\n"
+                "fnproxy_config_reloads_total{result=\"refused\"} %llu\n",
+                (unsigned long long)a->reloads->ok, (unsigned long long)a->reloads->refused);
+    if (s == NULL)
+        return;
+    cfghash_hex(&s->hash, hex);
+    fprintf(f,
+            "# HELP fnproxy_config_info The config in service; hash: SHA-256 of its file and "
+            "the files it names, first 16 hex digits.\n"
+            "# TYPE fnproxy_config_info gauge\n"
+            "fnproxy_config_info{hash=\"%s\"} 1\n"
+            "# HELP fnproxy_config_generation The config generation in service (1 at start, "
+            "+1 per reload put in service).\n"
+            "# TYPE fnproxy_config_generation gauge\n"
+            "fnproxy_config_generation %u\n"
+            "# HELP fnproxy_config_last_reload_success_timestamp_seconds When the config in "
+            "service was loaded (start or reload), Unix time.\n"
+            "# TYPE fnproxy_config_last_reload_success_timestamp_seconds gauge\n"
+            "fnproxy_config_last_reload_success_timestamp_seconds %lld.%03d\n",
+            hex, s->generation, (long long)(s->loaded_at_ms / 1000), (int)(s->loaded_at_ms % 1000));
+}
+
 static int render_metrics(FILE *f, struct admin_conn *ac)
 {
     metrics_render(f, ac->a->shards, ac->a->n_shards);
+    render_config_metrics(f, ac->a);
     return 0;
 }
 
@@ -196,12 +231,15 @@ static int render_stats_history(FILE *f, struct admin_conn *ac)
 static int render_config(FILE *f, struct admin_conn *ac)
 {
     const struct snapshot *s = ac->a->snap;
+    char hex[CFGHASH_HEX + 1];
     struct config_json_meta m = {
         .generation = s->generation,
+        .hash = hex,
         .loaded_at_ms = s->loaded_at_ms,
         .workers = (unsigned)ac->a->n_shards,
     };
 
+    cfghash_hex(&s->hash, hex);
     return config_json_render(f, s->cfg, &m);
 }
 
@@ -365,6 +403,12 @@ void admin_set_snapshot(struct admin *a, struct snapshot *s)
     snapshot_ref(s);
     snapshot_unref(a->snap);
     a->snap = s;
+}
+
+void admin_set_reloads(struct admin *a, const struct admin_reloads *r)
+{
+    if (a != NULL)
+        a->reloads = r;
 }
 
 void admin_stop(struct admin *a)

@@ -7,6 +7,7 @@
 #define FNPROXY_ADMIN_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -31,6 +32,14 @@ struct snapshot;
 /* The config generation in service, for GET /config: a holds a reference
  * to s (dropping the one it held) until the next call or admin_stop. */
 void admin_set_snapshot(struct admin *a, struct snapshot *s);
+
+/* The main thread's reload counts (fnproxy_config_reloads_total), read on
+ * each scrape; r outlives a. */
+struct admin_reloads {
+    uint64_t ok;      /* SIGHUP or file change, put in service */
+    uint64_t refused; /* ... refused, the running config kept */
+};
+void admin_set_reloads(struct admin *a, const struct admin_reloads *r);
 
 /* Closes the listener and any open admin connections; frees a when done. */
 void admin_stop(struct admin *a);

@@ -441,6 +441,8 @@ int config_json_render(FILE *out, const struct config *c, const struct config_js
     jw_obj(&w, NULL);
     if (m != NULL && m->generation != 0)
         jw_u64(&w, "generation", m->generation);
+    if (m != NULL && m->hash != NULL)
+        jw_str(&w, "hash", m->hash);
     if (m != NULL && m->loaded_at_ms > 0)
         put_time(&w, "loaded_at", m->loaded_at_ms);
     jw_str(&w, "path", c->path);
@@ -460,6 +462,7 @@ int config_json_render(FILE *out, const struct config *c, const struct config_js
     jw_u64(&w, "drain_timeout", c->drain_timeout_ms);
     jw_str(&w, "access_log", c->access_log);
     jw_str(&w, "metrics", c->metrics_off ? "off" : "on");
+    jw_str(&w, "watch", c->watch_off ? "off" : "on");
     jw_obj(&w, "dns");
     jw_str(&w, "servers", c->dns.servers);
     jw_u64(&w, "timeout", c->dns.timeout_ms);

@@ -22,6 +22,7 @@
 /* What the running process adds to the config. */
 struct config_json_meta {
     unsigned generation;  /* the snapshot's; 0: none (not shown) */
+    const char *hash;     /* its cfghash.h hex digest; NULL: not shown */
     int64_t loaded_at_ms; /* Unix time in ms the config was loaded; 0: not shown */
     unsigned workers;     /* the effective worker count; 0: not shown */
 };

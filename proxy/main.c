@@ -7,6 +7,12 @@
  * is refused during a reload); a new address gets new sockets, bound before
  * the reload is committed, so that a config that cannot bind is refused
  * whole and the old one keeps serving.
+ *
+ * A reload comes from SIGHUP, or from the config file or a file it names
+ * changing on disk (watch.h): the watcher reloads only when the hash of
+ * what is on disk (cfghash.h) differs from the config in service and from
+ * the last one refused, so a touch or an identical rewrite does nothing and
+ * a broken file is refused (and logged) once.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,10 +33,12 @@
 
 #include "accesslog.h"
 #include "admin.h"
+#include "cfghash.h"
 #include "config.h"
 #include "log.h"
 #include "probe.h"
 #include "snapshot.h"
+#include "watch.h"
 #include "worker.h"
 
 #define FNPROXY_VERSION "0.1.0"
@@ -57,6 +65,10 @@ struct server {
     struct lsock *lsocks;  /* by listener index of the current snapshot */
     size_t n_lsocks;
     unsigned generation;
+    struct admin_reloads reloads; /* fnproxy_config_reloads_total */
+    struct watch *watch;          /* NULL: watch: off (or out of memory) */
+    struct cfghash refused;       /* the last config on disk refused, if has_refused */
+    bool has_refused;
     bool stopping;
 };
 
@@ -66,7 +78,8 @@ static void usage(FILE *out)
           "       fnproxy --check -c FILE  validate FILE and exit 0 (ok) or 1\n"
           "       fnproxy --version\n"
           "\n"
-          "signals: SIGHUP reloads the config and certificates; SIGUSR1 reopens the\n"
+          "signals: SIGHUP reloads the config and certificates (as does a change to\n"
+          "their files, unless the config says watch: off); SIGUSR1 reopens the\n"
           "access log; SIGTERM or SIGINT stop accepting, finish requests in flight\n"
           "(up to drain_timeout) and exit 0.\n"
           "FNPROXY_LOG=debug logs more.\n",
@@ -255,27 +268,119 @@ static void worker_fds(const struct lsock *ls, size_t n, unsigned w, int *fds)
         fds[i] = ls[i].fds[w];
 }
 
-static void reload(struct server *sv)
+/* The config file read once, parsed and hashed with the files it names:
+ * what a reload puts in service and what the watcher compares. On failure
+ * *cfg is NULL and err says why; *h is the identity of what is on disk
+ * either way (cfghash.h). */
+static int config_prepare(const char *path, struct config **cfg, struct cfghash *h, char *err,
+                          size_t errlen)
+{
+    char *buf;
+    size_t len;
+    int rc, e;
+
+    *cfg = NULL;
+    rc = config_read(path, &buf, &len, err, errlen);
+    if (rc < 0) {
+        e = -rc;
+        (void)cfghash_compute((const char *)&e, sizeof(e), NULL, h, NULL, 0);
+        return rc;
+    }
+    rc = config_parse(path, buf, len, cfg, err, errlen);
+    /* A named file that cannot be read is left to snapshot_new to refuse,
+     * with its own words; its error is in the hash meanwhile. */
+    (void)cfghash_compute(buf, len, *cfg, h, NULL, 0);
+    free(buf);
+    return rc;
+}
+
+static void on_watch(const char *dir, void *arg);
+
+/* Watches the files of the config in service and of next, a config being
+ * tried (NULL: none), so that when next is refused for want of a file (a
+ * certificate not there yet) the file is noticed when it comes. */
+static void watch_sync(struct server *sv, const struct config *next)
+{
+    const struct config *cfg = sv->snap->cfg;
+    const char **a = NULL, **b = NULL, **all;
+    size_t na = 0, nb = 0;
+    char err[CFG_ERR_MAX];
+
+    if (cfg->watch_off || sv->stopping) {
+        watch_close(sv->watch);
+        sv->watch = NULL;
+        return;
+    }
+    if (sv->watch == NULL) {
+        sv->watch = watch_new(sv->loop, WATCH_DEBOUNCE_MS, on_watch, sv);
+        if (sv->watch == NULL) {
+            log_error("cannot watch the config files: out of memory");
+            return;
+        }
+    }
+    if (cfghash_files(cfg, &a, &na) < 0 || (next && cfghash_files(next, &b, &nb) < 0) ||
+        (all = malloc((1 + na + nb) * sizeof(*all))) == NULL) {
+        log_error("cannot watch the config files: out of memory");
+        goto out_free;
+    }
+    all[0] = sv->config_path;
+    for (size_t i = 0; i < na + nb; i++) /* a or b may be NULL (none): no memcpy */
+        all[1 + i] = i < na ? a[i] : b[i - na];
+    if (watch_set(sv->watch, all, 1 + na + nb, err, sizeof(err)) < 0)
+        log_warn("%s; its files change only on SIGHUP", err);
+    free(all);
+out_free:
+    free(a);
+    free(b);
+}
+
+static void reload_refuse(struct server *sv, const struct cfghash *h, const char *err)
+{
+    log_error("reload refused, keeping the running config: %s", err);
+    sv->reloads.refused++;
+    sv->refused = *h;
+    sv->has_refused = true;
+}
+
+/* SIGHUP (dir NULL) always reloads; the watcher (dir: where the change
+ * was seen) only when what is on disk is new. */
+static void reload(struct server *sv, const char *dir)
 {
     char err[CFG_ERR_MAX];
     struct config *cfg;
     struct snapshot *s;
     struct lsock *ls;
+    struct cfghash h;
     int fds[CFG_MAX_LISTENERS];
+    int rc = config_prepare(sv->config_path, &cfg, &h, err, sizeof(err));
 
-    log_info("SIGHUP: reloading %s", sv->config_path);
-    if (config_load(sv->config_path, &cfg, err, sizeof(err)) < 0) {
-        log_error("reload refused, keeping the running config: %s", err);
+    if (dir != NULL && cfghash_eq(&h, &sv->snap->hash)) {
+        sv->has_refused = false; /* back to what serves: a refused file is new again */
+        goto out_unchanged;
+    }
+    if (dir != NULL && sv->has_refused && cfghash_eq(&h, &sv->refused))
+        goto out_unchanged;
+    if (dir != NULL)
+        log_info("config change detected in %s; reloading", dir);
+    else
+        log_info("SIGHUP: reloading %s", sv->config_path);
+    if (rc < 0) {
+        reload_refuse(sv, &h, err);
+        watch_sync(sv, NULL);
         return;
     }
+    /* Its files are watched before they are read (a change while they are
+     * read is seen), and stay watched if it is refused for one of them. */
+    watch_sync(sv, cfg);
     /* Certificates first, then sockets: either failing leaves all as it was. */
     s = snapshot_new(cfg, sv->generation + 1, err, sizeof(err));
     if (s == NULL) {
-        log_error("reload refused, keeping the running config: %s", err);
+        reload_refuse(sv, &h, err);
         return;
     }
+    s->hash = h;
     if (lsocks_for(sv, cfg, &ls, err, sizeof(err)) < 0) {
-        log_error("reload refused, keeping the running config: %s", err);
+        reload_refuse(sv, &h, err);
         snapshot_unref(s);
         return;
     }
@@ -302,7 +407,20 @@ static void reload(struct server *sv)
     snapshot_unref(sv->snap);
     sv->snap = s;
     admin_set_snapshot(sv->admin, s);
+    sv->reloads.ok++;
+    sv->has_refused = false;
     log_info("config generation %u in service", s->generation);
+    watch_sync(sv, NULL);
+    return;
+
+out_unchanged:
+    config_free(cfg);
+    watch_sync(sv, NULL); /* a symlink may point elsewhere now */
+}
+
+static void on_watch(const char *dir, void *arg)
+{
+    reload(arg, dir);
 }
 
 static void on_signal_closed(uv_handle_t *h)
@@ -317,6 +435,8 @@ static void shutdown_begin(struct server *sv, int signum)
     if (sv->stopping)
         return;
     sv->stopping = true;
+    watch_close(sv->watch);
+    sv->watch = NULL;
     log_info("%s: no longer accepting; draining requests in flight (up to %llu ms)",
              signum == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)drain_ms);
     /* The admin keeps serving through the drain, /ready saying 503, and
@@ -351,7 +471,7 @@ static void on_signal(uv_signal_t *h, int signum)
     struct server *sv = h->data;
 
     if (signum == SIGHUP) {
-        reload(sv);
+        reload(sv, NULL);
     } else if (signum == SIGUSR1) {
         int rc = accesslog_reopen(sv->alog);
         if (rc < 0)
@@ -431,6 +551,7 @@ static int run(struct server *sv)
     snapshot_commit(sv->snap);
     prober_set(sv->prober, sv->snap);
     admin_set_snapshot(sv->admin, sv->snap);
+    admin_set_reloads(sv->admin, &sv->reloads);
     for (; started < sv->n_workers; started++) {
         worker_fds(sv->lsocks, cfg->n_listeners, started, fds);
         int wrc = worker_start(&sv->workers[started], started, sv->snap, fds, sv->alog);
@@ -457,6 +578,7 @@ static int run(struct server *sv)
         uv_signal_start(&sv->sig_hup, on_signal, SIGHUP);
         uv_signal_start(&sv->sig_term, on_signal, SIGTERM);
         uv_signal_start(&sv->sig_int, on_signal, SIGINT);
+        watch_sync(sv, NULL);
         rc = 0;
     } else {
         for (unsigned w = 0; w < started; w++)
@@ -499,6 +621,7 @@ int main(int argc, char **argv)
     struct server sv = {0};
     char err[CFG_ERR_MAX];
     struct config *cfg;
+    struct cfghash hash;
     bool check = false;
     int opt, rc;
     const char *lvl = getenv("FNPROXY_LOG");
@@ -528,7 +651,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (config_load(sv.config_path, &cfg, err, sizeof(err)) < 0) {
+    if (config_prepare(sv.config_path, &cfg, &hash, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
@@ -558,6 +681,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    sv.snap->hash = hash;
     sv.alog = accesslog_open(cfg->access_log, err, sizeof(err));
     if (sv.alog == NULL) {
         log_error("%s", err);

@@ -8,6 +8,7 @@
 #define FNPROXY_SNAPSHOT_H
 
 #include "admit.h"
+#include "cfghash.h"
 #include "config.h"
 #include "ratelimit.h"
 #include "router.h"
@@ -34,6 +35,7 @@ struct snapshot {
     int refs;                      /* atomic: main thread + each worker holding it */
     unsigned generation;           /* 1 for the first config, +1 per reload */
     int64_t loaded_at_ms;          /* wall clock (Unix ms) when it was built, for GET /config */
+    struct cfghash hash;           /* of the files it came from, set by main (cfghash.h) */
 };
 
 /* Takes ownership of cfg and loads what it names (certificates, keys). NULL

@@ -2292,6 +2292,31 @@ static void test_metrics_switch(void **state)
     CHECK_ERRORS(bad);
 }
 
+/* watch: on (the default) or off; off: no reload on a file change. */
+static void test_watch_switch(void **state)
+{
+    static const struct err_case bad[] = {
+        {"watch: yes\n", "t.yaml:1:8: watch: expected on or off"},
+        {"watch:\n", "t.yaml:1:7: watch: expected on or off"},
+        {"workers: 1\nwatch: [off]\n", "t.yaml:2:8: watch: expected on or off"},
+        {"watch: { files: off }\n", "t.yaml:1:8: watch: expected on or off"},
+        {"wacth: off\n", "t.yaml:1:1: wacth: unknown key \"wacth\""},
+    };
+    struct config *c;
+
+    c = parse_ok("workers: 1\n");
+    assert_false(c->watch_off);
+    config_free(c);
+    c = parse_ok("watch: on\n");
+    assert_false(c->watch_off);
+    config_free(c);
+    c = parse_ok("watch: off\nmetrics: on\n");
+    assert_true(c->watch_off);
+    assert_false(c->metrics_off);
+    config_free(c);
+    CHECK_ERRORS(bad);
+}
+
 static void test_small_configs(void **state)
 {
     struct config *c;
@@ -2552,6 +2577,7 @@ int main(void)
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_method_bit),
         cmocka_unit_test(test_metrics_switch),
+        cmocka_unit_test(test_watch_switch),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

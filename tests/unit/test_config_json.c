@@ -251,15 +251,17 @@ static const char full_yaml[] =
 static void test_full(void **state)
 {
     struct config *c = parse(full_yaml);
-    struct config_json_meta m = {.generation = 7, .loaded_at_ms = 1767323045678, .workers = 4};
+    struct config_json_meta m = {
+        .generation = 7, .hash = "0123456789abcdef", .loaded_at_ms = 1767323045678, .workers = 4};
     char *j = render(c, &m);
 
     (void)state;
-    has(j, "{\"generation\":7,\"loaded_at\":\"2026-01-02T03:04:05.678Z\","
+    has(j, "{\"generation\":7,\"hash\":\"0123456789abcdef\","
+           "\"loaded_at\":\"2026-01-02T03:04:05.678Z\","
            "\"path\":\"/etc/fnproxy/fn.yaml\",\"workers\":\"auto\",\"workers_effective\":4,");
     has(j, "\"admin\":{\"listen\":\"127.0.0.1:9901\"}");
     has(j, "\"drain_timeout\":10000,\"access_log\":\"/var/log/fnproxy/access.log\","
-           "\"metrics\":\"on\"");
+           "\"metrics\":\"on\",\"watch\":\"on\"");
     has(j, "\"dns\":{\"servers\":\"127.0.0.1:5353,[::1]:53\",\"timeout\":5000,"
            "\"cache\":{\"min_ttl\":1000,\"max_ttl\":300000,\"entries\":1024}}");
     has(j, "{\"name\":\"public\",\"kind\":\"ingress\",\"listen\":\"0.0.0.0:8080\","
@@ -307,18 +309,19 @@ static void test_full(void **state)
     config_free(c);
 }
 
-/* Without meta (--check would have none): no generation, no loaded_at;
- * an explicit worker count; metrics off. */
+/* Without meta (--check would have none): no generation, no hash, no
+ * loaded_at; an explicit worker count; metrics and watch off. */
 static void test_minimal(void **state)
 {
-    struct config *c = parse("workers: 2\nmetrics: off\n");
+    struct config *c = parse("workers: 2\nmetrics: off\nwatch: off\n");
     char *j = render(c, NULL);
 
     (void)state;
     assert_string_equal(j, "{\"path\":\"/etc/fnproxy/fn.yaml\",\"workers\":2,\"admin\":null,"
                            "\"drain_timeout\":10000,\"access_log\":null,\"metrics\":\"off\","
-                           "\"dns\":{\"servers\":null,\"timeout\":5000,\"cache\":{\"min_ttl\":0,"
-                           "\"max_ttl\":300000,\"entries\":1024}},\"listeners\":[],"
+                           "\"watch\":\"off\",\"dns\":{\"servers\":null,\"timeout\":5000,"
+                           "\"cache\":{\"min_ttl\":0,\"max_ttl\":300000,\"entries\":1024}},"
+                           "\"listeners\":[],"
                            "\"functions\":[]}\n");
     free(j);
     config_free(c);

@@ -171,10 +171,11 @@ build/fuzz/fuzz_egress: tests/fuzz/fuzz_egress.c $(FUZZ_EGRESS_SRC) policy/egres
 # clients on ingress and egress while backends are killed, paused and made
 # to reset, and fnproxy is reloaded; prints fd and RSS figures and the
 # clients' counts, writes build/soak/report.{json,md}, fails on a failed
-# check. Needs root (a network namespace). `make test` runs a bounded one.
+# check. Needs root (a network namespace). `make test` runs a bounded one;
+# SAN=1 soaks the sanitizer build (its RSS bound, see soak.py).
 SOAK_SECONDS ?= 300
 soak: all
-	@python3 tests/soak/soak.py --fnproxy $(BUILD)/fnproxy --backend $(BUILD)/fnbackend \
+	@FNPROXY_TEST_SAN=$(SAN) python3 tests/soak/soak.py --fnproxy $(BUILD)/fnproxy --backend $(BUILD)/fnbackend \
 	    --seconds $(SOAK_SECONDS) --out $(BUILD)/soak
 
 certs:

@@ -38,7 +38,6 @@ import os
 import random
 import re
 import signal
-import socket
 import ssl
 import statistics
 import subprocess

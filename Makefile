@@ -7,6 +7,7 @@
 #                every fuzz target for FUZZ_TEST_SECONDS (8 s) each
 #   make fuzz    every fuzz target for FUZZ_SECONDS (60 s) each
 #   make bench   throughput against direct, nginx and HAProxy
+#   make soak    SOAK_SECONDS (300) of mixed load under faults; fds, RSS, counters
 # SAN=1 builds the sanitizer variant (into build/san by default).
 
 CC       ?= cc
@@ -45,7 +46,7 @@ PROXY_OBJ  := $(PROXY_SRC:%.c=$(BUILD)/obj/%.o) $(GEN_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-unit test-integration test-san bench bench-quick bench-micro fuzz certs clean format
+.PHONY: all deps run test test-unit test-integration test-san bench bench-quick bench-micro fuzz soak certs clean format
 
 all: deps
 	@$(MAKE) --no-print-directory build-all
@@ -168,6 +169,17 @@ build/fuzz/fuzz_egress: tests/fuzz/fuzz_egress.c $(FUZZ_EGRESS_SRC) policy/egres
                         policy/egress_rules.h policy/egress_addr.h policy/config.h
 	@mkdir -p $(dir $@)
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_egress.c $(FUZZ_EGRESS_SRC) -o $@
+
+# Soak under faults (tests/soak/soak.py): SOAK_SECONDS of wrk and raw
+# clients on ingress and egress while backends are killed, paused and made
+# to reset, and fnproxy is reloaded; prints fd and RSS figures and the
+# clients' counts, writes build/soak/report.{json,md}, fails on a failed
+# check. Needs root (a network namespace). `make test` runs a bounded one;
+# SAN=1 soaks the sanitizer build (its RSS bound, see soak.py).
+SOAK_SECONDS ?= 300
+soak: all
+	@FNPROXY_TEST_SAN=$(SAN) python3 tests/soak/soak.py --fnproxy $(BUILD)/fnproxy --backend $(BUILD)/fnbackend \
+	    --seconds $(SOAK_SECONDS) --out $(BUILD)/soak
 
 certs:
 	@sh certs/make-certs.sh certs/out

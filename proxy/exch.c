@@ -904,7 +904,7 @@ void exch_begin(struct exch *x)
     if (h1_span_is(h->method, "head"))
         x->flags |= X_F_HEAD_METHOD;
     lc = exch_listener(x);
-    if (lc != NULL && lc->kind == CFG_LISTENER_EGRESS) {
+    if (lc != NULL && lc->kind != CFG_LISTENER_INGRESS) {
         fwd_begin(x);
         return;
     }

@@ -570,6 +570,13 @@ void exch_reply_full(struct exch *x, int status, const char *code, const char *m
         exch_abort(x);
         return;
     }
+    if (x->flags & X_F_RAW) {
+        /* A captured TLS or opaque stream cannot read an HTTP answer: it is
+         * reset, and the status stays for the log and the counters. */
+        x->status = status;
+        exch_abort(x);
+        return;
+    }
     exch_drop_upstream(x, false);
     x->phase = EXCH_PH_REPLY;
     if (x->flags & X_F_DOWN_WRITING) {

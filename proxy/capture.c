@@ -129,7 +129,7 @@ size_t capture_connect_head(struct capture *cap, const char *name)
         capture_dst_text(&cap->dst, addr, sizeof(addr));
     /* The name is letters, digits, - _ and . only (sni.h): nothing in it can
      * end the line. */
-    n = snprintf(cap->head, sizeof(cap->head), "CONNECT %s%s%s HTTP/1.1\r\n\r\n", name,
-                 name[0] != '\0' ? ":" : "", addr);
+    n = snprintf(cap->head, sizeof(cap->head), "CONNECT %s%s%s HTTP/1.1\r\nhost: %s%s%s\r\n\r\n",
+                 name, name[0] != '\0' ? ":" : "", addr, name, name[0] != '\0' ? ":" : "", addr);
     return n > 0 && (size_t)n < sizeof(cap->head) ? (size_t)n : 0;
 }

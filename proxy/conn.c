@@ -628,7 +628,7 @@ static void conn_capture_start(struct conn *c, bool final)
         conn_close(c);
         return;
     }
-    k = capture_classify(c->buf, c->len, final || c->len >= c->cap, name);
+    k = capture_classify(c->buf, c->len, final || (c->buf != NULL && c->len >= c->cap), name);
     if (k == CAPTURE_PENDING) {
         if (c->len == 0)
             conn_arm(c, lc->header_timeout_ms); /* the first bytes within, or none */

@@ -148,6 +148,17 @@ def capture_in_netns(ctx):
     check(rec.startswith(b"get /hello?x=1 http/1.1\r\n") and b"get /py http/1.1\r\n" in rec,
           "the destination got: %r" % rec[:300])
 
+    # A Host naming another port than the one connected to: refused.
+    r = curl_nobody("-H", "Host: api.fn.test:8080", "http://api.fn.test/port")
+    out = r.stdout.decode()
+    check(out.endswith("\n400") and '"bad_target"' in out, "Host port mismatch: %r" % out[-300:])
+    # No name (not TLS, not HTTP): the original address, allowed by a cidr
+    # rule, gets the bytes as they are.
+    r = as_nobody([PY, "-c", "import socket; s = socket.create_connection(('%s', 80), timeout=10);"
+                   " s.sendall(b'\\x01opaque\\n'); s.shutdown(socket.SHUT_WR); s.recv(100)" % API])
+    check(r.returncode == 0, "opaque to an allowed address: %r" % r.stderr[-300:])
+    wait_until(lambda: b"\x01opaque\n" in api.record(), 5, "the opaque bytes at the destination")
+
     # TLS by name: an opaque tunnel to the resolved address; the
     # certificate verifies, so curl spoke to the real destination.
     r = curl_nobody("--cacert", ca, "https://api.fn.test/tls")
@@ -210,8 +221,14 @@ def capture_in_netns(ctx):
 
     lines = [e for e in access_entries(log, 9) if e.get("listener") == "app.capture"]
     allowed = [e for e in lines if e.get("verdict") == "allow"]
-    check(len(allowed) >= 4 and {e.get("route") for e in allowed} == {"api"},
-          "allowed access log lines: %r" % allowed)
+    check_eq(sorted((e.get("method"), e.get("route"), e.get("host"), e.get("resolved"))
+                    for e in allowed),
+             [("CONNECT", "api", "api.fn.test", API + ":443"),  # curl https
+              ("CONNECT", "api", "api.fn.test", API + ":443"),  # the spoof
+              ("CONNECT", "testnet", API, API + ":80"),  # opaque, no name
+              ("GET", "api", "api.fn.test", API + ":80"),  # curl http
+              ("GET", "api", "api.fn.test", API + ":80")],  # http.client
+             "allowed lines of the access log")
     check(any(e.get("verdict") == "deny" and e.get("host") == "denied.test" for e in lines),
           "no deny line for denied.test: %r" % lines)
 

@@ -2590,8 +2590,8 @@ static int egress_value(struct pctx *x, int key, const struct ynode *v, void *ob
 /* functions[].egress. An absent or empty allow list denies everything. */
 static int parse_egress(struct pctx *x, const struct ynode *n, struct cfg_function *f)
 {
-    static const char *const known[] = {"listen", "mode",    "deny_private", "tunnel_idle_timeout",
-                                        "allow",  "capture", NULL};
+    static const char *const known[] = {
+        "listen", "mode", "deny_private", "tunnel_idle_timeout", "allow", "capture", NULL};
     const struct ynode *seen[EGRESS_K_N] = {0};
     struct egress_parse p;
     int rc;

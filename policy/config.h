@@ -160,7 +160,7 @@ enum cfg_egress_mode {
 
 /* functions[].egress: the function's forward proxy and its policy. */
 struct cfg_egress {
-    size_t listener; /* index into config.listeners (kind CFG_LISTENER_EGRESS) */
+    size_t listener;         /* index into config.listeners (kind CFG_LISTENER_EGRESS) */
     bool has_capture;        /* egress.capture was given ... */
     size_t capture_listener; /* ... index into config.listeners (kind CFG_LISTENER_CAPTURE) */
     enum cfg_egress_mode mode;

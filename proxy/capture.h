@@ -43,7 +43,8 @@ enum capture_kind {
 struct capture {
     struct sockaddr_storage dst; /* the original destination */
     uint8_t kind;                /* enum capture_kind */
-    char head[2 * SNI_NAME_MAX + 160]; /* the synthetic CONNECT head (the exchange's spans point here) */
+    /* The synthetic CONNECT head: the exchange's spans point here. */
+    char head[2 * SNI_NAME_MAX + 160];
 };
 
 /* The original destination of an accepted, redirected socket. 0, or a

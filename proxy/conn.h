@@ -60,7 +60,7 @@ struct conn {
     unsigned flags;
     int pending_closes;
     char client_ip[INET6_ADDRSTRLEN];
-    char *client_id; /* verified client certificate identity (mTLS), or NULL */
+    char *client_id;      /* verified client certificate identity (mTLS), or NULL */
     struct capture *capt; /* on a capture listener (capture.h); else NULL */
 };
 

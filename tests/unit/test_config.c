@@ -2056,19 +2056,19 @@ static void test_egress_errors(void **state)
  * every egress listener, governed by the same function's egress. */
 static void test_capture_listen(void **state)
 {
-    struct config *c = parse_ok(
-        "listeners:\n  - { name: public, listen: 127.0.0.1:8080 }\n"
-        "functions:\n"
-        "  - name: app\n"
-        "    endpoints: [127.0.0.1:9001]\n"
-        "    ingress: { routes: [{ name: r, match: { listener: public } }] }\n"
-        "    egress: { listen: 127.0.0.1:15001, capture: 127.0.0.1:15006 }\n"
-        "  - name: other\n"
-        "    endpoints: [127.0.0.1:9002]\n"
-        "    egress: { listen: 127.0.0.1:15002, capture: \"[::1]:15006\" }\n"
-        "  - name: plain\n"
-        "    endpoints: [127.0.0.1:9003]\n"
-        "    egress: { listen: 127.0.0.1:15003 }\n");
+    struct config *c =
+        parse_ok("listeners:\n  - { name: public, listen: 127.0.0.1:8080 }\n"
+                 "functions:\n"
+                 "  - name: app\n"
+                 "    endpoints: [127.0.0.1:9001]\n"
+                 "    ingress: { routes: [{ name: r, match: { listener: public } }] }\n"
+                 "    egress: { listen: 127.0.0.1:15001, capture: 127.0.0.1:15006 }\n"
+                 "  - name: other\n"
+                 "    endpoints: [127.0.0.1:9002]\n"
+                 "    egress: { listen: 127.0.0.1:15002, capture: \"[::1]:15006\" }\n"
+                 "  - name: plain\n"
+                 "    endpoints: [127.0.0.1:9003]\n"
+                 "    egress: { listen: 127.0.0.1:15003 }\n");
     const struct cfg_egress *e = c->functions[0].egress;
 
     (void)state;
@@ -2166,8 +2166,8 @@ static void test_egress_listener_limit(void **state)
             config_free(c);
         } else {
             snprintf(want, sizeof(want),
-                     "t.yaml:%d:50: functions[1].egress: at most %d listeners, egress and capture listeners "
-                     "included",
+                     "t.yaml:%d:50: functions[1].egress: at most %d listeners, egress and capture "
+                     "listeners included",
                      CFG_MAX_LISTENERS + 3, CFG_MAX_LISTENERS);
             check_error(yaml, want);
         }

@@ -169,8 +169,8 @@ static void test_ambiguous(void **state)
 
 static void test_bad_names(void **state)
 {
-    static const char *const bad[] = {"a b", "a\r\nHost: x", "a/b", "a:443", "\xc3\xa9.example",
-                                      "a\x01"};
+    static const char *const bad[] = {"a b",   "a\r\nHost: x",     "a/b",
+                                      "a:443", "\xc3\xa9.example", "a\x01"};
     char long_name[SNI_NAME_MAX + 2];
     struct buf e, h;
     char name[SNI_NAME_MAX + 1];

@@ -117,7 +117,8 @@ bench-micro: all
 # the config parser (fuzz_config), the TLS 1.3 record layer (fuzz_tls), the
 # upstream response path as exch.c drives it, i.e. what a malicious function
 # can send (fuzz_upstream), and egress target canonicalisation plus the
-# deny_private decision (fuzz_egress). `make fuzz` runs each for
+# deny_private decision, and the capture listener's ClientHello SNI parser
+# (fuzz_egress). `make fuzz` runs each for
 # FUZZ_SECONDS (default 60) with its dictionary tests/fuzz/<name>.dict, on a
 # working corpus build/fuzz/corpus-<name> seeded from the committed seeds in
 # tests/fuzz/corpus/<name>/ (tests/ is never written); crash inputs go to
@@ -164,9 +165,9 @@ build/fuzz/fuzz_upstream: tests/fuzz/fuzz_upstream.c proxy/http1.c proxy/http1.h
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_upstream.c proxy/http1.c \
 	    $(LLHTTP_SRC_DIR)/api.c $(LLHTTP_SRC_DIR)/http.c $(LLHTTP_SRC_DIR)/llhttp.c -luv -o $@
 
-FUZZ_EGRESS_SRC := policy/egress.c policy/egress_rules.c policy/egress_addr.c
+FUZZ_EGRESS_SRC := policy/egress.c policy/egress_rules.c policy/egress_addr.c policy/sni.c
 build/fuzz/fuzz_egress: tests/fuzz/fuzz_egress.c $(FUZZ_EGRESS_SRC) policy/egress.h \
-                        policy/egress_rules.h policy/egress_addr.h policy/config.h
+                        policy/egress_rules.h policy/egress_addr.h policy/config.h policy/sni.h
 	@mkdir -p $(dir $@)
 	clang -std=c11 $(CPPFLAGS) $(FUZZ_FLAGS) tests/fuzz/fuzz_egress.c $(FUZZ_EGRESS_SRC) -o $@
 

@@ -2198,6 +2198,8 @@ static int parse_endpoints(struct pctx *x, const struct ynode *v, struct cfg_fun
 struct egress_listen {
     struct cfg_addr addr;
     const struct ynode *node;   /* the egress.listen value */
+    struct cfg_addr capture;    /* egress.capture ... */
+    const struct ynode *cnode;  /* ... its value; NULL: none */
     const struct ynode *egress; /* the egress map */
 };
 
@@ -2223,6 +2225,20 @@ static int get_egress_listen(struct pctx *x, const struct ynode *v, struct cfg_a
         rc = fail(x, v,
                   "must be a loopback address (127.0.0.0/8 or [::1]): the egress listener is the "
                   "function's identity, so nothing off this host may reach it");
+    return rc;
+}
+
+/* egress.capture: whatever nftables redirects there is taken as the
+ * function's traffic, so, like egress.listen, nothing off this host may
+ * reach it; a unix socket cannot be a redirect target. */
+static int get_capture_listen(struct pctx *x, const struct ynode *v, struct cfg_addr *a)
+{
+    int rc = get_addr(x, v, false, a);
+
+    if (rc == 0 && !addr_is_loopback(a))
+        rc = fail(x, v,
+                  "must be a loopback address (127.0.0.0/8 or [::1]): nftables redirects the "
+                  "function's connections there, and nothing off this host may reach it");
     return rc;
 }
 
@@ -2535,6 +2551,7 @@ enum {
     EGRESS_K_DENY_PRIVATE,
     EGRESS_K_TUNNEL_IDLE,
     EGRESS_K_ALLOW,
+    EGRESS_K_CAPTURE,
     EGRESS_K_N
 };
 
@@ -2562,6 +2579,9 @@ static int egress_value(struct pctx *x, int key, const struct ynode *v, void *ob
         return get_bool(x, v, &p->e->deny_private);
     case EGRESS_K_TUNNEL_IDLE:
         return get_timeout(x, v, &p->e->tunnel_idle_timeout_ms);
+    case EGRESS_K_CAPTURE:
+        p->l->cnode = v;
+        return get_capture_listen(x, v, &p->l->capture);
     default:
         return parse_allow(x, v, p->e);
     }
@@ -2570,8 +2590,8 @@ static int egress_value(struct pctx *x, int key, const struct ynode *v, void *ob
 /* functions[].egress. An absent or empty allow list denies everything. */
 static int parse_egress(struct pctx *x, const struct ynode *n, struct cfg_function *f)
 {
-    static const char *const known[] = {"listen", "mode", "deny_private", "tunnel_idle_timeout",
-                                        "allow",  NULL};
+    static const char *const known[] = {
+        "listen", "mode", "deny_private", "tunnel_idle_timeout", "allow", "capture", NULL};
     const struct ynode *seen[EGRESS_K_N] = {0};
     struct egress_parse p;
     int rc;
@@ -2608,14 +2628,29 @@ static const struct ynode *listener_where(struct pctx *x, size_t i, char *buf, s
         snprintf(buf, size, "functions[%zu].egress.listen", l->function);
         return x->egress_listen[l->function].node;
     }
+    if (l->kind == CFG_LISTENER_CAPTURE) {
+        snprintf(buf, size, "functions[%zu].egress.capture", l->function);
+        return x->egress_listen[l->function].cnode;
+    }
     snprintf(buf, size, "listeners[%zu]", i);
     return x->listen_nodes[i];
 }
 
+/* The listeners a function's egress adds: pass 0 its egress.listen, pass 1
+ * its egress.capture. */
+static const char *const added_suffix[2] = {".egress", ".capture"};
+static const char *const added_key[2] = {"listen", "capture"};
+
+static bool added_has(const struct pctx *x, size_t f, int pass)
+{
+    return x->c->functions[f].egress != NULL && (pass == 0 || x->egress_listen[f].cnode != NULL);
+}
+
 /* Each function's egress listener joins config.listeners after the
  * top-level ones (whose indexes routes hold), under the name
- * "<function>.egress", with the listener defaults. Errors are reported
- * under "functions", where this runs. */
+ * "<function>.egress", with the listener defaults; then each capture
+ * listener, "<function>.capture". Errors are reported under "functions",
+ * where this runs. */
 static int add_egress_listeners(struct pctx *x)
 {
     struct config *c = x->c;
@@ -2624,29 +2659,30 @@ static int add_egress_listeners(struct pctx *x)
     struct cfg_listener *ls;
     struct addr_key a, k;
     char where[64];
-    int rc;
+    int rc, pass;
 
-    for (i = 0; i < c->n_functions; i++) {
-        struct cfg_function *f = &c->functions[i];
-        const struct ynode *en = x->egress_listen[i].egress;
-        char name[NAME_LEN_MAX + sizeof(".egress")];
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < c->n_functions; i++) {
+            const struct ynode *en = x->egress_listen[i].egress;
+            char name[NAME_LEN_MAX + sizeof(".capture")];
 
-        if (!f->egress)
-            continue;
-        if (++n > CFG_MAX_LISTENERS) {
-            path_push(x, "[%zu].egress", i);
-            return fail(x, en, "at most %d listeners, egress listeners included",
-                        CFG_MAX_LISTENERS);
-        }
-        snprintf(name, sizeof(name), "%s.egress", f->name);
-        for (j = 0; j < top; j++) {
-            if (strcmp(c->listeners[j].name, name) == 0) {
+            if (!added_has(x, i, pass))
+                continue;
+            if (++n > CFG_MAX_LISTENERS) {
                 path_push(x, "[%zu].egress", i);
-                return fail(x, en,
-                            "its listener would be named \"%s\", the name of listeners[%zu] "
-                            "(%s:%d:%d)",
-                            name, j, x->name, x->listener_names[j]->line,
-                            x->listener_names[j]->col);
+                return fail(x, en, "at most %d listeners, egress and capture listeners included",
+                            CFG_MAX_LISTENERS);
+            }
+            snprintf(name, sizeof(name), "%s%s", c->functions[i].name, added_suffix[pass]);
+            for (j = 0; j < top; j++) {
+                if (strcmp(c->listeners[j].name, name) == 0) {
+                    path_push(x, "[%zu].egress", i);
+                    return fail(x, en,
+                                "its listener would be named \"%s\", the name of listeners[%zu] "
+                                "(%s:%d:%d)",
+                                name, j, x->name, x->listener_names[j]->line,
+                                x->listener_names[j]->col);
+                }
             }
         }
     }
@@ -2665,39 +2701,48 @@ static int add_egress_listeners(struct pctx *x)
     if (top)
         memcpy(nodes, x->listen_nodes, top * sizeof(*nodes));
     x->listen_nodes = nodes;
-    for (i = 0; i < c->n_functions; i++) {
-        const struct egress_listen *el = &x->egress_listen[i];
-        struct cfg_listener *l = &ls[c->n_listeners];
-        size_t len = strlen(c->functions[i].name) + sizeof(".egress");
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < c->n_functions; i++) {
+            const struct egress_listen *el = &x->egress_listen[i];
+            struct cfg_listener *l = &ls[c->n_listeners];
+            const struct ynode *node = pass == 0 ? el->node : el->cnode;
+            size_t len = strlen(c->functions[i].name) + strlen(added_suffix[pass]) + 1;
 
-        if (!c->functions[i].egress)
-            continue;
-        l->name = malloc(len);
-        if (!l->name)
-            return fail_oom(x);
-        snprintf(l->name, len, "%s.egress", c->functions[i].name);
-        l->kind = CFG_LISTENER_EGRESS;
-        l->function = i;
-        l->listen = el->addr;
-        l->header_timeout_ms = 10 * 1000;
-        l->keepalive_timeout_ms = 60 * 1000;
-        l->max_header_bytes = 16 << 10;
-        l->min_client_rate = CFG_MIN_CLIENT_RATE;
-        l->line = el->node->line;
-        l->col = el->node->col;
-        nodes[c->n_listeners] = el->node;
-        c->functions[i].egress->listener = c->n_listeners;
-        c->n_listeners++;
+            if (!added_has(x, i, pass))
+                continue;
+            l->name = malloc(len);
+            if (!l->name)
+                return fail_oom(x);
+            snprintf(l->name, len, "%s%s", c->functions[i].name, added_suffix[pass]);
+            l->kind = pass == 0 ? CFG_LISTENER_EGRESS : CFG_LISTENER_CAPTURE;
+            l->function = i;
+            l->listen = pass == 0 ? el->addr : el->capture;
+            l->header_timeout_ms = 10 * 1000;
+            l->keepalive_timeout_ms = 60 * 1000;
+            l->max_header_bytes = 16 << 10;
+            l->min_client_rate = CFG_MIN_CLIENT_RATE;
+            l->line = node->line;
+            l->col = node->col;
+            nodes[c->n_listeners] = node;
+            if (pass == 0) {
+                c->functions[i].egress->listener = c->n_listeners;
+            } else {
+                c->functions[i].egress->has_capture = true;
+                c->functions[i].egress->capture_listener = c->n_listeners;
+            }
+            c->n_listeners++;
+        }
     }
 
     /* The top-level listeners were checked among themselves, so a clash
-     * found now is at an egress listener. */
+     * found now is at an egress or capture listener. */
     rc = find_addr_clash(x, &dup, &first);
     if (rc < 0)
         return rc;
     if (rc) {
         at = listener_where(x, first, where, sizeof(where));
-        path_push(x, "[%zu].egress.listen", ls[dup].function);
+        path_push(x, "[%zu].egress.%s", ls[dup].function,
+                  added_key[ls[dup].kind == CFG_LISTENER_CAPTURE]);
         return fail(x, x->listen_nodes[dup], "address already used by %s (%s:%d:%d)", where,
                     x->name, at->line, at->col);
     }
@@ -2707,7 +2752,8 @@ static int add_egress_listeners(struct pctx *x)
     for (i = top; i < n; i++) {
         addr_key_of(&ls[i].listen, &k);
         if (addr_clash(&a, &k)) {
-            path_push(x, "[%zu].egress.listen", ls[i].function);
+            path_push(x, "[%zu].egress.%s", ls[i].function,
+                      added_key[ls[i].kind == CFG_LISTENER_CAPTURE]);
             return fail(x, x->listen_nodes[i], "address already used by admin.listen (%s:%d:%d)",
                         x->name, x->admin_listen->line, x->admin_listen->col);
         }

@@ -85,13 +85,14 @@ struct cfg_upstream_tls {
 enum cfg_listener_kind {
     CFG_LISTENER_INGRESS = 0, /* reverse proxy to the functions its routes name */
     CFG_LISTENER_EGRESS,      /* one function's forward proxy: absolute-form HTTP and CONNECT */
+    CFG_LISTENER_CAPTURE,     /* one function's transparent egress: TCP redirected by nftables */
     CFG_LISTENER__N
 };
 
 struct cfg_listener {
     char *name;
     enum cfg_listener_kind kind;
-    size_t function;               /* egress: index of the function whose proxy it is */
+    size_t function;               /* egress, capture: index of the function whose proxy it is */
     struct cfg_addr listen;        /* inet; egress listeners may be unix sockets */
     uint64_t header_timeout_ms;    /* request head must arrive within; default 10s */
     uint64_t keepalive_timeout_ms; /* idle between requests; default 60s */
@@ -159,7 +160,9 @@ enum cfg_egress_mode {
 
 /* functions[].egress: the function's forward proxy and its policy. */
 struct cfg_egress {
-    size_t listener; /* index into config.listeners (kind CFG_LISTENER_EGRESS) */
+    size_t listener;         /* index into config.listeners (kind CFG_LISTENER_EGRESS) */
+    bool has_capture;        /* egress.capture was given ... */
+    size_t capture_listener; /* ... index into config.listeners (kind CFG_LISTENER_CAPTURE) */
     enum cfg_egress_mode mode;
     bool deny_private;               /* default true */
     uint64_t tunnel_idle_timeout_ms; /* a CONNECT tunnel with no bytes either way; default 5m */

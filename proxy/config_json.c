@@ -275,8 +275,13 @@ static void put_listeners(struct jw *w, const struct config *c)
 
         jw_obj(w, NULL);
         jw_str(w, "name", l->name);
-        jw_str(w, "kind", l->kind == CFG_LISTENER_EGRESS ? "egress" : "ingress");
-        if (l->kind == CFG_LISTENER_EGRESS && l->function < c->n_functions)
+        static const char *const kinds[CFG_LISTENER__N] = {
+            [CFG_LISTENER_INGRESS] = "ingress",
+            [CFG_LISTENER_EGRESS] = "egress",
+            [CFG_LISTENER_CAPTURE] = "capture",
+        };
+        jw_str(w, "kind", kinds[l->kind]);
+        if (l->kind != CFG_LISTENER_INGRESS && l->function < c->n_functions)
             jw_str(w, "function", c->functions[l->function].name);
         jw_str(w, "listen", l->listen.text);
         jw_u64(w, "header_timeout", l->header_timeout_ms);
@@ -346,6 +351,10 @@ static void put_egress(struct jw *w, const struct config *c, const struct cfg_eg
     jw_obj(w, "egress");
     jw_str(w, "listen",
            eg->listener < c->n_listeners ? c->listeners[eg->listener].listen.text : NULL);
+    jw_str(w, "capture",
+           eg->has_capture && eg->capture_listener < c->n_listeners
+               ? c->listeners[eg->capture_listener].listen.text
+               : NULL);
     jw_str(w, "mode", eg->mode == CFG_EGRESS_REPORT ? "report" : "enforce");
     jw_bool(w, "deny_private", eg->deny_private);
     jw_u64(w, "tunnel_idle_timeout", eg->tunnel_idle_timeout_ms);

@@ -26,6 +26,7 @@
 
 static void conn_process(struct conn *c);
 static void conn_linger(struct conn *c);
+static void conn_capture_start(struct conn *c, bool final);
 
 /* --- small helpers ------------------------------------------------------ */
 
@@ -319,6 +320,8 @@ static void conn_closed(struct conn *c)
     conn_buf_free(c);
     wlistener_unref(c->l);
     free(c->client_id);
+    free(c->capt);
+    c->capt = NULL;
     free(c);
 }
 
@@ -373,6 +376,12 @@ static void on_timer(uv_timer_t *t)
         conn_close(c);
         return;
     case CONN_ST_IDLE:
+        if (c->capt != NULL && c->capt->kind == CAPTURE_PENDING) {
+            conn_capture_start(c, true); /* what it sent so far is all it says first */
+            return;
+        }
+        conn_close(c);
+        return;
     case CONN_ST_LINGER:
         conn_close(c);
         return;
@@ -517,6 +526,10 @@ static void conn_process(struct conn *c)
     struct exch *x;
     size_t used = 0;
 
+    if (c->state == CONN_ST_IDLE && c->capt != NULL && c->capt->kind == CAPTURE_PENDING) {
+        conn_capture_start(c, false);
+        return;
+    }
     if (c->state == CONN_ST_IDLE) {
         if (c->len == 0) {
             conn_arm(c, lc != NULL ? lc->keepalive_timeout_ms : 1000);
@@ -559,6 +572,92 @@ static void conn_process(struct conn *c)
     }
     conn_head_over(c);
     exch_refuse_head(x, 431, "header_too_large", "request head is larger than max_header_bytes");
+}
+
+/* --- capture (capture.h) ----------------------------------------------------- */
+
+/* A redirected connection: refused when it was not redirected or would
+ * loop into fnproxy; else its first bytes are awaited. 0, or -1 when it
+ * was closed. */
+static int conn_capture_accept(struct conn *c, int fd)
+{
+    const struct cfg_listener *lc = conn_listener_cfg(c);
+    const struct config *cfg = c->w->cur->snap->cfg;
+    char dst[INET6_ADDRSTRLEN + 8] = "none";
+    int err;
+
+    c->capt = calloc(1, sizeof(*c->capt));
+    if (c->capt == NULL) {
+        conn_close(c);
+        return -1;
+    }
+    c->capt->kind = CAPTURE_PENDING;
+    err = capture_orig_dst(fd, &c->capt->dst);
+    if (err == 0 && !capture_dst_is_own(cfg, &c->capt->dst)) {
+        c->cl.orig_port = capture_dst_port(&c->capt->dst);
+        return 0;
+    }
+    /* Connected straight to the capture port, or redirected to one of
+     * fnproxy's listeners: serving it would loop. */
+    if (err == 0)
+        capture_dst_text(&c->capt->dst, dst, sizeof(dst));
+    if (lc != NULL)
+        metrics_inc(&c->w->cur->fns[lc->function].egress_none->denials[DENY_OWN_LISTENER]);
+    if (log_ratelimit(&c->l->last_capture_log_ms, 1000))
+        log_warn("listener %s: connection from %s refused: %s", c->l->stats->name, c->client_ip,
+                 err == 0 ? "its destination is fnproxy itself" : "it was not redirected");
+    log_debug("listener %s: original destination %s (%s)", c->l->stats->name, dst,
+              err == 0 ? "own" : uv_strerror(err));
+    c->flags |= CONN_F_RESET;
+    conn_close(c);
+    return -1;
+}
+
+/* The first bytes tell what the connection speaks: HTTP goes on as
+ * requests; TLS and the rest become one CONNECT-like exchange to the SNI
+ * name, or to the original address. */
+static void conn_capture_start(struct conn *c, bool final)
+{
+    const struct cfg_listener *lc = conn_listener_cfg(c);
+    char name[SNI_NAME_MAX + 1];
+    enum capture_kind k;
+    size_t n, used = 0;
+    struct exch *x;
+
+    if (lc == NULL) {
+        conn_close(c);
+        return;
+    }
+    k = capture_classify(c->buf, c->len, final || (c->buf != NULL && c->len >= c->cap), name);
+    if (k == CAPTURE_PENDING) {
+        if (c->len == 0)
+            conn_arm(c, lc->header_timeout_ms); /* the first bytes within, or none */
+        conn_read(c, true);
+        return;
+    }
+    c->capt->kind = (uint8_t)k;
+    c->cl.capture = (uint8_t)k;
+    if (k == CAPTURE_HTTP) {
+        conn_process(c);
+        return;
+    }
+    if (c->buf == NULL && !conn_buf_alloc(c)) { /* the tunnel reads into it */
+        conn_close(c);
+        return;
+    }
+    n = capture_connect_head(c->capt, name);
+    x = n > 0 ? exch_new(&c->cl) : NULL;
+    if (x == NULL) {
+        conn_close(c);
+        return;
+    }
+    c->x = x;
+    c->state = CONN_ST_EXCHANGE;
+    if (h1_feed(&x->req, c->capt->head, n, &used) != H1_EV_HEAD) {
+        conn_close(c); /* the head is fnproxy's own: cannot happen */
+        return;
+    }
+    exch_begin(x);
 }
 
 /* What a plain-HTTP client that dialled a TLS port gets before the close:
@@ -661,6 +760,9 @@ void conn_accept(struct wlistener *l, int fd, const struct sockaddr *peer)
         return;
     }
     c->state = CONN_ST_IDLE;
+    if (conn_listener_cfg(c) != NULL && conn_listener_cfg(c)->kind == CFG_LISTENER_CAPTURE &&
+        conn_capture_accept(c, fd) < 0)
+        return;
     conn_process(c);
 }
 

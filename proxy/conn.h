@@ -16,6 +16,7 @@
 
 #include <uv.h>
 
+#include "capture.h"
 #include "exch.h"
 #include "http1.h"
 #include "router.h"
@@ -59,7 +60,8 @@ struct conn {
     unsigned flags;
     int pending_closes;
     char client_ip[INET6_ADDRSTRLEN];
-    char *client_id; /* verified client certificate identity (mTLS), or NULL */
+    char *client_id;      /* verified client certificate identity (mTLS), or NULL */
+    struct capture *capt; /* on a capture listener (capture.h); else NULL */
 };
 
 /* Takes an accepted socket and its peer's address; closes it on failure. */

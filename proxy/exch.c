@@ -570,6 +570,13 @@ void exch_reply_full(struct exch *x, int status, const char *code, const char *m
         exch_abort(x);
         return;
     }
+    if (x->flags & X_F_RAW) {
+        /* A captured TLS or opaque stream cannot read an HTTP answer: it is
+         * reset, and the status stays for the log and the counters. */
+        x->status = status;
+        exch_abort(x);
+        return;
+    }
     exch_drop_upstream(x, false);
     x->phase = EXCH_PH_REPLY;
     if (x->flags & X_F_DOWN_WRITING) {
@@ -904,7 +911,7 @@ void exch_begin(struct exch *x)
     if (h1_span_is(h->method, "head"))
         x->flags |= X_F_HEAD_METHOD;
     lc = exch_listener(x);
-    if (lc != NULL && lc->kind == CFG_LISTENER_EGRESS) {
+    if (lc != NULL && lc->kind != CFG_LISTENER_INGRESS) {
         fwd_begin(x);
         return;
     }

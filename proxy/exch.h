@@ -188,6 +188,8 @@ struct exch_client {
     const char *ip;         /* the client's address */
     const char *id;         /* its verified mTLS identity, or NULL */
     bool tls;               /* it came over TLS ("https") */
+    uint8_t capture;        /* enum capture_kind: on a capture listener, what it speaks */
+    uint16_t orig_port;     /* ... and the port it was headed for */
 };
 
 enum exch_flags {
@@ -216,6 +218,7 @@ enum exch_flags {
     X_F_IDEMPOTENT = 1u << 22,    /* idempotent method, or Idempotency-Key */
     X_F_ADMITTED = 1u << 23,      /* holds a slot of its function (admit.h) */
     X_F_QUEUED = 1u << 24,        /* waits for one, in the worker's queued list */
+    X_F_RAW = 1u << 25,           /* capture of TLS or opaque bytes: no HTTP answer, a close */
 };
 
 struct exch {

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "capture.h"
 #include "exch_int.h"
 #include "log.h"
 
@@ -61,19 +62,33 @@ static enum metrics_denial denial_of(enum egress_deny d)
     return d == EGRESS_DENY_PRIVATE ? DENY_PRIVATE : DENY_NO_RULE;
 }
 
-/* The path of an absolute-form target (NULL for CONNECT): what path
- * rules match, without the query. */
+/* Where the origin-form part of the target starts: after the authority
+ * of "http://host/path", or at once for a captured request (origin-form,
+ * its destination named by Host). */
+static size_t fwd_origin_at(const struct exch *x)
+{
+    struct h1_span t = x->req.head.target;
+    size_t i = sizeof("http://") - 1;
+
+    if (x->cl->capture == CAPTURE_HTTP)
+        return 0;
+    while (i < t.len && t.p[i] != '/' && t.p[i] != '?')
+        i++;
+    return i;
+}
+
+/* The path of the target (NULL for CONNECT): what path rules match,
+ * without the query. */
 static void fwd_path(const struct exch *x, const char **path, size_t *len)
 {
     struct h1_span t = x->req.head.target;
-    size_t i = sizeof("http://") - 1, n;
+    size_t i, n;
 
     *path = NULL;
     *len = 0;
     if (x->flags & X_F_TUNNEL)
         return;
-    while (i < t.len && t.p[i] != '/' && t.p[i] != '?')
-        i++;
+    i = fwd_origin_at(x);
     for (n = 0; i + n < t.len && t.p[i + n] != '?'; n++)
         ;
     *path = n > 0 ? t.p + i : "/";
@@ -161,7 +176,7 @@ void fwd_unreachable(struct exch *x)
 /* Whether addr:port is one of fnproxy's own listeners (or its admin): a
  * request there would loop through fnproxy or reach its admin endpoint.
  * A listener on the unspecified address owns every loopback address. */
-static bool fwd_is_own(const struct config *cfg, int family, const uint8_t *addr, uint16_t port)
+bool fwd_is_own(const struct config *cfg, int family, const uint8_t *addr, uint16_t port)
 {
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     enum egress_addr_class cls = egress_addr_classify(family, addr);
@@ -262,11 +277,10 @@ static int fwd_write_head(struct exch *x, bool port_given)
     struct h1_head *h = &x->req.head;
     struct h1_span t = h->target, origin;
     char host[sizeof(x->target.host) + 8], query_target[2048];
-    size_t i = sizeof("http://") - 1;
+    size_t i;
     bool v6 = x->target.is_ip && x->target.family == AF_INET6;
 
-    while (i < t.len && t.p[i] != '/' && t.p[i] != '?')
-        i++;
+    i = fwd_origin_at(x);
     origin = (struct h1_span){t.p + i, t.len - (uint32_t)i};
     if (origin.len == 0) {
         origin = (struct h1_span){"/", 1};
@@ -315,6 +329,18 @@ static int fwd_authority(struct exch *x, const char **auth, size_t *len)
     if (x->flags & X_F_TUNNEL) {
         *auth = t.p;
         *len = t.len;
+        return 0;
+    }
+    if (x->cl->capture == CAPTURE_HTTP) {
+        /* The function meant to talk to the server itself: the name is its
+         * Host (the target was checked as origin-form). */
+        const struct h1_head *h = &x->req.head;
+        if (h->host < 0) {
+            fwd_bad_target(x, "no Host header: a captured request is decided on its Host");
+            return -1;
+        }
+        *auth = h->hdr[h->host].value.p;
+        *len = h->hdr[h->host].value.len;
         return 0;
     }
     if (t.len > 0 && t.p[0] == '/') {
@@ -378,6 +404,7 @@ void fwd_begin(struct exch *x)
     const char *auth, *path, *why = NULL;
     size_t auth_len, path_len;
     bool port_given;
+    uint8_t capture;
     int err;
 
     x->flags |= X_F_EGRESS;
@@ -388,14 +415,17 @@ void fwd_begin(struct exch *x)
     x->target.host[0] = '\0';
     x->target.port = 0;
     eg = x->fn->egress;
-    err = h1_check_proxy_request(h, &why);
+    capture = x->cl->capture;
+    if (capture == CAPTURE_RAW)
+        x->flags |= X_F_RAW;
+    err = capture == CAPTURE_HTTP ? h1_check_request(h, &why) : h1_check_proxy_request(h, &why);
     exch_make_request_id(x);
     /* A function's call carries its trace on (it propagated the traceparent
      * it received) or starts one. A tunnel is opaque: nothing can be
      * injected, so a new trace would tie the log line to nothing; it logs
      * the trace of the CONNECT's own traceparent, or none. */
     exch_take_trace(x, !h1_span_is(h->method, "connect"));
-    if (err != 0 && why == h1_check_target(h, false)) {
+    if (err != 0 && why == h1_check_target(h, capture == CAPTURE_HTTP)) {
         /* A bad target is bad_target on this listener, however it is bad. */
         fwd_bad_target(x, why);
         return;
@@ -411,10 +441,19 @@ void fwd_begin(struct exch *x)
         return;
     err = egress_target_parse(auth, auth_len, 0, &x->target);
     port_given = err == EGRESS_T_OK;
+    /* No port: 80, or for a captured request the port it was headed for. */
     if (err == EGRESS_T_BAD_PORT && !(x->flags & X_F_TUNNEL))
-        err = egress_target_parse(auth, auth_len, 80, &x->target); /* no port: 80 */
+        err = egress_target_parse(auth, auth_len, capture == CAPTURE_HTTP ? x->cl->orig_port : 80,
+                                  &x->target);
     if (err != EGRESS_T_OK) {
         fwd_bad_target(x, egress_target_error_name(err));
+        return;
+    }
+    if (capture == CAPTURE_HTTP && x->target.port != x->cl->orig_port) {
+        /* The connection's port is the one decided and dialled; a Host
+         * that names another is a client (or a spoof) fnproxy cannot
+         * serve both ways. */
+        fwd_bad_target(x, "the Host header names a port other than the one connected to");
         return;
     }
 
@@ -585,6 +624,13 @@ static void tunnel_connected(void *owner, int status)
     x->status = 200;
     x->phase = EXCH_PH_TUNNEL;
     exch_touch(x);
+    if (x->flags & X_F_RAW) {
+        /* Captured: the client thinks it is talking to the destination
+         * already; the bytes it sent first (the ClientHello) go out now. */
+        fwd_tunnel_sent(x);
+        fwd_tunnel_input(x);
+        return;
+    }
     h1_out_reset(&x->resp_out);
     h1_out_raw(&x->resp_out, established, sizeof(established) - 1);
     if (exch_send(x, false) < 0) {

@@ -60,6 +60,9 @@ void fwd_tunnel_input(struct exch *x);
 void fwd_tunnel_sent(struct exch *x);
 void fwd_tunnel_client_eof(struct exch *x);
 
+/* Whether addr:port is one of fnproxy's own listeners or its admin. */
+bool fwd_is_own(const struct config *cfg, int family, const uint8_t *addr, uint16_t port);
+
 /* "allow", "deny", "would_deny"; "" before a decision. */
 const char *fwd_verdict_name(const struct exch *x);
 

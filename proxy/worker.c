@@ -302,7 +302,8 @@ static void wlistener_start(struct wlistener *l)
 /* What each kind of listener does with a connection. */
 static wlistener_accept_fn *const accept_by_kind[CFG_LISTENER__N] = {
     [CFG_LISTENER_INGRESS] = conn_accept,
-    [CFG_LISTENER_EGRESS] = conn_accept, /* the exchange tells them apart (forward.c) */
+    [CFG_LISTENER_EGRESS] = conn_accept,  /* the exchange tells them apart (forward.c) */
+    [CFG_LISTENER_CAPTURE] = conn_accept, /* ... after capture.c found the destination */
 };
 
 static struct wlistener *wlistener_new(struct worker *w, int fd, size_t idx,

@@ -68,7 +68,8 @@ struct wlistener {
     int pending_closes;
     struct listener_stats *stats;
     uint64_t last_error_log_ms;
-    uint64_t last_tls_log_ms; /* TLS record errors: logged at most once a second */
+    uint64_t last_tls_log_ms;     /* TLS record errors: logged at most once a second */
+    uint64_t last_capture_log_ms; /* capture: refused connections, likewise */
 };
 
 struct worker {

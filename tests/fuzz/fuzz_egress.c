@@ -25,6 +25,14 @@
  *   - a canonical target does not parse back to itself ("host:port", IPv6
  *     in brackets), has upper case or a trailing dot, or is_ip disagrees
  *     with inet_pton on its host.
+ *
+ * With flags & 0x80 the input is instead [flags][cut][ClientHello bytes]
+ * for the capture listener's SNI parser (sni.h), whose name then goes
+ * through the CONNECT path above as "name:443". It abort()s when a name
+ * it returns is empty, longer than SNI_NAME_MAX or has a byte other than
+ * letters, digits, '-', '_' and '.'; or when a prefix of the input (cut
+ * bytes shorter) answers anything but SNI_MORE or the whole input's
+ * answer (with the same name).
  * `make fuzz`, and a short run in `make test`.
  */
 #include <arpa/inet.h>
@@ -38,6 +46,7 @@
 
 #include "config.h" /* CFG_M_* */
 #include "egress.h"
+#include "sni.h"
 
 #define CHECK(cond, what)                                                                          \
     do {                                                                                           \
@@ -225,6 +234,46 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+static bool sni_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > SNI_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+              (name[i] >= '0' && name[i] <= '9') || name[i] == '-' || name[i] == '_' ||
+              name[i] == '.'))
+            return false;
+    return true;
+}
+
+/* The capture listener's path: SNI, then the name decided as a CONNECT. */
+static int fuzz_sni(const uint8_t *p, size_t n, uint8_t cut)
+{
+    char name[SNI_NAME_MAX + 1], pname[SNI_NAME_MAX + 1], auth[SNI_NAME_MAX + 8];
+    enum sni_result r = sni_parse(p, n, name), pr;
+    struct egress_policy pol = {.rules = rules, .deny_private = true};
+    struct egress_target t;
+    struct egress_decision d;
+
+    if (r != SNI_OK)
+        CHECK(name[0] == '\0', "a name with a result other than SNI_OK");
+    if (cut > 0 && cut <= n) {
+        pr = sni_parse(p, n - cut, pname);
+        CHECK(pr == SNI_MORE || pr == r, "a prefix answered other than more or the whole's answer");
+        if (pr == SNI_OK)
+            CHECK(strcmp(pname, name) == 0, "a prefix found another name");
+    }
+    if (r != SNI_OK)
+        return 0;
+    CHECK(sni_name_ok(name), "a server name with a byte sni.h refuses, or a bad length");
+    snprintf(auth, sizeof(auth), "%s:443", name);
+    if (egress_target_parse(auth, strlen(auth), 0, &t) == EGRESS_T_OK)
+        egress_decide_target(&pol, &t, 0, NULL, 0, &d);
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const unsigned methods[] = {0,           CFG_M_GET,     CFG_M_HEAD,
@@ -241,6 +290,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned method;
     int err;
 
+    if (size >= 2 && (data[0] & 0x80))
+        return fuzz_sni(data + 2, size - 2, data[1]);
     if (size < 3)
         return 0;
     tunnel = data[0] & 1;

@@ -2052,6 +2052,91 @@ static void test_egress_errors(void **state)
     }
 }
 
+/* egress.capture: a listener "<function>.capture" of kind capture after
+ * every egress listener, governed by the same function's egress. */
+static void test_capture_listen(void **state)
+{
+    struct config *c =
+        parse_ok("listeners:\n  - { name: public, listen: 127.0.0.1:8080 }\n"
+                 "functions:\n"
+                 "  - name: app\n"
+                 "    endpoints: [127.0.0.1:9001]\n"
+                 "    ingress: { routes: [{ name: r, match: { listener: public } }] }\n"
+                 "    egress: { listen: 127.0.0.1:15001, capture: 127.0.0.1:15006 }\n"
+                 "  - name: other\n"
+                 "    endpoints: [127.0.0.1:9002]\n"
+                 "    egress: { listen: 127.0.0.1:15002, capture: \"[::1]:15006\" }\n"
+                 "  - name: plain\n"
+                 "    endpoints: [127.0.0.1:9003]\n"
+                 "    egress: { listen: 127.0.0.1:15003 }\n");
+    const struct cfg_egress *e = c->functions[0].egress;
+
+    (void)state;
+    assert_int_equal(c->n_listeners, 6);
+    assert_string_equal(c->listeners[3].name, "plain.egress");
+    assert_string_equal(c->listeners[4].name, "app.capture");
+    assert_int_equal(c->listeners[4].kind, CFG_LISTENER_CAPTURE);
+    assert_int_equal(c->listeners[4].function, 0);
+    assert_string_equal(c->listeners[4].listen.text, "127.0.0.1:15006");
+    assert_int_equal(c->listeners[4].header_timeout_ms, 10000);
+    assert_true(e->has_capture);
+    assert_int_equal(e->capture_listener, 4);
+    assert_int_equal(e->listener, 1);
+    assert_string_equal(c->listeners[5].name, "other.capture");
+    assert_int_equal(c->listeners[5].listen.sa.ss_family, AF_INET6);
+    assert_int_equal(c->functions[1].egress->capture_listener, 5);
+    assert_false(c->functions[2].egress->has_capture);
+    config_free(c);
+}
+
+static void test_capture_errors(void **state)
+{
+#define CAP(v) EG_FN "{ listen: 127.0.0.1:15001, capture: " v " }\n"
+    static const struct {
+        const char *yaml, *want;
+    } cases[] = {
+        {CAP("10.0.0.1:15006"),
+         "t.yaml:4:49: functions[0].egress.capture: must be a loopback address (127.0.0.0/8 or "
+         "[::1]): nftables redirects the function's connections there, and nothing off this host "
+         "may reach it"},
+        {CAP("\"[::]:15006\""),
+         "t.yaml:4:49: functions[0].egress.capture: must be a loopback address (127.0.0.0/8 or "
+         "[::1]): nftables redirects the function's connections there, and nothing off this host "
+         "may reach it"},
+        {CAP("unix:/run/fn/c.sock"),
+         "t.yaml:4:49: functions[0].egress.capture: expected IP:port; unix sockets are only for "
+         "endpoints"},
+        {CAP("127.0.0.1"), "t.yaml:4:49: functions[0].egress.capture: expected IP:port"},
+        {CAP("[a, b]"), "t.yaml:4:49: functions[0].egress.capture: expected IP:port"},
+        {CAP("127.0.0.1:15001"),
+         "t.yaml:4:49: functions[0].egress.capture: address already used by "
+         "functions[0].egress.listen (t.yaml:4:23)"},
+        {"listeners:\n  - { name: public, listen: 0.0.0.0:15006 }\n" CAP("127.0.0.1:15006"),
+         "t.yaml:6:49: functions[0].egress.capture: address already used by listeners[0] "
+         "(t.yaml:2:29)"},
+        {"admin: { listen: 127.0.0.1:9901 }\n" CAP("127.0.0.1:9901"),
+         "t.yaml:5:49: functions[0].egress.capture: address already used by admin.listen "
+         "(t.yaml:1:18)"},
+        {CAP("127.0.0.1:15006") "  - { name: b, endpoints: [127.0.0.1:1], egress: { listen: "
+                                "127.0.0.1:15002, capture: 127.0.0.1:15006 } }\n",
+         "t.yaml:5:86: functions[1].egress.capture: address already used by "
+         "functions[0].egress.capture (t.yaml:4:49)"},
+        {"listeners:\n  - { name: app.capture, listen: 127.0.0.1:8080 }\n" CAP("127.0.0.1:15006"),
+         "t.yaml:6:13: functions[0].egress: its listener would be named \"app.capture\", the "
+         "name of listeners[0] (t.yaml:2:13)"},
+        {EG_FN "{ capture: 127.0.0.1:15006 }\n",
+         "t.yaml:4:13: functions[0].egress: missing required key \"listen\""},
+        {EG_FN "{ listen: 127.0.0.1:15001, capture: 127.0.0.1:15006, capture: 127.0.0.1:15007 }\n",
+         "t.yaml:4:66: functions[0].egress.capture: duplicate key \"capture\" (first at "
+         "t.yaml:4:40)"},
+    };
+#undef CAP
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        check_error(cases[i].yaml, cases[i].want);
+}
+
 /* Egress listeners count toward CFG_MAX_LISTENERS. */
 static void test_egress_listener_limit(void **state)
 {
@@ -2081,8 +2166,8 @@ static void test_egress_listener_limit(void **state)
             config_free(c);
         } else {
             snprintf(want, sizeof(want),
-                     "t.yaml:%d:50: functions[1].egress: at most %d listeners, egress listeners "
-                     "included",
+                     "t.yaml:%d:50: functions[1].egress: at most %d listeners, egress and capture "
+                     "listeners included",
                      CFG_MAX_LISTENERS + 3, CFG_MAX_LISTENERS);
             check_error(yaml, want);
         }
@@ -2567,6 +2652,8 @@ int main(void)
         cmocka_unit_test(test_egress_small),
         cmocka_unit_test(test_egress_errors),
         cmocka_unit_test(test_egress_listener_limit),
+        cmocka_unit_test(test_capture_listen),
+        cmocka_unit_test(test_capture_errors),
         cmocka_unit_test(test_dns),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_access_log),

@@ -84,6 +84,14 @@ def manifests_valid(ctx):
         check(want in gateway, "gateway.yaml has %r" % want)
 
 
+def _line_of(name, text):
+    """The line number (1-based) where text starts in deploy/NAME."""
+    with open(os.path.join(DEPLOY, name)) as f:
+        body = f.read()
+    check(text in body, "deploy/%s has %r" % (name, text))
+    return body[:body.index(text)].count("\n") + 1
+
+
 @case(timeout=60, san=False)
 def manifests_schema_errors(ctx):
     ctr = "          image: registry.example.com/thumbnail:latest\n"
@@ -110,7 +118,8 @@ def manifests_schema_errors(ctx):
          "unknown apiVersion/kind policy/v1beta9/PodDisruptionBudget"),
         ("required", "gateway.yaml", "    - { name: http, port: 80, targetPort: http }",
          "    - { name: http, targetPort: http }", "spec.ports[0].port: required field missing"),
-        ("yaml", "sidecar.yaml", "  replicas: 2\n", "  replicas: [2\n", ":68:3: Flow sequence in block collection"),
+        ("yaml", "sidecar.yaml", "  replicas: 2\n", "  replicas: [2\n",
+         ":%d:3: Flow sequence in block collection" % (_line_of("sidecar.yaml", "  replicas: 2\n") + 1)),
     ])
 
 

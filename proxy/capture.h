@@ -43,6 +43,7 @@ enum capture_kind {
 struct capture {
     struct sockaddr_storage dst; /* the original destination */
     uint8_t kind;                /* enum capture_kind */
+    bool speaking;               /* its first bytes came: the rest within header_timeout */
     /* The synthetic CONNECT head: the exchange's spans point here. */
     char head[2 * SNI_NAME_MAX + 160];
 };

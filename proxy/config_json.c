@@ -351,10 +351,16 @@ static void put_egress(struct jw *w, const struct config *c, const struct cfg_eg
     jw_obj(w, "egress");
     jw_str(w, "listen",
            eg->listener < c->n_listeners ? c->listeners[eg->listener].listen.text : NULL);
-    jw_str(w, "capture",
-           eg->has_capture && eg->capture_listener < c->n_listeners
-               ? c->listeners[eg->capture_listener].listen.text
-               : NULL);
+    if (eg->has_capture && eg->capture_listener < c->n_listeners) {
+        const struct cfg_listener *cl = &c->listeners[eg->capture_listener];
+
+        jw_obj(w, "capture");
+        jw_str(w, "listen", cl->listen.text);
+        jw_u64(w, "first_bytes_timeout", cl->first_bytes_timeout_ms);
+        jw_end(w, '}');
+    } else {
+        jw_null(w, "capture");
+    }
     jw_str(w, "mode", eg->mode == CFG_EGRESS_REPORT ? "report" : "enforce");
     jw_bool(w, "deny_private", eg->deny_private);
     jw_u64(w, "tunnel_idle_timeout", eg->tunnel_idle_timeout_ms);

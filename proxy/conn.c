@@ -630,8 +630,15 @@ static void conn_capture_start(struct conn *c, bool final)
     }
     k = capture_classify(c->buf, c->len, final || (c->buf != NULL && c->len >= c->cap), name);
     if (k == CAPTURE_PENDING) {
-        if (c->len == 0)
-            conn_arm(c, lc->header_timeout_ms); /* the first bytes within, or none */
+        /* Silence past first_bytes_timeout: the server speaks first. Once
+         * bytes came, the client speaks first and the rest of its first
+         * message (a ClientHello split over writes) gets header_timeout. */
+        if (c->len == 0) {
+            conn_arm(c, lc->first_bytes_timeout_ms);
+        } else if (!c->capt->speaking) {
+            c->capt->speaking = true;
+            conn_arm(c, lc->header_timeout_ms);
+        }
         conn_read(c, true);
         return;
     }

@@ -2065,7 +2065,8 @@ static void test_capture_listen(void **state)
                  "    egress: { listen: 127.0.0.1:15001, capture: 127.0.0.1:15006 }\n"
                  "  - name: other\n"
                  "    endpoints: [127.0.0.1:9002]\n"
-                 "    egress: { listen: 127.0.0.1:15002, capture: \"[::1]:15006\" }\n"
+                 "    egress: { listen: 127.0.0.1:15002,\n"
+                 "              capture: { listen: \"[::1]:15006\", first_bytes_timeout: 250ms } }\n"
                  "  - name: plain\n"
                  "    endpoints: [127.0.0.1:9003]\n"
                  "    egress: { listen: 127.0.0.1:15003 }\n");
@@ -2079,11 +2080,15 @@ static void test_capture_listen(void **state)
     assert_int_equal(c->listeners[4].function, 0);
     assert_string_equal(c->listeners[4].listen.text, "127.0.0.1:15006");
     assert_int_equal(c->listeners[4].header_timeout_ms, 10000);
+    assert_int_equal(c->listeners[4].first_bytes_timeout_ms, 1000); /* the default */
+    assert_int_equal(c->listeners[1].first_bytes_timeout_ms, 0);    /* egress: none */
     assert_true(e->has_capture);
     assert_int_equal(e->capture_listener, 4);
     assert_int_equal(e->listener, 1);
     assert_string_equal(c->listeners[5].name, "other.capture");
     assert_int_equal(c->listeners[5].listen.sa.ss_family, AF_INET6);
+    assert_string_equal(c->listeners[5].listen.text, "[::1]:15006");
+    assert_int_equal(c->listeners[5].first_bytes_timeout_ms, 250);
     assert_int_equal(c->functions[1].egress->capture_listener, 5);
     assert_false(c->functions[2].egress->has_capture);
     config_free(c);
@@ -2129,6 +2134,31 @@ static void test_capture_errors(void **state)
         {EG_FN "{ listen: 127.0.0.1:15001, capture: 127.0.0.1:15006, capture: 127.0.0.1:15007 }\n",
          "t.yaml:4:66: functions[0].egress.capture: duplicate key \"capture\" (first at "
          "t.yaml:4:40)"},
+        /* The map form: { listen, first_bytes_timeout }. */
+        {CAP("{ listen: 127.0.0.1:15006, first_bytes_timeout: 0s }"),
+         "t.yaml:4:97: functions[0].egress.capture.first_bytes_timeout: must be greater than "
+         "zero"},
+        {CAP("{ listen: 127.0.0.1:15006, first_bytes_timeout: soon }"),
+         "t.yaml:4:97: functions[0].egress.capture.first_bytes_timeout: expected a duration like "
+         "10s"},
+        {CAP("{ listen: 127.0.0.1:15006, first_bytes_timeout: [1s] }"),
+         "t.yaml:4:97: functions[0].egress.capture.first_bytes_timeout: expected a duration like "
+         "10s"},
+        {CAP("{ first_bytes_timeout: 1s }"),
+         "t.yaml:4:49: functions[0].egress.capture: missing required key \"listen\""},
+        {CAP("{ listen: 10.0.0.1:15006 }"),
+         "t.yaml:4:59: functions[0].egress.capture.listen: must be a loopback address (127.0.0.0/8 "
+         "or [::1]): nftables redirects the function's connections there, and nothing off this "
+         "host may reach it"},
+        {CAP("{ listen: 127.0.0.1:15006, timeout: 1s }"),
+         "t.yaml:4:76: functions[0].egress.capture.timeout: unknown key \"timeout\""},
+        {CAP("{ listen: 127.0.0.1:15001 }"),
+         "t.yaml:4:59: functions[0].egress.capture.listen: address already used by "
+         "functions[0].egress.listen (t.yaml:4:23)"},
+        {CAP("127.0.0.1:15006") "  - { name: b, endpoints: [127.0.0.1:1], egress: { listen: "
+                                "127.0.0.1:15002, capture: { listen: 127.0.0.1:15006 } } }\n",
+         "t.yaml:5:96: functions[1].egress.capture.listen: address already used by "
+         "functions[0].egress.capture (t.yaml:4:49)"},
     };
 #undef CAP
 

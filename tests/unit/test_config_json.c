@@ -236,7 +236,7 @@ static const char full_yaml[] =
     "          match: { listener: secure, path_prefix: / }\n"
     "    egress:\n"
     "      listen: 127.0.0.1:15001\n"
-    "      capture: 127.0.0.1:15006\n"
+    "      capture: { listen: 127.0.0.1:15006, first_bytes_timeout: 300ms }\n"
     "      mode: report\n"
     "      deny_private: true\n"
     "      tunnel_idle_timeout: 5m\n"
@@ -299,7 +299,8 @@ static void test_full(void **state)
            "\"methods\":null}");
     has(j, "{\"name\":\"thumbnail.capture\",\"kind\":\"capture\",\"function\":\"thumbnail\","
            "\"listen\":\"127.0.0.1:15006\",");
-    has(j, "\"egress\":{\"listen\":\"127.0.0.1:15001\",\"capture\":\"127.0.0.1:15006\","
+    has(j, "\"egress\":{\"listen\":\"127.0.0.1:15001\",\"capture\":{\"listen\":"
+           "\"127.0.0.1:15006\",\"first_bytes_timeout\":300},"
            "\"mode\":\"report\",\"deny_private\":true,"
            "\"tunnel_idle_timeout\":300000,\"allow\":[{\"name\":\"stripe\","
            "\"host\":\"api.stripe.com\",\"cidr\":null,\"ports\":[443],\"methods\":null,"

@@ -93,7 +93,7 @@ enum exch_next exch_decide(enum exch_failure f, int err, const struct exch_attem
     case EXCH_FAIL_RESET:
         if (a->reused && !a->got_bytes && !a->has_body && !a->stale_retried && a->idempotent &&
             (err == UV_EOF || err == UV_ECONNRESET || err == UV_EPIPE))
-            return EXCH_NEXT_FRESH; /* the pool's stale connection, not a retry */
+            return EXCH_NEXT_FRESH; /* maybe the pool's stale connection: not the policy's */
         return EXCH_NEXT_RETRY;
     default: /* a malformed answer, no progress, the deadline: not retried */
         return EXCH_NEXT_REPLY;

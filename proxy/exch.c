@@ -1057,7 +1057,6 @@ void exch_connect(struct exch *x)
     size_t idx = 0;
     bool full = false;
     int err = 0;
-
     uint64_t tried = x->tried;
 
     if (x->flags & X_F_SAME_EP)

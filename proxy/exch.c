@@ -93,7 +93,7 @@ enum exch_next exch_decide(enum exch_failure f, int err, const struct exch_attem
     case EXCH_FAIL_RESET:
         if (a->reused && !a->got_bytes && !a->has_body && !a->stale_retried && a->idempotent &&
             (err == UV_EOF || err == UV_ECONNRESET || err == UV_EPIPE))
-            return EXCH_NEXT_FRESH; /* the pool's stale connection, not a retry */
+            return EXCH_NEXT_FRESH; /* maybe the pool's stale connection: not the policy's */
         return EXCH_NEXT_RETRY;
     default: /* a malformed answer, no progress, the deadline: not retried */
         return EXCH_NEXT_REPLY;
@@ -1057,12 +1057,19 @@ void exch_connect(struct exch *x)
     size_t idx = 0;
     bool full = false;
     int err = 0;
+    uint64_t tried = x->tried;
 
+    if (x->flags & X_F_SAME_EP)
+        x->tried = ~(1ULL << x->ep_idx); /* every other one counts as tried, for the pick */
     if (x->flags & X_F_EGRESS) {
         ep = fwd_next_endpoint(x, &idx, &tls, &full);
     } else {
         ep = exch_pick_endpoint(x, &idx, &full);
         tls = x->ws->snap->upstream_tls[x->fn_idx];
+    }
+    if (x->flags & X_F_SAME_EP) {
+        x->tried = tried;
+        x->flags &= ~X_F_SAME_EP;
     }
     if (ep == NULL && full) {
         metrics_inc(&x->stats->breaker_rejections);
@@ -1308,9 +1315,10 @@ void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const cha
         exch_count_uperr(x, UPERR_TLS);
         break;
     case EXCH_FAIL_RESET:
-        /* A stale pooled connection is the pool's, not the function's. */
-        if (next != EXCH_NEXT_FRESH)
-            exch_count_uperr(x, err == UV_EOF ? UPERR_PROTOCOL : UPERR_RESET);
+        /* Counted even when it may be a stale pooled connection: a function
+         * that resets requests must show, and the pool notices an idle
+         * connection's close, so a true stale one is a rare race. */
+        exch_count_uperr(x, err == UV_EOF ? UPERR_PROTOCOL : UPERR_RESET);
         break;
     case EXCH_FAIL_PROTOCOL:
         exch_count_uperr(x, UPERR_PROTOCOL);
@@ -1342,8 +1350,12 @@ void exch_attempt_failed(struct exch *x, enum exch_failure f, int err, const cha
         x->flags |= X_F_UP_BROKEN;
         exch_drop_upstream(x, false);
         x->flags &= ~(X_F_UP_BROKEN | X_F_REQ_SENT | X_F_UP_WRITING);
-        x->flags |= X_F_STALE_RETRIED | X_F_FRESH;
-        x->tried = 0; /* the endpoint is fine; the connection was old */
+        /* The endpoint is fine; the connection was old: the same endpoint
+         * again, whose pool this new connection then replaces the broken
+         * one in. Another attempt sent, so counted as a retry; not the
+         * policy's, so it spends neither its budget nor its max. */
+        x->flags |= X_F_STALE_RETRIED | X_F_FRESH | X_F_SAME_EP;
+        metrics_inc(&x->stats->retries);
         exch_connect(x);
         return;
     case EXCH_NEXT_REPLY:

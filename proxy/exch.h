@@ -219,6 +219,7 @@ enum exch_flags {
     X_F_ADMITTED = 1u << 23,      /* holds a slot of its function (admit.h) */
     X_F_QUEUED = 1u << 24,        /* waits for one, in the worker's queued list */
     X_F_RAW = 1u << 25,           /* capture of TLS or opaque bytes: no HTTP answer, a close */
+    X_F_SAME_EP = 1u << 26,       /* the next attempt goes to the last one's endpoint */
 };
 
 struct exch {

@@ -232,6 +232,8 @@ struct upconn *pool_get(struct pool *p, struct endpoint *ep, struct tls_ctx *tls
     struct upconn *u = fresh ? NULL : pool_take(ep);
     int rc;
 
+    if (++ep->n_busy > ep->busy_peak)
+        ep->busy_peak = ep->n_busy;
     if (u != NULL) {
         u->ops = ops;
         u->owner = owner;
@@ -240,6 +242,7 @@ struct upconn *pool_get(struct pool *p, struct endpoint *ep, struct tls_ctx *tls
     }
     u = calloc(1, sizeof(*u));
     if (u == NULL) {
+        ep->n_busy--;
         *err = UV_ENOMEM;
         return NULL;
     }
@@ -251,6 +254,7 @@ struct upconn *pool_get(struct pool *p, struct endpoint *ep, struct tls_ctx *tls
     rc = ep->addr.kind == CFG_ADDR_UNIX ? uv_pipe_init(p->loop, &u->io.pipe, 0)
                                         : uv_tcp_init(p->loop, &u->io.tcp);
     if (rc < 0) {
+        ep->n_busy--;
         free(u);
         *err = rc;
         return NULL;
@@ -268,6 +272,7 @@ struct upconn *pool_get(struct pool *p, struct endpoint *ep, struct tls_ctx *tls
     uv_tcp_nodelay(&u->io.tcp, 1);
     rc = uv_tcp_connect(&u->creq, &u->io.tcp, (const struct sockaddr *)&ep->addr.sa, on_connect);
     if (rc < 0) {
+        ep->n_busy--;
         u->owner = NULL;
         u->flags |= UP_F_CLOSING; /* never pooled: nothing to unlink or say */
         uv_close(&u->io.handle, on_close);
@@ -316,8 +321,10 @@ void pool_put(struct upconn *u, bool reusable)
 
     if (u->flags & UP_F_CLOSING)
         return;
+    ep->n_busy--;
     if (!reusable || !(u->flags & UP_F_CONNECTED) || (u->flags & (UP_F_WRITING | UP_F_SHUT)) ||
-        u->len != u->parsed || p->draining) {
+        u->len != u->parsed || p->draining ||
+        ep->n_idle >= (ep->busy_peak > ep->busy_peak_prev ? ep->busy_peak : ep->busy_peak_prev)) {
         up_close(u);
         return;
     }
@@ -347,6 +354,8 @@ void pool_sweep(struct pool *p, uint64_t idle_ms)
         /* Closing an endpoint's last connection may free it (on_close, a
          * later loop iteration): hold it until its list is walked. */
         ep->refs++;
+        ep->busy_peak_prev = ep->busy_peak;
+        ep->busy_peak = ep->n_busy;
         for (struct upconn *u = ep->idle, *next; u != NULL; u = next) {
             next = u->next_idle;
             if (idle_ms == 0 || now - u->idle_since_ms >= idle_ms)

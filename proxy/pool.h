@@ -53,6 +53,9 @@ struct endpoint {
     uint64_t last_error_log_ms;   /* failures are logged at most once a second */
     struct upconn *idle;          /* pooled connections, most recently used first */
     unsigned n_idle;
+    unsigned n_busy;              /* connections with an owner */
+    unsigned busy_peak;           /* most n_busy since the last sweep, and ... */
+    unsigned busy_peak_prev;      /* ... in the sweep period before: the idle cap */
 };
 
 enum upconn_flags {
@@ -115,10 +118,15 @@ struct upconn *pool_get(struct pool *p, struct endpoint *ep, struct tls_ctx *tls
                         const struct pool_owner_ops *ops, void *owner, int *err);
 
 /* The owner is done with u: back to the pool when reusable (connected,
- * nothing unread or being written, not draining), else closed. */
+ * nothing unread or being written, not draining) and the endpoint holds
+ * fewer idle connections than it had in use at once recently (its peak
+ * since the sweep before last), else closed. That cap keeps every
+ * connection a steady load needs, and no more: connections made while
+ * idle ones were there (a fresh one after a stale one) cannot pile up. */
 void pool_put(struct upconn *u, bool reusable);
 
-/* Closes pooled connections idle for idle_ms or more (0: all). */
+/* Closes pooled connections idle for idle_ms or more (0: all), and starts
+ * a new period of the idle cap's peak. */
 void pool_sweep(struct pool *p, uint64_t idle_ms);
 
 /* Sends bufs; ops->written follows, except that with now a write that all

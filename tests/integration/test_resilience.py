@@ -18,7 +18,7 @@ fnproxy_timeouts_total{kind}). Time is asserted only where time is the
 point, with generous bounds.
 
 A GET reset on a *pooled* connection is the pool's stale connection
-(README: "not a retry", sent again once whatever `on` says), so every
+(README: sent again once on a new connection whatever `on` says), so every
 reset case here makes its reset request on an upstream connection that is
 new: the first request a fresh fnproxy sends.
 """

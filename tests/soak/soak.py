@@ -775,10 +775,11 @@ class Soak:
 WORKERS = 2  # the config's
 # Under load a sanity cap, not the leak check (that is the idle level at the
 # end, kind by kind). Clients hold 13 connections (2 x 4 wrk, 3 raw, 1
-# egress, 1 tunnel), but while B resets, each reset on a reused connection
-# leaves a new pooled one for 4 s (README, "Soak"): 245 and 272 fds at the
-# peaks of two 300 s runs, where A's kills cut that short: about twice that.
-FD_LOAD_BOUND = 512
+# egress, 1 tunnel); upstream ones, in use or pooled, are bounded by that
+# concurrency per worker and endpoint (the pool's idle cap; a reset's retry
+# replaces the broken connection). Peak 66 in a 60 s run (183 before the
+# cap, 272 in 300 s): about 2.5 times that.
+FD_LOAD_BOUND = 160
 # RSS (normal build): ~9 MiB after warm-up, then +0.1-0.4 MiB to the end,
 # slope over the second half 28 KiB/min in 300 s (up to ~340 in 20 s runs,
 # where allocator arenas are still settling). At ~17,000 requests/s a leak

@@ -243,6 +243,44 @@ static void test_sweep_and_peer_close(void **state)
     assert_int_equal(pool.n_endpoints, 0);
 }
 
+/* Idle connections are capped by the most in use at once recently: a
+ * fresh connection made while one was idle does not pile up. */
+static void test_idle_cap(void **state)
+{
+    struct owner o = {0};
+    struct endpoint *ep = endpoint_get(&pool, &fn_addr, NULL, NULL);
+    struct upconn *u[2], *fresh;
+    int err = 0;
+
+    for (int i = 0; i < 2; i++)
+        u[i] = pool_get(&pool, ep, NULL, true, &owner_ops, &o, &err);
+    RUN_UNTIL(o.connected == 2 && n_peers == 2);
+    pool_put(u[0], true);
+    pool_put(u[1], true);
+    assert_int_equal(ep->n_idle, 2); /* two were in use at once */
+
+    /* One taken and a fresh one beside it: three connections, two needed. */
+    u[0] = pool_get(&pool, ep, NULL, false, &owner_ops, &o, &err);
+    fresh = pool_get(&pool, ep, NULL, true, &owner_ops, &o, &err);
+    RUN_UNTIL(o.connected == 3 && n_peers == 3);
+    pool_put(fresh, true);
+    pool_put(u[0], true);
+    assert_int_equal(ep->n_idle, 2);
+    RUN_UNTIL(pool.n_conns == 2);
+
+    /* Two sweeps with nothing in use: the peak is gone, and a connection
+     * back from one owner is closed while others sit idle. */
+    pool_sweep(&pool, 60 * 1000);
+    pool_sweep(&pool, 60 * 1000);
+    u[0] = pool_get(&pool, ep, NULL, false, &owner_ops, &o, &err);
+    assert_true(u[0]->flags & UP_F_REUSED);
+    pool_put(u[0], true);
+    assert_int_equal(ep->n_idle, 1);
+    RUN_UNTIL(pool.n_conns == 1);
+    assert_int_equal(ep->n_busy, 0);
+    endpoint_put(ep);
+}
+
 static void test_connect_refused_reaches_the_owner(void **state)
 {
     struct owner o = {0};
@@ -270,6 +308,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_endpoint_lifetime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_put_reuse_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_and_peer_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused_reaches_the_owner, setup, teardown),
     };
 

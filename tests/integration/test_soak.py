@@ -1,5 +1,5 @@
 """The bounded soak under faults (tests/soak/soak.py, issue #14 point 6):
-FNPROXY_SOAK_SECONDS (default 25) of wrk and raw clients on ingress (plain
+FNPROXY_SOAK_SECONDS (default 20) of wrk and raw clients on ingress (plain
 and TLS) and egress (absolute-form and CONNECT) while one backend is killed
 and restarted, the other paused and told to reset connections, and fnproxy
 reloaded every 2.5 s (every fourth config invalid). It fails on any check
@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "soak"))
 import soak  # noqa: E402
 
-SECONDS = int(os.environ.get("FNPROXY_SOAK_SECONDS", "25"))
+SECONDS = int(os.environ.get("FNPROXY_SOAK_SECONDS", "20"))
 
 
 @case(timeout=SECONDS + 120, exclusive=True, netns=True, hosts=soak.HOSTS)

@@ -12,11 +12,12 @@ set -eu
 # chromium, chromium-driver, python3-selenium (the dashboard in a real
 # browser); slowhttptest (slow headers, bodies and readers against a
 # listener) and testssl.sh (a scan of the TLS listener, gated on its JSON);
-# nftables (the capture cases apply deploy/capture-rules.sh in a namespace).
+# nftables (the capture cases apply deploy/capture-rules.sh in a namespace);
+# wrk (the soak's keep-alive load).
 PKGS="gcc make libuv1-dev libssl-dev libcmocka-dev libyaml-dev node-llhttp
 curl openssl python3 clang libclang-rt-14-dev sslscan libc-ares-dev iproute2
 python3-requests prometheus chromium chromium-driver python3-selenium
-slowhttptest testssl.sh nftables"
+slowhttptest testssl.sh nftables wrk"
 # nodejs and npm: the offline checks of deploy/ (tests/deploy; their npm
 # packages are scripts/npm-deps.sh's). Debian's npm only where there is no
 # npm yet: NodeSource's nodejs carries its own and conflicts with it.

@@ -36,7 +36,8 @@ HOSTS = {
 }
 LO_ADDRS = (API + "/32", "198.51.100.20/32", "203.0.113.66/32", "10.0.0.1/32")
 
-CONFIG = """\
+# The function "app" and its egress listener, as every case here has them.
+APP = """\
 workers: 2
 admin: { listen: 127.0.0.1:$APORT }
 access_log: $LOG
@@ -48,6 +49,9 @@ functions:
     ingress: { routes: [ { name: r, match: { listener: public } } ] }
     egress:
       listen: 127.0.0.1:$PORT_egress
+"""
+
+CONFIG = APP + """\
       capture: 127.0.0.1:$PORT_capture
       allow:
         - { name: api, host: "*.fn.test", ports: [80, 443] }
@@ -270,18 +274,7 @@ def capture_rules_script(ctx):
 
 BANNER_IP = "198.51.100.30"  # a server-speaks-first destination (port 25), allowed by cidr
 V6 = "2001:db8::10"  # an IPv6 destination (port 80), allowed by cidr
-MORE = """\
-workers: 2
-admin: { listen: 127.0.0.1:$APORT }
-access_log: $LOG
-listeners:
-  - { name: public, listen: 127.0.0.1:$PPORT }
-functions:
-  - name: app
-    endpoints: [127.0.0.1:$PPORT]
-    ingress: { routes: [ { name: r, match: { listener: public } } ] }
-    egress:
-      listen: 127.0.0.1:$PORT_egress
+MORE = APP + """\
       $CAPTURE
       mode: $MODE
       allow:

@@ -97,8 +97,9 @@ CHUNKS = {
     "chunk_ext_lf": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5;a\nX: y\r\nhello\r\n"
                       b"0\r\n\r\n"], "502"),
     # The bad chunk in a later read: the head (and the first chunk) went
-    # to the client already, so the client connection is closed.
-    "chunk_nonhex_later": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 0.1,
+    # to the client already, so the client connection is closed. The pause
+    # is long enough that a loaded fnproxy still reads the head alone.
+    "chunk_nonhex_later": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 0.3,
                             b"zz\r\n"], "cut"),
     # bodies that are not as long as declared
     "short_cl_close": ([OK_HEAD + b"Content-Length: 100\r\n\r\nhello", "close"], "cut"),

@@ -1657,9 +1657,11 @@ static void exch_pump_response(struct exch *x)
 {
     struct upconn *u = x->u;
     enum h1_event ev;
+    bool head_unsent; /* the head was queued in this pass, not yet handed to the client */
 
 again:
     ev = H1_EV_MORE;
+    head_unsent = false;
     if (u == NULL || (x->flags & (X_F_DOWN_WRITING | X_F_RESP_PARSED)))
         goto check_end;
     if (u->buf == NULL) {
@@ -1675,6 +1677,7 @@ again:
         if (ev == H1_EV_HEAD) {
             if (!exch_response_head(x))
                 return;
+            head_unsent = (x->flags & X_F_RESP_STARTED) != 0;
             continue;
         }
         if (ev == H1_EV_DONE && (x->flags & X_F_INTERIM)) {
@@ -1691,6 +1694,12 @@ again:
     }
     x->resp.out = NULL;
     if (ev == H1_EV_ERROR) {
+        if (head_unsent) {
+            /* The body's framing failed in the head's read: nothing of the
+             * answer left, so the client still gets a clean 502. */
+            x->flags &= ~X_F_RESP_STARTED;
+            h1_out_reset(&x->resp_out);
+        }
         exch_attempt_failed(x, EXCH_FAIL_PROTOCOL, 0, "malformed response from the function");
         return;
     }

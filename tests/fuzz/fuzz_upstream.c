@@ -30,6 +30,8 @@
  *     short of its Content-Length;
  *   - a chunked body completes without what was consumed ending in a line
  *     end;
+ *   - a body framing error is answered with a 502 (the head came in the
+ *     same read) after something of the response was sent downstream;
  *   - the parser consumes bytes past the end of the response in the call
  *     that completes it: everything it took belongs to this message (what
  *     follows makes exch.c mark the connection broken, never parsed).
@@ -66,6 +68,7 @@ struct up {
     struct h1_parser resp;
     struct h1_out out;
     bool started, interim, parsed_all, failed;
+    bool sent;          /* a send downstream since the final head */
     size_t msg_start;   /* stream offset where the current message began */
     size_t head_end;    /* stream offset just past its head */
     uint64_t body;      /* body bytes sent downstream for the final response */
@@ -185,6 +188,7 @@ static bool on_head(struct up *u)
     u->chunked = !u->no_body && (h->flags & H1_F_CHUNKED);
     u->length = h->content_length;
     u->next_body = u->head_end;
+    u->sent = false;
     return true;
 }
 
@@ -192,6 +196,7 @@ static bool on_head(struct up *u)
  * which must be the stream's next bytes after the head. */
 static void on_send(struct up *u)
 {
+    u->sent = true;
     for (unsigned i = 0; i < u->out.n; i++) {
         const char *b = u->out.iov[i].base;
         size_t n = u->out.iov[i].len, at;
@@ -238,8 +243,10 @@ static void on_done(struct up *u, bool eof)
 static bool pump(struct up *u)
 {
     enum h1_event ev;
+    bool head_unsent; /* as exch.c: the final head came in this pass */
 
 again:
+    head_unsent = false;
     h1_out_reset(&u->out);
     for (;;) {
         size_t used = 0;
@@ -250,6 +257,7 @@ again:
         if (ev == H1_EV_HEAD) {
             if (!on_head(u))
                 return false;
+            head_unsent = u->started;
             continue;
         }
         if (ev == H1_EV_DONE && u->interim) {
@@ -267,8 +275,12 @@ again:
         break;
     }
     u->resp.out = NULL;
-    if (ev == H1_EV_ERROR)
+    if (ev == H1_EV_ERROR) {
+        /* exch.c answers 502 when the head came in this pass: nothing of
+         * the response may have gone downstream then. */
+        CHECK(!head_unsent || !u->sent, "a 502 after part of the response was sent");
         return false;
+    }
     if (ev == H1_EV_MORE && !u->started && u->len == WORKER_BUF_SIZE)
         return false; /* response head too large */
     if (u->out.n > 0)
@@ -335,7 +347,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     u.wire = data + 2 + n_lens;
     u.wire_len = size - 2 - n_lens;
     u.fed = 0;
-    u.started = u.interim = u.parsed_all = u.failed = false;
+    u.started = u.interim = u.parsed_all = u.failed = u.sent = false;
     u.msg_start = u.head_end = u.next_body = 0;
     u.body = u.length = 0;
     u.framed_length = u.no_body = u.chunked = false;

@@ -76,26 +76,31 @@ FRAMING = {
 }
 
 CHUNKS = {
-    # The head is fine, so it may already be on its way: the client must
-    # then see the connection close before the last chunk.
-    "chunk_nonhex": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"], "cut"),
-    "chunk_nonhex_later": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 0.1,
-                            b"zz\r\n"], "cut"),
+    # The head is fine but the body framing is not. Each script is one
+    # small send(), so the head and the bad chunk come in one read: nothing
+    # of the answer was handed to the client yet, so it is a 502.
+    "chunk_bad_first": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"], "502"),
+    "chunk_nonhex": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"], "502"),
     "chunk_overflow": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-                        b"10000000000000005\r\nhello\r\n0\r\n\r\n"], "cut"),
+                        b"10000000000000005\r\nhello\r\n0\r\n\r\n"], "502"),
     "chunk_negative": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-                        b"-5\r\nhello\r\n0\r\n\r\n"], "cut"),
+                        b"-5\r\nhello\r\n0\r\n\r\n"], "502"),
     "chunk_size_space": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-                          b"5 5\r\nhello\r\n0\r\n\r\n"], "cut"),
+                          b"5 5\r\nhello\r\n0\r\n\r\n"], "502"),
     "chunk_no_crlf": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello"
-                       b"5\r\nhello\r\n0\r\n\r\n"], "cut"),
-    "chunk_lf_only": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n"], "cut"),
+                       b"5\r\nhello\r\n0\r\n\r\n"], "502"),
+    "chunk_lf_only": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n"], "502"),
     "chunk_ext_ctl": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5;a=\x01\r\nhello\r\n"
-                       b"0\r\n\r\n"], "cut"),
+                       b"0\r\n\r\n"], "502"),
     "chunk_ext_bare_cr": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5;a\rb\r\nhello\r\n"
-                           b"0\r\n\r\n"], "cut"),
+                           b"0\r\n\r\n"], "502"),
     "chunk_ext_lf": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5;a\nX: y\r\nhello\r\n"
-                      b"0\r\n\r\n"], "cut"),
+                      b"0\r\n\r\n"], "502"),
+    # The bad chunk in a later read: the head (and the first chunk) went
+    # to the client already, so the client connection is closed. The pause
+    # is long enough that a loaded fnproxy still reads the head alone.
+    "chunk_nonhex_later": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 0.3,
+                            b"zz\r\n"], "cut"),
     # bodies that are not as long as declared
     "short_cl_close": ([OK_HEAD + b"Content-Length: 100\r\n\r\nhello", "close"], "cut"),
     "short_chunked_close": ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
@@ -154,7 +159,8 @@ STATUS = {
 
 EGRESS = {k: v for d in (FRAMING, CHUNKS, HEADERS) for k, v in d.items()
           if k in ("cl_te", "cl_dup_same", "cl_dup_diff", "te_gzip_chunked", "extra_after_cl",
-                   "pipelined_response", "chunk_nonhex", "short_cl_close", "obs_fold",
+                   "pipelined_response", "chunk_bad_first", "chunk_nonhex",
+                   "chunk_nonhex_later", "short_cl_close", "obs_fold",
                    "value_bare_cr")}
 
 ALL = dict(FRAMING, **CHUNKS, **HEADERS, **STATUS)
@@ -427,8 +433,9 @@ def malicious_framing_headers(ctx):
 
 @case()
 def malicious_bodies(ctx):
-    """Bad chunk sizes and chunk lines (the client connection is closed:
-    the head may be out), bodies shorter than declared then a close (the
+    """Bad chunk sizes and chunk lines in the read that brought the head
+    (502: nothing was sent) or in a later one (the client connection is
+    closed after the head), bodies shorter than declared then a close (the
     same), bodies longer than declared and a response after the response
     (the client gets exactly the declared one), a 204 or 304 with a body
     (the status without it)."""
@@ -516,7 +523,8 @@ def malicious_egress(ctx):
     """The same through a function's egress listener: an absolute-form
     http:// call to a destination (close.svc.test, rule wild) that answers
     with CL+TE, two Content-Lengths, a body longer than declared, bad
-    chunks, a short body then a close, obs-fold, a bare CR; then a
+    chunks (in the head's read: 502; in a later read: a close after the
+    head), a short body then a close, obs-fold, a bare CR; then a
     response nobody asked for on an idle pooled destination connection."""
     fn = Fn(host="127.0.1.7", port=8080)
     try:

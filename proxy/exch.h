@@ -198,7 +198,7 @@ enum exch_flags {
     X_F_REQ_SENT = 1u << 2,     /* ... and written to the function */
     X_F_UP_WRITING = 1u << 3,   /* a write to the function is pending */
     X_F_DOWN_WRITING = 1u << 4, /* a send to the client is pending */
-    X_F_RESP_STARTED = 1u << 5, /* the answer's head went to the client */
+    X_F_RESP_STARTED = 1u << 5, /* the answer's head is queued for the client */
     X_F_RESP_PARSED = 1u << 6,  /* the whole response was read */
     X_F_UP_BROKEN = 1u << 7,    /* the upstream connection must not be reused */
     X_F_HEAD_METHOD = 1u << 8,

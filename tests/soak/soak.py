@@ -197,26 +197,26 @@ def exchange(tally, conn, method, path, host, seq, cut_ok, excuse=None):
     body = b"soak %d" % seq if method == "POST" else None
     tally.sending()
     what = "%s %s (#%d)" % (method, path, seq)
-    try:
-        conn.send(build_request(method, path, body=body, host=host))
-    except OSError as e:
+
+    def lost(why):
+        """No answer: excused if the destination did it, else a problem."""
         if excuse and excuse():
             with tally.lock:
                 tally.excused += 1
         else:
-            tally.problem("%s: send failed: %s" % (what, e))
+            tally.problem("%s: %s" % (what, why))
         return False
+
+    try:
+        conn.send(build_request(method, path, body=body, host=host))
+    except OSError as e:
+        return lost("send failed: %s" % e)
     deadline = ROUTE_TIMEOUT_S + ANSWER_SLACK_S
     t0 = time.monotonic()
     try:
         r = conn.read_head(timeout=deadline)
     except CaseFailure as e:
-        if excuse and excuse():
-            with tally.lock:
-                tally.excused += 1
-        else:
-            tally.problem("%s: no answer: %s" % (what, e))
-        return False
+        return lost("no answer: %s" % e)
     waited = time.monotonic() - t0
     with tally.lock:
         tally.max_wait = max(tally.max_wait, waited)
